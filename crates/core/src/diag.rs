@@ -1,0 +1,255 @@
+//! Diagnostics: what is wrong, where, and how to fix it.
+//!
+//! Codes are the ones the Batch API itself puts in a failed batch's `errors`
+//! object where the service has one (`invalid_json_line`, `duplicate_custom_id`,
+//! ...), so a report from batchkit reads like the service's own verdict.
+
+use std::fmt;
+
+/// How serious a diagnostic is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Severity {
+    /// The service would accept the file, but something deserves a look.
+    Warning,
+    /// The service would reject the file.
+    Error,
+}
+
+impl Severity {
+    /// `"error"` or `"warning"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Warning => "warning",
+            Severity::Error => "error",
+        }
+    }
+}
+
+macro_rules! codes {
+    ($($(#[$doc:meta])* $variant:ident => $name:literal, $severity:ident;)*) => {
+        /// The kind of a problem, named as the Batch API names it.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub enum Code {
+            $($(#[$doc])* $variant,)*
+        }
+
+        impl Code {
+            /// Every code, in the order reports list them.
+            pub const ALL: &'static [Code] = &[$(Code::$variant,)*];
+
+            /// The code as it appears in reports (`snake_case`).
+            pub fn as_str(self) -> &'static str {
+                match self { $(Code::$variant => $name,)* }
+            }
+
+            /// Whether this code makes the file invalid.
+            pub fn severity(self) -> Severity {
+                match self { $(Code::$variant => Severity::$severity,)* }
+            }
+        }
+    };
+}
+
+codes! {
+    /// Not JSON, not UTF-8, trailing garbage, a byte order mark, a lone surrogate.
+    InvalidJsonLine => "invalid_json_line", Error;
+    /// `custom_id`, `method`, `url` or `body` is absent.
+    MissingRequiredParameter => "missing_required_parameter", Error;
+    /// A field has the wrong type or value, or the body lacks what the endpoint needs.
+    InvalidRequest => "invalid_request", Error;
+    /// `custom_id` breaks the provider's rule for its form.
+    InvalidCustomId => "invalid_custom_id", Error;
+    /// `url` is not the batch's endpoint.
+    InvalidUrl => "invalid_url", Error;
+    /// The batch's endpoint is not one the provider serves in batch.
+    UnsupportedEndpoint => "unsupported_endpoint", Error;
+    /// A `custom_id` used by an earlier line.
+    DuplicateCustomId => "duplicate_custom_id", Error;
+    /// A model other than the batch's one.
+    MismatchedModel => "mismatched_model", Error;
+    /// `body.stream` is true.
+    StreamingUnsupported => "streaming_unsupported", Error;
+    /// More requests than the provider takes in one batch.
+    TooManyTasks => "too_many_tasks", Error;
+    /// More embedding inputs than the provider takes in one batch.
+    TooManyEmbeddingInputs => "too_many_embedding_inputs", Error;
+    /// The file is larger than the provider's upload limit.
+    FileTooLarge => "file_too_large", Error;
+    /// No request at all.
+    EmptyFile => "empty_file", Error;
+    /// An empty or whitespace-only line (skipped by the services).
+    BlankLine => "blank_line", Warning;
+}
+
+impl fmt::Display for Code {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One problem found in the input.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Diagnostic {
+    /// What kind of problem.
+    pub code: Code,
+    /// The service's message where it has one, else ours, in the same voice.
+    pub message: String,
+    /// The field at fault (`custom_id`, `body.model`, ...), if one is.
+    pub param: Option<String>,
+    /// 1-based line number, or `None` for a problem of the whole file.
+    pub line: Option<u64>,
+    /// Byte offset in the (decompressed) input where the problem was found.
+    pub offset: Option<u64>,
+    /// The request's `custom_id`, where the line has a readable one.
+    pub custom_id: Option<String>,
+    /// A short, printable excerpt of the offending text.
+    pub excerpt: Option<String>,
+    /// How to fix it.
+    pub hint: Option<String>,
+}
+
+impl Diagnostic {
+    /// A diagnostic with only a code and a message; add the rest with the
+    /// builder methods.
+    pub fn new(code: Code, message: impl Into<String>) -> Self {
+        Diagnostic {
+            code,
+            message: message.into(),
+            param: None,
+            line: None,
+            offset: None,
+            custom_id: None,
+            excerpt: None,
+            hint: None,
+        }
+    }
+
+    /// Set the field at fault.
+    pub fn param(mut self, param: impl Into<String>) -> Self {
+        self.param = Some(param.into());
+        self
+    }
+
+    /// Set the hint.
+    pub fn hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+
+    /// Set the line number.
+    pub fn at_line(mut self, line: u64) -> Self {
+        self.line = Some(line);
+        self
+    }
+
+    /// How serious it is (derived from the code).
+    pub fn severity(&self) -> Severity {
+        self.code.severity()
+    }
+}
+
+/// Counts of diagnostics by code: every problem is counted, however many are
+/// kept for printing.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CodeCounts([u64; Code::ALL.len()]);
+
+impl CodeCounts {
+    /// Count one more of `code`.
+    pub fn add(&mut self, code: Code) {
+        self.0[code as usize] += 1;
+    }
+
+    /// Count `n` more of `code`.
+    pub fn add_n(&mut self, code: Code, n: u64) {
+        self.0[code as usize] += n;
+    }
+
+    /// Add another tally to this one.
+    pub fn merge(&mut self, other: &CodeCounts) {
+        for (a, b) in self.0.iter_mut().zip(other.0.iter()) {
+            *a += b;
+        }
+    }
+
+    /// How many of `code`.
+    pub fn get(&self, code: Code) -> u64 {
+        self.0[code as usize]
+    }
+
+    /// The non-zero counts, in code order.
+    pub fn iter(&self) -> impl Iterator<Item = (Code, u64)> + '_ {
+        Code::ALL
+            .iter()
+            .map(|&c| (c, self.get(c)))
+            .filter(|&(_, n)| n > 0)
+    }
+
+    /// Total of one severity.
+    pub fn total(&self, severity: Severity) -> u64 {
+        self.iter()
+            .filter(|(c, _)| c.severity() == severity)
+            .map(|(_, n)| n)
+            .sum()
+    }
+}
+
+/// Make an excerpt of `line` around byte `at`: at most `width` characters,
+/// control characters shown as `\u{..}` escapes, with an ellipsis where cut.
+pub fn excerpt(line: &[u8], at: usize, width: usize) -> String {
+    let text = String::from_utf8_lossy(line);
+    let at = at.min(line.len());
+    // Position in characters of byte `at` (lossy decoding may change lengths,
+    // so count in the original bytes up to `at`).
+    let at_char = String::from_utf8_lossy(&line[..at]).chars().count();
+    let total = text.chars().count();
+    let start = at_char.saturating_sub(width / 3);
+    let start = if total.saturating_sub(start) < width {
+        total.saturating_sub(width)
+    } else {
+        start
+    };
+    let mut out = String::new();
+    if start > 0 {
+        out.push('…');
+    }
+    let mut shown = 0;
+    for c in text.chars().skip(start) {
+        if shown == width {
+            out.push('…');
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+        shown += 1;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_by_severity() {
+        let mut c = CodeCounts::default();
+        c.add(Code::BlankLine);
+        c.add(Code::InvalidUrl);
+        c.add(Code::InvalidUrl);
+        assert_eq!(c.total(Severity::Error), 2);
+        assert_eq!(c.total(Severity::Warning), 1);
+        assert_eq!(c.iter().count(), 2);
+    }
+
+    #[test]
+    fn excerpt_cuts_and_escapes() {
+        assert_eq!(excerpt(b"abc", 1, 10), "abc");
+        let long = "x".repeat(100);
+        let e = excerpt(long.as_bytes(), 50, 20);
+        assert!(e.starts_with('…') && e.ends_with('…'), "{e}");
+        assert_eq!(excerpt(b"a\tb", 0, 10), "a\\tb");
+        assert_eq!(excerpt(b"\xff\xfe{", 0, 10), "\u{fffd}\u{fffd}{");
+    }
+}

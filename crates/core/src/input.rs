@@ -1,0 +1,302 @@
+//! Opening inputs: files are memory-mapped; standard input and gzip streams
+//! are read in blocks of whole lines by a reader thread, so memory stays
+//! bounded by the block size (plus the longest line) whatever the input size.
+
+use std::fs::File;
+use std::io::{self, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+
+use memmap2::Mmap;
+
+/// Default size of one streamed block.
+pub const DEFAULT_BLOCK_SIZE: usize = 8 << 20;
+
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+
+/// An input that could not be opened or read.
+#[derive(Debug, thiserror::Error)]
+pub enum InputError {
+    /// Opening or reading the input failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The input's name (`-` for standard input).
+        path: PathBuf,
+        /// What went wrong.
+        source: io::Error,
+    },
+}
+
+impl InputError {
+    fn io(path: &Path, source: io::Error) -> Self {
+        InputError::Io {
+            path: path.to_owned(),
+            source,
+        }
+    }
+}
+
+/// Where the bytes come from.
+pub enum Source {
+    /// A whole file, memory-mapped (or empty).
+    Mapped(Mapped),
+    /// A stream read block by block (stdin, or a decompressed gzip file).
+    Stream(Box<dyn Read + Send>),
+}
+
+/// A memory-mapped file; empty files are not mapped at all.
+pub struct Mapped(Option<Mmap>);
+
+impl Mapped {
+    /// The file's bytes.
+    pub fn bytes(&self) -> &[u8] {
+        self.0.as_deref().unwrap_or(&[])
+    }
+}
+
+/// An opened input with its display name.
+pub struct Input {
+    /// The name used in diagnostics: the path as given, or `-`.
+    pub name: PathBuf,
+    /// The bytes.
+    pub source: Source,
+    /// Size on disk, when known (compressed size for gzip files).
+    pub size_hint: Option<u64>,
+}
+
+impl Input {
+    /// Open `path`, or standard input if it is `-`. Gzip data (by its magic
+    /// bytes, whatever the name) is decompressed as a stream; other files
+    /// are memory-mapped.
+    pub fn open(path: &Path) -> Result<Input, InputError> {
+        if path.as_os_str() == "-" {
+            let stdin = io::stdin();
+            return Ok(Input {
+                name: path.to_owned(),
+                source: Source::Stream(sniff_gzip(Box::new(stdin), path)?),
+                size_hint: None,
+            });
+        }
+        let mut file = File::open(path).map_err(|e| InputError::io(path, e))?;
+        let meta = file.metadata().map_err(|e| InputError::io(path, e))?;
+        if meta.is_dir() {
+            return Err(InputError::io(
+                path,
+                io::Error::new(io::ErrorKind::InvalidInput, "is a directory"),
+            ));
+        }
+        let mut magic = [0u8; 2];
+        let n = read_full(&mut file, &mut magic).map_err(|e| InputError::io(path, e))?;
+        if n == 2 && magic == GZIP_MAGIC {
+            let file = File::open(path).map_err(|e| InputError::io(path, e))?;
+            let decoder = flate2::read::MultiGzDecoder::new(BufReader::with_capacity(1 << 20, file));
+            return Ok(Input {
+                name: path.to_owned(),
+                source: Source::Stream(Box::new(decoder)),
+                size_hint: Some(meta.len()),
+            });
+        }
+        if !meta.is_file() {
+            // A pipe or device given by name: stream it, the magic bytes first.
+            let head = io::Cursor::new(magic[..n].to_vec());
+            return Ok(Input {
+                name: path.to_owned(),
+                source: Source::Stream(Box::new(head.chain(file))),
+                size_hint: None,
+            });
+        }
+        let map = if meta.len() == 0 {
+            None
+        } else {
+            // SAFETY: the map is read-only. Like every tool that maps its
+            // input (ripgrep, memchr users), we accept that another process
+            // truncating the file while we read it is undefined behaviour;
+            // a file being appended to is fine, as the mapped length is fixed.
+            #[allow(unsafe_code)]
+            let map = unsafe { Mmap::map(&file) }.map_err(|e| InputError::io(path, e))?;
+            Some(map)
+        };
+        Ok(Input {
+            name: path.to_owned(),
+            source: Source::Mapped(Mapped(map)),
+            size_hint: Some(meta.len()),
+        })
+    }
+
+    /// An in-memory input, mostly for tests and benchmarks.
+    pub fn from_reader(name: &str, reader: Box<dyn Read + Send>) -> Result<Input, InputError> {
+        let path = Path::new(name);
+        Ok(Input {
+            name: path.to_owned(),
+            source: Source::Stream(sniff_gzip(reader, path)?),
+            size_hint: None,
+        })
+    }
+}
+
+/// Read as many bytes as fit in `buf`, stopping early only at end of input.
+fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+fn sniff_gzip(
+    mut reader: Box<dyn Read + Send>,
+    path: &Path,
+) -> Result<Box<dyn Read + Send>, InputError> {
+    let mut magic = [0u8; 2];
+    let n = read_full(&mut reader, &mut magic).map_err(|e| InputError::io(path, e))?;
+    let whole = io::Cursor::new(magic[..n].to_vec()).chain(reader);
+    if n == 2 && magic == GZIP_MAGIC {
+        let decoder = flate2::read::MultiGzDecoder::new(BufReader::with_capacity(1 << 20, whole));
+        Ok(Box::new(decoder))
+    } else {
+        Ok(Box::new(whole))
+    }
+}
+
+/// Read `reader` in blocks of about `block_size` bytes, each holding only
+/// whole lines (the last block may end without a newline), and hand them to
+/// `f` in order. A reader thread fills the next block while `f` works.
+///
+/// A line longer than `block_size` makes its block grow to hold it: memory is
+/// bounded by two blocks plus the longest line.
+pub fn for_each_block(
+    reader: Box<dyn Read + Send>,
+    name: &Path,
+    block_size: usize,
+    mut f: impl FnMut(&[u8]),
+) -> Result<(), InputError> {
+    let block_size = block_size.max(1);
+    let (full_tx, full_rx) = mpsc::sync_channel::<io::Result<Vec<u8>>>(1);
+    let (free_tx, free_rx) = mpsc::channel::<Vec<u8>>();
+    std::thread::scope(|scope| {
+        scope.spawn(move || read_blocks(reader, block_size, &full_tx, &free_rx));
+        for block in full_rx {
+            let block = block.map_err(|e| InputError::io(name, e))?;
+            f(&block);
+            // The reader may have finished; then the buffer is simply dropped.
+            let _ = free_tx.send(block);
+        }
+        Ok(())
+    })
+}
+
+fn read_blocks(
+    mut reader: Box<dyn Read + Send>,
+    block_size: usize,
+    full: &mpsc::SyncSender<io::Result<Vec<u8>>>,
+    free: &mpsc::Receiver<Vec<u8>>,
+) {
+    let mut carry: Vec<u8> = Vec::new();
+    loop {
+        let mut buf = free.try_recv().unwrap_or_default();
+        buf.clear();
+        buf.extend_from_slice(&carry);
+        carry.clear();
+        let mut scanned = 0;
+        let cut = loop {
+            let target = buf.len() + block_size;
+            let eof = match fill(&mut reader, &mut buf, target) {
+                Ok(eof) => eof,
+                Err(e) => {
+                    let _ = full.send(Err(e));
+                    return;
+                }
+            };
+            if eof {
+                break None;
+            }
+            match memchr::memrchr(b'\n', &buf[scanned..]) {
+                Some(p) => break Some(scanned + p + 1),
+                // No line ends in this block yet: a long line; read on.
+                None => scanned = buf.len(),
+            }
+        };
+        match cut {
+            Some(cut) => {
+                carry.extend_from_slice(&buf[cut..]);
+                buf.truncate(cut);
+                if full.send(Ok(buf)).is_err() {
+                    return;
+                }
+            }
+            None => {
+                if !buf.is_empty() {
+                    let _ = full.send(Ok(buf));
+                }
+                return;
+            }
+        }
+    }
+}
+
+/// Read into `buf` until it holds `target` bytes or the input ends.
+/// Returns whether the input ended.
+fn fill(reader: &mut dyn Read, buf: &mut Vec<u8>, target: usize) -> io::Result<bool> {
+    let start = buf.len();
+    buf.resize(target, 0);
+    let mut len = start;
+    let result = loop {
+        if len == target {
+            break Ok(false);
+        }
+        match reader.read(&mut buf[len..]) {
+            Ok(0) => break Ok(true),
+            Ok(n) => len += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => break Err(e),
+        }
+    };
+    buf.truncate(len);
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn blocks(data: &[u8], size: usize) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        let reader = Box::new(io::Cursor::new(data.to_vec()));
+        for_each_block(reader, Path::new("-"), size, |b| out.push(b.to_vec()))
+            .expect("in-memory reads cannot fail");
+        out
+    }
+
+    #[test]
+    fn blocks_hold_whole_lines_and_cover_the_input() {
+        let data = b"one\ntwo\nthree-long-line\n\nfive";
+        for size in 1..40 {
+            let got = blocks(data, size);
+            assert_eq!(got.concat(), data, "block size {size}");
+            for b in &got[..got.len() - 1] {
+                assert_eq!(b.last(), Some(&b'\n'), "block size {size}");
+            }
+        }
+        assert!(blocks(b"", 4).is_empty());
+    }
+
+    #[test]
+    fn gzip_is_detected_by_magic() {
+        use std::io::Write;
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        enc.write_all(b"{\"a\":1}\n").expect("write to memory");
+        let gz = enc.finish().expect("finish gzip");
+        let input = Input::from_reader("x.gz", Box::new(io::Cursor::new(gz))).expect("open");
+        let Source::Stream(mut r) = input.source else {
+            panic!("gzip input is a stream")
+        };
+        let mut s = String::new();
+        r.read_to_string(&mut s).expect("decompress");
+        assert_eq!(s, "{\"a\":1}\n");
+    }
+}

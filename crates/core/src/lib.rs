@@ -1,0 +1,36 @@
+//! The core of batchkit: a streaming reader and validator for the JSONL
+//! request files of LLM Batch APIs (OpenAI's `/v1/batches` and the services
+//! that copy it).
+//!
+//! Input is memory-mapped (files) or read in blocks of whole lines (stdin,
+//! gzip); lines are checked in parallel chunks with one borrowed parse each;
+//! `custom_id` uniqueness is checked with 24 bytes per request. Results are
+//! the same for every thread count and for mapped or streamed input.
+//!
+//! ```
+//! use batchkit_core::{Code, Config, Provider, validate_bytes};
+//!
+//! let file = concat!(
+//!     r#"{"custom_id":"a","method":"POST","url":"/v1/chat/completions","body":{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Hi"}]}}"#, "\n",
+//!     r#"{"custom_id":"a","method":"POST","url":"/v1/chat/completions","body":{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Hi"}]}}"#, "\n",
+//! );
+//! let report = validate_bytes(file.as_bytes(), &Config::new(Provider::OpenAi));
+//! assert!(!report.is_valid());
+//! let d = &report.diagnostics[0];
+//! assert_eq!((d.code, d.line), (Code::DuplicateCustomId, Some(2)));
+//! assert_eq!(report.summary.requests, 2);
+//! ```
+
+pub mod dedup;
+pub mod diag;
+pub mod envelope;
+pub mod input;
+pub mod lines;
+pub mod provider;
+mod rules;
+pub mod validate;
+
+pub use diag::{Code, CodeCounts, Diagnostic, Severity};
+pub use input::{Input, InputError};
+pub use provider::{EndpointKind, LineShape, Limits, Profile, Provider};
+pub use validate::{Config, Report, Summary, Validator, validate, validate_bytes};

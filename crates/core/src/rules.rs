@@ -1,0 +1,546 @@
+//! The per-line rules: everything that can be judged from one line and the
+//! batch's reference endpoint and model. Rules that need the whole file
+//! (repeated ids, counts, sizes) are in [`crate::validate`].
+
+use std::collections::HashMap;
+
+use crate::dedup::IdEntry;
+use crate::diag::{Code, CodeCounts, Diagnostic, excerpt};
+use crate::envelope::{self, Body, BodyView, Kind, MessageProblem, Messages, Text};
+use crate::provider::{EndpointKind, LineShape, Profile};
+
+const EXCERPT_WIDTH: usize = 72;
+const NOT_JSON: &str = "This line is not parseable as valid JSON";
+const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
+/// Distinct model names tallied per chunk and per run; the rest are lumped.
+pub(crate) const MAX_MODELS: usize = 64;
+
+/// What every line is judged against.
+pub(crate) struct LineCtx<'a> {
+    pub profile: &'a Profile,
+    /// The batch endpoint: `--endpoint`, else the first line's `url`.
+    pub endpoint: Option<&'a str>,
+    /// The batch model (first `body.model`), when one model is required.
+    pub model: Option<(&'a str, u64)>,
+    pub single_model: bool,
+    pub single_endpoint: bool,
+}
+
+/// Model names and how many lines use each.
+#[derive(Default, Debug, Clone)]
+pub(crate) struct ModelTally {
+    pub names: HashMap<Box<str>, u64>,
+    /// Lines whose model did not fit in the table.
+    pub others: u64,
+}
+
+impl ModelTally {
+    pub fn add(&mut self, name: &str, n: u64) {
+        if let Some(c) = self.names.get_mut(name) {
+            *c += n;
+        } else if self.names.len() < MAX_MODELS {
+            self.names.insert(name.into(), n);
+        } else {
+            self.others += n;
+        }
+    }
+
+    pub fn merge(&mut self, other: ModelTally) {
+        for (name, n) in other.names {
+            self.add(&name, n);
+        }
+        self.others += other.others;
+    }
+}
+
+/// What one chunk of lines produced. Line numbers and offsets are relative
+/// to the chunk until the run absorbs it.
+#[derive(Default)]
+pub(crate) struct ChunkOut {
+    pub lines: u64,
+    pub requests: u64,
+    pub blank: u64,
+    pub embedding_inputs: u64,
+    pub longest_line: u64,
+    pub ids: Vec<IdEntry>,
+    pub diags: Vec<Diagnostic>,
+    pub counts: CodeCounts,
+    pub models: ModelTally,
+    /// How many diagnostics to keep (all are counted).
+    pub keep: usize,
+}
+
+impl ChunkOut {
+    pub fn new(keep: usize) -> Self {
+        ChunkOut {
+            keep,
+            ..ChunkOut::default()
+        }
+    }
+
+    /// Count a problem; build and keep its diagnostic only while under the
+    /// cap, so a file of a million bad lines costs no million messages.
+    fn report(&mut self, code: Code, at: Pos<'_>, build: impl FnOnce() -> Diagnostic) {
+        self.counts.add(code);
+        if self.diags.len() < self.keep {
+            let mut d = build();
+            d.code = code;
+            d.line = Some(at.line);
+            d.offset = Some(at.offset + at.column as u64);
+            d.excerpt = Some(excerpt(at.text, at.column, EXCERPT_WIDTH));
+            self.diags.push(d);
+        }
+    }
+}
+
+/// Where a problem is: the line (relative), its offset and text, and the
+/// column within it.
+#[derive(Clone, Copy)]
+struct Pos<'a> {
+    line: u64,
+    offset: u64,
+    text: &'a [u8],
+    column: usize,
+}
+
+impl<'a> Pos<'a> {
+    fn at(self, column: usize) -> Pos<'a> {
+        Pos { column, ..self }
+    }
+}
+
+fn is_blank(line: &[u8]) -> bool {
+    line.iter().all(|b| matches!(b, b' ' | b'\t' | b'\r'))
+}
+
+/// Check every line of `chunk`. `starts_file` says whether the chunk's first
+/// line is the file's first (where a byte order mark would be).
+pub(crate) fn check_chunk(ctx: &LineCtx<'_>, chunk: &[u8], starts_file: bool, out: &mut ChunkOut) {
+    walk(ctx, chunk, starts_file, out, |_| false);
+}
+
+/// Check lines of `chunk` until `stop` holds after one; return that line's
+/// 0-based index in the chunk. Used to find the line where a running total
+/// crosses a limit.
+pub(crate) fn first_line_where(
+    ctx: &LineCtx<'_>,
+    chunk: &[u8],
+    starts_file: bool,
+    stop: impl Fn(&ChunkOut) -> bool,
+) -> Option<u64> {
+    let mut out = ChunkOut::new(0);
+    walk(ctx, chunk, starts_file, &mut out, stop)
+}
+
+fn walk(
+    ctx: &LineCtx<'_>,
+    chunk: &[u8],
+    starts_file: bool,
+    out: &mut ChunkOut,
+    stop: impl Fn(&ChunkOut) -> bool,
+) -> Option<u64> {
+    // One UTF-8 pass over the whole chunk; on failure, find the bad lines.
+    let text = simdutf8::basic::from_utf8(chunk).ok();
+    for (i, line) in crate::lines::Lines::new(chunk).enumerate() {
+        let as_str = text.and_then(|t| t.get(line.offset..line.offset + line.bytes.len()));
+        let pos = Pos {
+            line: out.lines,
+            offset: line.offset as u64,
+            text: line.bytes,
+            column: 0,
+        };
+        check_line(ctx, line.bytes, as_str, starts_file && i == 0, pos, out);
+        if stop(out) {
+            return Some(i as u64);
+        }
+    }
+    None
+}
+
+fn check_line(
+    ctx: &LineCtx<'_>,
+    raw: &[u8],
+    as_str: Option<&str>,
+    first_of_file: bool,
+    pos: Pos<'_>,
+    out: &mut ChunkOut,
+) {
+    out.lines += 1;
+    out.longest_line = out.longest_line.max(raw.len() as u64);
+    if is_blank(raw) {
+        out.blank += 1;
+        out.report(Code::BlankLine, pos, || {
+            Diagnostic::new(Code::BlankLine, "This line is blank.")
+                .hint("the services skip blank lines, but some tools choke on them; delete it")
+        });
+        return;
+    }
+    out.requests += 1;
+    let first_diag = out.diags.len();
+
+    let mut skip = 0;
+    if first_of_file && raw.starts_with(UTF8_BOM) {
+        skip = UTF8_BOM.len();
+        out.report(Code::InvalidJsonLine, pos, || {
+            Diagnostic::new(Code::InvalidJsonLine, format!("{NOT_JSON}: it starts with a UTF-8 byte order mark (BOM)."))
+                .hint("save the file as UTF-8 without BOM (e.g. `sed -i '1s/^\\xEF\\xBB\\xBF//' FILE`); Azure reports a BOM as a misleading model error")
+        });
+    }
+    let body_bytes = &raw[skip..];
+    let text = match as_str {
+        Some(s) => &s[skip..],
+        None => match simdutf8::compat::from_utf8(body_bytes) {
+            Ok(s) => s,
+            Err(e) => {
+                let at = skip + e.valid_up_to();
+                out.report(Code::InvalidJsonLine, pos.at(at), || {
+                    Diagnostic::new(
+                        Code::InvalidJsonLine,
+                        format!("{NOT_JSON}: invalid UTF-8 at column {}.", at + 1),
+                    )
+                    .hint("batch files must be UTF-8; re-encode the file (e.g. `iconv -f latin1 -t utf-8`)")
+                });
+                return;
+            }
+        },
+    };
+
+    let first_char = text.bytes().find(|b| !matches!(b, b' ' | b'\t' | b'\r' | b'\n'));
+    if first_char != Some(b'{') {
+        match envelope::parse_any(text) {
+            Ok(kind) => out.report(Code::InvalidRequest, pos, || {
+                Diagnostic::new(
+                    Code::InvalidRequest,
+                    format!("Each line must be a JSON object, but this line is {}.", kind.described()),
+                )
+                .hint("write one request object per line: {\"custom_id\": ..., \"method\": \"POST\", \"url\": ..., \"body\": {...}}")
+            }),
+            Err(e) => report_syntax(out, pos, skip, &e),
+        }
+        return;
+    }
+    let view = match envelope::parse_line(text) {
+        Ok(v) => v,
+        Err(e) => {
+            report_syntax(out, pos, skip, &e);
+            return;
+        }
+    };
+    if memchr::memchr(b'\\', text.as_bytes()).is_some() {
+        if let Some(at) = envelope::find_lone_surrogate(text.as_bytes()) {
+            let at = skip + at;
+            out.report(Code::InvalidJsonLine, pos.at(at), || {
+                Diagnostic::new(
+                    Code::InvalidJsonLine,
+                    format!("{NOT_JSON}: the escape at column {} is half of a UTF-16 surrogate pair, which is not valid Unicode.", at + 1),
+                )
+                .hint("escape characters outside the BMP as a \\uD8xx\\uDCxx pair, or write them as UTF-8")
+            });
+        }
+    }
+    check_view(ctx, &view, pos, out);
+
+    // Stamp the line's custom_id on its diagnostics.
+    if let Some(Text::Str(id)) = &view.custom_id {
+        for d in &mut out.diags[first_diag..] {
+            d.custom_id = Some(id.to_string());
+        }
+    }
+}
+
+fn report_syntax(out: &mut ChunkOut, pos: Pos<'_>, skip: usize, e: &serde_json::Error) {
+    // serde_json counts columns in bytes, 1-based; the line is its line 1.
+    let at = skip + e.column().saturating_sub(1);
+    let what = e.to_string();
+    let what = what.split(" at line ").next().unwrap_or(&what).to_owned();
+    out.report(Code::InvalidJsonLine, pos.at(at), || {
+        Diagnostic::new(
+            Code::InvalidJsonLine,
+            format!("{NOT_JSON}: {what} at column {}.", at + 1),
+        )
+        .hint("each line must be one complete JSON object; a request must not span lines")
+    });
+}
+
+fn missing(out: &mut ChunkOut, pos: Pos<'_>, field: &'static str) {
+    out.report(Code::MissingRequiredParameter, pos, || {
+        Diagnostic::new(
+            Code::MissingRequiredParameter,
+            format!("Missing required parameter: '{field}'."),
+        )
+        .param(field)
+        .hint(format!("add \"{field}\" to the request"))
+    });
+}
+
+fn wrong_type(out: &mut ChunkOut, pos: Pos<'_>, param: &str, expected: &str, kind: Kind) {
+    out.report(Code::InvalidRequest, pos, || {
+        Diagnostic::new(
+            Code::InvalidRequest,
+            format!("The {param} must be {expected}, but it is {}.", kind.described()),
+        )
+        .param(param)
+    });
+}
+
+fn check_view(ctx: &LineCtx<'_>, view: &envelope::LineView<'_>, pos: Pos<'_>, out: &mut ChunkOut) {
+    if let Some(key) = view.duplicate_key {
+        out.report(Code::InvalidRequest, pos, || {
+            Diagnostic::new(
+                Code::InvalidRequest,
+                format!("The key '{key}' appears more than once in this request; parsers disagree on which value counts."),
+            )
+            .param(key)
+            .hint("keep one of them")
+        });
+    }
+    match &view.custom_id {
+        None => missing(out, pos, "custom_id"),
+        Some(Text::Other(kind)) => wrong_type(out, pos, "custom_id", "a string", *kind),
+        Some(Text::Str(id)) if id.is_empty() => out.report(Code::InvalidRequest, pos, || {
+            Diagnostic::new(Code::InvalidRequest, "The custom_id must not be empty.")
+                .param("custom_id")
+                .hint("give every request a unique, non-empty custom_id")
+        }),
+        Some(Text::Str(id)) => {
+            out.ids.push(IdEntry::new(id, pos.line));
+            check_custom_id_form(ctx, id, pos, out);
+        }
+    }
+    let mut line_endpoint = ctx.endpoint;
+    if ctx.profile.shape == LineShape::Full {
+        match &view.method {
+            None => missing(out, pos, "method"),
+            Some(Text::Str(m)) if m == "POST" => {}
+            Some(Text::Str(m)) => out.report(Code::InvalidRequest, pos, || {
+                Diagnostic::new(
+                    Code::InvalidRequest,
+                    format!("The method must be 'POST', not '{m}'."),
+                )
+                .param("method")
+                .hint("the Batch API only runs POST requests")
+            }),
+            Some(Text::Other(kind)) => wrong_type(out, pos, "method", "a string", *kind),
+        }
+        match &view.url {
+            None => missing(out, pos, "url"),
+            Some(Text::Other(kind)) => wrong_type(out, pos, "url", "a string", *kind),
+            Some(Text::Str(url)) => {
+                match ctx.endpoint {
+                    Some(batch) if ctx.single_endpoint && batch != url => {
+                        out.report(Code::InvalidUrl, pos, || {
+                            Diagnostic::new(
+                                Code::InvalidUrl,
+                                format!("The URL provided for this request does not match the batch endpoint ('{url}' here, '{batch}' for the batch)."),
+                            )
+                            .param("url")
+                            .hint("every line of a batch must use the same url; `batchkit split` separates endpoints")
+                        });
+                    }
+                    _ => {}
+                }
+                line_endpoint = Some(url);
+            }
+        }
+    }
+    match &view.body {
+        None => missing(out, pos, "body"),
+        Some(Body::Other(kind)) => wrong_type(out, pos, "body", "a JSON object", *kind),
+        Some(Body::Object(body)) => {
+            let kind = line_endpoint.map_or(EndpointKind::Other, EndpointKind::of);
+            check_body(ctx, body, kind, pos, out);
+        }
+    }
+}
+
+fn check_custom_id_form(ctx: &LineCtx<'_>, id: &str, pos: Pos<'_>, out: &mut ChunkOut) {
+    if let Some(max) = ctx.profile.max_custom_id_chars {
+        let chars = id.chars().count();
+        if chars > max {
+            out.report(Code::InvalidCustomId, pos, || {
+                Diagnostic::new(
+                    Code::InvalidCustomId,
+                    format!(
+                        "The custom_id is {chars} characters long; {} accepts at most {max}.",
+                        ctx.profile.provider
+                    ),
+                )
+                .param("custom_id")
+                .hint("shorten the id, e.g. to a hash of it, and keep a mapping")
+            });
+        }
+    }
+}
+
+fn check_body(
+    ctx: &LineCtx<'_>,
+    body: &BodyView<'_>,
+    kind: EndpointKind,
+    pos: Pos<'_>,
+    out: &mut ChunkOut,
+) {
+    if let Some(key) = body.duplicate_key {
+        let param = format!("body.{key}");
+        out.report(Code::InvalidRequest, pos, || {
+            Diagnostic::new(
+                Code::InvalidRequest,
+                format!("The key '{param}' appears more than once in this request; parsers disagree on which value counts."),
+            )
+            .param(param.clone())
+            .hint("keep one of them")
+        });
+    }
+    if body.stream.is_some_and(|s| s.is_true) {
+        out.report(Code::StreamingUnsupported, pos, || {
+            let prefix = if kind == EndpointKind::Chat { "Chat Completions: " } else { "" };
+            Diagnostic::new(
+                Code::StreamingUnsupported,
+                format!("{prefix}Streaming is not supported in the Batch API."),
+            )
+            .param("body.stream")
+            .hint("remove \"stream\": true from the body")
+        });
+    }
+    check_model(ctx, body, kind, pos, out);
+    match kind {
+        EndpointKind::Chat => check_messages(body.messages, pos, out),
+        EndpointKind::Completions => {
+            if body.prompt.is_none_or(|p| p.kind == Kind::Null) {
+                required(out, pos, "Prompt", "body.prompt");
+            }
+        }
+        EndpointKind::Embeddings | EndpointKind::Moderations | EndpointKind::Responses => {
+            match body.input {
+                None => required(out, pos, "Input", "body.input"),
+                Some(i) if i.kind == Kind::Null => required(out, pos, "Input", "body.input"),
+                Some(i) if matches!(i.kind, Kind::String | Kind::Array) => {
+                    if kind == EndpointKind::Embeddings {
+                        out.embedding_inputs += i.count;
+                    }
+                }
+                Some(i) => wrong_type(out, pos, "body.input", "a string or an array", i.kind),
+            }
+        }
+        EndpointKind::Other => {}
+    }
+}
+
+fn required(out: &mut ChunkOut, pos: Pos<'_>, name: &str, param: &'static str) {
+    out.report(Code::InvalidRequest, pos, || {
+        Diagnostic::new(Code::InvalidRequest, format!("{name} parameter is required."))
+            .param(param)
+    });
+}
+
+fn check_model(
+    ctx: &LineCtx<'_>,
+    body: &BodyView<'_>,
+    kind: EndpointKind,
+    pos: Pos<'_>,
+    out: &mut ChunkOut,
+) {
+    match &body.model {
+        None => {
+            // Moderations default their model; Mistral sets it on the job.
+            if ctx.profile.model_required && kind != EndpointKind::Moderations {
+                out.report(Code::InvalidRequest, pos, || {
+                    Diagnostic::new(Code::InvalidRequest, "Model parameter is required.")
+                        .param("body.model")
+                        .hint("add \"model\" to the body")
+                });
+            }
+        }
+        Some(Text::Other(k)) => wrong_type(out, pos, "body.model", "a string", *k),
+        Some(Text::Str(model)) => {
+            out.models.add(model, 1);
+            if let Some((batch, first_line)) = ctx.model {
+                if ctx.single_model && batch != model {
+                    out.report(Code::MismatchedModel, pos, || {
+                        Diagnostic::new(
+                            Code::MismatchedModel,
+                            format!("The model '{model}' for this request does not match the rest of the batch. Each batch must contain requests for a single model."),
+                        )
+                        .param("body.model")
+                        .hint(format!("the batch's model is '{batch}' (line {first_line}); `batchkit split` separates models"))
+                    });
+                }
+            }
+        }
+    }
+}
+
+fn check_messages(messages: Option<Messages>, pos: Pos<'_>, out: &mut ChunkOut) {
+    match messages {
+        None => required(out, pos, "Messages", "body.messages"),
+        Some(Messages::Other(Kind::Null)) => required(out, pos, "Messages", "body.messages"),
+        Some(Messages::Other(kind)) => wrong_type(out, pos, "body.messages", "an array", kind),
+        Some(Messages::Array { len: 0, .. }) => out.report(Code::InvalidRequest, pos, || {
+            Diagnostic::new(Code::InvalidRequest, "Messages must be a non-empty array.")
+                .param("body.messages")
+        }),
+        Some(Messages::Array {
+            problem: Some((i, problem)),
+            ..
+        }) => out.report(Code::InvalidRequest, pos, || {
+            let message = match problem {
+                MessageProblem::NotObject(kind) => format!(
+                    "Each message must be an object, but body.messages[{i}] is {}.",
+                    kind.described()
+                ),
+                MessageProblem::NoRole => {
+                    format!("Each message must have a role, but body.messages[{i}] has none.")
+                }
+            };
+            Diagnostic::new(Code::InvalidRequest, message)
+                .param(format!("body.messages[{i}]"))
+                .hint("messages look like {\"role\": \"user\", \"content\": \"...\"}")
+        }),
+        Some(Messages::Array { problem: None, .. }) => {}
+    }
+}
+
+/// The first string `url` and `body.model` of a buffer's lines, with the
+/// 0-based index of the line each came from.
+#[derive(Default, Debug)]
+pub(crate) struct FirstSeen {
+    pub url: Option<(String, u64)>,
+    pub model: Option<(String, u64)>,
+}
+
+/// Scan lines from the start of `buf` until both a string `url` (if
+/// `want_url`) and a string `body.model` (if `want_model`) are found.
+pub(crate) fn first_seen(buf: &[u8], want_url: bool, want_model: bool) -> FirstSeen {
+    let mut seen = FirstSeen::default();
+    for (i, line) in crate::lines::Lines::new(buf).enumerate() {
+        if (!want_url || seen.url.is_some()) && (!want_model || seen.model.is_some()) {
+            break;
+        }
+        let raw = match line.bytes.strip_prefix(UTF8_BOM) {
+            Some(rest) if i == 0 => rest,
+            _ => line.bytes,
+        };
+        let Ok(text) = std::str::from_utf8(raw) else {
+            continue;
+        };
+        if is_blank(raw) {
+            continue;
+        }
+        let Ok(view) = envelope::parse_line(text) else {
+            continue;
+        };
+        let i = i as u64;
+        if want_url && seen.url.is_none() {
+            if let Some(Text::Str(u)) = &view.url {
+                seen.url = Some((u.to_string(), i));
+            }
+        }
+        if want_model && seen.model.is_none() {
+            if let Some(Body::Object(b)) = &view.body {
+                if let Some(Text::Str(m)) = &b.model {
+                    seen.model = Some((m.to_string(), i));
+                }
+            }
+        }
+    }
+    seen
+}

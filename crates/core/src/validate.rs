@@ -1,0 +1,448 @@
+//! The validator: runs the per-line rules over blocks of input in parallel,
+//! then the rules that need the whole file (repeated ids, counts, sizes).
+//!
+//! Results do not depend on the thread count, the chunk size or whether the
+//! input was mapped or streamed: chunks are checked in parallel but absorbed
+//! in input order, and the whole-file rules run once at the end.
+
+use rayon::prelude::*;
+
+use crate::dedup::{IdEntry, find_repeats};
+use crate::diag::{Code, CodeCounts, Diagnostic, Severity};
+use crate::input::{self, Input, InputError, Source};
+use crate::lines::chunk_ranges;
+use crate::provider::{LineShape, Limits, Profile, Provider};
+use crate::rules::{self, ChunkOut, LineCtx, ModelTally};
+
+/// Diagnostics kept for printing unless told otherwise.
+pub const DEFAULT_KEEP: usize = 1000;
+/// A mapped file is fed to the validator in blocks of this size, so that the
+/// per-chunk results held at once stay small.
+const MAPPED_BLOCK: usize = 64 << 20;
+
+/// How to validate.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The provider's rules.
+    pub profile: Profile,
+    /// Limits in force (the profile's, with the user's overrides).
+    pub limits: Limits,
+    /// The batch endpoint; `None` takes the first line's `url`.
+    pub endpoint: Option<String>,
+    /// Every line must use one model.
+    pub single_model: bool,
+    /// Every line must use the batch endpoint.
+    pub single_endpoint: bool,
+    /// How many diagnostics to keep (all are counted); `None` keeps all.
+    pub keep: Option<usize>,
+    /// Bytes per parallel chunk; `None` picks one from the input and the
+    /// thread count. Results never depend on it.
+    pub chunk_size: Option<usize>,
+    /// Bytes per block when streaming.
+    pub block_size: usize,
+}
+
+impl Config {
+    /// The rules of `provider`, with its default limits.
+    pub fn new(provider: Provider) -> Config {
+        let profile = provider.profile();
+        Config {
+            limits: profile.limits,
+            single_model: profile.single_model,
+            single_endpoint: true,
+            endpoint: None,
+            keep: Some(DEFAULT_KEEP),
+            chunk_size: None,
+            block_size: input::DEFAULT_BLOCK_SIZE,
+            profile,
+        }
+    }
+}
+
+/// What a validation found.
+#[derive(Clone, Debug)]
+pub struct Report {
+    /// The kept diagnostics, by line (whole-file problems last).
+    pub diagnostics: Vec<Diagnostic>,
+    /// Every problem, counted by code.
+    pub counts: CodeCounts,
+    /// Facts about the file.
+    pub summary: Summary,
+}
+
+impl Report {
+    /// No errors (warnings allowed).
+    pub fn is_valid(&self) -> bool {
+        self.errors() == 0
+    }
+
+    /// Number of errors found.
+    pub fn errors(&self) -> u64 {
+        self.counts.total(Severity::Error)
+    }
+
+    /// Number of warnings found.
+    pub fn warnings(&self) -> u64 {
+        self.counts.total(Severity::Warning)
+    }
+
+    /// Whether some diagnostics were counted but not kept.
+    pub fn truncated(&self) -> bool {
+        (self.diagnostics.len() as u64) < self.errors() + self.warnings()
+    }
+}
+
+/// Facts about a validated file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Summary {
+    /// The provider whose rules applied.
+    pub provider: Provider,
+    /// Lines, blank ones included.
+    pub lines: u64,
+    /// Non-blank lines: each is a request to the service.
+    pub requests: u64,
+    /// Blank lines.
+    pub blank_lines: u64,
+    /// Bytes (decompressed).
+    pub bytes: u64,
+    /// Length in bytes of the longest line.
+    pub longest_line: u64,
+    /// The batch endpoint.
+    pub endpoint: Option<String>,
+    /// Models and how many requests use each, most used first.
+    pub models: Vec<(String, u64)>,
+    /// Requests whose model was not tallied by name (too many distinct models).
+    pub other_models: u64,
+    /// Embedding inputs across all lines.
+    pub embedding_inputs: u64,
+    /// The limits checked.
+    pub limits: Limits,
+}
+
+/// Validate a whole input. `progress` is called with the number of bytes
+/// done after each chunk, from any thread.
+pub fn validate(
+    input: Input,
+    cfg: &Config,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<Report, InputError> {
+    let mut v = Validator::new(cfg);
+    match input.source {
+        Source::Mapped(map) => {
+            let bytes = map.bytes();
+            for block in chunk_ranges(bytes, MAPPED_BLOCK) {
+                v.feed(&bytes[block], progress);
+            }
+        }
+        Source::Stream(reader) => {
+            input::for_each_block(reader, &input.name, cfg.block_size, |block| {
+                v.feed(block, progress);
+            })?;
+        }
+    }
+    Ok(v.finish())
+}
+
+/// Validate bytes held in memory.
+pub fn validate_bytes(bytes: &[u8], cfg: &Config) -> Report {
+    let mut v = Validator::new(cfg);
+    v.feed(bytes, &|_| {});
+    v.finish()
+}
+
+/// Incremental validation: feed blocks of whole lines in order, then finish.
+pub struct Validator<'c> {
+    cfg: &'c Config,
+    lines: u64,
+    bytes: u64,
+    requests: u64,
+    blank: u64,
+    embedding_inputs: u64,
+    longest_line: u64,
+    endpoint: Option<String>,
+    model: Option<(String, u64)>,
+    ids: Vec<Vec<IdEntry>>,
+    diags: Vec<Diagnostic>,
+    counts: CodeCounts,
+    models: ModelTally,
+    requests_over_at: Option<u64>,
+    inputs_over_at: Option<u64>,
+}
+
+impl<'c> Validator<'c> {
+    /// Start a validation.
+    pub fn new(cfg: &'c Config) -> Self {
+        let mut v = Validator {
+            cfg,
+            lines: 0,
+            bytes: 0,
+            requests: 0,
+            blank: 0,
+            embedding_inputs: 0,
+            longest_line: 0,
+            endpoint: None,
+            model: None,
+            ids: Vec::new(),
+            diags: Vec::new(),
+            counts: CodeCounts::default(),
+            models: ModelTally::default(),
+            requests_over_at: None,
+            inputs_over_at: None,
+        };
+        let given = cfg.endpoint.as_deref().or(cfg.profile.default_endpoint());
+        if let Some(endpoint) = given {
+            v.set_endpoint(endpoint.to_owned(), None);
+        }
+        v
+    }
+
+    fn keep(&self) -> usize {
+        self.cfg.keep.unwrap_or(usize::MAX)
+    }
+
+    fn push(&mut self, d: Diagnostic) {
+        self.counts.add(d.code);
+        if self.diags.len() < self.keep() {
+            self.diags.push(d);
+        }
+    }
+
+    fn set_endpoint(&mut self, endpoint: String, line: Option<u64>) {
+        let profile = &self.cfg.profile;
+        if !profile.supports(&endpoint) {
+            let mut d = Diagnostic::new(
+                Code::UnsupportedEndpoint,
+                format!(
+                    "The endpoint '{endpoint}' is not supported by the {} Batch API.",
+                    profile.provider
+                ),
+            )
+            .param(if line.is_some() { "url" } else { "endpoint" })
+            .hint(format!(
+                "{} batches accept: {}; another provider's rules: --provider",
+                profile.provider,
+                profile.endpoints.join(", ")
+            ));
+            d.line = line;
+            self.push(d);
+        }
+        self.endpoint = Some(endpoint);
+    }
+
+    /// Check one block of whole lines (the last block may lack a final
+    /// newline). Blocks must be fed in input order.
+    pub fn feed(&mut self, block: &[u8], progress: &(dyn Fn(u64) + Sync)) {
+        self.find_references(block);
+        // Copies (once per block), so the context does not borrow `self`.
+        let cfg = self.cfg;
+        let endpoint = self.endpoint.clone();
+        let model = self.model.clone();
+        let ctx = LineCtx {
+            profile: &cfg.profile,
+            endpoint: endpoint.as_deref(),
+            model: model.as_ref().map(|(m, l)| (m.as_str(), *l)),
+            single_model: self.cfg.single_model,
+            single_endpoint: self.cfg.single_endpoint,
+        };
+        let threads = rayon::current_num_threads().max(1);
+        let target = self
+            .cfg
+            .chunk_size
+            .unwrap_or_else(|| (block.len() / (threads * 8)).clamp(64 << 10, 4 << 20));
+        let ranges = chunk_ranges(block, target);
+        let at_file_start = self.lines == 0;
+        let keep = self.keep().saturating_sub(self.diags.len());
+        let outs: Vec<ChunkOut> = ranges
+            .par_iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let mut out = ChunkOut::new(keep);
+                rules::check_chunk(&ctx, &block[r.clone()], at_file_start && i == 0, &mut out);
+                progress(r.len() as u64);
+                out
+            })
+            .collect();
+        for (i, (range, out)) in ranges.iter().zip(outs).enumerate() {
+            let chunk = &block[range.clone()];
+            let starts_file = at_file_start && i == 0;
+            self.note_limit_crossings(&ctx, chunk, starts_file, &out);
+            self.absorb(out, self.bytes + range.start as u64);
+        }
+        self.bytes += block.len() as u64;
+    }
+
+    /// Set the batch endpoint and model from the first lines that have them.
+    fn find_references(&mut self, block: &[u8]) {
+        let want_url = self.endpoint.is_none() && self.cfg.profile.shape == LineShape::Full;
+        let want_model = self.model.is_none() && self.cfg.single_model;
+        if !want_url && !want_model {
+            return;
+        }
+        let seen = rules::first_seen(block, want_url, want_model);
+        if let Some((url, i)) = seen.url {
+            self.set_endpoint(url, Some(self.lines + i + 1));
+        }
+        if let Some((model, i)) = seen.model {
+            self.model = Some((model, self.lines + i + 1));
+        }
+    }
+
+    /// Find the lines where the request and embedding-input totals first
+    /// exceed their limits, re-checking only the chunk where that happens.
+    fn note_limit_crossings(
+        &mut self,
+        ctx: &LineCtx<'_>,
+        chunk: &[u8],
+        starts_file: bool,
+        out: &ChunkOut,
+    ) {
+        let limits = self.cfg.limits;
+        if let (None, Some(max)) = (self.requests_over_at, limits.max_requests) {
+            if self.requests + out.requests > max {
+                let room = max - self.requests;
+                let at = rules::first_line_where(ctx, chunk, starts_file, |o| o.requests > room);
+                self.requests_over_at = at.map(|i| self.lines + i + 1);
+            }
+        }
+        if let (None, Some(max)) = (self.inputs_over_at, limits.max_embedding_inputs) {
+            if self.embedding_inputs + out.embedding_inputs > max {
+                let room = max - self.embedding_inputs;
+                let at = rules::first_line_where(ctx, chunk, starts_file, |o| {
+                    o.embedding_inputs > room
+                });
+                self.inputs_over_at = at.map(|i| self.lines + i + 1);
+            }
+        }
+    }
+
+    fn absorb(&mut self, out: ChunkOut, offset_base: u64) {
+        let line_base = self.lines + 1;
+        let room = self.keep().saturating_sub(self.diags.len());
+        for mut d in out.diags.into_iter().take(room) {
+            d.line = d.line.map(|l| l + line_base);
+            d.offset = d.offset.map(|o| o + offset_base);
+            self.diags.push(d);
+        }
+        let mut ids = out.ids;
+        for e in &mut ids {
+            *e = e.shifted(line_base);
+        }
+        if !ids.is_empty() {
+            self.ids.push(ids);
+        }
+        self.counts.merge(&out.counts);
+        self.models.merge(out.models);
+        self.lines += out.lines;
+        self.requests += out.requests;
+        self.blank += out.blank;
+        self.embedding_inputs += out.embedding_inputs;
+        self.longest_line = self.longest_line.max(out.longest_line);
+    }
+
+    /// Run the whole-file rules and produce the report.
+    pub fn finish(mut self) -> Report {
+        self.report_repeats();
+        let provider = self.cfg.profile.provider;
+        let limits = self.cfg.limits;
+        if let (Some(line), Some(max)) = (self.requests_over_at, limits.max_requests) {
+            self.push(
+                Diagnostic::new(
+                    Code::TooManyTasks,
+                    format!(
+                        "The batch has {} requests; {provider} accepts at most {max} in one batch (the limit is passed on this line).",
+                        self.requests
+                    ),
+                )
+                .hint("cut the file into batches that fit: `batchkit split FILE --out-dir DIR`")
+                .at_line(line),
+            );
+        }
+        if let (Some(line), Some(max)) = (self.inputs_over_at, limits.max_embedding_inputs) {
+            self.push(
+                Diagnostic::new(
+                    Code::TooManyEmbeddingInputs,
+                    format!(
+                        "The batch has {} embedding inputs; {provider} accepts at most {max} across all requests of one batch (the limit is passed on this line).",
+                        self.embedding_inputs
+                    ),
+                )
+                .param("body.input")
+                .hint("cut the file into batches that fit: `batchkit split FILE --out-dir DIR`")
+                .at_line(line),
+            );
+        }
+        if let Some(max) = limits.max_bytes.filter(|&max| self.bytes > max) {
+            self.push(
+                Diagnostic::new(
+                    Code::FileTooLarge,
+                    format!(
+                        "The batch input file is larger than the {max} maximum for {provider} ({} bytes).",
+                        self.bytes
+                    ),
+                )
+                .hint("cut the file into batches that fit: `batchkit split FILE --out-dir DIR`"),
+            );
+        }
+        if self.requests == 0 {
+            self.push(
+                Diagnostic::new(
+                    Code::EmptyFile,
+                    "The input file is empty. Please ensure the batch contains at least one request.",
+                )
+                .hint("a batch file holds one JSON request per line"),
+            );
+        }
+        self.diags.sort_by_key(|d| d.line.unwrap_or(u64::MAX));
+        self.diags.truncate(self.keep());
+        let mut models: Vec<(String, u64)> = self
+            .models
+            .names
+            .into_iter()
+            .map(|(name, n)| (name.into_string(), n))
+            .collect();
+        models.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        Report {
+            diagnostics: self.diags,
+            counts: self.counts,
+            summary: Summary {
+                provider,
+                lines: self.lines,
+                requests: self.requests,
+                blank_lines: self.blank,
+                bytes: self.bytes,
+                longest_line: self.longest_line,
+                endpoint: self.endpoint,
+                models,
+                other_models: self.models.others,
+                embedding_inputs: self.embedding_inputs,
+                limits,
+            },
+        }
+    }
+
+    fn report_repeats(&mut self) {
+        let total = self.ids.iter().map(Vec::len).sum();
+        let mut all = Vec::with_capacity(total);
+        for part in std::mem::take(&mut self.ids) {
+            all.extend_from_slice(&part);
+        }
+        let (count, kept) = find_repeats(all, self.cfg.keep);
+        self.counts.add_n(Code::DuplicateCustomId, count);
+        for r in kept {
+            let mut d = Diagnostic::new(
+                Code::DuplicateCustomId,
+                format!(
+                    "The custom_id for this request is a duplicate of another request (line {}). The custom_id parameter must be unique for each request in a batch.",
+                    r.first_line
+                ),
+            )
+            .param("custom_id")
+            .hint(format!(
+                "line {} already uses this custom_id; give each request its own",
+                r.first_line
+            ));
+            d.line = Some(r.line);
+            self.diags.push(d);
+        }
+    }
+}
