@@ -18,12 +18,12 @@ const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 #[derive(Debug, thiserror::Error)]
 pub enum InputError {
     /// Opening or reading the input failed.
-    #[error("{path}: {source}")]
+    #[error("cannot read {path}: {error}")]
     Io {
         /// The input's name (`-` for standard input).
         path: PathBuf,
         /// What went wrong.
-        source: io::Error,
+        error: io::Error,
     },
 }
 
@@ -31,7 +31,7 @@ impl InputError {
     fn io(path: &Path, source: io::Error) -> Self {
         InputError::Io {
             path: path.to_owned(),
-            source,
+            error: source,
         }
     }
 }

@@ -328,6 +328,7 @@ fn check_view(ctx: &LineCtx<'_>, view: &envelope::LineView<'_>, pos: Pos<'_>, ou
             Some(Text::Str(url)) => {
                 match ctx.endpoint {
                     Some(batch) if ctx.single_endpoint && batch != url => {
+                        line_endpoint = None;
                         out.report(Code::InvalidUrl, pos, || {
                             Diagnostic::new(
                                 Code::InvalidUrl,
@@ -337,9 +338,10 @@ fn check_view(ctx: &LineCtx<'_>, view: &envelope::LineView<'_>, pos: Pos<'_>, ou
                             .hint("every line of a batch must use the same url; `batchkit split` separates endpoints")
                         });
                     }
-                    _ => {}
+                    // Judging the body by either endpoint would bury the real
+                    // problem (the url) under noise, so skip endpoint checks.
+                    _ => line_endpoint = Some(url),
                 }
-                line_endpoint = Some(url);
             }
         }
     }

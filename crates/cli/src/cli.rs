@@ -1,0 +1,198 @@
+//! The command line, as clap types. Nothing outside this file and `main.rs`
+//! sees clap: each subcommand's arguments become a plain config here.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use batchkit_core::{Config, Provider};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Validate, split and merge the JSONL files of LLM Batch APIs.
+#[derive(Debug, Parser)]
+#[command(name = "batchkit", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+
+    /// When to colour the output.
+    #[arg(long, value_enum, default_value_t = ColorWhen::Auto, global = true)]
+    pub color: ColorWhen,
+
+    /// Worker threads (default: one per core).
+    #[arg(long, short = 'j', global = true, value_name = "N")]
+    pub threads: Option<usize>,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check a batch request file as the service would, before upload.
+    #[command(after_long_help = VALIDATE_EXAMPLES, after_help = VALIDATE_EXAMPLES)]
+    Validate(ValidateArgs),
+}
+
+const VALIDATE_EXAMPLES: &str = "\
+Examples:
+  batchkit validate requests.jsonl
+  batchkit validate --provider azure --max-requests 20000 requests.jsonl
+  gunzip -c requests.jsonl.gz | batchkit validate -
+  batchkit validate --format json requests.jsonl | jq .summary
+
+  Pre-upload hook (fails the upload script on a bad file):
+    batchkit validate requests.jsonl && openai api files.create -f requests.jsonl -p batch
+
+  pre-commit (.pre-commit-config.yaml):
+    - repo: https://github.com/batchkit/batchkit
+      rev: v0.1.0
+      hooks: [{id: batchkit-validate}]
+
+Exit status:
+  0  valid: the service would accept the file (warnings allowed)
+  1  the file has errors
+  2  usage error, or an input could not be read";
+
+/// How reports are printed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Diagnostics and a summary for people, on stderr.
+    Human,
+    /// One JSON object per input on stdout (the Batch API's `errors` shape).
+    Json,
+}
+
+/// When to use colour.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ColorWhen {
+    /// On a terminal, unless `NO_COLOR` is set.
+    Auto,
+    /// Always.
+    Always,
+    /// Never.
+    Never,
+}
+
+/// Arguments of `batchkit validate`.
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// Request files (`.jsonl`, `.jsonl.gz`), or `-` for standard input.
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+
+    #[command(flatten)]
+    pub rules: RuleArgs,
+
+    /// Print at most N diagnostics per file (all are counted); 0 prints all.
+    #[arg(long, value_name = "N", default_value_t = batchkit_core::validate::DEFAULT_KEEP)]
+    pub max_errors: usize,
+
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Human)]
+    pub format: Format,
+
+    /// Print only the diagnostics, without the summary.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+/// The rules and limits a batch is checked against.
+#[derive(Debug, Args)]
+pub struct RuleArgs {
+    /// Whose rules apply: openai, azure, groq, together, mistral, vllm.
+    #[arg(long, default_value = "openai", value_name = "NAME")]
+    pub provider: Provider,
+
+    /// The batch endpoint (default: the first line's `url`; for together and
+    /// mistral, whose lines have no url, the provider's chat endpoint).
+    #[arg(long, value_name = "URL")]
+    pub endpoint: Option<String>,
+
+    /// Most requests in one batch (0: no limit) [default: the provider's].
+    #[arg(long, value_name = "N")]
+    pub max_requests: Option<u64>,
+
+    /// Largest file, e.g. 209715200, 200MiB, 100MB (0: no limit)
+    /// [default: the provider's].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub max_bytes: Option<u64>,
+
+    /// Most embedding inputs in one batch (0: no limit) [default: the provider's].
+    #[arg(long, value_name = "N")]
+    pub max_embedding_inputs: Option<u64>,
+}
+
+impl RuleArgs {
+    /// The core's config for these rules.
+    pub fn to_config(&self) -> Config {
+        let mut cfg = Config::new(self.provider);
+        cfg.endpoint.clone_from(&self.endpoint);
+        let limit = |given: Option<u64>, default: Option<u64>| match given {
+            Some(0) => None,
+            Some(n) => Some(n),
+            None => default,
+        };
+        let defaults = cfg.limits;
+        cfg.limits.max_requests = limit(self.max_requests, defaults.max_requests);
+        cfg.limits.max_bytes = limit(self.max_bytes, defaults.max_bytes);
+        cfg.limits.max_embedding_inputs =
+            limit(self.max_embedding_inputs, defaults.max_embedding_inputs);
+        cfg
+    }
+}
+
+/// Parse a byte size: a plain number of bytes, or a number with a unit
+/// (`KB`, `MB`, `GB` are powers of 1000; `KiB`, `MiB`, `GiB` of 1024).
+pub fn parse_size(s: &str) -> anyhow::Result<u64> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1_000,
+        "kib" => 1 << 10,
+        "m" | "mb" => 1_000_000,
+        "mib" => 1 << 20,
+        "g" | "gb" => 1_000_000_000,
+        "gib" => 1 << 30,
+        other => bail!("unknown size unit '{other}' (use B, KB, MB, GB, KiB, MiB or GiB)"),
+    };
+    let value: f64 = number
+        .parse()
+        .with_context(|| format!("'{s}' is not a size (e.g. 209715200, 200MiB)"))?;
+    let bytes = value * factor as f64;
+    if !bytes.is_finite() || bytes < 0.0 || bytes > u64::MAX as f64 {
+        bail!("'{s}' is out of range");
+    }
+    Ok(bytes.round() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("209715200").ok(), Some(209_715_200));
+        assert_eq!(parse_size("200MiB").ok(), Some(209_715_200));
+        assert_eq!(parse_size("100MB").ok(), Some(100_000_000));
+        assert_eq!(parse_size("1.5 KiB").ok(), Some(1536));
+        assert!(parse_size("12 parsecs").is_err());
+        assert!(parse_size("MB").is_err());
+    }
+
+    #[test]
+    fn zero_lifts_a_limit() {
+        let cli = Cli::try_parse_from(["batchkit", "validate", "--max-requests", "0", "f"])
+            .expect("valid command line");
+        let Command::Validate(args) = cli.command;
+        assert_eq!(args.rules.to_config().limits.max_requests, None);
+        assert_eq!(args.rules.to_config().limits.max_bytes, Some(209_715_200));
+    }
+}

@@ -1,0 +1,56 @@
+//! `batchkit validate`: the service's verdict on a request file, before upload.
+
+use std::io::Write;
+
+use anyhow::Result;
+use batchkit_core::{Input, validate};
+
+use crate::cli::{Format, ValidateArgs};
+use crate::exit::Exit;
+use crate::{progress, report};
+
+/// Validate every file named; the exit status is the worst one's.
+pub fn run(args: &ValidateArgs) -> Result<Exit> {
+    let mut cfg = args.rules.to_config();
+    cfg.keep = (args.max_errors > 0).then_some(args.max_errors);
+    let mut worst = Exit::Ok;
+    for path in &args.files {
+        let input = match Input::open(path) {
+            Ok(input) => input,
+            Err(e) => {
+                crate::print_error(&e.into());
+                worst = worst.max(Exit::Error);
+                continue;
+            }
+        };
+        let name = input.name.clone();
+        let bar = progress::bytes_bar(input.size_hint, &format!("validating {}", name.display()));
+        let result = validate(input, &cfg, &|n| bar.inc(n));
+        bar.finish_and_clear();
+        let report = match result {
+            Ok(report) => report,
+            Err(e) => {
+                crate::print_error(&e.into());
+                worst = worst.max(Exit::Error);
+                continue;
+            }
+        };
+        match args.format {
+            Format::Json => {
+                let mut out = anstream::stdout().lock();
+                serde_json::to_writer(&mut out, &report::JsonReport::new(&name, &report))?;
+                writeln!(out)?;
+                out.flush()?;
+            }
+            Format::Human => {
+                let mut err = anstream::stderr().lock();
+                report::human_diagnostics(&mut err, &name, &report)?;
+                if !args.quiet {
+                    report::human_summary(&mut err, &name, &report)?;
+                }
+            }
+        }
+        worst = worst.max(if report.is_valid() { Exit::Ok } else { Exit::Invalid });
+    }
+    Ok(worst)
+}
