@@ -87,11 +87,7 @@ pub fn human_summary(w: &mut dyn Write, name: &Path, report: &Report) -> io::Res
         thousands(s.lines),
         thousands(s.bytes)
     )?;
-    writeln!(
-        w,
-        "  endpoint: {}",
-        s.endpoint.as_deref().unwrap_or("none")
-    )?;
+    writeln!(w, "  endpoint: {}", s.endpoint.as_deref().unwrap_or("none"))?;
     writeln!(w, "  models:   {models}")?;
     if s.embedding_inputs > 0 {
         writeln!(w, "  embedding inputs: {}", thousands(s.embedding_inputs))?;
@@ -106,7 +102,10 @@ pub fn human_summary(w: &mut dyn Write, name: &Path, report: &Report) -> io::Res
             0 => String::new(),
             n => format!(" ({} warnings: {})", thousands(n), by_code.join(", ")),
         };
-        writeln!(w, "{GOOD}valid{GOOD:#}: the service would accept this file{warn}")
+        writeln!(
+            w,
+            "{GOOD}valid{GOOD:#}: the service would accept this file{warn}"
+        )
     } else {
         writeln!(
             w,

@@ -6,6 +6,9 @@
 //! `BATCHKIT_BLESS=1 cargo test --test fixtures` rewrites the `.expected`
 //! files; review the diff before committing it.
 
+// Tests may unwrap: a panic is a failure report.
+#![allow(clippy::unwrap_used)]
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -31,7 +34,10 @@ struct Diag {
 }
 
 fn companion(path: &Path, ext: &str) -> PathBuf {
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
     let stem = name.strip_suffix(".gz").unwrap_or(name);
     let stem = stem.strip_suffix(".jsonl").unwrap_or(stem);
     path.with_file_name(format!("{stem}.{ext}"))
@@ -40,14 +46,23 @@ fn companion(path: &Path, ext: &str) -> PathBuf {
 fn check(path: &Path) -> datatest_stable::Result<()> {
     let mut args: Vec<String> = vec!["validate".into(), "--format".into(), "json".into()];
     if let Ok(extra) = std::fs::read_to_string(companion(path, "args")) {
-        args.extend(extra.lines().filter(|l| !l.trim().is_empty()).map(str::to_owned));
+        args.extend(
+            extra
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(str::to_owned),
+        );
     }
     let out = Command::new(env!("CARGO_BIN_EXE_batchkit"))
         .args(&args)
         .arg(path)
         .output()?;
     let code = out.status.code().unwrap_or(-1);
-    let expected_code = if path.components().any(|c| c.as_os_str() == "invalid") { 1 } else { 0 };
+    let expected_code = if path.components().any(|c| c.as_os_str() == "invalid") {
+        1
+    } else {
+        0
+    };
     let report: Report = serde_json::from_slice(&out.stdout).map_err(|e| {
         format!(
             "stdout is not one report ({e}):\n{}\nstderr:\n{}",
@@ -62,14 +77,21 @@ fn check(path: &Path) -> datatest_stable::Result<()> {
     for (severity, d) in all {
         let line = d.line.map_or("-".to_owned(), |l| l.to_string());
         let param = d.param.as_deref().unwrap_or("-");
-        got.push_str(&format!("{line} {severity} {} {param}: {}\n", d.code, d.message));
+        got.push_str(&format!(
+            "{line} {severity} {} {param}: {}\n",
+            d.code, d.message
+        ));
     }
     let expected_path = companion(path, "expected");
     if std::env::var_os("BATCHKIT_BLESS").is_some() {
         std::fs::write(&expected_path, &got)?;
     }
-    let expected = std::fs::read_to_string(&expected_path)
-        .map_err(|e| format!("{}: {e} (run with BATCHKIT_BLESS=1 to create it)", expected_path.display()))?;
+    let expected = std::fs::read_to_string(&expected_path).map_err(|e| {
+        format!(
+            "{}: {e} (run with BATCHKIT_BLESS=1 to create it)",
+            expected_path.display()
+        )
+    })?;
     if got != expected {
         return Err(format!(
             "diagnostics differ for {}\n--- expected\n{expected}--- got\n{got}",
@@ -78,7 +100,9 @@ fn check(path: &Path) -> datatest_stable::Result<()> {
         .into());
     }
     if code != expected_code {
-        return Err(format!("exit {code}, expected {expected_code} for a fixture in this folder").into());
+        return Err(
+            format!("exit {code}, expected {expected_code} for a fixture in this folder").into(),
+        );
     }
     Ok(())
 }

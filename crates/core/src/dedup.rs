@@ -109,9 +109,18 @@ mod tests {
         assert_eq!(
             found,
             vec![
-                Repeat { line: 3, first_line: 1 },
-                Repeat { line: 5, first_line: 2 },
-                Repeat { line: 6, first_line: 1 },
+                Repeat {
+                    line: 3,
+                    first_line: 1
+                },
+                Repeat {
+                    line: 5,
+                    first_line: 2
+                },
+                Repeat {
+                    line: 6,
+                    first_line: 1
+                },
             ]
         );
     }
@@ -123,7 +132,13 @@ mod tests {
         let (n, found) = find_repeats(ids(&refs), Some(5));
         assert_eq!(n, 90);
         assert_eq!(found.len(), 5);
-        assert_eq!(found[0], Repeat { line: 11, first_line: 1 });
+        assert_eq!(
+            found[0],
+            Repeat {
+                line: 11,
+                first_line: 1
+            }
+        );
     }
 
     #[test]

@@ -212,8 +212,7 @@ pub fn excerpt(line: &[u8], at: usize, width: usize) -> String {
     if start > 0 {
         out.push('…');
     }
-    let mut shown = 0;
-    for c in text.chars().skip(start) {
+    for (shown, c) in text.chars().skip(start).enumerate() {
         if shown == width {
             out.push('…');
             break;
@@ -223,7 +222,6 @@ pub fn excerpt(line: &[u8], at: usize, width: usize) -> String {
         } else {
             out.push(c);
         }
-        shown += 1;
     }
     out
 }

@@ -89,7 +89,8 @@ impl Input {
         let n = read_full(&mut file, &mut magic).map_err(|e| InputError::io(path, e))?;
         if n == 2 && magic == GZIP_MAGIC {
             let file = File::open(path).map_err(|e| InputError::io(path, e))?;
-            let decoder = flate2::read::MultiGzDecoder::new(BufReader::with_capacity(1 << 20, file));
+            let decoder =
+                flate2::read::MultiGzDecoder::new(BufReader::with_capacity(1 << 20, file));
             return Ok(Input {
                 name: path.to_owned(),
                 source: Source::Stream(Box::new(decoder)),

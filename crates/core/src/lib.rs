@@ -32,5 +32,5 @@ pub mod validate;
 
 pub use diag::{Code, CodeCounts, Diagnostic, Severity};
 pub use input::{Input, InputError};
-pub use provider::{EndpointKind, LineShape, Limits, Profile, Provider};
+pub use provider::{EndpointKind, Limits, LineShape, Profile, Provider};
 pub use validate::{Config, Report, Summary, Validator, validate, validate_bytes};

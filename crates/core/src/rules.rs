@@ -205,7 +205,9 @@ fn check_line(
         },
     };
 
-    let first_char = text.bytes().find(|b| !matches!(b, b' ' | b'\t' | b'\r' | b'\n'));
+    let first_char = text
+        .bytes()
+        .find(|b| !matches!(b, b' ' | b'\t' | b'\r' | b'\n'));
     if first_char != Some(b'{') {
         match envelope::parse_any(text) {
             Ok(kind) => out.report(Code::InvalidRequest, pos, || {
@@ -277,7 +279,10 @@ fn wrong_type(out: &mut ChunkOut, pos: Pos<'_>, param: &str, expected: &str, kin
     out.report(Code::InvalidRequest, pos, || {
         Diagnostic::new(
             Code::InvalidRequest,
-            format!("The {param} must be {expected}, but it is {}.", kind.described()),
+            format!(
+                "The {param} must be {expected}, but it is {}.",
+                kind.described()
+            ),
         )
         .param(param)
     });
@@ -394,7 +399,11 @@ fn check_body(
     }
     if body.stream.is_some_and(|s| s.is_true) {
         out.report(Code::StreamingUnsupported, pos, || {
-            let prefix = if kind == EndpointKind::Chat { "Chat Completions: " } else { "" };
+            let prefix = if kind == EndpointKind::Chat {
+                "Chat Completions: "
+            } else {
+                ""
+            };
             Diagnostic::new(
                 Code::StreamingUnsupported,
                 format!("{prefix}Streaming is not supported in the Batch API."),
@@ -429,8 +438,11 @@ fn check_body(
 
 fn required(out: &mut ChunkOut, pos: Pos<'_>, name: &str, param: &'static str) {
     out.report(Code::InvalidRequest, pos, || {
-        Diagnostic::new(Code::InvalidRequest, format!("{name} parameter is required."))
-            .param(param)
+        Diagnostic::new(
+            Code::InvalidRequest,
+            format!("{name} parameter is required."),
+        )
+        .param(param)
     });
 }
 

@@ -11,7 +11,7 @@ use crate::dedup::{IdEntry, find_repeats};
 use crate::diag::{Code, CodeCounts, Diagnostic, Severity};
 use crate::input::{self, Input, InputError, Source};
 use crate::lines::chunk_ranges;
-use crate::provider::{LineShape, Limits, Profile, Provider};
+use crate::provider::{Limits, LineShape, Profile, Provider};
 use crate::rules::{self, ChunkOut, LineCtx, ModelTally};
 
 /// Diagnostics kept for printing unless told otherwise.
@@ -60,7 +60,7 @@ impl Config {
 }
 
 /// What a validation found.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Report {
     /// The kept diagnostics, by line (whole-file problems last).
     pub diagnostics: Vec<Diagnostic>,
@@ -307,9 +307,8 @@ impl<'c> Validator<'c> {
         if let (None, Some(max)) = (self.inputs_over_at, limits.max_embedding_inputs) {
             if self.embedding_inputs + out.embedding_inputs > max {
                 let room = max - self.embedding_inputs;
-                let at = rules::first_line_where(ctx, chunk, starts_file, |o| {
-                    o.embedding_inputs > room
-                });
+                let at =
+                    rules::first_line_where(ctx, chunk, starts_file, |o| o.embedding_inputs > room);
                 self.inputs_over_at = at.map(|i| self.lines + i + 1);
             }
         }

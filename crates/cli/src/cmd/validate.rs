@@ -50,7 +50,11 @@ pub fn run(args: &ValidateArgs) -> Result<Exit> {
                 }
             }
         }
-        worst = worst.max(if report.is_valid() { Exit::Ok } else { Exit::Invalid });
+        worst = worst.max(if report.is_valid() {
+            Exit::Ok
+        } else {
+            Exit::Invalid
+        });
     }
     Ok(worst)
 }

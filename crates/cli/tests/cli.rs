@@ -1,0 +1,415 @@
+//! The real `batchkit` binary, run in temporary directories: exit codes, the
+//! JSON contract (deserialized strictly), and equal results for file, stdin
+//! and gzip input and for every thread count.
+
+// Tests may unwrap: a panic is a failure report.
+#![allow(clippy::unwrap_used)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use serde::Deserialize;
+
+fn batchkit() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_batchkit"));
+    cmd.env_remove("NO_COLOR").env_remove("CLICOLOR_FORCE");
+    cmd
+}
+
+fn run(args: &[&str]) -> Output {
+    batchkit().args(args).output().expect("run batchkit")
+}
+
+fn run_stdin(args: &[&str], input: &[u8]) -> Output {
+    let mut child = batchkit()
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn batchkit");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let input = input.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let out = child.wait_with_output().expect("wait");
+    writer.join().expect("writer thread");
+    out
+}
+
+fn testdata(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../testdata")
+        .join(name)
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// The whole JSON report; unknown fields are an error, so a change to the
+/// contract must change this test.
+#[derive(Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+struct Report {
+    file: String,
+    valid: bool,
+    errors: List,
+    warnings: List,
+    summary: Summary,
+}
+
+#[derive(Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+struct List {
+    object: String,
+    data: Vec<Diag>,
+}
+
+#[derive(Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+struct Diag {
+    code: String,
+    message: String,
+    param: Option<String>,
+    line: Option<u64>,
+    severity: String,
+    offset: Option<u64>,
+    custom_id: Option<String>,
+    hint: Option<String>,
+}
+
+#[derive(Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+struct Summary {
+    provider: String,
+    requests: u64,
+    lines: u64,
+    blank_lines: u64,
+    bytes: u64,
+    longest_line: u64,
+    endpoint: Option<String>,
+    models: std::collections::BTreeMap<String, u64>,
+    other_models: u64,
+    embedding_inputs: u64,
+    errors: u64,
+    warnings: u64,
+    by_code: std::collections::BTreeMap<String, u64>,
+    truncated: bool,
+    limits: Limits,
+}
+
+#[derive(Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+struct Limits {
+    max_requests: Option<u64>,
+    max_bytes: Option<u64>,
+    max_embedding_inputs: Option<u64>,
+}
+
+fn report(o: &Output) -> Report {
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not one strict report: {e}\n{}\n{}",
+            String::from_utf8_lossy(&o.stdout),
+            stderr(o)
+        )
+    })
+}
+
+/// A file of a few MB with problems of every per-line kind spread through
+/// it, so that chunks and blocks cut it in many places.
+fn mixed_file() -> Vec<u8> {
+    let mut out = Vec::new();
+    for i in 0..20_000u32 {
+        let id = if i % 997 == 0 { 5 } else { i };
+        let model = if i % 1_313 == 0 {
+            "gpt-4o"
+        } else {
+            "gpt-4o-mini"
+        };
+        let line = match i % 2_000 {
+            7 => "{not json".to_owned(),
+            8 => String::new(),
+            9 => "[1]".to_owned(),
+            10 => format!(
+                r#"{{"custom_id":"c{i}","method":"GET","url":"/v1/chat/completions","body":{{"model":"{model}","messages":[]}}}}"#
+            ),
+            _ => format!(
+                r#"{{"custom_id":"c{id}","method":"POST","url":"/v1/chat/completions","body":{{"model":"{model}","messages":[{{"role":"user","content":"Question {i}: ünïcödé \u00e9 {pad}"}}],"max_tokens":100}}}}"#,
+                pad = "x".repeat((i % 300) as usize)
+            ),
+        };
+        out.extend_from_slice(line.as_bytes());
+        out.extend_from_slice(if i % 3 == 0 { b"\r\n" } else { b"\n" });
+    }
+    out
+}
+
+#[test]
+fn exit_codes() {
+    assert_eq!(
+        run(&["validate", testdata("example.jsonl").to_str().unwrap()])
+            .status
+            .code(),
+        Some(0)
+    );
+    assert_eq!(
+        run(&[
+            "validate",
+            testdata("example-broken.jsonl").to_str().unwrap()
+        ])
+        .status
+        .code(),
+        Some(1)
+    );
+    let missing = run(&["validate", "/definitely/not/here.jsonl"]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(
+        stderr(&missing).contains("cannot read /definitely/not/here.jsonl"),
+        "{}",
+        stderr(&missing)
+    );
+    assert_eq!(run(&["validate"]).status.code(), Some(2));
+    assert_eq!(
+        run(&["validate", "--provider", "nope", "x"]).status.code(),
+        Some(2)
+    );
+    assert_eq!(
+        run(&["validate", "--max-bytes", "12 parsecs", "x"])
+            .status
+            .code(),
+        Some(2)
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    assert_eq!(
+        run(&["validate", dir.path().to_str().unwrap()])
+            .status
+            .code(),
+        Some(2)
+    );
+}
+
+#[test]
+fn worst_exit_code_of_several_files() {
+    let ok = testdata("example.jsonl");
+    let bad = testdata("example-broken.jsonl");
+    let o = run(&[
+        "validate",
+        "--format",
+        "json",
+        ok.to_str().unwrap(),
+        bad.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let reports: Vec<Report> = serde_json::Deserializer::from_slice(&o.stdout)
+        .into_iter()
+        .collect::<Result<_, _>>()
+        .expect("one strict report per file");
+    assert_eq!(reports.len(), 2);
+    assert!(reports[0].valid && !reports[1].valid);
+}
+
+#[test]
+fn json_contract() {
+    let o = run(&[
+        "validate",
+        "--format",
+        "json",
+        testdata("example-broken.jsonl").to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let r = report(&o);
+    assert_eq!(r.errors.object, "list");
+    assert_eq!(r.warnings.object, "list");
+    assert!(!r.valid);
+    let codes: Vec<(&str, Option<u64>)> = r
+        .errors
+        .data
+        .iter()
+        .map(|d| (d.code.as_str(), d.line))
+        .collect();
+    assert_eq!(
+        codes,
+        vec![
+            ("mismatched_model", Some(2)),
+            ("duplicate_custom_id", Some(3)),
+            ("invalid_url", Some(4)),
+            ("streaming_unsupported", Some(5)),
+            ("invalid_json_line", Some(6)),
+        ]
+    );
+    assert_eq!(r.summary.requests, 6);
+    assert_eq!(r.summary.errors, 5);
+    assert_eq!(r.summary.endpoint.as_deref(), Some("/v1/chat/completions"));
+    assert_eq!(r.summary.limits.max_bytes, Some(209_715_200));
+    // The line's JSON text stands at the reported offset.
+    let bytes = std::fs::read(testdata("example-broken.jsonl")).expect("read");
+    let d = &r.errors.data[4];
+    let offset = d.offset.expect("syntax errors have an offset") as usize;
+    let line_start = bytes[..offset]
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |p| p + 1);
+    assert_eq!(
+        bytes[..line_start].iter().filter(|&&b| b == b'\n').count() + 1,
+        6
+    );
+}
+
+#[test]
+fn max_errors_caps_printing_not_counting() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("many.jsonl");
+    std::fs::write(&path, "[1]\n".repeat(50)).expect("write");
+    let o = run(&[
+        "validate",
+        "--format",
+        "json",
+        "--max-errors",
+        "3",
+        path.to_str().unwrap(),
+    ]);
+    let r = report(&o);
+    assert_eq!(r.errors.data.len(), 3);
+    assert_eq!(r.summary.errors, 50);
+    assert!(r.summary.truncated);
+    let human = run(&["validate", "--max-errors", "3", path.to_str().unwrap()]);
+    assert!(
+        stderr(&human).contains("47 more diagnostics not shown"),
+        "{}",
+        stderr(&human)
+    );
+}
+
+#[test]
+fn stdin_gzip_and_threads_give_the_same_report() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = mixed_file();
+    let path = dir.path().join("mixed.jsonl");
+    std::fs::write(&path, &data).expect("write");
+    let gz_path = dir.path().join("mixed.jsonl.gz");
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    enc.write_all(&data).expect("compress");
+    std::fs::write(&gz_path, enc.finish().expect("gzip")).expect("write");
+
+    let args = ["validate", "--format", "json", "--max-errors", "0"];
+    let file = path.to_str().unwrap();
+    let base = run(&[&args[..], &["-j", "1", file]].concat());
+    assert_eq!(base.status.code(), Some(1));
+    let mut expected = report(&base);
+    assert!(expected.summary.errors > 40, "{:?}", expected.summary);
+    assert_eq!(expected.summary.requests, 19_990);
+    expected.file.clear();
+    let check = |o: Output, what: &str| {
+        assert_eq!(o.status.code(), Some(1), "{what}: {}", stderr(&o));
+        let mut r = report(&o);
+        r.file.clear();
+        assert!(
+            r == expected,
+            "{what} differs from the single-threaded file report"
+        );
+    };
+    check(run(&[&args[..], &["-j", "2", file]].concat()), "2 threads");
+    check(run(&[&args[..], &["-j", "3", file]].concat()), "3 threads");
+    check(
+        run_stdin(&[&args[..], &["-j", "2", "-"]].concat(), &data),
+        "stdin",
+    );
+    check(
+        run(&[&args[..], &[gz_path.to_str().unwrap()]].concat()),
+        "gzip file",
+    );
+    let gz = std::fs::read(&gz_path).expect("read");
+    check(
+        run_stdin(&[&args[..], &["-"]].concat(), &gz),
+        "gzip on stdin",
+    );
+}
+
+#[test]
+fn human_output_format_and_colour() {
+    let broken = testdata("example-broken.jsonl");
+    let o = run(&["validate", broken.to_str().unwrap()]);
+    let text = stderr(&o);
+    assert!(o.stdout.is_empty(), "human reports go to stderr");
+    let first = text.lines().next().unwrap_or_default();
+    assert!(
+        first.ends_with("example-broken.jsonl:2: error[mismatched_model]: The model 'gpt-4o' for this request does not match the rest of the batch. Each batch must contain requests for a single model."),
+        "{first}"
+    );
+    assert!(text.contains("  custom_id: \"request-2\""));
+    assert!(text.contains("= hint: "));
+    assert!(text.contains("invalid: 5 errors"));
+    assert!(!text.contains('\x1b'), "no colour when not a terminal");
+    let forced = run(&["--color", "always", "validate", broken.to_str().unwrap()]);
+    assert!(stderr(&forced).contains('\x1b'));
+    let quiet = run(&[
+        "validate",
+        "-q",
+        testdata("example.jsonl").to_str().unwrap(),
+    ]);
+    assert!(quiet.stderr.is_empty());
+}
+
+#[test]
+fn help_has_examples_and_exit_codes() {
+    let o = run(&["validate", "--help"]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    for needle in [
+        "Examples:",
+        "Pre-upload hook",
+        "pre-commit",
+        "Exit status:",
+        "--provider",
+        "--max-errors",
+    ] {
+        assert!(text.contains(needle), "--help lacks {needle}");
+    }
+}
+
+#[test]
+fn closed_stdout_is_not_an_error() {
+    let mut child = batchkit()
+        .args(["validate", "--format", "json", "--max-errors", "0", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    drop(child.stdout.take());
+    let mut stdin = child.stdin.take().expect("stdin");
+    let _ = stdin.write_all(&"[1]\n".repeat(100_000).into_bytes());
+    drop(stdin);
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("panicked"));
+}
+
+#[test]
+fn random_bytes_end_in_exit_0_or_1() {
+    // A cheap deterministic generator; the core's proptest covers far more.
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let dir = tempfile::tempdir().expect("tempdir");
+    for case in 0..40 {
+        let mut bytes = Vec::new();
+        for _ in 0..(case * 37 % 900) {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let pick = b"{}[]\",:\n\r\\u0123456789abcdefnull true \xff\xfe\xef\xbb\xbf";
+            bytes.push(pick[(state % pick.len() as u64) as usize]);
+        }
+        let path = dir.path().join(format!("r{case}.jsonl"));
+        std::fs::write(&path, &bytes).expect("write");
+        let o = run(&["validate", "--format", "json", path.to_str().unwrap()]);
+        assert!(
+            matches!(o.status.code(), Some(0 | 1)),
+            "case {case}: {}",
+            stderr(&o)
+        );
+        report(&o);
+    }
+}

@@ -1,0 +1,141 @@
+//! Properties of the validator over generated inputs: it never panics, and
+//! its report does not depend on the thread count, the chunk size, or on
+//! whether the input is mapped or streamed in blocks.
+
+// Tests may unwrap: a panic is a failure report.
+#![allow(clippy::unwrap_used)]
+
+use std::io::Cursor;
+
+use batchkit_core::{Config, Input, Provider, Report, validate, validate_bytes};
+use proptest::prelude::*;
+
+fn line_strategy() -> impl Strategy<Value = Vec<u8>> {
+    let ids = prop_oneof![
+        Just("a".to_owned()),
+        Just("b".to_owned()),
+        Just("a\\u0062".to_owned()),
+        "[a-z]{1,3}",
+    ];
+    let good = (ids, prop_oneof![Just("gpt-4o-mini"), Just("gpt-4o")], any::<bool>()).prop_map(
+        |(id, model, stream)| {
+            format!(
+                r#"{{"custom_id":"{id}","method":"POST","url":"/v1/chat/completions","body":{{"model":"{model}","messages":[{{"role":"user","content":"é \ud83d\ude00"}}],"stream":{stream}}}}}"#
+            )
+            .into_bytes()
+        },
+    );
+    let emb = (1usize..4).prop_map(|n| {
+        let inputs: Vec<String> = (0..n).map(|i| format!("\"t{i}\"")).collect();
+        format!(
+            r#"{{"custom_id":"e{n}","method":"POST","url":"/v1/embeddings","body":{{"model":"text-embedding-3-small","input":[{}]}}}}"#,
+            inputs.join(",")
+        )
+        .into_bytes()
+    });
+    prop_oneof![
+        4 => good,
+        1 => emb,
+        1 => Just(Vec::new()),
+        1 => Just(b"\xEF\xBB\xBF{}".to_vec()),
+        1 => Just(b"{\"custom_id\":\"\\ud800\"}".to_vec()),
+        1 => Just(b"[1,2]".to_vec()),
+        2 => proptest::collection::vec(any::<u8>(), 0..40),
+    ]
+}
+
+fn file_strategy() -> impl Strategy<Value = Vec<u8>> {
+    (
+        proptest::collection::vec(line_strategy(), 0..40),
+        prop_oneof![Just(&b"\n"[..]), Just(&b"\r\n"[..])],
+        any::<bool>(),
+    )
+        .prop_map(|(lines, eol, final_eol)| {
+            let mut out = lines.join(eol);
+            if final_eol && !out.is_empty() {
+                out.extend_from_slice(eol);
+            }
+            out
+        })
+}
+
+fn config(chunk: Option<usize>, block: usize) -> Config {
+    let mut cfg = Config::new(Provider::OpenAi);
+    cfg.limits.max_requests = Some(7);
+    cfg.limits.max_embedding_inputs = Some(5);
+    cfg.limits.max_bytes = Some(2_000);
+    cfg.keep = Some(25);
+    cfg.chunk_size = chunk;
+    cfg.block_size = block;
+    cfg
+}
+
+fn streamed(bytes: &[u8], cfg: &Config) -> Report {
+    let input = Input::from_reader("-", Box::new(Cursor::new(bytes.to_vec()))).expect("memory");
+    validate(input, cfg, &|_| {}).expect("memory reads cannot fail")
+}
+
+fn in_pool<T: Send>(threads: usize, f: impl FnOnce() -> T + Send) -> T {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .expect("thread pool")
+        .install(f)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    #[test]
+    fn report_is_independent_of_how_the_input_is_cut(
+        bytes in file_strategy(),
+        chunk in 1usize..300,
+        block in 1usize..500,
+    ) {
+        let reference = in_pool(1, || validate_bytes(&bytes, &config(None, 1 << 20)));
+        let chunked = in_pool(3, || validate_bytes(&bytes, &config(Some(chunk), 1 << 20)));
+        prop_assert_eq!(&reference, &chunked);
+        let stream = in_pool(2, || streamed(&bytes, &config(Some(chunk), block)));
+        prop_assert_eq!(&reference, &stream);
+        // Every problem is counted, and the kept ones are a prefix by line.
+        let kept = reference.diagnostics.len() as u64;
+        prop_assert!(kept <= 25);
+        prop_assert!(kept == 25 || kept == reference.errors() + reference.warnings());
+        prop_assert_eq!(reference.summary.bytes, bytes.len() as u64);
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..2000)) {
+        let report = validate_bytes(&bytes, &config(Some(16), 64));
+        prop_assert!(report.summary.lines >= report.summary.requests);
+        let stream = streamed(&bytes, &config(Some(16), 64));
+        prop_assert_eq!(report, stream);
+    }
+}
+
+#[test]
+fn duplicates_across_chunk_and_block_boundaries() {
+    let line = |id: usize| {
+        format!(
+            r#"{{"custom_id":"id-{id}","method":"POST","url":"/v1/chat/completions","body":{{"model":"m","messages":[{{"role":"user","content":"x"}}]}}}}"#
+        )
+    };
+    let mut text = String::new();
+    for i in 0..5_000 {
+        text.push_str(&line(i % 4_000));
+        text.push('\n');
+    }
+    let mut cfg = config(Some(4096), 10_000);
+    cfg.limits = Default::default();
+    cfg.keep = None;
+    let report = validate_bytes(text.as_bytes(), &cfg);
+    let dups: Vec<(u64, &str)> = report
+        .diagnostics
+        .iter()
+        .map(|d| (d.line.unwrap_or(0), d.code.as_str()))
+        .collect();
+    assert_eq!(dups.len(), 1_000);
+    assert_eq!(dups[0], (4_001, "duplicate_custom_id"));
+    assert!(report.diagnostics[0].message.contains("(line 1)"));
+    assert_eq!(report, streamed(text.as_bytes(), &cfg));
+}
