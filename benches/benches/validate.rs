@@ -1,0 +1,68 @@
+//! Criterion benchmarks of the validator's hot paths, on deterministic
+//! corpora, reported as bytes per second.
+
+use batchkit_benches::{Shape, corpus};
+use batchkit_core::dedup::{IdEntry, find_repeats};
+use batchkit_core::envelope::parse_line;
+use batchkit_core::{Config, Provider, validate_bytes};
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+
+const CORPUS_BYTES: u64 = 32 << 20;
+
+fn config() -> Config {
+    let mut cfg = Config::new(Provider::OpenAi);
+    // The corpus is larger than one OpenAI batch; check every rule but the
+    // size limits so the work measured is the per-line work.
+    cfg.limits = Default::default();
+    cfg
+}
+
+fn validate(c: &mut Criterion) {
+    for (name, shape) in [("chat", Shape::Chat), ("short", Shape::Short)] {
+        let data = corpus(42, shape, CORPUS_BYTES);
+        let mut g = c.benchmark_group(format!("validate/{name}"));
+        g.throughput(Throughput::Bytes(data.len() as u64));
+        g.sample_size(10);
+        let cfg = config();
+        g.bench_function("all_threads", |b| b.iter(|| validate_bytes(&data, &cfg)));
+        let one = rayon::ThreadPoolBuilder::new().num_threads(1).build();
+        if let Ok(pool) = one {
+            g.bench_function("one_thread", |b| {
+                b.iter(|| pool.install(|| validate_bytes(&data, &cfg)))
+            });
+        }
+        g.finish();
+    }
+}
+
+fn parse(c: &mut Criterion) {
+    let data = corpus(42, Shape::Chat, 8 << 20);
+    let text = std::str::from_utf8(&data).unwrap_or_default();
+    let mut g = c.benchmark_group("envelope");
+    g.throughput(Throughput::Bytes(data.len() as u64));
+    g.sample_size(10);
+    g.bench_function("parse_line/chat", |b| {
+        b.iter(|| text.lines().filter(|l| parse_line(l).is_ok()).count())
+    });
+    g.finish();
+}
+
+fn dedup(c: &mut Criterion) {
+    let ids: Vec<IdEntry> = (0..1_000_000u64)
+        .map(|i| IdEntry::new(&format!("request-{i}"), i + 1))
+        .collect();
+    let mut g = c.benchmark_group("dedup");
+    g.throughput(Throughput::Elements(ids.len() as u64));
+    g.sample_size(10);
+    g.bench_function("find_repeats/1M", |b| {
+        b.iter_batched(
+            || ids.clone(),
+            |v| find_repeats(v, Some(1000)),
+            BatchSize::LargeInput,
+        )
+    });
+    g.finish();
+}
+
+criterion_group!(benches, validate, parse, dedup);
+criterion_main!(benches);
