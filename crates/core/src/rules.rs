@@ -420,6 +420,15 @@ fn check_body(
                 required(out, pos, "Prompt", "body.prompt");
             }
         }
+        // A Responses request may name a stored prompt instead of an input.
+        EndpointKind::Responses if body.prompt.is_some_and(|p| p.kind != Kind::Null) => {
+            if let Some(i) = body
+                .input
+                .filter(|i| !matches!(i.kind, Kind::String | Kind::Array | Kind::Null))
+            {
+                wrong_type(out, pos, "body.input", "a string or an array", i.kind);
+            }
+        }
         EndpointKind::Embeddings | EndpointKind::Moderations | EndpointKind::Responses => {
             match body.input {
                 None => required(out, pos, "Input", "body.input"),
