@@ -29,6 +29,135 @@ pub enum Command {
     /// Check a batch request file as the service would, before upload.
     #[command(after_long_help = VALIDATE_EXAMPLES, after_help = VALIDATE_EXAMPLES)]
     Validate(ValidateArgs),
+    /// Join output and error files back to the requests, in input order.
+    #[command(after_long_help = MERGE_EXAMPLES, after_help = MERGE_EXAMPLES)]
+    Merge(MergeArgs),
+    /// Write the requests that still need to run, ready to upload.
+    #[command(after_long_help = RETRY_EXAMPLES, after_help = RETRY_EXAMPLES)]
+    Retry(RetryArgs),
+}
+
+const MERGE_EXAMPLES: &str = "\
+Examples:
+  batchkit merge --input requests.jsonl output.jsonl errors.jsonl -o merged.jsonl
+  batchkit merge --input part.001.jsonl --input part.002.jsonl results/*.jsonl -o merged.jsonl --text
+  batchkit merge --input requests.jsonl round1/*.jsonl round2/*.jsonl -o - | jq -c 'select(.status != \"succeeded\")'
+
+Each merged line: {\"custom_id\", \"line\", \"status\", \"status_code\", \"response\", \"error\"}, one per
+request, in input order; status is succeeded, failed, expired, cancelled or missing.
+Result files may come in any order, from several batches and retry rounds: a
+success wins over a failure; among failures the last file given wins; two
+different successes are reported as a conflict (the first is kept unless
+--prefer last).
+
+Exit status:
+  0  merged, and every request succeeded
+  1  merged, and some request did not succeed (or results conflict or are unknown)
+  2  usage error, unreadable file, or request files that cannot be merged";
+
+const RETRY_EXAMPLES: &str = "\
+Examples:
+  batchkit retry --input requests.jsonl output.jsonl errors.jsonl -o retry.jsonl
+  batchkit retry --input requests.jsonl results/*.jsonl --status expired,cancelled -o retry.jsonl
+  batchkit retry --input requests.jsonl results/*.jsonl --code rate_limit_exceeded -o retry.jsonl
+
+The retry file holds the request lines byte for byte, in input order: upload it
+as a new batch, then merge the original results and the new ones together.
+
+Exit status:
+  0  the retry file was written (it may be empty: nothing to retry)
+  2  usage error, unreadable file, or request files that cannot be merged";
+
+/// Request and result files to join.
+#[derive(Debug, Args)]
+pub struct JoinArgs {
+    /// A request file (repeat for the chunks of a split).
+    #[arg(long = "input", short = 'i', required = true, value_name = "REQUESTS")]
+    pub inputs: Vec<PathBuf>,
+
+    /// Output and error files, in any order (an empty file is fine).
+    #[arg(value_name = "RESULT_FILE")]
+    pub results: Vec<PathBuf>,
+
+    /// Where to write (`-` for stdout); written atomically.
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub output: PathBuf,
+
+    /// Which of two different successful results for one request to keep.
+    #[arg(long, value_enum, default_value_t = Prefer::First)]
+    pub prefer: Prefer,
+
+    /// Print at most N problems (all are counted); 0 prints all.
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    pub max_problems: usize,
+
+    /// Summary format: human on stderr, or JSON on stdout (when -o is a file).
+    #[arg(long, value_enum, default_value_t = Format::Human)]
+    pub format: Format,
+}
+
+/// Which result wins a conflict.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Prefer {
+    /// The first, in the order the files were given.
+    First,
+    /// The last.
+    Last,
+}
+
+/// Arguments of `batchkit merge`.
+#[derive(Debug, Args)]
+pub struct MergeArgs {
+    #[command(flatten)]
+    pub join: JoinArgs,
+
+    /// Add the request body to each merged line (`"request"`).
+    #[arg(long)]
+    pub with_request: bool,
+
+    /// Add the answer text (`"text"`): chat message content, completion
+    /// text, Responses output text.
+    #[arg(long)]
+    pub text: bool,
+
+    /// Write result lines whose custom_id is in no request file here.
+    #[arg(long, value_name = "FILE")]
+    pub unknown: Option<PathBuf>,
+}
+
+/// Arguments of `batchkit retry`.
+#[derive(Debug, Args)]
+pub struct RetryArgs {
+    #[command(flatten)]
+    pub join: JoinArgs,
+
+    /// Statuses to retry.
+    #[arg(long, value_delimiter = ',', default_value = "failed,expired,cancelled,missing", value_parser = parse_status)]
+    pub status: Vec<batchkit_core::results::Status>,
+
+    /// Retry only requests whose error code is one of these.
+    #[arg(long, value_delimiter = ',', value_name = "CODE")]
+    pub code: Vec<String>,
+}
+
+fn parse_status(s: &str) -> anyhow::Result<batchkit_core::results::Status> {
+    batchkit_core::results::Status::parse(s).with_context(|| {
+        format!("unknown status '{s}' (use succeeded, failed, expired, cancelled, missing)")
+    })
+}
+
+impl JoinArgs {
+    /// The core's merge config.
+    pub fn to_config(&self) -> batchkit_core::merge::MergeConfig {
+        batchkit_core::merge::MergeConfig {
+            prefer_last: self.prefer == Prefer::Last,
+            keep: if self.max_problems == 0 {
+                usize::MAX
+            } else {
+                self.max_problems
+            },
+        }
+    }
 }
 
 const VALIDATE_EXAMPLES: &str = "\
@@ -191,7 +320,9 @@ mod tests {
     fn zero_lifts_a_limit() {
         let cli = Cli::try_parse_from(["batchkit", "validate", "--max-requests", "0", "f"])
             .expect("valid command line");
-        let Command::Validate(args) = cli.command;
+        let Command::Validate(args) = cli.command else {
+            panic!("parsed as validate")
+        };
         assert_eq!(args.rules.to_config().limits.max_requests, None);
         assert_eq!(args.rules.to_config().limits.max_bytes, Some(209_715_200));
     }

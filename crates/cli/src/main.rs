@@ -33,6 +33,8 @@ fn main() -> ExitCode {
     }
     let result = match &cli.command {
         Command::Validate(args) => cmd::validate::run(args),
+        Command::Merge(args) => cmd::merge::run(args),
+        Command::Retry(args) => cmd::retry::run(args),
     };
     match result {
         Ok(exit) => exit.into(),

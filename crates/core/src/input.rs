@@ -124,6 +124,28 @@ impl Input {
         })
     }
 
+    /// The whole input as one mapped byte slice. Files are mapped as they
+    /// are; streams (stdin, gzip) are first copied to an unnamed temporary
+    /// file, which disappears when the mapping is dropped. For commands that
+    /// must read their input twice or out of order.
+    pub fn into_mapped(self) -> Result<Mapped, InputError> {
+        match self.source {
+            Source::Mapped(m) => Ok(m),
+            Source::Stream(mut reader) => {
+                let name = &self.name;
+                let mut spool = tempfile::tempfile().map_err(|e| InputError::io(name, e))?;
+                let len = io::copy(&mut reader, &mut spool).map_err(|e| InputError::io(name, e))?;
+                if len == 0 {
+                    return Ok(Mapped(None));
+                }
+                // SAFETY: the file is unnamed and private to this process.
+                #[allow(unsafe_code)]
+                let map = unsafe { Mmap::map(&spool) }.map_err(|e| InputError::io(name, e))?;
+                Ok(Mapped(Some(map)))
+            }
+        }
+    }
+
     /// An in-memory input, mostly for tests and benchmarks.
     pub fn from_reader(name: &str, reader: Box<dyn Read + Send>) -> Result<Input, InputError> {
         let path = Path::new(name);

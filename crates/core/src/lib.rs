@@ -21,12 +21,15 @@
 //! assert_eq!(report.summary.requests, 2);
 //! ```
 
+pub mod atomic;
 pub mod dedup;
 pub mod diag;
 pub mod envelope;
 pub mod input;
 pub mod lines;
+pub mod merge;
 pub mod provider;
+pub mod results;
 mod rules;
 pub mod validate;
 

@@ -1,3 +1,6 @@
-//! One module per subcommand.
+//! One module per subcommand; `join` is what merge and retry share.
 
+mod join;
+pub mod merge;
+pub mod retry;
 pub mod validate;

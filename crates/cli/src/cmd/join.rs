@@ -1,0 +1,203 @@
+//! What `merge` and `retry` share: opening the files, joining them, and
+//! reporting the outcome.
+
+use std::io::Write;
+use std::path::Path;
+
+use anstyle::{AnsiColor, Style};
+use anyhow::{Context, Result};
+use batchkit_core::atomic::Output;
+use batchkit_core::merge::{Merge, MergeError, Problem, Record, Tally};
+use batchkit_core::results::Status;
+use serde::Serialize;
+
+use crate::cli::{Format, JoinArgs};
+use crate::exit::Exit;
+use crate::progress;
+use crate::report::thousands;
+
+const BOLD: Style = Style::new().bold();
+const DIM: Style = Style::new().dimmed();
+const WARN: Style = AnsiColor::Yellow.on_default().bold();
+const ERROR: Style = AnsiColor::Red.on_default().bold();
+
+/// Join the files, or explain why they cannot be joined (`Err(exit)`).
+pub fn open(args: &JoinArgs) -> Result<Result<Merge, Exit>> {
+    match Merge::new(&args.inputs, &args.results, &args.to_config()) {
+        Ok(m) => Ok(Ok(m)),
+        Err(MergeError::InvalidInput { problems, count }) => {
+            let mut err = anstream::stderr().lock();
+            for p in &problems {
+                print_problem(&mut err, p, ERROR)?;
+            }
+            writeln!(
+                err,
+                "{ERROR}error:{ERROR:#} the request files cannot be merged: {} problems",
+                thousands(count)
+            )?;
+            writeln!(
+                err,
+                "  {DIM}= hint:{DIM:#} every request line needs a unique custom_id; `batchkit validate` checks them"
+            )?;
+            Ok(Err(Exit::Error))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Render every request through `render` into `args.output`, atomically.
+pub fn write(
+    merge: &Merge,
+    args: &JoinArgs,
+    render: &(dyn Fn(&Record<'_>, &mut Vec<u8>) -> bool + Sync),
+) -> Result<Tally> {
+    let mut out = Output::create(&args.output)
+        .with_context(|| format!("cannot write {}", args.output.display()))?;
+    let bar = progress::bytes_bar(Some(merge.input_bytes()), "writing");
+    let tally = merge.write(&mut out, render, &|n| bar.inc(n))?;
+    bar.finish_and_clear();
+    out.commit()
+        .with_context(|| format!("cannot write {}", args.output.display()))?;
+    Ok(tally)
+}
+
+fn print_problem(w: &mut dyn Write, p: &Problem, style: Style) -> std::io::Result<()> {
+    let id = p
+        .custom_id
+        .as_ref()
+        .map(|id| {
+            format!(
+                " (custom_id {})",
+                serde_json::to_string(id).unwrap_or_default()
+            )
+        })
+        .unwrap_or_default();
+    writeln!(
+        w,
+        "{BOLD}{}:{}:{BOLD:#} {style}{}{style:#}: {}{id}",
+        p.file.display(),
+        p.line,
+        p.kind.as_str(),
+        p.message
+    )
+}
+
+/// The JSON summary.
+#[derive(Serialize)]
+struct JsonSummary<'a> {
+    output: String,
+    requests: u64,
+    written: u64,
+    result_lines: u64,
+    by_status: std::collections::BTreeMap<&'static str, u64>,
+    by_code: &'a std::collections::BTreeMap<String, u64>,
+    problem_counts: std::collections::BTreeMap<&'static str, u64>,
+    problems: JsonProblems,
+}
+
+#[derive(Serialize)]
+struct JsonProblems {
+    object: &'static str,
+    data: Vec<JsonProblem>,
+}
+
+#[derive(Serialize)]
+struct JsonProblem {
+    kind: &'static str,
+    file: String,
+    line: u64,
+    custom_id: Option<String>,
+    message: String,
+}
+
+/// Print the summary: human on stderr, or JSON on stdout when the output
+/// went to a file.
+pub fn summarize(merge: &Merge, args: &JoinArgs, tally: &Tally, verb: &str) -> Result<()> {
+    let problems = merge.problems();
+    if args.format == Format::Json && args.output.as_os_str() != "-" {
+        let summary = JsonSummary {
+            output: args.output.display().to_string(),
+            requests: tally.total(),
+            written: tally.written,
+            result_lines: merge.result_lines(),
+            by_status: Status::ALL
+                .iter()
+                .map(|&s| (s.as_str(), tally.count(s)))
+                .collect(),
+            by_code: &tally.by_code,
+            problem_counts: merge
+                .problem_counts()
+                .iter()
+                .map(|(k, &n)| (k.as_str(), n))
+                .collect(),
+            problems: JsonProblems {
+                object: "list",
+                data: problems
+                    .into_iter()
+                    .map(|p| JsonProblem {
+                        kind: p.kind.as_str(),
+                        file: p.file.display().to_string(),
+                        line: p.line,
+                        custom_id: p.custom_id,
+                        message: p.message,
+                    })
+                    .collect(),
+            },
+        };
+        let mut out = anstream::stdout().lock();
+        serde_json::to_writer(&mut out, &summary)?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    let mut err = anstream::stderr().lock();
+    for p in &problems {
+        print_problem(&mut err, p, WARN)?;
+    }
+    let shown = problems.len() as u64;
+    let counted: u64 = merge.problem_counts().values().sum();
+    if shown < counted {
+        writeln!(
+            err,
+            "{DIM}… {} more problems not shown (--max-problems 0 shows all){DIM:#}",
+            counted - shown
+        )?;
+    }
+    writeln!(
+        err,
+        "{BOLD}{verb} {}{BOLD:#} ({} of {} requests)",
+        display(&args.output),
+        thousands(tally.written),
+        thousands(tally.total())
+    )?;
+    let statuses: Vec<String> = Status::ALL
+        .iter()
+        .map(|&s| format!("{}: {}", s.as_str(), thousands(tally.count(s))))
+        .collect();
+    writeln!(err, "  {}", statuses.join(", "))?;
+    if !tally.by_code.is_empty() {
+        let mut codes: Vec<(&String, &u64)> = tally.by_code.iter().collect();
+        codes.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+        let codes: Vec<String> = codes
+            .iter()
+            .map(|(c, n)| format!("{c}: {}", thousands(**n)))
+            .collect();
+        writeln!(err, "  not succeeded, by code: {}", codes.join(", "))?;
+    }
+    if counted > 0 {
+        let kinds: Vec<String> = merge
+            .problem_counts()
+            .iter()
+            .map(|(k, n)| format!("{}: {}", k.as_str(), thousands(*n)))
+            .collect();
+        writeln!(err, "  {WARN}problems{WARN:#}: {}", kinds.join(", "))?;
+    }
+    Ok(())
+}
+
+fn display(p: &Path) -> String {
+    if p.as_os_str() == "-" {
+        "stdout".to_owned()
+    } else {
+        p.display().to_string()
+    }
+}

@@ -1,0 +1,38 @@
+//! `batchkit merge`: every request with its outcome, in input order.
+
+use anyhow::{Context, Result};
+use batchkit_core::atomic::Output;
+use batchkit_core::merge::MergedLine;
+use batchkit_core::results::Status;
+
+use crate::cli::MergeArgs;
+use crate::cmd::join;
+use crate::exit::Exit;
+
+/// Merge, write, summarize.
+pub fn run(args: &MergeArgs) -> Result<Exit> {
+    let merge = match join::open(&args.join)? {
+        Ok(m) => m,
+        Err(exit) => return Ok(exit),
+    };
+    let line = MergedLine {
+        with_request: args.with_request,
+        text: args.text,
+        input_name: args.join.inputs.len() > 1,
+    };
+    let tally = join::write(&merge, &args.join, &|record, buf| {
+        line.render(record, buf);
+        true
+    })?;
+    if let Some(path) = &args.unknown {
+        let mut out =
+            Output::create(path).with_context(|| format!("cannot write {}", path.display()))?;
+        merge.write_unknown(&mut out)?;
+        out.commit()
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    join::summarize(&merge, &args.join, &tally, "merged into")?;
+    let clean = tally.count(Status::Succeeded) == tally.total()
+        && merge.problem_counts().values().sum::<u64>() == 0;
+    Ok(if clean { Exit::Ok } else { Exit::Invalid })
+}

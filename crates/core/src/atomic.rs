@@ -1,0 +1,144 @@
+//! Writing outputs atomically: into a temporary file beside the target,
+//! renamed over it only once complete and synced. A crash or Ctrl-C leaves
+//! either the old target or none, never a half-written one that looks whole.
+
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use tempfile::NamedTempFile;
+
+/// Where an output goes: an atomically replaced file, or standard output.
+pub enum Output {
+    /// A file, written atomically.
+    File(AtomicFile),
+    /// Standard output (not atomic; used for `-`).
+    Stdout(BufWriter<io::Stdout>),
+}
+
+impl Output {
+    /// Open `path` for writing, or stdout if it is `-`.
+    pub fn create(path: &Path) -> io::Result<Output> {
+        if path.as_os_str() == "-" {
+            Ok(Output::Stdout(BufWriter::with_capacity(
+                1 << 20,
+                io::stdout(),
+            )))
+        } else {
+            AtomicFile::create(path).map(Output::File)
+        }
+    }
+
+    /// Finish: flush, and for a file, sync and rename into place.
+    pub fn commit(self) -> io::Result<()> {
+        match self {
+            Output::File(f) => f.commit(),
+            Output::Stdout(mut w) => w.flush(),
+        }
+    }
+}
+
+impl Write for Output {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Output::File(f) => f.write(buf),
+            Output::Stdout(w) => w.write(buf),
+        }
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        match self {
+            Output::File(f) => f.write_all(buf),
+            Output::Stdout(w) => w.write_all(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Output::File(f) => f.flush(),
+            Output::Stdout(w) => w.flush(),
+        }
+    }
+}
+
+/// A file that appears under its name only when [`AtomicFile::commit`]
+/// succeeds. Dropped without commit, the temporary file is removed.
+pub struct AtomicFile {
+    target: PathBuf,
+    writer: BufWriter<NamedTempFile>,
+}
+
+impl AtomicFile {
+    /// Start writing `target`. Its folder must exist.
+    pub fn create(target: &Path) -> io::Result<AtomicFile> {
+        let dir = match target.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        let name = target
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let tmp = tempfile::Builder::new()
+            .prefix(&format!(".{name}."))
+            .suffix(".tmp")
+            .tempfile_in(dir)?;
+        Ok(AtomicFile {
+            target: target.to_owned(),
+            writer: BufWriter::with_capacity(1 << 20, tmp),
+        })
+    }
+
+    /// Flush, sync to disk and rename over the target.
+    pub fn commit(self) -> io::Result<()> {
+        let tmp = self.writer.into_inner().map_err(|e| e.into_error())?;
+        tmp.as_file().sync_all()?;
+        tmp.persist(&self.target).map_err(|e| e.error)?;
+        // Make the rename itself durable where the platform allows it.
+        if let Some(dir) = self.target.parent().filter(|p| !p.as_os_str().is_empty()) {
+            if let Ok(d) = File::open(dir) {
+                let _ = d.sync_all();
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Write for AtomicFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.writer.write(buf)
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.writer.write_all(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.writer.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn appears_only_on_commit() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let target = dir.path().join("out.jsonl");
+        let mut f = AtomicFile::create(&target).expect("create");
+        f.write_all(b"partial").expect("write");
+        assert!(!target.exists());
+        drop(f);
+        assert!(!target.exists());
+        assert_eq!(
+            std::fs::read_dir(dir.path()).expect("list").count(),
+            0,
+            "temp file removed"
+        );
+        let mut f = AtomicFile::create(&target).expect("create");
+        f.write_all(b"whole\n").expect("write");
+        f.commit().expect("commit");
+        assert_eq!(std::fs::read(&target).expect("read"), b"whole\n");
+    }
+}
