@@ -1,0 +1,377 @@
+//! `batchkit merge` and `batchkit retry` on the shapes in `testdata/merge/`:
+//! the merged files must equal the reviewed snapshots in
+//! `testdata/merge/expected/` (`BATCHKIT_BLESS=1` rewrites them).
+
+// Tests may unwrap: a panic is a failure report.
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde::Deserialize;
+
+fn data(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../testdata/merge")
+        .join(name)
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
+fn batchkit(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_batchkit"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// Run `args` with `-o <tmp>`, compare the output with the snapshot `name`.
+fn snapshot(name: &str, args: &[&str], exit: i32) -> (Output, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let out_path = dir.path().join("out.jsonl");
+    let mut all: Vec<&str> = args.to_vec();
+    all.extend(["-o", out_path.to_str().unwrap()]);
+    let o = batchkit(&all);
+    let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(o.status.code(), Some(exit), "{name}: {stderr}");
+    let got = std::fs::read_to_string(&out_path).unwrap();
+    let expected_path = PathBuf::from(data("expected")).join(format!("{name}.jsonl"));
+    if std::env::var_os("BATCHKIT_BLESS").is_some() {
+        std::fs::create_dir_all(expected_path.parent().unwrap()).unwrap();
+        std::fs::write(&expected_path, &got).unwrap();
+    }
+    let expected = std::fs::read_to_string(&expected_path).unwrap();
+    assert!(
+        got == expected,
+        "{name} differs\n--- expected\n{expected}--- got\n{got}"
+    );
+    (o, stderr)
+}
+
+#[test]
+fn one_round_output_and_error_files() {
+    let (_, stderr) = snapshot(
+        "round1",
+        &[
+            "merge",
+            "-i",
+            &data("requests.jsonl"),
+            &data("round1.errors.jsonl"),
+            &data("round1.output.jsonl"),
+            &data("empty.errors.jsonl"),
+        ],
+        1,
+    );
+    assert!(
+        stderr.contains("succeeded: 3, failed: 2, expired: 1, cancelled: 1, missing: 1"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn retry_round_conflict_unknown_and_broken_lines() {
+    let (_, stderr) = snapshot(
+        "rounds",
+        &[
+            "merge",
+            "--text",
+            "-i",
+            &data("requests.jsonl"),
+            &data("round1.output.jsonl"),
+            &data("round1.errors.jsonl"),
+            &data("round2.output.jsonl"),
+            &data("conflict.output.jsonl"),
+        ],
+        1,
+    );
+    assert!(
+        stderr.contains("round2.output.jsonl:4: bad_result_line"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(
+            "conflict.output.jsonl:1: conflict: two different successful results for this request: "
+        ),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("round2.output.jsonl:3: unknown_custom_id"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn prefer_last_keeps_the_later_success() {
+    snapshot(
+        "prefer_last",
+        &[
+            "merge",
+            "--prefer",
+            "last",
+            "-i",
+            &data("requests.jsonl"),
+            &data("round1.output.jsonl"),
+            &data("conflict.output.jsonl"),
+        ],
+        1,
+    );
+}
+
+#[test]
+fn vllm_mixed_file() {
+    snapshot(
+        "vllm",
+        &[
+            "merge",
+            "-i",
+            &data("requests.jsonl"),
+            &data("vllm.results.jsonl"),
+        ],
+        1,
+    );
+}
+
+#[test]
+fn anthropic_results() {
+    snapshot(
+        "anthropic",
+        &[
+            "merge",
+            "--text",
+            "-i",
+            &data("requests.jsonl"),
+            &data("anthropic.results.jsonl"),
+        ],
+        1,
+    );
+}
+
+#[test]
+fn only_an_error_file() {
+    snapshot(
+        "only_errors",
+        &[
+            "merge",
+            "--with-request",
+            "-i",
+            &data("requests.jsonl"),
+            &data("round1.errors.jsonl"),
+        ],
+        1,
+    );
+}
+
+#[test]
+fn retry_selects_by_status_and_code() {
+    let results = [data("round1.output.jsonl"), data("round1.errors.jsonl")];
+    let (_, stderr) = snapshot(
+        "retry_default",
+        &[
+            "retry",
+            "-i",
+            &data("requests.jsonl"),
+            &results[0],
+            &results[1],
+        ],
+        0,
+    );
+    assert!(stderr.contains("(5 of 8 requests)"), "{stderr}");
+    snapshot(
+        "retry_expired",
+        &[
+            "retry",
+            "--status",
+            "expired,cancelled",
+            "-i",
+            &data("requests.jsonl"),
+            &results[0],
+            &results[1],
+        ],
+        0,
+    );
+    snapshot(
+        "retry_code",
+        &[
+            "retry",
+            "--code",
+            "context_length_exceeded",
+            "-i",
+            &data("requests.jsonl"),
+            &results[0],
+            &results[1],
+        ],
+        0,
+    );
+    // Every retried line is an input line, byte for byte, and validates.
+    let input = std::fs::read_to_string(data("requests.jsonl")).unwrap();
+    let retry = std::fs::read_to_string(data("expected/retry_default.jsonl")).unwrap();
+    assert!(retry.lines().all(|l| input.lines().any(|i| i == l)));
+    let v = batchkit(&["validate", "-q", &data("expected/retry_default.jsonl")]);
+    assert_eq!(v.status.code(), Some(0));
+}
+
+#[test]
+fn all_succeeded_exits_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    let results = dir.path().join("out.jsonl");
+    std::fs::write(&input, "{\"custom_id\":\"a\",\"method\":\"POST\",\"url\":\"/v1/embeddings\",\"body\":{\"model\":\"e\",\"input\":\"x\"}}\n").unwrap();
+    std::fs::write(&results, "{\"custom_id\":\"a\",\"response\":{\"status_code\":200,\"body\":{\"data\":[]}},\"error\":null}\n").unwrap();
+    let o = batchkit(&[
+        "merge",
+        "-i",
+        input.to_str().unwrap(),
+        results.to_str().unwrap(),
+        "-o",
+        "-",
+    ]);
+    assert_eq!(o.status.code(), Some(0));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "{\"custom_id\":\"a\",\"line\":1,\"status\":\"succeeded\",\"status_code\":200,\"response\":{\"data\":[]},\"error\":null}\n"
+    );
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Summary {
+    output: String,
+    requests: u64,
+    written: u64,
+    result_lines: u64,
+    by_status: std::collections::BTreeMap<String, u64>,
+    by_code: std::collections::BTreeMap<String, u64>,
+    problem_counts: std::collections::BTreeMap<String, u64>,
+    problems: Problems,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Problems {
+    object: String,
+    data: Vec<Problem>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Problem {
+    kind: String,
+    file: String,
+    line: u64,
+    custom_id: Option<String>,
+    message: String,
+}
+
+#[test]
+fn json_summary_and_unknown_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("merged.jsonl");
+    let unknown = dir.path().join("unknown.jsonl");
+    let o = batchkit(&[
+        "merge",
+        "--format",
+        "json",
+        "-i",
+        &data("requests.jsonl"),
+        &data("round1.output.jsonl"),
+        &data("round2.output.jsonl"),
+        "-o",
+        out.to_str().unwrap(),
+        "--unknown",
+        unknown.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let s: Summary = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(s.output, out.to_str().unwrap());
+    assert_eq!((s.requests, s.written, s.result_lines), (8, 8, 7));
+    assert_eq!(s.by_status["succeeded"], 4);
+    assert_eq!(s.by_status["missing"], 2);
+    assert_eq!(s.by_code["rate_limit_exceeded"], 1);
+    assert_eq!(s.problem_counts["unknown_custom_id"], 1);
+    assert_eq!(s.problems.object, "list");
+    let stray = s
+        .problems
+        .data
+        .iter()
+        .find(|p| p.kind == "unknown_custom_id")
+        .unwrap();
+    assert_eq!(
+        (stray.line, stray.custom_id.as_deref()),
+        (3, Some("req-99"))
+    );
+    assert!(stray.file.ends_with("round2.output.jsonl") && !stray.message.is_empty());
+    let unknown_lines = std::fs::read_to_string(&unknown).unwrap();
+    assert_eq!(unknown_lines.lines().count(), 1);
+    assert!(unknown_lines.contains("\"req-99\""));
+}
+
+#[test]
+fn unmergeable_input_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    std::fs::write(
+        &input,
+        "{\"custom_id\":\"a\",\"body\":{}}\nnot json\n{\"custom_id\":\"a\",\"body\":{}}\n",
+    )
+    .unwrap();
+    let out = dir.path().join("merged.jsonl");
+    let o = batchkit(&[
+        "merge",
+        "-i",
+        input.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(stderr.contains("in.jsonl:2: bad_input_line"), "{stderr}");
+    assert!(
+        stderr.contains("in.jsonl:3: duplicate_custom_id"),
+        "{stderr}"
+    );
+    assert!(!out.exists());
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        1,
+        "no temporary file left"
+    );
+    let missing = batchkit(&["merge", "-i", "/no/such.jsonl", "-o", out.to_str().unwrap()]);
+    assert_eq!(missing.status.code(), Some(2));
+}
+
+#[test]
+fn gzip_and_stdin_results() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let gz = dir.path().join("errors.jsonl.gz");
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    enc.write_all(&std::fs::read(data("round1.errors.jsonl")).unwrap())
+        .unwrap();
+    std::fs::write(&gz, enc.finish().unwrap()).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_batchkit"))
+        .args([
+            "merge",
+            "-i",
+            &data("requests.jsonl"),
+            gz.to_str().unwrap(),
+            "-",
+            "-o",
+            "-",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(&std::fs::read(data("round1.output.jsonl")).unwrap())
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let expected = std::fs::read_to_string(data("expected/round1.jsonl")).unwrap();
+    assert_eq!(String::from_utf8_lossy(&o.stdout), expected);
+}
