@@ -83,6 +83,15 @@ impl AtomicFile {
             .prefix(&format!(".{name}."))
             .suffix(".tmp")
             .tempfile_in(dir)?;
+        // Temporary files are private (0600); the result should look like
+        // any other output: the old target's mode, or rw-r--r--.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(target).map_or(0o644, |m| m.permissions().mode());
+            tmp.as_file()
+                .set_permissions(std::fs::Permissions::from_mode(mode))?;
+        }
         Ok(AtomicFile {
             target: target.to_owned(),
             writer: BufWriter::with_capacity(1 << 20, tmp),
@@ -140,5 +149,14 @@ mod tests {
         f.write_all(b"whole\n").expect("write");
         f.commit().expect("commit");
         assert_eq!(std::fs::read(&target).expect("read"), b"whole\n");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&target)
+                .expect("stat")
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o644);
+        }
     }
 }

@@ -23,8 +23,9 @@ use crate::lines::{Lines, chunk_ranges, count_lines};
 use crate::results::{self, BadResult, Outcome, Status};
 
 const CHUNK: usize = 1 << 20;
-/// Chunks rendered in parallel before their output is written.
-const WINDOW: usize = 64;
+/// Chunks handled in parallel at a time: bounds the memory held for chunk
+/// results (index entries, rendered output) to a few MB.
+const WINDOW: usize = 16;
 const NONE: u64 = u64::MAX;
 /// The error code of a request whose chosen result line could not be read.
 pub const INVALID_RESULT_LINE: &str = "invalid_result_line";
@@ -221,9 +222,56 @@ struct Request<'a> {
     body: Option<&'a RawValue>,
 }
 
+/// Only the id: other fields are skipped, which is faster than capturing them.
+#[derive(Deserialize)]
+struct RequestId<'a> {
+    #[serde(borrow)]
+    custom_id: Cow<'a, str>,
+}
+
+fn utf8(line: &[u8]) -> Result<&str, String> {
+    simdutf8::basic::from_utf8(line).map_err(|_| {
+        let e = std::str::from_utf8(line).err();
+        format!(
+            "not UTF-8: {}",
+            e.map_or_else(String::new, |e| e.to_string())
+        )
+    })
+}
+
 fn parse_request(line: &[u8]) -> Result<Request<'_>, String> {
-    let text = std::str::from_utf8(line).map_err(|e| format!("not UTF-8: {e}"))?;
-    serde_json::from_str(text).map_err(|e| e.to_string())
+    serde_json::from_str(utf8(line)?).map_err(|e| e.to_string())
+}
+
+fn parse_request_id(line: &[u8]) -> Result<Cow<'_, str>, String> {
+    let r: RequestId<'_> = serde_json::from_str(utf8(line)?).map_err(|e| e.to_string())?;
+    Ok(r.custom_id)
+}
+
+/// The id of a line already checked while indexing: read straight from the
+/// bytes when the line starts with a plain `{"custom_id":"…"`, as generated
+/// files do; parsed otherwise.
+fn known_request_id(line: &[u8]) -> Result<Cow<'_, str>, String> {
+    const PREFIX: &[u8] = b"{\"custom_id\":\"";
+    if let Some(rest) = line.strip_prefix(PREFIX) {
+        if let Some(end) = memchr::memchr2(b'"', b'\\', rest) {
+            if rest[end] == b'"' {
+                if let Ok(id) = simdutf8::basic::from_utf8(&rest[..end]) {
+                    return Ok(Cow::Borrowed(id));
+                }
+            }
+        }
+    }
+    parse_request_id(line)
+}
+
+fn classify_bytes(line: &[u8]) -> Result<Outcome<'_>, BadResult> {
+    utf8(line)
+        .map_err(|reason| BadResult {
+            reason,
+            custom_id: None,
+        })
+        .and_then(results::classify)
 }
 
 fn is_blank(line: &[u8]) -> bool {
@@ -311,6 +359,53 @@ impl Tally {
     }
 }
 
+/// Index every non-blank line of `side`, in parallel windows of chunks:
+/// `per_line(line, line index, byte offset)` gives the line's key, or a
+/// problem (and perhaps a key anyway). Keys are appended in input order;
+/// problems are handed to `on_bad` in order with their 1-based line.
+fn index_side<B: Send>(
+    side: &Side,
+    keys: &mut Vec<Key>,
+    per_line: impl Fn(&[u8], u64, usize) -> Result<Key, (Option<Key>, B)> + Sync,
+    mut on_bad: impl FnMut(u64, B),
+) {
+    struct Part<B> {
+        keys: Vec<Key>,
+        bad: Vec<(u64, B)>,
+    }
+    for window in side.chunks.chunks(WINDOW) {
+        let parts: Vec<Part<B>> = window
+            .par_iter()
+            .map(|(range, base)| {
+                let mut part = Part {
+                    keys: Vec::new(),
+                    bad: Vec::new(),
+                };
+                for (i, line) in Lines::new(&side.bytes.bytes()[range.clone()]).enumerate() {
+                    if is_blank(line.bytes) {
+                        continue;
+                    }
+                    let index = base + i as u64;
+                    match per_line(line.bytes, index, range.start + line.offset) {
+                        Ok(k) => part.keys.push(k),
+                        Err((k, b)) => {
+                            part.keys.extend(k);
+                            part.bad.push((index + 1, b));
+                        }
+                    }
+                }
+                part
+            })
+            .collect();
+        for part in parts {
+            keys.extend_from_slice(&part.keys);
+            for (line, b) in part.bad {
+                on_bad(line, b);
+            }
+        }
+    }
+}
+
 impl Merge {
     /// Index `inputs` and `results` and join them.
     pub fn new(
@@ -355,46 +450,48 @@ impl Merge {
     }
 
     fn index_inputs(&mut self, cfg: &MergeConfig) -> Result<Vec<Key>, MergeError> {
-        let mut keys = Vec::new();
+        // One entry per line at most: reserving it all keeps the vector from
+        // doubling (untouched capacity costs no memory).
+        let mut keys = Vec::with_capacity(self.inputs.iter().map(|s| s.lines as usize).sum());
+        let mut bad_lines = Vec::new();
+        let mut uncounted = 0u64;
         for (f, side) in self.inputs.iter().enumerate() {
-            let parts: Vec<(Vec<Key>, Vec<(u64, String)>)> = side
-                .chunks
-                .par_iter()
-                .map(|(range, base)| {
-                    let mut keys = Vec::new();
-                    let mut bad = Vec::new();
-                    for (i, line) in Lines::new(&side.bytes.bytes()[range.clone()]).enumerate() {
-                        let index = base + i as u64;
-                        if is_blank(line.bytes) {
-                            continue;
-                        }
-                        match parse_request(line.bytes) {
-                            Ok(r) => keys.push(Key::new(&r.custom_id, ((f as u64) << 48) | index)),
-                            Err(e) => bad.push((index + 1, e)),
-                        }
+            index_side(
+                side,
+                &mut keys,
+                |line, index, _| {
+                    parse_request_id(line)
+                        .map(|id| Key::new(&id, ((f as u64) << 48) | index))
+                        .map_err(|e| (None, e))
+                },
+                |line, e| {
+                    // Keep only what the report can show; count the rest.
+                    if bad_lines.len() < cfg.keep {
+                        bad_lines.push((f, line, e));
+                    } else {
+                        uncounted += 1;
                     }
-                    (keys, bad)
-                })
-                .collect();
-            for (k, bad) in parts {
-                keys.extend_from_slice(&k);
-                for (line, e) in bad {
-                    let file = side.name.clone();
-                    *self
-                        .problem_counts
-                        .entry(ProblemKind::BadInputLine)
-                        .or_default() += 1;
-                    if self.problems.len() < cfg.keep {
-                        self.problems.push(Problem {
-                            kind: ProblemKind::BadInputLine,
-                            file,
-                            line,
-                            custom_id: None,
-                            message: format!("the request line has no readable custom_id ({e}); run `batchkit validate` on it"),
-                        });
-                    }
-                }
-            }
+                },
+            );
+        }
+        for (f, line, e) in bad_lines {
+            let file = self.inputs[f].name.clone();
+            let p = move || Problem {
+                kind: ProblemKind::BadInputLine,
+                file,
+                line,
+                custom_id: None,
+                message: format!(
+                    "the request line has no readable custom_id ({e}); run `batchkit validate` on it"
+                ),
+            };
+            self.problem(cfg.keep, p, ProblemKind::BadInputLine);
+        }
+        if uncounted > 0 {
+            *self
+                .problem_counts
+                .entry(ProblemKind::BadInputLine)
+                .or_default() += uncounted;
         }
         keys.par_sort_unstable();
         for w in keys.windows(2) {
@@ -428,65 +525,59 @@ impl Merge {
     }
 
     fn index_results(&mut self, cfg: &MergeConfig) -> Vec<Key> {
-        let mut keys = Vec::new();
+        let mut keys = Vec::with_capacity(self.result_lines as usize);
+        let mut bad_lines = Vec::new();
+        let mut uncounted = 0u64;
         for (f, side) in self.results.iter().enumerate() {
-            let parts: Vec<(Vec<Key>, Vec<(u64, BadResult)>)> = side
-                .chunks
-                .par_iter()
-                .map(|(range, base)| {
-                    let mut keys = Vec::new();
-                    let mut bad = Vec::new();
-                    let chunk = &side.bytes.bytes()[range.clone()];
-                    for (i, line) in Lines::new(chunk).enumerate() {
-                        if is_blank(line.bytes) {
-                            continue;
-                        }
-                        let offset = range.start + line.offset;
-                        let read = std::str::from_utf8(line.bytes)
-                            .map_err(|e| BadResult {
-                                reason: format!("not UTF-8: {e}"),
-                                custom_id: None,
-                            })
-                            .and_then(results::classify);
-                        match read {
-                            Ok(o) => keys.push(Key::new(
-                                &o.custom_id,
-                                result_ref(f, offset, o.status as u64),
-                            )),
-                            Err(b) => {
-                                if let Some(id) = &b.custom_id {
-                                    keys.push(Key::new(id, result_ref(f, offset, BROKEN)));
-                                }
-                                bad.push((base + i as u64 + 1, b));
-                            }
-                        }
+            index_side(
+                side,
+                &mut keys,
+                |line, _, offset| match classify_bytes(line) {
+                    Ok(o) => Ok(Key::new(
+                        &o.custom_id,
+                        result_ref(f, offset, o.status as u64),
+                    )),
+                    Err(b) => {
+                        let salvaged = b
+                            .custom_id
+                            .as_ref()
+                            .map(|id| Key::new(id, result_ref(f, offset, BROKEN)));
+                        Err((salvaged, b))
                     }
-                    (keys, bad)
-                })
-                .collect();
-            for (k, bad) in parts {
-                keys.extend_from_slice(&k);
-                for (line, b) in bad {
-                    *self
-                        .problem_counts
-                        .entry(ProblemKind::BadResultLine)
-                        .or_default() += 1;
-                    if self.problems.len() < cfg.keep {
-                        let note = if b.custom_id.is_some() {
-                            "; its request is marked failed"
-                        } else {
-                            "; no custom_id could be read from it"
-                        };
-                        self.problems.push(Problem {
-                            kind: ProblemKind::BadResultLine,
-                            file: side.name.clone(),
-                            line,
-                            custom_id: b.custom_id,
-                            message: format!("{}{note}", b.reason),
-                        });
+                },
+                |line, b| {
+                    // Keep only what the report can show; count the rest.
+                    if bad_lines.len() < cfg.keep {
+                        bad_lines.push((f, line, b));
+                    } else {
+                        uncounted += 1;
                     }
+                },
+            );
+        }
+        for (f, line, b) in bad_lines {
+            let file = self.results[f].name.clone();
+            let p = move || {
+                let note = if b.custom_id.is_some() {
+                    "; its request is marked failed"
+                } else {
+                    "; no custom_id could be read from it"
+                };
+                Problem {
+                    kind: ProblemKind::BadResultLine,
+                    file,
+                    line,
+                    custom_id: b.custom_id,
+                    message: format!("{}{note}", b.reason),
                 }
-            }
+            };
+            self.problem(cfg.keep, p, ProblemKind::BadResultLine);
+        }
+        if uncounted > 0 {
+            *self
+                .problem_counts
+                .entry(ProblemKind::BadResultLine)
+                .or_default() += uncounted;
         }
         keys.par_sort_unstable();
         keys
@@ -545,8 +636,7 @@ impl Merge {
 
     fn response_of(&self, r: u64) -> Option<String> {
         let line = self.results[ref_file(r)].line_at(ref_offset(r));
-        let text = std::str::from_utf8(line).ok()?;
-        let o = results::classify(text).ok()?;
+        let o = classify_bytes(line).ok()?;
         o.response.map(|b| b.get().to_owned())
     }
 
@@ -569,8 +659,7 @@ impl Merge {
 
     fn id_of(&self, r: u64) -> Option<String> {
         let line = self.results[ref_file(r)].line_at(ref_offset(r));
-        let text = std::str::from_utf8(line).ok()?;
-        match results::classify(text) {
+        match classify_bytes(line) {
             Ok(o) => Some(o.custom_id.into_owned()),
             Err(b) => b.custom_id,
         }
@@ -660,9 +749,12 @@ impl Merge {
     /// Walk every request in input order and let `render` append what it
     /// wants written for it (and return whether it wrote the request).
     /// Rendering runs in parallel; output is written in order.
+    /// `request_body` says whether records need [`Record::request_body`]
+    /// (it costs a full parse of each request line).
     pub fn write(
         &self,
         out: &mut dyn Write,
+        request_body: bool,
         render: &(dyn Fn(&Record<'_>, &mut Vec<u8>) -> bool + Sync),
         progress: &(dyn Fn(u64) + Sync),
     ) -> io::Result<Tally> {
@@ -672,7 +764,7 @@ impl Merge {
                 let parts: Vec<(Vec<u8>, Tally)> = window
                     .par_iter()
                     .map(|(range, base)| {
-                        let part = self.render_chunk(f, range.clone(), *base, render);
+                        let part = self.render_chunk(f, range.clone(), *base, request_body, render);
                         progress(range.len() as u64);
                         part
                     })
@@ -691,6 +783,7 @@ impl Merge {
         f: usize,
         range: Range<usize>,
         base: u64,
+        request_body: bool,
         render: &(dyn Fn(&Record<'_>, &mut Vec<u8>) -> bool + Sync),
     ) -> (Vec<u8>, Tally) {
         let side = &self.inputs[f];
@@ -701,8 +794,16 @@ impl Merge {
                 continue;
             }
             // Indexing parsed every line already; a failure here cannot happen.
-            let Ok(req) = parse_request(line.bytes) else {
-                continue;
+            let (custom_id, body) = if request_body {
+                match parse_request(line.bytes) {
+                    Ok(r) => (r.custom_id, r.body),
+                    Err(_) => continue,
+                }
+            } else {
+                match known_request_id(line.bytes) {
+                    Ok(id) => (id, None),
+                    Err(_) => continue,
+                }
             };
             let index = base + i as u64;
             let chosen = self.chosen[f][index as usize];
@@ -710,9 +811,9 @@ impl Merge {
             let record = Record {
                 input: &side.name,
                 line: index + 1,
-                custom_id: &req.custom_id,
+                custom_id: &custom_id,
                 request_line: line.bytes,
-                request_body: req.body,
+                request_body: body,
                 status,
                 outcome,
                 broken,
@@ -734,13 +835,7 @@ impl Merge {
             return (Status::Missing, None, None);
         }
         let line = self.results[ref_file(chosen)].line_at(ref_offset(chosen));
-        let read = std::str::from_utf8(line)
-            .map_err(|e| BadResult {
-                reason: format!("not UTF-8: {e}"),
-                custom_id: None,
-            })
-            .and_then(results::classify);
-        match read {
+        match classify_bytes(line) {
             Ok(o) => (o.status, Some(o), None),
             Err(b) => (Status::Failed, None, Some(b)),
         }
@@ -791,7 +886,7 @@ impl MergedLine {
             .as_bytes(),
         );
         match r.outcome.as_ref().and_then(|o| o.status_code) {
-            Some(c) => buf.extend_from_slice(c.to_string().as_bytes()),
+            Some(c) => buf.extend_from_slice(itoa::Buffer::new().format(c).as_bytes()),
             None => buf.extend_from_slice(b"null"),
         }
         buf.extend_from_slice(b",\"response\":");

@@ -106,18 +106,90 @@ struct Line<'a> {
     #[serde(borrow)]
     custom_id: Option<Cow<'a, str>>,
     #[serde(borrow)]
-    response: Option<&'a RawValue>,
+    response: Option<Response<'a>>,
     #[serde(borrow)]
     error: Option<&'a RawValue>,
     #[serde(borrow)]
     result: Option<AnthropicResult<'a>>,
 }
 
+/// The line again, for the rare response without the status/body wrapper
+/// (some vLLM versions), whose raw text is the body.
 #[derive(Deserialize)]
-struct Wrapper<'a> {
-    status_code: Option<i64>,
+struct BareLine<'a> {
     #[serde(borrow)]
-    body: Option<&'a RawValue>,
+    response: Option<&'a RawValue>,
+}
+
+/// `response`, read in one pass: the wrapper's two fields, or a note that
+/// it is something else.
+enum Response<'a> {
+    Wrapped {
+        status_code: Option<i64>,
+        body: Option<&'a RawValue>,
+    },
+    Bare,
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Response<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for V<'a> {
+            type Value = Response<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a response object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Response<'a>, A::Error> {
+                let (mut status_code, mut body, mut wrapped) = (None, None, false);
+                while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+                    match key.as_ref() {
+                        "status_code" => {
+                            wrapped = true;
+                            status_code = map.next_value::<Option<i64>>()?;
+                        }
+                        "body" => {
+                            wrapped = true;
+                            body = map.next_value::<Option<&'de RawValue>>()?;
+                        }
+                        _ => {
+                            map.next_value::<serde::de::IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(if wrapped {
+                    Response::Wrapped { status_code, body }
+                } else {
+                    Response::Bare
+                })
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Response<'a>, A::Error> {
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(Response::Bare)
+            }
+            fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<Response<'a>, E> {
+                Ok(Response::Bare)
+            }
+            fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Response<'a>, E> {
+                Ok(Response::Bare)
+            }
+            fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<Response<'a>, E> {
+                Ok(Response::Bare)
+            }
+            fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<Response<'a>, E> {
+                Ok(Response::Bare)
+            }
+            fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Response<'a>, E> {
+                Ok(Response::Bare)
+            }
+        }
+        d.deserialize_any(V(std::marker::PhantomData))
+    }
 }
 
 #[derive(Deserialize)]
@@ -205,8 +277,22 @@ pub fn classify(line: &str) -> Result<Outcome<'_>, BadResult> {
         let raw = parsed.error.map(RawValue::get).unwrap_or_default();
         out.error = Some(error_from_raw(raw));
     }
-    if let Some(response) = parsed.response.filter(|r| r.get() != "null") {
-        read_response(response, &mut out);
+    match parsed.response {
+        Some(Response::Wrapped { status_code, body }) => {
+            out.status_code = status_code;
+            out.response = body.filter(|b| b.get() != "null");
+            read_response(&mut out);
+        }
+        Some(Response::Bare) => {
+            // vLLM versions that write the bare completion as the response.
+            let bare: Option<&RawValue> = serde_json::from_str::<BareLine<'_>>(line)
+                .ok()
+                .and_then(|b| b.response)
+                .filter(|r| r.get().starts_with('{'));
+            out.response = bare;
+            read_response(&mut out);
+        }
+        None => {}
     }
     match out.error.as_ref().and_then(|e| e.code.as_deref()) {
         Some("batch_expired") => out.status = Status::Expired,
@@ -226,17 +312,7 @@ pub fn classify(line: &str) -> Result<Outcome<'_>, BadResult> {
     Ok(out)
 }
 
-fn read_response<'a>(response: &'a RawValue, out: &mut Outcome<'a>) {
-    let wrapper: Option<Wrapper<'a>> = serde_json::from_str(response.get()).ok();
-    match wrapper {
-        Some(w) if w.status_code.is_some() || w.body.is_some() => {
-            out.status_code = w.status_code;
-            out.response = w.body.filter(|b| b.get() != "null");
-        }
-        // vLLM versions that write the bare completion as the response.
-        _ if response.get().starts_with('{') => out.response = Some(response),
-        _ => {}
-    }
+fn read_response(out: &mut Outcome<'_>) {
     let ok_code = out.status_code.is_none_or(|c| (200..300).contains(&c));
     if out.error.is_none() && ok_code && out.response.is_some() {
         out.status = Status::Succeeded;

@@ -165,7 +165,7 @@ proptest! {
         let merge = Merge::new(&case.inputs, &case.results, &MergeConfig::default()).unwrap();
         let mut out = Vec::new();
         let line = MergedLine { text: true, ..MergedLine::default() };
-        let tally = merge.write(&mut out, &|r, buf| { line.render(r, buf); true }, &|_| {}).unwrap();
+        let tally = merge.write(&mut out, false, &|r, buf| { line.render(r, buf); true }, &|_| {}).unwrap();
         let merged: Vec<serde_json::Value> = out
             .split(|&b| b == b'\n')
             .filter(|l| !l.is_empty())
@@ -188,7 +188,7 @@ proptest! {
 
         // Retry plus the succeeded set is the input set, line for line.
         let mut retry = Vec::new();
-        merge.write(&mut retry, &|r, buf| {
+        merge.write(&mut retry, false, &|r, buf| {
             let again = r.status != Status::Succeeded;
             if again {
                 buf.extend_from_slice(r.request_line);

@@ -49,12 +49,13 @@ pub fn open(args: &JoinArgs) -> Result<Result<Merge, Exit>> {
 pub fn write(
     merge: &Merge,
     args: &JoinArgs,
+    request_body: bool,
     render: &(dyn Fn(&Record<'_>, &mut Vec<u8>) -> bool + Sync),
 ) -> Result<Tally> {
     let mut out = Output::create(&args.output)
         .with_context(|| format!("cannot write {}", args.output.display()))?;
     let bar = progress::bytes_bar(Some(merge.input_bytes()), "writing");
-    let tally = merge.write(&mut out, render, &|n| bar.inc(n))?;
+    let tally = merge.write(&mut out, request_body, render, &|n| bar.inc(n))?;
     bar.finish_and_clear();
     out.commit()
         .with_context(|| format!("cannot write {}", args.output.display()))?;

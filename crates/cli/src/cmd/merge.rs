@@ -20,7 +20,7 @@ pub fn run(args: &MergeArgs) -> Result<Exit> {
         text: args.text,
         input_name: args.join.inputs.len() > 1,
     };
-    let tally = join::write(&merge, &args.join, &|record, buf| {
+    let tally = join::write(&merge, &args.join, args.with_request, &|record, buf| {
         line.render(record, buf);
         true
     })?;

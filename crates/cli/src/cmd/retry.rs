@@ -12,7 +12,7 @@ pub fn run(args: &RetryArgs) -> Result<Exit> {
         Ok(m) => m,
         Err(exit) => return Ok(exit),
     };
-    let tally = join::write(&merge, &args.join, &|record, buf| {
+    let tally = join::write(&merge, &args.join, false, &|record, buf| {
         let selected = args.status.contains(&record.status)
             && (args.code.is_empty()
                 || record
