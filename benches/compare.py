@@ -7,8 +7,9 @@ time, MB/s, lines/s, peak RSS and the ratio to batchkit. Peak RSS of a
 memory-mapped run includes the mapped file's pages; the stdin run shows the
 memory batchkit needs beyond its input.
 
-    python3 benches/compare.py                # 1 GB, 3 rounds
-    python3 benches/compare.py --bytes 200e6 --rounds 5
+    python3 benches/compare.py                      # validate (1 GB) and merge (1M requests)
+    python3 benches/compare.py validate --bytes 200e6 --rounds 5
+    python3 benches/compare.py merge --requests 100000
 
 Needs: cargo, jq, and for the openbatch row `pip install openbatch`
 (a missing tool's row says so instead of failing the run).
@@ -20,6 +21,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -30,7 +32,7 @@ BIN = ROOT / "target" / "release"
 
 def build():
     subprocess.run(
-        ["cargo", "build", "--release", "-q", "-p", "batchkit", "-p", "batchkit-benches"],
+        ["cargo", "build", "--release", "-q", "-p", "batchkit", "-p", "batchkit-benches", "--bins"],
         cwd=ROOT,
         check=True,
     )
@@ -49,8 +51,10 @@ def corpus(nbytes: int, seed: int) -> Path:
 
 
 def timed(argv, stdin_path=None):
-    """Run argv (stdout discarded); return (seconds, peak RSS bytes, exit code).
+    """Run argv (stdout discarded); return (seconds, peak RSS, peak anonymous RSS).
 
+    Both are sampled from /proc every 5 ms. Peak RSS counts a mapped input's
+    pages; the anonymous peak is the memory a tool needs beyond its inputs.
     With stdin_path, `cat` pipes the file in, as a user's pipeline would."""
     start = time.perf_counter()
     feeder = None
@@ -58,33 +62,78 @@ def timed(argv, stdin_path=None):
     if stdin_path is not None:
         feeder = subprocess.Popen(["cat", str(stdin_path)], stdout=subprocess.PIPE)
         stdin = feeder.stdout
-    proc = subprocess.Popen(argv, stdin=stdin, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    if feeder is not None:
-        feeder.stdout.close()
-    stderr = proc.stderr.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if feeder is not None:
-        feeder.wait()
-    elapsed = time.perf_counter() - start
-    if proc.returncode not in (0, 1):
-        sys.exit(f"{argv[0]} failed ({proc.returncode}): {stderr.decode(errors='replace')[:500]}")
-    return elapsed, usage.ru_maxrss * 1024, proc.returncode
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(argv, stdin=stdin, stdout=subprocess.DEVNULL, stderr=err)
+        if feeder is not None:
+            feeder.stdout.close()
+        anon = hwm = 0
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            try:
+                with open(f"/proc/{proc.pid}/status") as f:
+                    for line in f:
+                        if line.startswith("RssAnon:"):
+                            anon = max(anon, int(line.split()[1]) * 1024)
+                        elif line.startswith("VmHWM:"):
+                            hwm = max(hwm, int(line.split()[1]) * 1024)
+            except OSError:
+                pass
+            time.sleep(0.005)
+        code = os.waitstatus_to_exitcode(status)
+        if feeder is not None:
+            feeder.wait()
+        elapsed = time.perf_counter() - start
+        if code not in (0, 1):
+            err.seek(0)
+            sys.exit(f"{argv[0]} failed ({code}): {err.read().decode(errors='replace')[:500]}")
+    # ru_maxrss would include the forked Python parent's pages (it survives
+    # exec), so the peak comes from the child's own VmHWM.
+    return elapsed, hwm, anon
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--bytes", type=float, default=1e9, help="corpus size (default 1e9)")
-    ap.add_argument("--seed", type=int, default=42)
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--skip", action="append", default=[], help="skip tools whose name contains this")
-    args = ap.parse_args()
+def run_rounds(tools, rounds):
+    results = {name: [] for name, _, _ in tools}
+    for r in range(rounds):
+        for name, argv, stdin in tools:
+            results[name].append(timed(argv, stdin))
+            print(f"round {r + 1}/{rounds}: {name}: {results[name][-1][0]:.2f} s", file=sys.stderr)
+    return results
 
-    build()
+
+def table(tools, results, size, lines, unit="lines"):
+    base = statistics.median(t for t, _, _ in results[tools[0][0]])
+    print(f"| tool | median s | MB/s | {unit}/s | peak RSS MB | peak anon MB | time vs batchkit |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for name, _, _ in tools:
+        t = statistics.median(x for x, _, _ in results[name])
+        rss = max(m for _, m, _ in results[name])
+        anon = max(a for _, _, a in results[name])
+        print(f"| {name} | {t:.2f} | {size / t / 1e6:,.0f} | {lines / t:,.0f} | {rss / 1e6:,.0f} | {anon / 1e6:,.0f} | {t / base:.1f}x |")
+
+
+def machine():
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{os.cpu_count()} cores ({cpu})"
+
+
+def count_lines(path):
+    with open(path, "rb") as f:
+        return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 24), b""))
+
+
+def bench_validate(args):
     path = corpus(int(args.bytes), args.seed)
     size = path.stat().st_size
-    with open(path, "rb") as f:
-        lines = sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 24), b""))
+    lines = count_lines(path)
     bk = str(BIN / "batchkit")
     # Lift the size limits so the whole 1 GB is one (valid) batch: every rule
     # still runs on every line.
@@ -98,37 +147,54 @@ def main():
         tools.append(("jq -c .custom_id", ["jq", "-c", ".custom_id", str(path)], None))
     py = sys.executable
     tools.append(("python json.loads + set", [py, str(ROOT / "benches/baselines/py_json_loop.py"), str(path)], None))
-    has_openbatch = subprocess.run([py, "-c", "import openbatch"], capture_output=True).returncode == 0
-    if has_openbatch:
+    if subprocess.run([py, "-c", "import openbatch"], capture_output=True).returncode == 0:
         tools.append(("openbatch validate_batch_file", [py, str(ROOT / "benches/baselines/openbatch_validate.py"), str(path)], None))
+    else:
+        print("(openbatch skipped: `pip install openbatch` to include it)", file=sys.stderr)
     tools = [t for t in tools if not any(s in t[0] for s in args.skip)]
-
     subprocess.run(["cat", str(path)], stdout=subprocess.DEVNULL, check=True)  # warm the page cache
-    results = {name: [] for name, _, _ in tools}
-    for r in range(args.rounds):
-        for name, argv, stdin in tools:
-            results[name].append(timed(argv, stdin))
-            print(f"round {r + 1}/{args.rounds}: {name}: {results[name][-1][0]:.2f} s", file=sys.stderr)
-
-    base = statistics.median(t for t, _, _ in results[tools[0][0]])
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    print(f"Corpus: {path.name}, {size / 1e6:.0f} MB, {lines:,} lines; {os.cpu_count()} cores ({cpu});"
+    results = run_rounds(tools, args.rounds)
+    print(f"\n### validate\n\nCorpus: {path.name}, {size / 1e6:.0f} MB, {lines:,} lines; {machine()};"
           f" median of {args.rounds} interleaved rounds.\n")
-    print("| tool | median s | MB/s | lines/s | peak RSS MB | time vs batchkit (file) |")
-    print("|---|---:|---:|---:|---:|---:|")
-    for name, _, _ in tools:
-        t = statistics.median(x for x, _, _ in results[name])
-        rss = max(m for _, m, _ in results[name])
-        print(f"| {name} | {t:.2f} | {size / t / 1e6:,.0f} | {lines / t:,.0f} | {rss / 1e6:,.0f} | {t / base:.1f}x |")
-    if not has_openbatch:
-        print("\n(openbatch row skipped: `pip install openbatch` to include it)")
+    table(tools, results, size, lines)
+
+
+def bench_merge(args):
+    d = DATA / f"merge-{args.requests}"
+    if not (d / "errors.jsonl").exists():
+        subprocess.run([BIN / "gen-results", "--requests", str(args.requests), "--out-dir", d], check=True)
+    req, out, err = d / "requests.jsonl", d / "output.jsonl", d / "errors.jsonl"
+    size = sum(p.stat().st_size for p in (req, out, err))
+    bk = str(BIN / "batchkit")
+    merged = d / "merged.tmp.jsonl"
+    tools = [
+        ("batchkit merge", [bk, "merge", "-i", str(req), str(out), str(err), "-o", str(merged)], None),
+        ("batchkit retry", [bk, "retry", "-i", str(req), str(out), str(err), "-o", str(d / "retry.tmp.jsonl")], None),
+        ("python dict merge", [sys.executable, str(ROOT / "benches/baselines/py_merge.py"), str(req), str(d / "py.tmp.jsonl"), str(out), str(err)], None),
+    ]
+    tools = [t for t in tools if not any(s in t[0] for s in args.skip)]
+    for p in (req, out, err):
+        subprocess.run(["cat", str(p)], stdout=subprocess.DEVNULL, check=True)
+    results = run_rounds(tools, args.rounds)
+    print(f"\n### merge\n\n{args.requests:,} requests; requests + shuffled output + error files:"
+          f" {size / 1e6:.0f} MB; {machine()}; median of {args.rounds} interleaved rounds.\n")
+    table(tools, results, size, args.requests, unit="requests")
+    for p in d.glob("*.tmp.jsonl"):
+        p.unlink()
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("what", nargs="*", default=["validate", "merge"], help="validate, merge (default: both)")
+    ap.add_argument("--bytes", type=float, default=1e9, help="validate corpus size (default 1e9)")
+    ap.add_argument("--requests", type=int, default=1_000_000, help="merge: requests (default 1e6)")
+    ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--skip", action="append", default=[], help="skip tools whose name contains this")
+    args = ap.parse_args()
+    build()
+    for what in args.what:
+        {"validate": bench_validate, "merge": bench_merge}[what](args)
 
 
 if __name__ == "__main__":

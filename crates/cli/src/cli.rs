@@ -94,6 +94,11 @@ pub struct JoinArgs {
     /// Summary format: human on stderr, or JSON on stdout (when -o is a file).
     #[arg(long, value_enum, default_value_t = Format::Human)]
     pub format: Format,
+
+    /// Sync outputs to disk before renaming them into place, so they also
+    /// survive a power cut (slower on large outputs).
+    #[arg(long)]
+    pub fsync: bool,
 }
 
 /// Which result wins a conflict.

@@ -52,7 +52,7 @@ pub fn write(
     request_body: bool,
     render: &(dyn Fn(&Record<'_>, &mut Vec<u8>) -> bool + Sync),
 ) -> Result<Tally> {
-    let mut out = Output::create(&args.output)
+    let mut out = Output::create(&args.output, args.fsync)
         .with_context(|| format!("cannot write {}", args.output.display()))?;
     let bar = progress::bytes_bar(Some(merge.input_bytes()), "writing");
     let tally = merge.write(&mut out, request_body, render, &|n| bar.inc(n))?;

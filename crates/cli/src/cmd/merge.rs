@@ -25,8 +25,8 @@ pub fn run(args: &MergeArgs) -> Result<Exit> {
         true
     })?;
     if let Some(path) = &args.unknown {
-        let mut out =
-            Output::create(path).with_context(|| format!("cannot write {}", path.display()))?;
+        let mut out = Output::create(path, args.join.fsync)
+            .with_context(|| format!("cannot write {}", path.display()))?;
         merge.write_unknown(&mut out)?;
         out.commit()
             .with_context(|| format!("cannot write {}", path.display()))?;
