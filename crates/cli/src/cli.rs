@@ -35,6 +35,121 @@ pub enum Command {
     /// Write the requests that still need to run, ready to upload.
     #[command(after_long_help = RETRY_EXAMPLES, after_help = RETRY_EXAMPLES)]
     Retry(RetryArgs),
+    /// Cut a request file into chunks that each fit every limit.
+    #[command(after_long_help = SPLIT_EXAMPLES, after_help = SPLIT_EXAMPLES)]
+    Split(SplitArgs),
+    /// What a request file holds, in requests, bytes, tokens and money.
+    #[command(after_long_help = STATS_EXAMPLES, after_help = STATS_EXAMPLES)]
+    Stats(StatsArgs),
+}
+
+const SPLIT_EXAMPLES: &str = "\
+Examples:
+  batchkit split requests.jsonl --out-dir chunks/
+  batchkit split requests.jsonl --out-dir chunks/ --max-tokens 2000000   # enqueued-token quota
+  batchkit split requests.jsonl --out-dir chunks/ --skip-invalid         # bad lines to a reject file
+  batchkit split requests.jsonl --dry-run
+
+Chunks are named <stem>.<endpoint>[.<model>].<NNN>.jsonl and listed, with their
+sizes, sha256 and input line numbers, in <out-dir>/manifest.json. Lines are
+copied byte for byte, in input order; blank lines are left out. The input is
+validated first (as `validate` would, except that several endpoints and models
+are fine: they are what grouping is for).
+
+Exit status:
+  0  the chunks were written (or planned, with --dry-run)
+  1  the input has errors (without --skip-invalid), or a line breaks a limit alone
+  2  usage error, or a file could not be read or written";
+
+const STATS_EXAMPLES: &str = "\
+Examples:
+  batchkit stats requests.jsonl
+  batchkit stats requests.jsonl --price-input 0.075 --price-output 0.30   # USD per 1M tokens, batch prices
+  batchkit stats --format json requests.jsonl | jq .tokens
+
+Input tokens are estimated offline with the model's BPE encoding (o200k_base
+for gpt-4o/4.1/5 and o-series, cl100k_base for gpt-4, gpt-3.5 and
+text-embedding-3; others: o200k_base unless --encoding).";
+
+/// Arguments of `batchkit split`.
+#[derive(Debug, Args)]
+pub struct SplitArgs {
+    /// The request file, or `-` for standard input.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+
+    /// Where to write the chunks and manifest.json.
+    #[arg(long, value_name = "DIR", required_unless_present = "dry_run")]
+    pub out_dir: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub rules: RuleArgs,
+
+    #[command(flatten)]
+    pub tokens: TokenArgs,
+
+    /// Write invalid lines to <stem>.rejects.jsonl instead of refusing.
+    #[arg(long)]
+    pub skip_invalid: bool,
+
+    /// Print the plan; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Print at most N diagnostics (all are counted); 0 prints all.
+    #[arg(long, value_name = "N", default_value_t = batchkit_core::validate::DEFAULT_KEEP)]
+    pub max_errors: usize,
+
+    /// Output format (JSON: the manifest on stdout).
+    #[arg(long, value_enum, default_value_t = Format::Human)]
+    pub format: Format,
+}
+
+/// Token estimation.
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    /// Most estimated input tokens per chunk (for enqueued-token quotas).
+    #[arg(long, value_name = "N")]
+    pub max_tokens: Option<u64>,
+
+    /// Estimate tokens even without --max-tokens (shown in the manifest).
+    #[arg(long)]
+    pub count_tokens: bool,
+
+    /// Tokenize with this encoding whatever the model: o200k_base, cl100k_base.
+    #[arg(long, value_name = "NAME")]
+    pub encoding: Option<batchkit_core::tokens::Encoding>,
+}
+
+/// Arguments of `batchkit stats`.
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    /// The request file, or `-` for standard input.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+
+    #[command(flatten)]
+    pub rules: RuleArgs,
+
+    /// Most estimated input tokens per chunk, for the chunk count.
+    #[arg(long, value_name = "N")]
+    pub max_tokens: Option<u64>,
+
+    /// Tokenize with this encoding whatever the model: o200k_base, cl100k_base.
+    #[arg(long, value_name = "NAME")]
+    pub encoding: Option<batchkit_core::tokens::Encoding>,
+
+    /// Price of input tokens, USD per million (your batch price).
+    #[arg(long, value_name = "USD")]
+    pub price_input: Option<f64>,
+
+    /// Price of output tokens, USD per million (your batch price).
+    #[arg(long, value_name = "USD")]
+    pub price_output: Option<f64>,
+
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Human)]
+    pub format: Format,
 }
 
 const MERGE_EXAMPLES: &str = "\
@@ -255,6 +370,24 @@ pub struct RuleArgs {
 }
 
 impl RuleArgs {
+    /// The split config for these rules.
+    pub fn to_split_config(
+        &self,
+        max_tokens: Option<u64>,
+        encoding: Option<batchkit_core::tokens::Encoding>,
+        count_tokens: bool,
+    ) -> batchkit_core::split::SplitConfig {
+        let cfg = self.to_config();
+        batchkit_core::split::SplitConfig {
+            limits: cfg.limits,
+            profile: cfg.profile,
+            max_tokens,
+            endpoint: self.endpoint.clone(),
+            tokens: batchkit_core::tokens::TokenCounter { forced: encoding },
+            count_tokens: count_tokens || max_tokens.is_some(),
+        }
+    }
+
     /// The core's config for these rules.
     pub fn to_config(&self) -> Config {
         let mut cfg = Config::new(self.provider);

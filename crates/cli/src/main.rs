@@ -35,6 +35,8 @@ fn main() -> ExitCode {
         Command::Validate(args) => cmd::validate::run(args),
         Command::Merge(args) => cmd::merge::run(args),
         Command::Retry(args) => cmd::retry::run(args),
+        Command::Split(args) => cmd::split::run(args),
+        Command::Stats(args) => cmd::stats::run(args),
     };
     match result {
         Ok(exit) => exit.into(),

@@ -31,6 +31,8 @@ pub mod merge;
 pub mod provider;
 pub mod results;
 mod rules;
+pub mod split;
+pub mod tokens;
 pub mod validate;
 
 pub use diag::{Code, CodeCounts, Diagnostic, Severity};

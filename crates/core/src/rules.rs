@@ -24,6 +24,8 @@ pub(crate) struct LineCtx<'a> {
     pub model: Option<(&'a str, u64)>,
     pub single_model: bool,
     pub single_endpoint: bool,
+    /// Record the lines that have errors (for `split --skip-invalid`).
+    pub collect_bad: bool,
 }
 
 /// Model names and how many lines use each.
@@ -68,6 +70,10 @@ pub(crate) struct ChunkOut {
     pub models: ModelTally,
     /// How many diagnostics to keep (all are counted).
     pub keep: usize,
+    /// Errors counted so far (to tell which lines have one).
+    pub errors: u64,
+    /// Relative indices of lines with errors, when the context asks.
+    pub bad_lines: Vec<u64>,
 }
 
 impl ChunkOut {
@@ -82,6 +88,9 @@ impl ChunkOut {
     /// cap, so a file of a million bad lines costs no million messages.
     fn report(&mut self, code: Code, at: Pos<'_>, build: impl FnOnce() -> Diagnostic) {
         self.counts.add(code);
+        if code.severity() == crate::diag::Severity::Error {
+            self.errors += 1;
+        }
         if self.diags.len() < self.keep {
             let mut d = build();
             d.code = code;
@@ -149,7 +158,11 @@ fn walk(
             text: line.bytes,
             column: 0,
         };
+        let errors_before = out.errors;
         check_line(ctx, line.bytes, as_str, starts_file && i == 0, pos, out);
+        if ctx.collect_bad && out.errors > errors_before {
+            out.bad_lines.push(pos.line);
+        }
         if stop(out) {
             return Some(i as u64);
         }
@@ -346,6 +359,24 @@ fn check_view(ctx: &LineCtx<'_>, view: &envelope::LineView<'_>, pos: Pos<'_>, ou
                     // Judging the body by either endpoint would bury the real
                     // problem (the url) under noise, so skip endpoint checks.
                     _ => line_endpoint = Some(url),
+                }
+                if !ctx.single_endpoint && !ctx.profile.supports(url) {
+                    line_endpoint = None;
+                    out.report(Code::UnsupportedEndpoint, pos, || {
+                        Diagnostic::new(
+                            Code::UnsupportedEndpoint,
+                            format!(
+                                "The endpoint '{url}' is not supported by the {} Batch API.",
+                                ctx.profile.provider
+                            ),
+                        )
+                        .param("url")
+                        .hint(format!(
+                            "{} batches accept: {}",
+                            ctx.profile.provider,
+                            ctx.profile.endpoints.join(", ")
+                        ))
+                    });
                 }
             }
         }

@@ -40,6 +40,8 @@ pub struct Config {
     pub chunk_size: Option<usize>,
     /// Bytes per block when streaming.
     pub block_size: usize,
+    /// Record every line that has an error in [`Report::bad_lines`].
+    pub collect_bad_lines: bool,
 }
 
 impl Config {
@@ -54,8 +56,21 @@ impl Config {
             keep: Some(DEFAULT_KEEP),
             chunk_size: None,
             block_size: input::DEFAULT_BLOCK_SIZE,
+            collect_bad_lines: false,
             profile,
         }
+    }
+
+    /// The rules for a file about to be split: every per-line rule, but
+    /// several endpoints and models are allowed (split groups them) and no
+    /// whole-file limit applies (split makes every chunk fit).
+    pub fn for_split(provider: Provider) -> Config {
+        let mut cfg = Config::new(provider);
+        cfg.single_endpoint = false;
+        cfg.single_model = false;
+        cfg.limits = Limits::default();
+        cfg.collect_bad_lines = true;
+        cfg
     }
 }
 
@@ -68,6 +83,9 @@ pub struct Report {
     pub counts: CodeCounts,
     /// Facts about the file.
     pub summary: Summary,
+    /// 1-based numbers of the lines with errors, sorted (only with
+    /// [`Config::collect_bad_lines`]).
+    pub bad_lines: Vec<u64>,
 }
 
 impl Report {
@@ -170,6 +188,7 @@ pub struct Validator<'c> {
     models: ModelTally,
     requests_over_at: Option<u64>,
     inputs_over_at: Option<u64>,
+    bad_lines: Vec<u64>,
 }
 
 impl<'c> Validator<'c> {
@@ -191,6 +210,7 @@ impl<'c> Validator<'c> {
             models: ModelTally::default(),
             requests_over_at: None,
             inputs_over_at: None,
+            bad_lines: Vec::new(),
         };
         let given = cfg.endpoint.as_deref().or(cfg.profile.default_endpoint());
         if let Some(endpoint) = given {
@@ -212,7 +232,8 @@ impl<'c> Validator<'c> {
 
     fn set_endpoint(&mut self, endpoint: String, line: Option<u64>) {
         let profile = &self.cfg.profile;
-        if !profile.supports(&endpoint) {
+        // Without one batch endpoint, each line's url is checked instead.
+        if self.cfg.single_endpoint && !profile.supports(&endpoint) {
             let mut d = Diagnostic::new(
                 Code::UnsupportedEndpoint,
                 format!(
@@ -246,6 +267,7 @@ impl<'c> Validator<'c> {
             model: model.as_ref().map(|(m, l)| (m.as_str(), *l)),
             single_model: self.cfg.single_model,
             single_endpoint: self.cfg.single_endpoint,
+            collect_bad: self.cfg.collect_bad_lines,
         };
         let threads = rayon::current_num_threads().max(1);
         let target = self
@@ -327,6 +349,8 @@ impl<'c> Validator<'c> {
         }
         self.ids
             .extend(out.ids.iter().map(|e| e.shifted(line_base)));
+        self.bad_lines
+            .extend(out.bad_lines.iter().map(|l| l + line_base));
         self.counts.merge(&out.counts);
         self.models.merge(out.models);
         self.lines += out.lines;
@@ -399,6 +423,7 @@ impl<'c> Validator<'c> {
             .collect();
         models.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         Report {
+            bad_lines: std::mem::take(&mut self.bad_lines),
             diagnostics: self.diags,
             counts: self.counts,
             summary: Summary {
@@ -418,7 +443,21 @@ impl<'c> Validator<'c> {
     }
 
     fn report_repeats(&mut self) {
-        let (count, kept) = find_repeats(std::mem::take(&mut self.ids), self.cfg.keep);
+        // Every repeated line is needed when bad lines are collected.
+        let keep = if self.cfg.collect_bad_lines {
+            None
+        } else {
+            self.cfg.keep
+        };
+        let (count, mut kept) = find_repeats(std::mem::take(&mut self.ids), keep);
+        if self.cfg.collect_bad_lines {
+            self.bad_lines.extend(kept.iter().map(|r| r.line));
+            self.bad_lines.sort_unstable();
+            self.bad_lines.dedup();
+            if let Some(k) = self.cfg.keep {
+                kept.truncate(k);
+            }
+        }
         self.counts.add_n(Code::DuplicateCustomId, count);
         for r in kept {
             let mut d = Diagnostic::new(

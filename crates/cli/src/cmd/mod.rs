@@ -3,4 +3,6 @@
 mod join;
 pub mod merge;
 pub mod retry;
+pub mod split;
+pub mod stats;
 pub mod validate;

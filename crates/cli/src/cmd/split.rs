@@ -1,0 +1,171 @@
+//! `batchkit split`: chunks that each fit every limit.
+
+use std::io::Write;
+use std::path::Path;
+
+use anstyle::{AnsiColor, Style};
+use anyhow::{Context, Result};
+use batchkit_core::split::{Oversize, Plan};
+use batchkit_core::{Config, Input, validate_bytes};
+
+use crate::cli::{Format, SplitArgs};
+use crate::exit::Exit;
+use crate::report::{self, thousands};
+
+const BOLD: Style = Style::new().bold();
+const ERROR: Style = AnsiColor::Red.on_default().bold();
+
+/// The name chunks are named after: the file name without `.jsonl`/`.gz`.
+pub fn stem(name: &Path) -> String {
+    if name.as_os_str() == "-" {
+        return "stdin".to_owned();
+    }
+    let file = name
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let file = file.strip_suffix(".gz").unwrap_or(&file);
+    let file = file
+        .strip_suffix(".jsonl")
+        .or_else(|| file.strip_suffix(".json"))
+        .unwrap_or(file);
+    if file.is_empty() {
+        "batch".to_owned()
+    } else {
+        file.to_owned()
+    }
+}
+
+/// Print the lines that break a limit on their own.
+pub fn print_oversize(name: &Path, lines: &[Oversize]) -> Result<()> {
+    let mut err = anstream::stderr().lock();
+    for o in lines.iter().take(1000) {
+        writeln!(
+            err,
+            "{BOLD}{}:{}:{BOLD:#} {ERROR}error[line_too_large]{ERROR:#}: {}",
+            name.display(),
+            o.line,
+            o.what
+        )?;
+    }
+    writeln!(
+        err,
+        "{ERROR}error:{ERROR:#} {} lines cannot fit in any chunk; shorten them or raise the limit",
+        thousands(lines.len() as u64)
+    )?;
+    Ok(())
+}
+
+/// Validate, plan, write.
+pub fn run(args: &SplitArgs) -> Result<Exit> {
+    let input = Input::open(&args.file)?;
+    let name = input.name.clone();
+    let mapped = input.into_mapped()?;
+    let bytes = mapped.bytes();
+
+    let mut vcfg = Config::for_split(args.rules.provider);
+    vcfg.endpoint.clone_from(&args.rules.endpoint);
+    vcfg.keep = (args.max_errors > 0).then_some(args.max_errors);
+    let checked = validate_bytes(bytes, &vcfg);
+    if !checked.is_valid() && !args.skip_invalid {
+        match args.format {
+            Format::Json => {
+                let mut out = anstream::stdout().lock();
+                serde_json::to_writer(&mut out, &report::JsonReport::new(&name, &checked))?;
+                writeln!(out)?;
+            }
+            Format::Human => {
+                report::human_diagnostics(&mut anstream::stderr().lock(), &name, &checked)?
+            }
+        }
+        let mut err = anstream::stderr().lock();
+        writeln!(
+            err,
+            "{ERROR}error:{ERROR:#} {} has {} errors; nothing was split",
+            name.display(),
+            thousands(checked.errors())
+        )?;
+        writeln!(
+            err,
+            "  = hint: fix them, or pass --skip-invalid to write the bad lines to a reject file"
+        )?;
+        return Ok(Exit::Invalid);
+    }
+    let cfg = args.rules.to_split_config(
+        args.tokens.max_tokens,
+        args.tokens.encoding,
+        args.tokens.count_tokens,
+    );
+    let rejected = if args.skip_invalid {
+        checked.bad_lines
+    } else {
+        Vec::new()
+    };
+    let plan = match Plan::new(bytes, &cfg, rejected) {
+        Ok(plan) => plan,
+        Err(oversize) => {
+            print_oversize(&name, &oversize)?;
+            return Ok(Exit::Invalid);
+        }
+    };
+    let stem = stem(&name);
+    let input_name = name.display().to_string();
+    let manifest = match (&args.out_dir, args.dry_run) {
+        (Some(dir), false) => plan
+            .write(bytes, dir, &input_name, &stem, &cfg)
+            .with_context(|| format!("cannot write chunks to {}", dir.display()))?,
+        _ => plan.manifest(&input_name, &stem, &cfg, None),
+    };
+    match args.format {
+        Format::Json => {
+            let mut out = anstream::stdout().lock();
+            serde_json::to_writer_pretty(&mut out, &manifest)?;
+            writeln!(out)?;
+        }
+        Format::Human => {
+            let mut err = anstream::stderr().lock();
+            let verb = if args.dry_run { "would write" } else { "wrote" };
+            let place = args
+                .out_dir
+                .as_ref()
+                .map(|d| format!(" to {}", d.display()))
+                .unwrap_or_default();
+            writeln!(
+                err,
+                "{BOLD}{verb} {} chunks{place}{BOLD:#} ({} requests, {} provider limits)",
+                manifest.chunks.len(),
+                thousands(manifest.requests),
+                manifest.provider
+            )?;
+            for c in &manifest.chunks {
+                let tokens = c
+                    .estimated_tokens
+                    .map(|t| format!(", ~{} tokens", thousands(t)))
+                    .unwrap_or_default();
+                writeln!(
+                    err,
+                    "  {}  {} requests, {} bytes{tokens}",
+                    c.path,
+                    thousands(c.requests),
+                    thousands(c.bytes)
+                )?;
+            }
+            if let Some(r) = &manifest.rejects {
+                writeln!(
+                    err,
+                    "  {}  {} invalid lines set aside",
+                    r.path,
+                    thousands(r.lines)
+                )?;
+            }
+            if manifest.blank_lines > 0 {
+                writeln!(
+                    err,
+                    "  ({} blank lines left out)",
+                    thousands(manifest.blank_lines)
+                )?;
+            }
+        }
+    }
+    Ok(Exit::Ok)
+}

@@ -1,0 +1,219 @@
+//! `batchkit stats`: what a request file holds, before you pay for it.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+
+use anyhow::Result;
+use batchkit_core::Input;
+use batchkit_core::split::Plan;
+use serde::Serialize;
+
+use crate::cli::{Format, StatsArgs};
+use crate::exit::Exit;
+use crate::report::thousands;
+
+#[derive(Serialize)]
+struct Stats {
+    file: String,
+    provider: &'static str,
+    requests: u64,
+    lines: u64,
+    blank_lines: u64,
+    bytes: u64,
+    longest_line: u64,
+    groups: Vec<GroupStats>,
+    tokens: Tokens,
+    embedding_inputs: u64,
+    /// Chunks `split` would make with the same limits (null: some line fits no chunk).
+    chunks: Option<u64>,
+    cost_usd: Option<Cost>,
+}
+
+#[derive(Serialize, Default)]
+struct GroupStats {
+    endpoint: String,
+    model: Option<String>,
+    requests: u64,
+    bytes: u64,
+    input_tokens: u64,
+}
+
+#[derive(Serialize)]
+struct Tokens {
+    encodings: BTreeMap<&'static str, u64>,
+    input_total: u64,
+    input_p50: u64,
+    input_p95: u64,
+    input_max: u64,
+    max_output_total: u64,
+}
+
+#[derive(Serialize)]
+struct Cost {
+    input: Option<f64>,
+    max_output: Option<f64>,
+    total_at_most: Option<f64>,
+}
+
+fn percentile(sorted: &[u32], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank.min(sorted.len() - 1)] as u64
+}
+
+/// Count, estimate, print.
+pub fn run(args: &StatsArgs) -> Result<Exit> {
+    let input = Input::open(&args.file)?;
+    let name = input.name.clone();
+    let mapped = input.into_mapped()?;
+    let bytes = mapped.bytes();
+    let cfg = args
+        .rules
+        .to_split_config(args.max_tokens, args.encoding, true);
+    // One pass over the file, grouped per model and without limits (so it
+    // cannot fail), then cut again under the provider's rules for the count.
+    let mut by_model = cfg.clone();
+    by_model.profile.single_model = true;
+    by_model.limits = Default::default();
+    by_model.max_tokens = None;
+    let plan = Plan::new(bytes, &by_model, Vec::new())
+        .map_err(|_| anyhow::anyhow!("a plan without limits cannot have oversize lines"))?;
+    let chunks = plan.recut(&cfg).ok().map(|c| c.len() as u64);
+    let mut groups: Vec<GroupStats> = plan
+        .groups
+        .iter()
+        .map(|g| GroupStats {
+            endpoint: g.endpoint.clone(),
+            model: g.model.clone(),
+            ..GroupStats::default()
+        })
+        .collect();
+    let mut per_request: Vec<u32> = Vec::new();
+    let (mut inputs, mut max_output, mut longest) = (0u64, 0u64, 0u64);
+    let mut encodings: BTreeMap<&'static str, u64> = BTreeMap::new();
+    for f in &plan.facts {
+        longest = longest.max(f.len as u64);
+        let Some(g) = f.group() else { continue };
+        let gs = &mut groups[g];
+        gs.requests += 1;
+        gs.bytes += f.len as u64;
+        gs.input_tokens += f.tokens as u64;
+        per_request.push(f.tokens);
+        inputs += f.inputs as u64;
+        max_output += f.max_output as u64;
+    }
+    for g in &groups {
+        let enc = cfg.tokens.encoding(g.model.as_deref());
+        *encodings.entry(enc.name()).or_default() += g.requests;
+    }
+    per_request.sort_unstable();
+    let total: u64 = per_request.iter().map(|&t| t as u64).sum();
+    let price = |tokens: u64, usd: Option<f64>| usd.map(|p| tokens as f64 * p / 1e6);
+    let cost = (args.price_input.is_some() || args.price_output.is_some()).then(|| {
+        let input = price(total, args.price_input);
+        let out = price(max_output, args.price_output);
+        Cost {
+            input,
+            max_output: out,
+            total_at_most: input.zip(out).map(|(a, b)| a + b),
+        }
+    });
+    let stats = Stats {
+        file: name.display().to_string(),
+        provider: cfg.profile.provider.name(),
+        requests: per_request.len() as u64,
+        lines: plan.facts.len() as u64,
+        blank_lines: plan.blank_lines,
+        bytes: bytes.len() as u64,
+        longest_line: longest,
+        groups,
+        tokens: Tokens {
+            encodings,
+            input_total: total,
+            input_p50: percentile(&per_request, 50.0),
+            input_p95: percentile(&per_request, 95.0),
+            input_max: per_request.last().map_or(0, |&t| t as u64),
+            max_output_total: max_output,
+        },
+        embedding_inputs: inputs,
+        chunks,
+        cost_usd: cost,
+    };
+    match args.format {
+        Format::Json => {
+            let mut out = anstream::stdout().lock();
+            serde_json::to_writer_pretty(&mut out, &stats)?;
+            writeln!(out)?;
+        }
+        Format::Human => print_human(&stats)?,
+    }
+    Ok(Exit::Ok)
+}
+
+fn print_human(s: &Stats) -> Result<()> {
+    let mut out = anstream::stdout().lock();
+    writeln!(out, "{} ({} limits)", s.file, s.provider)?;
+    writeln!(
+        out,
+        "  requests:   {} in {} lines ({} blank), {} bytes, longest line {} bytes",
+        thousands(s.requests),
+        thousands(s.lines),
+        thousands(s.blank_lines),
+        thousands(s.bytes),
+        thousands(s.longest_line)
+    )?;
+    for g in &s.groups {
+        writeln!(
+            out,
+            "  {:<28} {:<28} {:>10} requests {:>14} bytes {:>14} tokens",
+            g.endpoint,
+            g.model.as_deref().unwrap_or("-"),
+            thousands(g.requests),
+            thousands(g.bytes),
+            thousands(g.input_tokens)
+        )?;
+    }
+    let t = &s.tokens;
+    let encodings: Vec<String> = t
+        .encodings
+        .iter()
+        .map(|(e, n)| format!("{e} ({} requests)", thousands(*n)))
+        .collect();
+    writeln!(
+        out,
+        "  input tokens (estimated, {}): {} in all; per request p50 {}, p95 {}, max {}",
+        encodings.join(", "),
+        thousands(t.input_total),
+        thousands(t.input_p50),
+        thousands(t.input_p95),
+        thousands(t.input_max)
+    )?;
+    writeln!(
+        out,
+        "  output tokens at most (sum of max_tokens): {}",
+        thousands(t.max_output_total)
+    )?;
+    if s.embedding_inputs > 0 {
+        writeln!(out, "  embedding inputs: {}", thousands(s.embedding_inputs))?;
+    }
+    match s.chunks {
+        Some(n) => writeln!(out, "  split would make {n} chunks ({} limits)", s.provider)?,
+        None => writeln!(
+            out,
+            "  split would refuse: some line breaks a limit alone (see `batchkit split --dry-run`)"
+        )?,
+    }
+    if let Some(c) = &s.cost_usd {
+        let usd = |v: Option<f64>| v.map_or("n/a".to_owned(), |v| format!("${v:.2}"));
+        writeln!(
+            out,
+            "  cost: input {} + output at most {} = at most {}",
+            usd(c.input),
+            usd(c.max_output),
+            usd(c.total_at_most)
+        )?;
+    }
+    Ok(())
+}

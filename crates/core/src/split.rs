@@ -1,0 +1,665 @@
+//! Planning and writing chunks that each fit every limit.
+//!
+//! Each request line becomes a 32-byte fact (where it is, its group, bytes,
+//! tokens, embedding inputs). Lines are grouped by endpoint and, where the
+//! provider wants one model per batch, by model; within a group a new chunk
+//! starts whenever the next line would break a limit. Lines are copied byte
+//! for byte, in input order, into chunk files written in parallel under
+//! temporary names and renamed only when all are complete.
+
+use std::collections::HashMap;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::envelope::{self, Body, Text};
+use crate::lines::{Lines, chunk_ranges, count_lines};
+use crate::provider::{Limits, LineShape, Profile};
+use crate::tokens::TokenCounter;
+
+const NO_GROUP: u32 = u32::MAX;
+
+/// How to cut.
+#[derive(Clone, Debug)]
+pub struct SplitConfig {
+    /// The provider's rules (line shape, default endpoint, model rule).
+    pub profile: Profile,
+    /// Limits per chunk.
+    pub limits: Limits,
+    /// Most estimated input tokens per chunk (enqueued-token quotas).
+    pub max_tokens: Option<u64>,
+    /// The endpoint of `{custom_id, body}` lines.
+    pub endpoint: Option<String>,
+    /// Token counting (encoding choice).
+    pub tokens: TokenCounter,
+    /// Count tokens (needed for `max_tokens` and for estimates).
+    pub count_tokens: bool,
+}
+
+/// One request line, as planning sees it.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Fact {
+    /// Byte offset of the line.
+    pub offset: u64,
+    /// Length including its line ending.
+    pub len: u32,
+    /// Group index, or none for blank and rejected lines.
+    group: u32,
+    /// Estimated input tokens (0 unless counted).
+    pub tokens: u32,
+    /// Embedding inputs.
+    pub inputs: u32,
+    /// Output cap it sets.
+    pub max_output: u32,
+}
+
+impl Fact {
+    /// The line's group, if it is a request that takes part.
+    pub fn group(&self) -> Option<usize> {
+        (self.group != NO_GROUP).then_some(self.group as usize)
+    }
+}
+
+/// Lines that share an endpoint (and model, where required).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+pub struct Group {
+    /// The endpoint.
+    pub endpoint: String,
+    /// The model, when chunks are per model.
+    pub model: Option<String>,
+}
+
+impl Group {
+    /// A file-name-safe name: `chat-completions.gpt-4o-mini`.
+    pub fn slug(&self) -> String {
+        let clean = |s: &str| -> String {
+            s.chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect()
+        };
+        let path = self.endpoint.trim_start_matches('/');
+        let path = path.strip_prefix("v1/").unwrap_or(path).replace('/', "-");
+        match &self.model {
+            Some(m) => format!("{}.{}", clean(&path), clean(m)),
+            None => clean(&path),
+        }
+    }
+}
+
+/// One planned chunk.
+#[derive(Clone, Debug, Default)]
+pub struct ChunkPlan {
+    /// Its group.
+    pub group: usize,
+    /// Its number within the group, from 1.
+    pub number: usize,
+    /// Requests.
+    pub requests: u64,
+    /// Bytes.
+    pub bytes: u64,
+    /// Estimated input tokens.
+    pub tokens: u64,
+    /// Embedding inputs.
+    pub inputs: u64,
+    /// 0-based indices of its lines, in input order.
+    pub lines: Vec<u64>,
+}
+
+/// A line that breaks a limit on its own.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Oversize {
+    /// 1-based line number.
+    pub line: u64,
+    /// Which limit, with the figures.
+    pub what: String,
+}
+
+/// The facts of every line and the chunks they make.
+pub struct Plan {
+    /// One per input line.
+    pub facts: Vec<Fact>,
+    /// The groups, in order of first appearance.
+    pub groups: Vec<Group>,
+    /// The chunks, grouped, in order.
+    pub chunks: Vec<ChunkPlan>,
+    /// Blank lines (left out of every chunk).
+    pub blank_lines: u64,
+    /// Lines left out as invalid.
+    pub rejected: Vec<u64>,
+}
+
+struct Part {
+    facts: Vec<Fact>,
+    groups: Vec<Group>,
+    blank: u64,
+}
+
+impl Plan {
+    /// Read the facts of every line of `bytes` (skipping the 1-based
+    /// `rejected` lines, sorted), then cut chunks. Fails with the lines that
+    /// break a limit on their own.
+    pub fn new(bytes: &[u8], cfg: &SplitConfig, rejected: Vec<u64>) -> Result<Plan, Vec<Oversize>> {
+        let ranges = chunk_ranges(bytes, 1 << 20);
+        let counts: Vec<u64> = ranges
+            .par_iter()
+            .map(|r| count_lines(&bytes[r.clone()]))
+            .collect();
+        let mut bases = Vec::with_capacity(counts.len());
+        let mut total = 0;
+        for n in counts {
+            bases.push(total);
+            total += n;
+        }
+        let parts: Vec<Part> = ranges
+            .par_iter()
+            .zip(bases)
+            .map(|(r, base)| facts_of(bytes, r.clone(), base, cfg, &rejected))
+            .collect();
+        let mut facts = Vec::with_capacity(total as usize);
+        let mut groups: Vec<Group> = Vec::new();
+        let mut index: HashMap<Group, u32> = HashMap::new();
+        let mut blank_lines = 0;
+        for part in parts {
+            let map: Vec<u32> = part
+                .groups
+                .into_iter()
+                .map(|g| {
+                    *index.entry(g.clone()).or_insert_with(|| {
+                        groups.push(g);
+                        (groups.len() - 1) as u32
+                    })
+                })
+                .collect();
+            facts.extend(part.facts.into_iter().map(|mut f| {
+                if f.group != NO_GROUP {
+                    f.group = map[f.group as usize];
+                }
+                f
+            }));
+            blank_lines += part.blank;
+        }
+        let chunks = cut(&facts, groups.len(), cfg)?;
+        Ok(Plan {
+            facts,
+            groups,
+            chunks,
+            blank_lines,
+            rejected,
+        })
+    }
+}
+
+impl Plan {
+    /// Cut these facts again under `cfg`'s limits and grouping (which may
+    /// drop the model from the groups), without reading the input again:
+    /// no line is tokenized twice.
+    pub fn recut(&self, cfg: &SplitConfig) -> Result<Vec<ChunkPlan>, Vec<Oversize>> {
+        let mut index: HashMap<Group, u32> = HashMap::new();
+        let map: Vec<u32> = self
+            .groups
+            .iter()
+            .map(|g| {
+                let key = Group {
+                    endpoint: g.endpoint.clone(),
+                    model: g.model.clone().filter(|_| cfg.profile.single_model),
+                };
+                let next = index.len() as u32;
+                *index.entry(key).or_insert(next)
+            })
+            .collect();
+        let facts: Vec<Fact> = self
+            .facts
+            .iter()
+            .map(|f| Fact {
+                group: f.group().map_or(NO_GROUP, |g| map[g]),
+                ..*f
+            })
+            .collect();
+        cut(&facts, index.len(), cfg)
+    }
+}
+
+fn facts_of(
+    bytes: &[u8],
+    range: std::ops::Range<usize>,
+    base: u64,
+    cfg: &SplitConfig,
+    rejected: &[u64],
+) -> Part {
+    let mut part = Part {
+        facts: Vec::new(),
+        groups: Vec::new(),
+        blank: 0,
+    };
+    let mut local: HashMap<Group, u32> = HashMap::new();
+    let chunk = &bytes[range.clone()];
+    for (i, line) in Lines::new(chunk).enumerate() {
+        let number = base + i as u64 + 1;
+        let offset = range.start + line.offset;
+        let end = memchr::memchr(b'\n', &chunk[line.offset..])
+            .map_or(chunk.len(), |p| line.offset + p + 1);
+        let mut fact = Fact {
+            offset: offset as u64,
+            len: (end - line.offset).min(u32::MAX as usize) as u32,
+            group: NO_GROUP,
+            ..Fact::default()
+        };
+        let text = simdutf8::basic::from_utf8(line.bytes).ok();
+        let blank = line.bytes.iter().all(|b| matches!(b, b' ' | b'\t' | b'\r'));
+        if blank {
+            part.blank += 1;
+        } else if rejected.binary_search(&number).is_err() {
+            if let Some(text) = text {
+                let text = text.trim_start_matches('\u{feff}');
+                let view = envelope::parse_line(text).unwrap_or_default();
+                let endpoint = match cfg.profile.shape {
+                    LineShape::Full => view.url.as_ref().and_then(Text::as_str).map(str::to_owned),
+                    LineShape::IdAndBody => cfg
+                        .endpoint
+                        .clone()
+                        .or_else(|| cfg.profile.default_endpoint().map(str::to_owned)),
+                };
+                let body = match &view.body {
+                    Some(Body::Object(b)) => Some(b),
+                    _ => None,
+                };
+                let model = body
+                    .and_then(|b| b.model.as_ref())
+                    .and_then(Text::as_str)
+                    .filter(|_| cfg.profile.single_model)
+                    .map(str::to_owned);
+                fact.inputs = body
+                    .and_then(|b| b.input)
+                    .map_or(0, |i| i.count.min(u32::MAX as u64) as u32);
+                if cfg.count_tokens {
+                    let t = cfg.tokens.count_line(text);
+                    fact.tokens = t.input.min(u32::MAX as u64) as u32;
+                    fact.max_output = t.max_output.min(u32::MAX as u64) as u32;
+                }
+                let group = Group {
+                    endpoint: endpoint.unwrap_or_default(),
+                    model,
+                };
+                let next = part.groups.len() as u32;
+                fact.group = *local.entry(group.clone()).or_insert_with(|| {
+                    part.groups.push(group);
+                    next
+                });
+            }
+        }
+        part.facts.push(fact);
+    }
+    part
+}
+
+fn over(limit: Option<u64>, value: u64) -> bool {
+    limit.is_some_and(|max| value > max)
+}
+
+/// Greedy cut, in input order within each group.
+fn cut(facts: &[Fact], groups: usize, cfg: &SplitConfig) -> Result<Vec<ChunkPlan>, Vec<Oversize>> {
+    let l = &cfg.limits;
+    let mut chunks: Vec<ChunkPlan> = Vec::new();
+    let mut open: Vec<Option<usize>> = vec![None; groups];
+    let mut numbers = vec![0usize; groups];
+    let mut oversize = Vec::new();
+    for (i, f) in facts.iter().enumerate() {
+        let Some(g) = f.group() else { continue };
+        let (bytes, tokens, inputs) = (f.len as u64, f.tokens as u64, f.inputs as u64);
+        let alone = [
+            (over(l.max_bytes, bytes), "bytes", bytes, l.max_bytes),
+            (
+                over(cfg.max_tokens, tokens),
+                "estimated tokens",
+                tokens,
+                cfg.max_tokens,
+            ),
+            (
+                over(l.max_embedding_inputs, inputs),
+                "embedding inputs",
+                inputs,
+                l.max_embedding_inputs,
+            ),
+        ];
+        if let Some((_, what, n, max)) = alone.iter().find(|a| a.0) {
+            oversize.push(Oversize {
+                line: i as u64 + 1,
+                what: format!(
+                    "this line alone has {n} {what}; the limit per chunk is {}",
+                    max.unwrap_or(0)
+                ),
+            });
+            continue;
+        }
+        let fits = open[g].is_some_and(|c| {
+            let c = &chunks[c];
+            !(over(l.max_requests, c.requests + 1)
+                || over(l.max_bytes, c.bytes + bytes)
+                || over(cfg.max_tokens, c.tokens + tokens)
+                || over(l.max_embedding_inputs, c.inputs + inputs))
+        });
+        if !fits {
+            numbers[g] += 1;
+            chunks.push(ChunkPlan {
+                group: g,
+                number: numbers[g],
+                ..ChunkPlan::default()
+            });
+            open[g] = Some(chunks.len() - 1);
+        }
+        let c = &mut chunks[open[g].unwrap_or(0)];
+        c.requests += 1;
+        c.bytes += bytes;
+        c.tokens += tokens;
+        c.inputs += inputs;
+        c.lines.push(i as u64);
+    }
+    if oversize.is_empty() {
+        chunks.sort_by_key(|c| (c.group, c.number));
+        Ok(chunks)
+    } else {
+        Err(oversize)
+    }
+}
+
+/// One chunk as the manifest lists it.
+#[derive(Clone, Debug, Serialize)]
+pub struct ManifestChunk {
+    /// File name, relative to the manifest.
+    pub path: String,
+    /// Endpoint.
+    pub endpoint: String,
+    /// Model (null when chunks are not per model).
+    pub model: Option<String>,
+    /// Requests.
+    pub requests: u64,
+    /// Bytes.
+    pub bytes: u64,
+    /// Estimated input tokens (null when not counted).
+    pub estimated_tokens: Option<u64>,
+    /// Embedding inputs.
+    pub embedding_inputs: u64,
+    /// SHA-256 of the file (null in a dry run).
+    pub sha256: Option<String>,
+    /// Input line numbers, as inclusive `[first, last]` ranges.
+    pub lines: Vec<[u64; 2]>,
+}
+
+/// `manifest.json`.
+#[derive(Clone, Debug, Serialize)]
+pub struct Manifest {
+    /// The input's name.
+    pub input: String,
+    /// Provider whose limits applied.
+    pub provider: String,
+    /// Limits per chunk.
+    pub limits: ManifestLimits,
+    /// Requests placed in chunks.
+    pub requests: u64,
+    /// Blank lines left out.
+    pub blank_lines: u64,
+    /// The chunks.
+    pub chunks: Vec<ManifestChunk>,
+    /// Invalid lines written aside (`--skip-invalid`), if any.
+    pub rejects: Option<Rejects>,
+}
+
+/// Limits in the manifest (null: none).
+#[derive(Clone, Debug, Serialize)]
+pub struct ManifestLimits {
+    /// Requests per chunk.
+    pub max_requests: Option<u64>,
+    /// Bytes per chunk.
+    pub max_bytes: Option<u64>,
+    /// Embedding inputs per chunk.
+    pub max_embedding_inputs: Option<u64>,
+    /// Estimated tokens per chunk.
+    pub max_tokens: Option<u64>,
+}
+
+/// The reject file.
+#[derive(Clone, Debug, Serialize)]
+pub struct Rejects {
+    /// File name.
+    pub path: String,
+    /// Lines in it.
+    pub lines: u64,
+    /// Their input line numbers, as ranges.
+    pub input_lines: Vec<[u64; 2]>,
+}
+
+fn ranges(lines: impl Iterator<Item = u64>) -> Vec<[u64; 2]> {
+    let mut out: Vec<[u64; 2]> = Vec::new();
+    for l in lines {
+        match out.last_mut() {
+            Some(r) if r[1] + 1 == l => r[1] = l,
+            _ => out.push([l, l]),
+        }
+    }
+    out
+}
+
+impl Plan {
+    /// The chunk file name for `chunk`.
+    pub fn file_name(&self, stem: &str, chunk: &ChunkPlan) -> String {
+        let total = self
+            .chunks
+            .iter()
+            .filter(|c| c.group == chunk.group)
+            .count();
+        let width = total.to_string().len().max(3);
+        format!(
+            "{stem}.{}.{:0width$}.jsonl",
+            self.groups[chunk.group].slug(),
+            chunk.number
+        )
+    }
+
+    /// The manifest (without checksums until written).
+    pub fn manifest(
+        &self,
+        input: &str,
+        stem: &str,
+        cfg: &SplitConfig,
+        sums: Option<&[String]>,
+    ) -> Manifest {
+        let chunks = self
+            .chunks
+            .iter()
+            .enumerate()
+            .map(|(i, c)| ManifestChunk {
+                path: self.file_name(stem, c),
+                endpoint: self.groups[c.group].endpoint.clone(),
+                model: self.groups[c.group].model.clone(),
+                requests: c.requests,
+                bytes: c.bytes,
+                estimated_tokens: cfg.count_tokens.then_some(c.tokens),
+                embedding_inputs: c.inputs,
+                sha256: sums.map(|s| s[i].clone()),
+                lines: ranges(c.lines.iter().map(|l| l + 1)),
+            })
+            .collect();
+        Manifest {
+            input: input.to_owned(),
+            provider: cfg.profile.provider.name().to_owned(),
+            limits: ManifestLimits {
+                max_requests: cfg.limits.max_requests,
+                max_bytes: cfg.limits.max_bytes,
+                max_embedding_inputs: cfg.limits.max_embedding_inputs,
+                max_tokens: cfg.max_tokens,
+            },
+            requests: self.chunks.iter().map(|c| c.requests).sum(),
+            blank_lines: self.blank_lines,
+            chunks,
+            rejects: (!self.rejected.is_empty()).then(|| Rejects {
+                path: format!("{stem}.rejects.jsonl"),
+                lines: self.rejected.len() as u64,
+                input_lines: ranges(self.rejected.iter().copied()),
+            }),
+        }
+    }
+
+    /// Write every chunk (and the reject file) into `dir`, in parallel,
+    /// under temporary names; rename them all once every one is complete;
+    /// then write `manifest.json`. Returns the manifest.
+    pub fn write(
+        &self,
+        bytes: &[u8],
+        dir: &Path,
+        input: &str,
+        stem: &str,
+        cfg: &SplitConfig,
+    ) -> io::Result<Manifest> {
+        std::fs::create_dir_all(dir)?;
+        let line = |i: u64| {
+            let f = &self.facts[i as usize];
+            &bytes[f.offset as usize..f.offset as usize + f.len as usize]
+        };
+        let written: Vec<(tempfile::TempPath, PathBuf, String)> = self
+            .chunks
+            .par_iter()
+            .map(|c| {
+                let target = dir.join(self.file_name(stem, c));
+                let (tmp, sum) = write_temp(dir, c.lines.iter().map(|&i| line(i)))?;
+                Ok((tmp, target, sum))
+            })
+            .collect::<io::Result<_>>()?;
+        let rejects = if self.rejected.is_empty() {
+            None
+        } else {
+            let line_index = |n: u64| n - 1;
+            let (tmp, _) = write_temp(dir, self.rejected.iter().map(|&n| line(line_index(n))))?;
+            Some((tmp, dir.join(format!("{stem}.rejects.jsonl"))))
+        };
+        let mut sums = Vec::with_capacity(written.len());
+        for (tmp, target, sum) in written {
+            tmp.persist(&target).map_err(|e| e.error)?;
+            sums.push(sum);
+        }
+        if let Some((tmp, target)) = rejects {
+            tmp.persist(&target).map_err(|e| e.error)?;
+        }
+        let manifest = self.manifest(input, stem, cfg, Some(&sums));
+        let mut out = crate::atomic::AtomicFile::create(&dir.join("manifest.json"))?;
+        serde_json::to_writer_pretty(&mut out, &manifest)?;
+        out.write_all(b"\n")?;
+        out.commit()?;
+        Ok(manifest)
+    }
+}
+
+/// Write `lines` to a temporary file in `dir`; return it (closed, still
+/// temporary) and the SHA-256 of what was written.
+fn write_temp<'a>(
+    dir: &Path,
+    lines: impl Iterator<Item = &'a [u8]>,
+) -> io::Result<(tempfile::TempPath, String)> {
+    let tmp = tempfile::Builder::new()
+        .prefix(".batchkit-split.")
+        .suffix(".tmp")
+        .tempfile_in(dir)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        tmp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o644))?;
+    }
+    let mut hasher = Sha256::new();
+    let mut w = io::BufWriter::with_capacity(1 << 20, tmp);
+    for l in lines {
+        hasher.update(l);
+        w.write_all(l)?;
+    }
+    let tmp = w.into_inner().map_err(|e| e.into_error())?;
+    let sum = hasher.finalize();
+    let hex: String = sum.iter().map(|b| format!("{b:02x}")).collect();
+    Ok((tmp.into_temp_path(), hex))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::provider::Provider;
+
+    fn cfg(limits: Limits) -> SplitConfig {
+        let profile = Provider::OpenAi.profile();
+        SplitConfig {
+            profile,
+            limits,
+            max_tokens: None,
+            endpoint: None,
+            tokens: TokenCounter { forced: None },
+            count_tokens: false,
+        }
+    }
+
+    fn line(id: u32, url: &str, model: &str) -> String {
+        format!(
+            r#"{{"custom_id":"{id}","method":"POST","url":"{url}","body":{{"model":"{model}","input":"x","messages":[{{"role":"user","content":"hi"}}]}}}}"#
+        ) + "\n"
+    }
+
+    #[test]
+    fn groups_by_endpoint_and_model_and_cuts_by_count() {
+        let mut text = String::new();
+        for i in 0..10 {
+            let (url, model) = if i % 3 == 0 {
+                ("/v1/embeddings", "e")
+            } else {
+                ("/v1/chat/completions", "m")
+            };
+            text.push_str(&line(i, url, model));
+        }
+        let plan = Plan::new(
+            text.as_bytes(),
+            &cfg(Limits {
+                max_requests: Some(3),
+                ..Limits::default()
+            }),
+            vec![],
+        )
+        .expect("plan");
+        assert_eq!(plan.groups.len(), 2);
+        let sizes: Vec<(usize, u64)> = plan.chunks.iter().map(|c| (c.group, c.requests)).collect();
+        assert_eq!(sizes, vec![(0, 3), (0, 1), (1, 3), (1, 3)]);
+        assert_eq!(plan.groups[0].slug(), "embeddings.e");
+        assert_eq!(
+            plan.file_name("in", &plan.chunks[1]),
+            "in.embeddings.e.002.jsonl"
+        );
+    }
+
+    #[test]
+    fn a_line_over_a_limit_alone_is_an_error() {
+        let text = line(1, "/v1/chat/completions", "m") + &line(2, "/v1/chat/completions", "m");
+        let err = Plan::new(
+            text.as_bytes(),
+            &cfg(Limits {
+                max_bytes: Some(50),
+                ..Limits::default()
+            }),
+            vec![],
+        )
+        .err()
+        .expect("oversize");
+        assert_eq!(err.len(), 2);
+        assert_eq!(err[0].line, 1);
+    }
+
+    #[test]
+    fn line_ranges() {
+        assert_eq!(
+            ranges([1, 2, 3, 5, 7, 8].into_iter()),
+            vec![[1, 3], [5, 5], [7, 8]]
+        );
+    }
+}
