@@ -1,0 +1,367 @@
+//! `batchkit split` and `batchkit stats` as a user runs them.
+
+// Tests may unwrap: a panic is a failure report.
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use serde::Deserialize;
+
+fn batchkit(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_batchkit"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn testdata(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../testdata")
+        .join(name)
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Manifest {
+    input: String,
+    provider: String,
+    limits: Limits,
+    requests: u64,
+    blank_lines: u64,
+    chunks: Vec<Chunk>,
+    rejects: Option<Rejects>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Limits {
+    max_requests: Option<u64>,
+    max_bytes: Option<u64>,
+    max_embedding_inputs: Option<u64>,
+    max_tokens: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Chunk {
+    path: String,
+    endpoint: String,
+    model: Option<String>,
+    requests: u64,
+    bytes: u64,
+    estimated_tokens: Option<u64>,
+    embedding_inputs: u64,
+    sha256: Option<String>,
+    lines: Vec<[u64; 2]>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Rejects {
+    path: String,
+    lines: u64,
+    input_lines: Vec<[u64; 2]>,
+}
+
+/// A file with two models and an embeddings endpoint, 60 requests.
+fn mixed(dir: &Path) -> PathBuf {
+    let mut text = String::new();
+    for i in 0..60 {
+        let line = match i % 3 {
+            0 => format!(
+                r#"{{"custom_id":"c{i}","method":"POST","url":"/v1/chat/completions","body":{{"model":"gpt-4o-mini","messages":[{{"role":"user","content":"question {i} about a long topic"}}],"max_tokens":50}}}}"#
+            ),
+            1 => format!(
+                r#"{{"custom_id":"c{i}","method":"POST","url":"/v1/chat/completions","body":{{"model":"gpt-4o","messages":[{{"role":"user","content":"question {i}"}}]}}}}"#
+            ),
+            _ => format!(
+                r#"{{"custom_id":"c{i}","method":"POST","url":"/v1/embeddings","body":{{"model":"text-embedding-3-small","input":["a {i}","b {i}","c {i}"]}}}}"#
+            ),
+        };
+        text.push_str(&line);
+        text.push('\n');
+    }
+    let path = dir.join("mixed.jsonl");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn split_groups_and_every_chunk_validates() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = mixed(dir.path());
+    let out = dir.path().join("chunks");
+    let o = batchkit(&[
+        "split",
+        input.to_str().unwrap(),
+        "--out-dir",
+        out.to_str().unwrap(),
+        "--max-requests",
+        "7",
+        "--max-embedding-inputs",
+        "20",
+        "--max-tokens",
+        "60",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let m: Manifest = serde_json::from_slice(&o.stdout).unwrap();
+    let on_disk: Manifest =
+        serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(on_disk.chunks.len(), m.chunks.len());
+    assert_eq!(
+        (m.requests, m.blank_lines, m.provider.as_str()),
+        (60, 0, "openai")
+    );
+    assert_eq!(m.limits.max_tokens, Some(60));
+    assert!(m.input.ends_with("mixed.jsonl") && m.rejects.is_none());
+    let mut seen_lines = Vec::new();
+    for c in &m.chunks {
+        assert!(
+            c.requests <= 7 && c.embedding_inputs <= 20 && c.estimated_tokens.unwrap() <= 60,
+            "{c:?}"
+        );
+        assert!(c.path.starts_with("mixed.") && c.path.ends_with(".jsonl"));
+        assert!(c.model.is_some() && c.sha256.as_ref().unwrap().len() == 64);
+        let path = out.join(&c.path);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), c.bytes);
+        let v = batchkit(&[
+            "validate",
+            "-q",
+            "--max-requests",
+            "7",
+            "--max-embedding-inputs",
+            "20",
+            path.to_str().unwrap(),
+        ]);
+        assert_eq!(v.status.code(), Some(0), "{}: {}", c.path, stderr(&v));
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            text.lines()
+                .all(|l| l.contains(&format!("\"url\":\"{}\"", c.endpoint)))
+        );
+        for r in &c.lines {
+            seen_lines.extend(r[0]..=r[1]);
+        }
+    }
+    seen_lines.sort_unstable();
+    assert_eq!(seen_lines, (1..=60).collect::<Vec<u64>>());
+    let names: Vec<&str> = m.chunks.iter().map(|c| c.path.as_str()).collect();
+    assert!(
+        names.contains(&"mixed.chat-completions.gpt-4o-mini.001.jsonl"),
+        "{names:?}"
+    );
+    assert!(
+        names.contains(&"mixed.embeddings.text-embedding-3-small.003.jsonl"),
+        "{names:?}"
+    );
+}
+
+#[test]
+fn invalid_input_is_refused_unless_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let broken = testdata("example-broken.jsonl");
+    let o = batchkit(&["split", &broken, "--out-dir", out.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("nothing was split"), "{}", stderr(&o));
+    assert!(!out.exists() || std::fs::read_dir(&out).unwrap().count() == 0);
+    let o = batchkit(&[
+        "split",
+        &broken,
+        "--out-dir",
+        out.to_str().unwrap(),
+        "--skip-invalid",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let m: Manifest = serde_json::from_slice(&o.stdout).unwrap();
+    let rejects = m.rejects.unwrap();
+    // Line 4 is an embeddings request without input: with several endpoints
+    // allowed, its body is judged by its own url.
+    assert_eq!(
+        (rejects.lines, rejects.path.as_str()),
+        (4, "example-broken.rejects.jsonl")
+    );
+    assert_eq!(rejects.input_lines, vec![[3, 6]]);
+    assert_eq!(m.requests, 2);
+    // No temporary file is left behind.
+    for entry in std::fs::read_dir(&out).unwrap() {
+        let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+        assert!(!name.ends_with(".tmp"), "{name}");
+    }
+}
+
+#[test]
+fn a_line_larger_than_a_limit_is_an_error_with_its_line() {
+    let o = batchkit(&[
+        "split",
+        &testdata("example.jsonl"),
+        "--dry-run",
+        "--max-bytes",
+        "190",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(err.contains("example.jsonl:1: error[line_too_large]: this line alone has 206 bytes; the limit per chunk is 190"), "{err}");
+}
+
+#[test]
+fn dry_run_and_stdin() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("planned");
+    let o = batchkit(&[
+        "split",
+        &testdata("example.jsonl"),
+        "--dry-run",
+        "--out-dir",
+        out.to_str().unwrap(),
+        "--max-requests",
+        "2",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let m: Manifest = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(m.chunks.len(), 3);
+    assert!(m.chunks.iter().all(|c| c.sha256.is_none()));
+    assert!(!out.exists());
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_batchkit"))
+        .args([
+            "split",
+            "-",
+            "--out-dir",
+            out.to_str().unwrap(),
+            "--max-requests",
+            "2",
+        ])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(&std::fs::read(testdata("example.jsonl")).unwrap())
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let mut joined = Vec::new();
+    for n in 1..=3 {
+        joined.extend(
+            std::fs::read(out.join(format!("stdin.chat-completions.gpt-4o-mini.00{n}.jsonl")))
+                .unwrap(),
+        );
+    }
+    assert_eq!(joined, std::fs::read(testdata("example.jsonl")).unwrap());
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Stats {
+    file: String,
+    provider: String,
+    requests: u64,
+    lines: u64,
+    blank_lines: u64,
+    bytes: u64,
+    longest_line: u64,
+    groups: Vec<Group>,
+    tokens: Tokens,
+    embedding_inputs: u64,
+    chunks: Option<u64>,
+    cost_usd: Option<Cost>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Group {
+    endpoint: String,
+    model: Option<String>,
+    requests: u64,
+    bytes: u64,
+    input_tokens: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Tokens {
+    encodings: std::collections::BTreeMap<String, u64>,
+    input_total: u64,
+    input_p50: u64,
+    input_p95: u64,
+    input_max: u64,
+    max_output_total: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Cost {
+    input: Option<f64>,
+    max_output: Option<f64>,
+    total_at_most: Option<f64>,
+}
+
+#[test]
+fn stats_counts_tokens_and_cost() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = mixed(dir.path());
+    let o = batchkit(&[
+        "stats",
+        "--format",
+        "json",
+        "--price-input",
+        "1.25",
+        "--price-output",
+        "5",
+        "--max-requests",
+        "7",
+        input.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let s: Stats = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        (s.requests, s.lines, s.blank_lines, s.provider.as_str()),
+        (60, 60, 0, "openai")
+    );
+    assert!(s.file.ends_with("mixed.jsonl"));
+    assert_eq!(s.groups.len(), 3);
+    assert_eq!(s.groups.iter().map(|g| g.requests).sum::<u64>(), 60);
+    assert_eq!(s.groups.iter().map(|g| g.bytes).sum::<u64>(), s.bytes);
+    assert!(
+        s.groups
+            .iter()
+            .all(|g| !g.endpoint.is_empty() && g.model.is_some())
+    );
+    assert_eq!(
+        s.tokens.input_total,
+        s.groups.iter().map(|g| g.input_tokens).sum::<u64>()
+    );
+    assert!(s.tokens.input_p50 <= s.tokens.input_p95 && s.tokens.input_p95 <= s.tokens.input_max);
+    assert_eq!(s.tokens.max_output_total, 20 * 50);
+    assert_eq!(s.tokens.encodings.values().sum::<u64>(), 60);
+    assert_eq!(s.tokens.encodings["cl100k_base"], 20);
+    assert_eq!(s.embedding_inputs, 60);
+    assert_eq!(s.chunks, Some(9), "20 + 20 + 20 requests, 7 per chunk");
+    assert!(s.longest_line > 0);
+    let c = s.cost_usd.unwrap();
+    let input_cost = s.tokens.input_total as f64 * 1.25 / 1e6;
+    assert!((c.input.unwrap() - input_cost).abs() < 1e-9);
+    assert!((c.max_output.unwrap() - 1000.0 * 5.0 / 1e6).abs() < 1e-9);
+    assert!((c.total_at_most.unwrap() - c.input.unwrap() - c.max_output.unwrap()).abs() < 1e-9);
+    let human = batchkit(&["stats", input.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&human.stdout).contains("split would make 3 chunks"));
+}
