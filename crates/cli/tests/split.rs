@@ -123,6 +123,9 @@ fn split_groups_and_every_chunk_validates() {
         (60, 0, "openai")
     );
     assert_eq!(m.limits.max_tokens, Some(60));
+    assert_eq!(m.limits.max_requests, Some(7));
+    assert_eq!(m.limits.max_embedding_inputs, Some(20));
+    assert_eq!(m.limits.max_bytes, Some(209_715_200));
     assert!(m.input.ends_with("mixed.jsonl") && m.rejects.is_none());
     let mut seen_lines = Vec::new();
     for c in &m.chunks {
