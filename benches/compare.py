@@ -7,14 +7,15 @@ time, MB/s, lines/s, peak RSS and the ratio to batchkit. Peak RSS of a
 memory-mapped run includes the mapped file's pages; the stdin run shows the
 memory batchkit needs beyond its input.
 
-    python3 benches/compare.py                      # validate (1 GB) and merge (1M requests)
+    python3 benches/compare.py                      # validate, merge, split, tokens
     python3 benches/compare.py validate --bytes 200e6 --rounds 5
     python3 benches/compare.py merge --requests 100000
 
-Needs: cargo, jq, and for the openbatch row `pip install openbatch`
+Needs: cargo, jq, and `pip install openbatch tiktoken` for those rows
 (a missing tool's row says so instead of failing the run).
 """
 import argparse
+import json
 import os
 import platform
 import shutil
@@ -183,9 +184,58 @@ def bench_merge(args):
         p.unlink()
 
 
+def bench_split(args):
+    path = corpus(int(args.bytes), args.seed)
+    size = path.stat().st_size
+    lines = count_lines(path)
+    bk = str(BIN / "batchkit")
+    out = DATA / "split-out"
+    shutil.rmtree(out, ignore_errors=True)
+    tools = [
+        ("batchkit validate (file)", [bk, "validate", "-q", "--max-requests", "0", "--max-bytes", "0", str(path)], None),
+        ("batchkit split (openai limits)", [bk, "split", str(path), "--out-dir", str(out)], None),
+        ("batchkit split --dry-run", [bk, "split", str(path), "--dry-run"], None),
+    ]
+    subprocess.run(["cat", str(path)], stdout=subprocess.DEVNULL, check=True)
+    results = run_rounds(tools, args.rounds)
+    written = sum(p.stat().st_size for p in out.glob("*.jsonl"))
+    print(f"\n### split\n\nCorpus: {path.name}, {size / 1e6:.0f} MB, {lines:,} lines; {machine()};"
+          f" median of {args.rounds} interleaved rounds. Chunks written: {len(list(out.glob('*.jsonl')))},"
+          f" {written:,} bytes (input: {size:,}).\n")
+    table(tools, results, size, lines)
+    shutil.rmtree(out, ignore_errors=True)
+
+
+def bench_tokens(args):
+    path = corpus(int(args.token_bytes), args.seed)
+    size = path.stat().st_size
+    lines = count_lines(path)
+    bk = str(BIN / "batchkit")
+    py = sys.executable
+    script = str(ROOT / "benches/baselines/tiktoken_count.py")
+    if subprocess.run([py, "-c", "import tiktoken"], capture_output=True).returncode != 0:
+        print("(tokens skipped: `pip install tiktoken` to include it)", file=sys.stderr)
+        return
+    ours = json.loads(subprocess.run([bk, "stats", "--format", "json", str(path)], capture_output=True, check=True).stdout)
+    theirs = int(subprocess.run([py, script, str(path)], capture_output=True, check=True).stdout)
+    tools = [
+        ("batchkit stats (token estimate)", [bk, "stats", "--format", "json", str(path)], None),
+        ("python tiktoken loop", [py, script, str(path)], None),
+    ]
+    subprocess.run(["cat", str(path)], stdout=subprocess.DEVNULL, check=True)
+    results = run_rounds(tools, args.rounds)
+    same = "identical" if ours["tokens"]["input_total"] == theirs else "DIFFERENT"
+    print(f"\n### tokens\n\nCorpus: {path.name}, {size / 1e6:.0f} MB, {lines:,} lines; {machine()};"
+          f" median of {args.rounds} interleaved rounds. Input tokens: batchkit {ours['tokens']['input_total']:,},"
+          f" tiktoken {theirs:,} ({same}).\n")
+    table(tools, results, size, lines)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", nargs="*", default=["validate", "merge"], help="validate, merge (default: both)")
+    ap.add_argument("what", nargs="*", default=["validate", "merge", "split", "tokens"],
+                    help="validate, merge, split, tokens (default: all)")
+    ap.add_argument("--token-bytes", type=float, default=2e8, help="tokens corpus size (default 2e8)")
     ap.add_argument("--bytes", type=float, default=1e9, help="validate corpus size (default 1e9)")
     ap.add_argument("--requests", type=int, default=1_000_000, help="merge: requests (default 1e6)")
     ap.add_argument("--seed", type=int, default=42)
@@ -194,7 +244,7 @@ def main():
     args = ap.parse_args()
     build()
     for what in args.what:
-        {"validate": bench_validate, "merge": bench_merge}[what](args)
+        {"validate": bench_validate, "merge": bench_merge, "split": bench_split, "tokens": bench_tokens}[what](args)
 
 
 if __name__ == "__main__":

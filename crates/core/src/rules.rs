@@ -26,7 +26,22 @@ pub(crate) struct LineCtx<'a> {
     pub single_endpoint: bool,
     /// Record the lines that have errors (for `split --skip-invalid`).
     pub collect_bad: bool,
+    /// Record each line's facts for planning chunks (for `split`).
+    pub collect_facts: bool,
 }
+
+/// One line's facts, relative to its chunk until absorbed.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct LineFact {
+    pub offset: u64,
+    pub len: u32,
+    /// Index into the chunk's `fact_groups`, or `u32::MAX`.
+    pub group: u32,
+    pub inputs: u32,
+}
+
+/// Endpoint and model of a group of lines.
+pub(crate) type GroupKey = (String, Option<String>);
 
 /// Model names and how many lines use each.
 #[derive(Default, Debug, Clone)]
@@ -74,6 +89,29 @@ pub(crate) struct ChunkOut {
     pub errors: u64,
     /// Relative indices of lines with errors, when the context asks.
     pub bad_lines: Vec<u64>,
+    /// Per-line facts, when the context asks.
+    pub facts: Vec<LineFact>,
+    /// The groups `facts` refer to.
+    pub fact_groups: Vec<GroupKey>,
+}
+
+impl ChunkOut {
+    /// The index of the group `(endpoint, model)`, added if new. Lines of a
+    /// chunk mostly share one group, so the last one is tried first.
+    fn group_of(&mut self, endpoint: &str, model: Option<&str>) -> u32 {
+        let matches = |g: &GroupKey| g.0 == endpoint && g.1.as_deref() == model;
+        if let Some(last) = self.facts.last().map(|f| f.group) {
+            if self.fact_groups.get(last as usize).is_some_and(matches) {
+                return last;
+            }
+        }
+        if let Some(i) = self.fact_groups.iter().position(matches) {
+            return i as u32;
+        }
+        self.fact_groups
+            .push((endpoint.to_owned(), model.map(str::to_owned)));
+        (self.fact_groups.len() - 1) as u32
+    }
 }
 
 impl ChunkOut {
@@ -159,7 +197,23 @@ fn walk(
             column: 0,
         };
         let errors_before = out.errors;
-        check_line(ctx, line.bytes, as_str, starts_file && i == 0, pos, out);
+        let group = check_line(ctx, line.bytes, as_str, starts_file && i == 0, pos, out);
+        if ctx.collect_facts {
+            let mut end = line.offset + line.bytes.len();
+            if chunk.get(end) == Some(&b'\r') {
+                end += 1;
+            }
+            if chunk.get(end) == Some(&b'\n') {
+                end += 1;
+            }
+            let (group, inputs) = group.unwrap_or((u32::MAX, 0));
+            out.facts.push(LineFact {
+                offset: line.offset as u64,
+                len: (end - line.offset).min(u32::MAX as usize) as u32,
+                group,
+                inputs,
+            });
+        }
         if ctx.collect_bad && out.errors > errors_before {
             out.bad_lines.push(pos.line);
         }
@@ -177,7 +231,7 @@ fn check_line(
     first_of_file: bool,
     pos: Pos<'_>,
     out: &mut ChunkOut,
-) {
+) -> Option<(u32, u32)> {
     out.lines += 1;
     out.longest_line = out.longest_line.max(raw.len() as u64);
     if is_blank(raw) {
@@ -186,7 +240,7 @@ fn check_line(
             Diagnostic::new(Code::BlankLine, "This line is blank.")
                 .hint("the services skip blank lines, but some tools choke on them; delete it")
         });
-        return;
+        return None;
     }
     out.requests += 1;
     let first_diag = out.diags.len();
@@ -213,7 +267,7 @@ fn check_line(
                     )
                     .hint("batch files must be UTF-8; re-encode the file (e.g. `iconv -f latin1 -t utf-8`)")
                 });
-                return;
+                return None;
             }
         },
     };
@@ -232,13 +286,13 @@ fn check_line(
             }),
             Err(e) => report_syntax(out, pos, skip, &e),
         }
-        return;
+        return None;
     }
     let view = match envelope::parse_line(text) {
         Ok(v) => v,
         Err(e) => {
             report_syntax(out, pos, skip, &e);
-            return;
+            return None;
         }
     };
     if memchr::memchr(b'\\', text.as_bytes()).is_some() {
@@ -261,6 +315,24 @@ fn check_line(
             d.custom_id = Some(id.to_string());
         }
     }
+    ctx.collect_facts.then(|| line_group(ctx, &view, out))
+}
+
+/// The group and embedding inputs of a parsed line, for planning chunks.
+fn line_group(ctx: &LineCtx<'_>, view: &envelope::LineView<'_>, out: &mut ChunkOut) -> (u32, u32) {
+    let endpoint = match ctx.profile.shape {
+        LineShape::Full => view.url.as_ref().and_then(Text::as_str),
+        LineShape::IdAndBody => ctx.endpoint,
+    };
+    let body = match &view.body {
+        Some(Body::Object(b)) => Some(b),
+        _ => None,
+    };
+    let model = body.and_then(|b| b.model.as_ref()).and_then(Text::as_str);
+    let inputs = body
+        .and_then(|b| b.input)
+        .map_or(0, |i| i.count.min(u32::MAX as u64) as u32);
+    (out.group_of(endpoint.unwrap_or_default(), model), inputs)
 }
 
 fn report_syntax(out: &mut ChunkOut, pos: Pos<'_>, skip: usize, e: &serde_json::Error) {

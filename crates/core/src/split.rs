@@ -15,9 +15,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::envelope::{self, Body, Text};
-use crate::lines::{Lines, chunk_ranges, count_lines};
-use crate::provider::{Limits, LineShape, Profile};
+use crate::provider::{Limits, Profile};
 use crate::tokens::TokenCounter;
 
 const NO_GROUP: u32 = u32::MAX;
@@ -40,7 +38,7 @@ pub struct SplitConfig {
 }
 
 /// One request line, as planning sees it.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Fact {
     /// Byte offset of the line.
     pub offset: u64,
@@ -57,6 +55,16 @@ pub struct Fact {
 }
 
 impl Fact {
+    pub(crate) fn new(offset: u64, len: u32, group: Option<u32>, inputs: u32) -> Fact {
+        Fact {
+            offset,
+            len,
+            group: group.unwrap_or(NO_GROUP),
+            inputs,
+            ..Fact::default()
+        }
+    }
+
     /// The line's group, if it is a request that takes part.
     pub fn group(&self) -> Option<usize> {
         (self.group != NO_GROUP).then_some(self.group as usize)
@@ -137,64 +145,97 @@ pub struct Plan {
     pub rejected: Vec<u64>,
 }
 
-struct Part {
-    facts: Vec<Fact>,
-    groups: Vec<Group>,
-    blank: u64,
-}
-
 impl Plan {
-    /// Read the facts of every line of `bytes` (skipping the 1-based
-    /// `rejected` lines, sorted), then cut chunks. Fails with the lines that
-    /// break a limit on their own.
+    /// Validate `bytes` (collecting facts in the same pass), leave out the
+    /// lines with errors when `skip_invalid`, then cut chunks. Returns the
+    /// validation report too (its facts moved into the plan).
     pub fn new(bytes: &[u8], cfg: &SplitConfig, rejected: Vec<u64>) -> Result<Plan, Vec<Oversize>> {
-        let ranges = chunk_ranges(bytes, 1 << 20);
-        let counts: Vec<u64> = ranges
-            .par_iter()
-            .map(|r| count_lines(&bytes[r.clone()]))
-            .collect();
-        let mut bases = Vec::with_capacity(counts.len());
-        let mut total = 0;
-        for n in counts {
-            bases.push(total);
-            total += n;
-        }
-        let parts: Vec<Part> = ranges
-            .par_iter()
-            .zip(bases)
-            .map(|(r, base)| facts_of(bytes, r.clone(), base, cfg, &rejected))
-            .collect();
-        let mut facts = Vec::with_capacity(total as usize);
-        let mut groups: Vec<Group> = Vec::new();
-        let mut index: HashMap<Group, u32> = HashMap::new();
-        let mut blank_lines = 0;
-        for part in parts {
-            let map: Vec<u32> = part
-                .groups
-                .into_iter()
-                .map(|g| {
-                    *index.entry(g.clone()).or_insert_with(|| {
-                        groups.push(g);
-                        (groups.len() - 1) as u32
-                    })
-                })
-                .collect();
-            facts.extend(part.facts.into_iter().map(|mut f| {
-                if f.group != NO_GROUP {
-                    f.group = map[f.group as usize];
-                }
-                f
-            }));
-            blank_lines += part.blank;
-        }
-        let chunks = cut(&facts, groups.len(), cfg)?;
-        Ok(Plan {
+        let mut vcfg = crate::validate::Config::for_split(cfg.profile.provider);
+        vcfg.profile = cfg.profile.clone();
+        vcfg.endpoint.clone_from(&cfg.endpoint);
+        vcfg.keep = Some(0);
+        let mut report = crate::validate::validate_bytes(bytes, &vcfg);
+        let facts = std::mem::take(&mut report.facts);
+        let groups = std::mem::take(&mut report.groups);
+        Plan::from_facts(
+            bytes,
+            cfg,
             facts,
             groups,
-            chunks,
+            report.summary.blank_lines,
+            rejected,
+        )
+    }
+
+    /// Plan from the facts a validation collected ([`crate::Config::collect_facts`]):
+    /// leave out the `rejected` lines (1-based, sorted), count tokens if
+    /// asked (once per line, in parallel), group as `cfg` says, and cut.
+    pub fn from_facts(
+        bytes: &[u8],
+        cfg: &SplitConfig,
+        mut facts: Vec<Fact>,
+        groups: Vec<Group>,
+        blank_lines: u64,
+        rejected: Vec<u64>,
+    ) -> Result<Plan, Vec<Oversize>> {
+        for &line in &rejected {
+            if let Some(f) = facts.get_mut((line - 1) as usize) {
+                f.group = NO_GROUP;
+            }
+        }
+        if cfg.count_tokens {
+            facts.par_chunks_mut(1024).for_each(|part| {
+                for f in part.iter_mut().filter(|f| f.group != NO_GROUP) {
+                    let line = &bytes[f.offset as usize..f.offset as usize + f.len as usize];
+                    let line = line.strip_suffix(b"\n").unwrap_or(line);
+                    let line = line.strip_suffix(b"\r").unwrap_or(line);
+                    let Ok(text) = std::str::from_utf8(line) else {
+                        continue;
+                    };
+                    let t = cfg.tokens.count_line(text.trim_start_matches('\u{feff}'));
+                    f.tokens = t.input.min(u32::MAX as u64) as u32;
+                    f.max_output = t.max_output.min(u32::MAX as u64) as u32;
+                }
+            });
+        }
+        let mut plan = Plan {
+            facts,
+            groups,
+            chunks: Vec::new(),
             blank_lines,
             rejected,
-        })
+        };
+        let (groups, map) = plan.regroup(cfg);
+        for f in &mut plan.facts {
+            if f.group != NO_GROUP {
+                f.group = map[f.group as usize];
+            }
+        }
+        plan.groups = groups;
+        plan.chunks = cut(&plan.facts, plan.groups.len(), cfg)?;
+        Ok(plan)
+    }
+
+    /// Groups under `cfg` (the model dropped where batches may mix models)
+    /// and the map from the current groups to them.
+    fn regroup(&self, cfg: &SplitConfig) -> (Vec<Group>, Vec<u32>) {
+        let mut index: HashMap<Group, u32> = HashMap::new();
+        let mut groups = Vec::new();
+        let map = self
+            .groups
+            .iter()
+            .map(|g| {
+                let key = Group {
+                    endpoint: g.endpoint.clone(),
+                    model: g.model.clone().filter(|_| cfg.profile.single_model),
+                };
+                *index.entry(key.clone()).or_insert_with(|| {
+                    groups.push(key);
+                    (groups.len() - 1) as u32
+                })
+            })
+            .collect();
+        (groups, map)
     }
 }
 
@@ -203,19 +244,7 @@ impl Plan {
     /// drop the model from the groups), without reading the input again:
     /// no line is tokenized twice.
     pub fn recut(&self, cfg: &SplitConfig) -> Result<Vec<ChunkPlan>, Vec<Oversize>> {
-        let mut index: HashMap<Group, u32> = HashMap::new();
-        let map: Vec<u32> = self
-            .groups
-            .iter()
-            .map(|g| {
-                let key = Group {
-                    endpoint: g.endpoint.clone(),
-                    model: g.model.clone().filter(|_| cfg.profile.single_model),
-                };
-                let next = index.len() as u32;
-                *index.entry(key).or_insert(next)
-            })
-            .collect();
+        let (groups, map) = self.regroup(cfg);
         let facts: Vec<Fact> = self
             .facts
             .iter()
@@ -224,81 +253,8 @@ impl Plan {
                 ..*f
             })
             .collect();
-        cut(&facts, index.len(), cfg)
+        cut(&facts, groups.len(), cfg)
     }
-}
-
-fn facts_of(
-    bytes: &[u8],
-    range: std::ops::Range<usize>,
-    base: u64,
-    cfg: &SplitConfig,
-    rejected: &[u64],
-) -> Part {
-    let mut part = Part {
-        facts: Vec::new(),
-        groups: Vec::new(),
-        blank: 0,
-    };
-    let mut local: HashMap<Group, u32> = HashMap::new();
-    let chunk = &bytes[range.clone()];
-    for (i, line) in Lines::new(chunk).enumerate() {
-        let number = base + i as u64 + 1;
-        let offset = range.start + line.offset;
-        let end = memchr::memchr(b'\n', &chunk[line.offset..])
-            .map_or(chunk.len(), |p| line.offset + p + 1);
-        let mut fact = Fact {
-            offset: offset as u64,
-            len: (end - line.offset).min(u32::MAX as usize) as u32,
-            group: NO_GROUP,
-            ..Fact::default()
-        };
-        let text = simdutf8::basic::from_utf8(line.bytes).ok();
-        let blank = line.bytes.iter().all(|b| matches!(b, b' ' | b'\t' | b'\r'));
-        if blank {
-            part.blank += 1;
-        } else if rejected.binary_search(&number).is_err() {
-            if let Some(text) = text {
-                let text = text.trim_start_matches('\u{feff}');
-                let view = envelope::parse_line(text).unwrap_or_default();
-                let endpoint = match cfg.profile.shape {
-                    LineShape::Full => view.url.as_ref().and_then(Text::as_str).map(str::to_owned),
-                    LineShape::IdAndBody => cfg
-                        .endpoint
-                        .clone()
-                        .or_else(|| cfg.profile.default_endpoint().map(str::to_owned)),
-                };
-                let body = match &view.body {
-                    Some(Body::Object(b)) => Some(b),
-                    _ => None,
-                };
-                let model = body
-                    .and_then(|b| b.model.as_ref())
-                    .and_then(Text::as_str)
-                    .filter(|_| cfg.profile.single_model)
-                    .map(str::to_owned);
-                fact.inputs = body
-                    .and_then(|b| b.input)
-                    .map_or(0, |i| i.count.min(u32::MAX as u64) as u32);
-                if cfg.count_tokens {
-                    let t = cfg.tokens.count_line(text);
-                    fact.tokens = t.input.min(u32::MAX as u64) as u32;
-                    fact.max_output = t.max_output.min(u32::MAX as u64) as u32;
-                }
-                let group = Group {
-                    endpoint: endpoint.unwrap_or_default(),
-                    model,
-                };
-                let next = part.groups.len() as u32;
-                fact.group = *local.entry(group.clone()).or_insert_with(|| {
-                    part.groups.push(group);
-                    next
-                });
-            }
-        }
-        part.facts.push(fact);
-    }
-    part
 }
 
 fn over(limit: Option<u64>, value: u64) -> bool {

@@ -12,7 +12,9 @@ use crate::diag::{Code, CodeCounts, Diagnostic, Severity};
 use crate::input::{self, Input, InputError, Source};
 use crate::lines::chunk_ranges;
 use crate::provider::{Limits, LineShape, Profile, Provider};
-use crate::rules::{self, ChunkOut, LineCtx, ModelTally};
+use crate::rules::{self, ChunkOut, GroupKey, LineCtx, ModelTally};
+use crate::split::{Fact, Group};
+use std::collections::HashMap;
 
 /// Diagnostics kept for printing unless told otherwise.
 pub const DEFAULT_KEEP: usize = 1000;
@@ -42,6 +44,9 @@ pub struct Config {
     pub block_size: usize,
     /// Record every line that has an error in [`Report::bad_lines`].
     pub collect_bad_lines: bool,
+    /// Record every line's facts in [`Report::facts`], for planning chunks
+    /// in the same pass.
+    pub collect_facts: bool,
 }
 
 impl Config {
@@ -57,6 +62,7 @@ impl Config {
             chunk_size: None,
             block_size: input::DEFAULT_BLOCK_SIZE,
             collect_bad_lines: false,
+            collect_facts: false,
             profile,
         }
     }
@@ -70,6 +76,7 @@ impl Config {
         cfg.single_model = false;
         cfg.limits = Limits::default();
         cfg.collect_bad_lines = true;
+        cfg.collect_facts = true;
         cfg
     }
 }
@@ -86,6 +93,11 @@ pub struct Report {
     /// 1-based numbers of the lines with errors, sorted (only with
     /// [`Config::collect_bad_lines`]).
     pub bad_lines: Vec<u64>,
+    /// One fact per line, blank ones included (only with
+    /// [`Config::collect_facts`]).
+    pub facts: Vec<Fact>,
+    /// The (endpoint, model) groups the facts refer to.
+    pub groups: Vec<Group>,
 }
 
 impl Report {
@@ -189,6 +201,9 @@ pub struct Validator<'c> {
     requests_over_at: Option<u64>,
     inputs_over_at: Option<u64>,
     bad_lines: Vec<u64>,
+    facts: Vec<Fact>,
+    groups: Vec<Group>,
+    group_index: HashMap<GroupKey, u32>,
 }
 
 impl<'c> Validator<'c> {
@@ -211,6 +226,9 @@ impl<'c> Validator<'c> {
             requests_over_at: None,
             inputs_over_at: None,
             bad_lines: Vec::new(),
+            facts: Vec::new(),
+            groups: Vec::new(),
+            group_index: HashMap::new(),
         };
         let given = cfg.endpoint.as_deref().or(cfg.profile.default_endpoint());
         if let Some(endpoint) = given {
@@ -268,6 +286,7 @@ impl<'c> Validator<'c> {
             single_model: self.cfg.single_model,
             single_endpoint: self.cfg.single_endpoint,
             collect_bad: self.cfg.collect_bad_lines,
+            collect_facts: self.cfg.collect_facts,
         };
         let threads = rayon::current_num_threads().max(1);
         let target = self
@@ -351,6 +370,26 @@ impl<'c> Validator<'c> {
             .extend(out.ids.iter().map(|e| e.shifted(line_base)));
         self.bad_lines
             .extend(out.bad_lines.iter().map(|l| l + line_base));
+        if !out.facts.is_empty() {
+            let map: Vec<u32> = out
+                .fact_groups
+                .into_iter()
+                .map(|key| {
+                    let next = self.groups.len() as u32;
+                    *self.group_index.entry(key.clone()).or_insert_with(|| {
+                        self.groups.push(Group {
+                            endpoint: key.0,
+                            model: key.1,
+                        });
+                        next
+                    })
+                })
+                .collect();
+            self.facts.extend(out.facts.iter().map(|f| {
+                let group = map.get(f.group as usize).copied();
+                Fact::new(offset_base + f.offset, f.len, group, f.inputs)
+            }));
+        }
         self.counts.merge(&out.counts);
         self.models.merge(out.models);
         self.lines += out.lines;
@@ -424,6 +463,8 @@ impl<'c> Validator<'c> {
         models.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         Report {
             bad_lines: std::mem::take(&mut self.bad_lines),
+            facts: std::mem::take(&mut self.facts),
+            groups: std::mem::take(&mut self.groups),
             diagnostics: self.diags,
             counts: self.counts,
             summary: Summary {

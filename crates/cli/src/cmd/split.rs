@@ -66,7 +66,8 @@ pub fn run(args: &SplitArgs) -> Result<Exit> {
     let mut vcfg = Config::for_split(args.rules.provider);
     vcfg.endpoint.clone_from(&args.rules.endpoint);
     vcfg.keep = (args.max_errors > 0).then_some(args.max_errors);
-    let checked = validate_bytes(bytes, &vcfg);
+    // One pass: the validation also collects what planning needs.
+    let mut checked = validate_bytes(bytes, &vcfg);
     if !checked.is_valid() && !args.skip_invalid {
         match args.format {
             Format::Json => {
@@ -97,11 +98,14 @@ pub fn run(args: &SplitArgs) -> Result<Exit> {
         args.tokens.count_tokens,
     );
     let rejected = if args.skip_invalid {
-        checked.bad_lines
+        std::mem::take(&mut checked.bad_lines)
     } else {
         Vec::new()
     };
-    let plan = match Plan::new(bytes, &cfg, rejected) {
+    let facts = std::mem::take(&mut checked.facts);
+    let groups = std::mem::take(&mut checked.groups);
+    let blank = checked.summary.blank_lines;
+    let plan = match Plan::from_facts(bytes, &cfg, facts, groups, blank, rejected) {
         Ok(plan) => plan,
         Err(oversize) => {
             print_oversize(&name, &oversize)?;
