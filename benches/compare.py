@@ -94,10 +94,20 @@ def timed(argv, stdin_path=None):
     return elapsed, hwm, anon
 
 
-def run_rounds(tools, rounds):
+def settle(out=None):
+    """Before a run that writes: remove the last run's output and flush dirty
+    pages, so that one run's writeback is not billed to the next."""
+    if out is not None:
+        shutil.rmtree(out, ignore_errors=True)
+    subprocess.run(["sync"], check=False)
+
+
+def run_rounds(tools, rounds, before=None):
     results = {name: [] for name, _, _ in tools}
     for r in range(rounds):
         for name, argv, stdin in tools:
+            if before is not None:
+                before()
             results[name].append(timed(argv, stdin))
             print(f"round {r + 1}/{rounds}: {name}: {results[name][-1][0]:.2f} s", file=sys.stderr)
     return results
@@ -176,7 +186,7 @@ def bench_merge(args):
     tools = [t for t in tools if not any(s in t[0] for s in args.skip)]
     for p in (req, out, err):
         subprocess.run(["cat", str(p)], stdout=subprocess.DEVNULL, check=True)
-    results = run_rounds(tools, args.rounds)
+    results = run_rounds(tools, args.rounds, before=settle)
     print(f"\n### merge\n\n{args.requests:,} requests; requests + shuffled output + error files:"
           f" {size / 1e6:.0f} MB; {machine()}; median of {args.rounds} interleaved rounds.\n")
     table(tools, results, size, args.requests, unit="requests")
@@ -197,7 +207,9 @@ def bench_split(args):
         ("batchkit split --dry-run", [bk, "split", str(path), "--dry-run"], None),
     ]
     subprocess.run(["cat", str(path)], stdout=subprocess.DEVNULL, check=True)
-    results = run_rounds(tools, args.rounds)
+    results = run_rounds(tools, args.rounds, before=lambda: settle(out))
+    bk_split = [bk, "split", str(path), "--out-dir", str(out)]
+    subprocess.run(bk_split, check=True, capture_output=True)
     written = sum(p.stat().st_size for p in out.glob("*.jsonl"))
     print(f"\n### split\n\nCorpus: {path.name}, {size / 1e6:.0f} MB, {lines:,} lines; {machine()};"
           f" median of {args.rounds} interleaved rounds. Chunks written: {len(list(out.glob('*.jsonl')))},"

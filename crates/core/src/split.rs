@@ -476,24 +476,36 @@ impl Plan {
         cfg: &SplitConfig,
     ) -> io::Result<Manifest> {
         std::fs::create_dir_all(dir)?;
-        let line = |i: u64| {
-            let f = &self.facts[i as usize];
-            &bytes[f.offset as usize..f.offset as usize + f.len as usize]
+        // Consecutive lines that are adjacent in the input are written as
+        // one slice: a one-group input becomes a few large writes.
+        let runs = |lines: &mut dyn Iterator<Item = u64>| -> Vec<&[u8]> {
+            let mut out: Vec<(usize, usize)> = Vec::new();
+            for i in lines {
+                let f = &self.facts[i as usize];
+                let (start, end) = (f.offset as usize, f.offset as usize + f.len as usize);
+                match out.last_mut() {
+                    Some(run) if run.1 == start => run.1 = end,
+                    _ => out.push((start, end)),
+                }
+            }
+            out.into_iter().map(|(a, b)| &bytes[a..b]).collect()
         };
         let written: Vec<(tempfile::TempPath, PathBuf, String)> = self
             .chunks
             .par_iter()
             .map(|c| {
                 let target = dir.join(self.file_name(stem, c));
-                let (tmp, sum) = write_temp(dir, c.lines.iter().map(|&i| line(i)))?;
+                let (tmp, sum) = write_temp(dir, runs(&mut c.lines.iter().copied()).into_iter())?;
                 Ok((tmp, target, sum))
             })
             .collect::<io::Result<_>>()?;
         let rejects = if self.rejected.is_empty() {
             None
         } else {
-            let line_index = |n: u64| n - 1;
-            let (tmp, _) = write_temp(dir, self.rejected.iter().map(|&n| line(line_index(n))))?;
+            let (tmp, _) = write_temp(
+                dir,
+                runs(&mut self.rejected.iter().map(|&n| n - 1)).into_iter(),
+            )?;
             Some((tmp, dir.join(format!("{stem}.rejects.jsonl"))))
         };
         let mut sums = Vec::with_capacity(written.len());

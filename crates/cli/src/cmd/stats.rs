@@ -206,7 +206,7 @@ fn print_human(s: &Stats) -> Result<()> {
         )?,
     }
     if let Some(c) = &s.cost_usd {
-        let usd = |v: Option<f64>| v.map_or("n/a".to_owned(), |v| format!("${v:.2}"));
+        let usd = |v: Option<f64>| v.map_or("n/a".to_owned(), |v| format!("${v:.4}"));
         writeln!(
             out,
             "  cost: input {} + output at most {} = at most {}",
