@@ -147,24 +147,23 @@ pub struct Plan {
 
 impl Plan {
     /// Validate `bytes` (collecting facts in the same pass), leave out the
-    /// lines with errors when `skip_invalid`, then cut chunks. Returns the
-    /// validation report too (its facts moved into the plan).
-    pub fn new(bytes: &[u8], cfg: &SplitConfig, rejected: Vec<u64>) -> Result<Plan, Vec<Oversize>> {
+    /// `rejected` lines (1-based, sorted), then cut chunks. `progress` is
+    /// called with bytes done, by the validation and by token counting.
+    pub fn new(
+        bytes: &[u8],
+        cfg: &SplitConfig,
+        rejected: Vec<u64>,
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<Plan, Vec<Oversize>> {
         let mut vcfg = crate::validate::Config::for_split(cfg.profile.provider);
         vcfg.profile = cfg.profile.clone();
         vcfg.endpoint.clone_from(&cfg.endpoint);
         vcfg.keep = Some(0);
-        let mut report = crate::validate::validate_bytes(bytes, &vcfg);
+        let mut report = crate::validate::validate_bytes_with_progress(bytes, &vcfg, progress);
         let facts = std::mem::take(&mut report.facts);
         let groups = std::mem::take(&mut report.groups);
-        Plan::from_facts(
-            bytes,
-            cfg,
-            facts,
-            groups,
-            report.summary.blank_lines,
-            rejected,
-        )
+        let blank = report.summary.blank_lines;
+        Plan::from_facts(bytes, cfg, facts, groups, blank, rejected, progress)
     }
 
     /// Plan from the facts a validation collected ([`crate::Config::collect_facts`]):
@@ -177,6 +176,7 @@ impl Plan {
         groups: Vec<Group>,
         blank_lines: u64,
         rejected: Vec<u64>,
+        progress: &(dyn Fn(u64) + Sync),
     ) -> Result<Plan, Vec<Oversize>> {
         for &line in &rejected {
             if let Some(f) = facts.get_mut((line - 1) as usize) {
@@ -196,6 +196,7 @@ impl Plan {
                     f.tokens = t.input.min(u32::MAX as u64) as u32;
                     f.max_output = t.max_output.min(u32::MAX as u64) as u32;
                 }
+                progress(part.iter().map(|f| f.len as u64).sum());
             });
         }
         let mut plan = Plan {
@@ -474,6 +475,7 @@ impl Plan {
         input: &str,
         stem: &str,
         cfg: &SplitConfig,
+        progress: &(dyn Fn(u64) + Sync),
     ) -> io::Result<Manifest> {
         std::fs::create_dir_all(dir)?;
         // Consecutive lines that are adjacent in the input are written as
@@ -496,6 +498,7 @@ impl Plan {
             .map(|c| {
                 let target = dir.join(self.file_name(stem, c));
                 let (tmp, sum) = write_temp(dir, runs(&mut c.lines.iter().copied()).into_iter())?;
+                progress(c.bytes);
                 Ok((tmp, target, sum))
             })
             .collect::<io::Result<_>>()?;
@@ -594,6 +597,7 @@ mod tests {
                 ..Limits::default()
             }),
             vec![],
+            &|_| {},
         )
         .expect("plan");
         assert_eq!(plan.groups.len(), 2);
@@ -616,6 +620,7 @@ mod tests {
                 ..Limits::default()
             }),
             vec![],
+            &|_| {},
         )
         .err()
         .expect("oversize");

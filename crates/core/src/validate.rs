@@ -175,8 +175,20 @@ pub fn validate(
 
 /// Validate bytes held in memory.
 pub fn validate_bytes(bytes: &[u8], cfg: &Config) -> Report {
+    validate_bytes_with_progress(bytes, cfg, &|_| {})
+}
+
+/// Validate bytes held in memory, calling `progress` with the bytes done
+/// after each chunk (from any thread).
+pub fn validate_bytes_with_progress(
+    bytes: &[u8],
+    cfg: &Config,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Report {
     let mut v = Validator::new(cfg);
-    v.feed(bytes, &|_| {});
+    for block in chunk_ranges(bytes, MAPPED_BLOCK) {
+        v.feed(&bytes[block], progress);
+    }
     v.finish()
 }
 

@@ -71,7 +71,7 @@ proptest! {
         }
         let bytes = text.as_bytes();
         // Limits at least as large as the largest line, so every line fits.
-        let probe = Plan::new(bytes, &config(Limits::default(), None), vec![]).unwrap();
+        let probe = Plan::new(bytes, &config(Limits::default(), None), vec![], &|_| {}).unwrap();
         let biggest = |f: fn(&batchkit_core::split::Fact) -> u64| probe.facts.iter().map(f).max().unwrap_or(0);
         let limits = Limits {
             max_requests: Some(max_requests),
@@ -80,9 +80,9 @@ proptest! {
         };
         let token_limit = biggest(|f| f.tokens as u64) + token_slack;
         let cfg = config(limits, Some(token_limit));
-        let plan = Plan::new(bytes, &cfg, vec![]).unwrap();
+        let plan = Plan::new(bytes, &cfg, vec![], &|_| {}).unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let manifest = plan.write(bytes, dir.path(), "in.jsonl", "in", &cfg).unwrap();
+        let manifest = plan.write(bytes, dir.path(), "in.jsonl", "in", &cfg, &|_| {}).unwrap();
 
         let mut rebuilt = Vec::new();
         for c in &manifest.chunks {
@@ -126,10 +126,10 @@ fn skip_invalid_loses_no_line() {
         },
         None,
     );
-    let plan = Plan::new(text.as_bytes(), &cfg, checked.bad_lines).unwrap();
+    let plan = Plan::new(text.as_bytes(), &cfg, checked.bad_lines, &|_| {}).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let manifest = plan
-        .write(text.as_bytes(), dir.path(), "in.jsonl", "in", &cfg)
+        .write(text.as_bytes(), dir.path(), "in.jsonl", "in", &cfg, &|_| {})
         .unwrap();
     let mut seen: BTreeMap<String, usize> = BTreeMap::new();
     let mut files: Vec<String> = manifest.chunks.iter().map(|c| c.path.clone()).collect();

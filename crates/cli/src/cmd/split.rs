@@ -6,10 +6,12 @@ use std::path::Path;
 use anstyle::{AnsiColor, Style};
 use anyhow::{Context, Result};
 use batchkit_core::split::{Oversize, Plan};
-use batchkit_core::{Config, Input, validate_bytes};
+use batchkit_core::validate::validate_bytes_with_progress;
+use batchkit_core::{Config, Input};
 
 use crate::cli::{Format, SplitArgs};
 use crate::exit::Exit;
+use crate::progress;
 use crate::report::{self, thousands};
 
 const BOLD: Style = Style::new().bold();
@@ -67,7 +69,9 @@ pub fn run(args: &SplitArgs) -> Result<Exit> {
     vcfg.endpoint.clone_from(&args.rules.endpoint);
     vcfg.keep = (args.max_errors > 0).then_some(args.max_errors);
     // One pass: the validation also collects what planning needs.
-    let mut checked = validate_bytes(bytes, &vcfg);
+    let bar = progress::bytes_bar(Some(bytes.len() as u64), "checking");
+    let mut checked = validate_bytes_with_progress(bytes, &vcfg, &|n| bar.inc(n));
+    bar.finish_and_clear();
     if !checked.is_valid() && !args.skip_invalid {
         match args.format {
             Format::Json => {
@@ -105,7 +109,15 @@ pub fn run(args: &SplitArgs) -> Result<Exit> {
     let facts = std::mem::take(&mut checked.facts);
     let groups = std::mem::take(&mut checked.groups);
     let blank = checked.summary.blank_lines;
-    let plan = match Plan::from_facts(bytes, &cfg, facts, groups, blank, rejected) {
+    let bar = progress::bytes_bar(Some(bytes.len() as u64), "counting tokens");
+    let tick = |n| {
+        if cfg.count_tokens {
+            bar.inc(n)
+        }
+    };
+    let planned = Plan::from_facts(bytes, &cfg, facts, groups, blank, rejected, &tick);
+    bar.finish_and_clear();
+    let plan = match planned {
         Ok(plan) => plan,
         Err(oversize) => {
             print_oversize(&name, &oversize)?;
@@ -114,12 +126,14 @@ pub fn run(args: &SplitArgs) -> Result<Exit> {
     };
     let stem = stem(&name);
     let input_name = name.display().to_string();
+    let writing = progress::bytes_bar(Some(bytes.len() as u64), "writing chunks");
     let manifest = match (&args.out_dir, args.dry_run) {
         (Some(dir), false) => plan
-            .write(bytes, dir, &input_name, &stem, &cfg)
+            .write(bytes, dir, &input_name, &stem, &cfg, &|n| writing.inc(n))
             .with_context(|| format!("cannot write chunks to {}", dir.display()))?,
         _ => plan.manifest(&input_name, &stem, &cfg, None),
     };
+    writing.finish_and_clear();
     match args.format {
         Format::Json => {
             let mut out = anstream::stdout().lock();

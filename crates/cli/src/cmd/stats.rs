@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use crate::cli::{Format, StatsArgs};
 use crate::exit::Exit;
+use crate::progress;
 use crate::report::thousands;
 
 #[derive(Serialize)]
@@ -78,8 +79,12 @@ pub fn run(args: &StatsArgs) -> Result<Exit> {
     by_model.profile.single_model = true;
     by_model.limits = Default::default();
     by_model.max_tokens = None;
-    let plan = Plan::new(bytes, &by_model, Vec::new())
-        .map_err(|_| anyhow::anyhow!("a plan without limits cannot have oversize lines"))?;
+    // Validation and token counting each pass over the bytes once.
+    let bar = progress::bytes_bar(Some(2 * bytes.len() as u64), "counting");
+    let plan = Plan::new(bytes, &by_model, Vec::new(), &|n| bar.inc(n));
+    bar.finish_and_clear();
+    let plan =
+        plan.map_err(|_| anyhow::anyhow!("a plan without limits cannot have oversize lines"))?;
     let chunks = plan.recut(&cfg).ok().map(|c| c.len() as u64);
     let mut groups: Vec<GroupStats> = plan
         .groups
