@@ -1,9 +1,12 @@
-//! Criterion benchmarks of the validator's hot paths, on deterministic
-//! corpora, reported as bytes per second.
+//! Criterion benchmarks of the hot paths (validation, line parsing,
+//! duplicate detection, split planning, token counting) on deterministic
+//! corpora, reported as bytes (or ids) per second.
 
 use batchkit_benches::{Shape, corpus};
 use batchkit_core::dedup::{IdEntry, find_repeats};
 use batchkit_core::envelope::parse_line;
+use batchkit_core::split::{Plan, SplitConfig};
+use batchkit_core::tokens::TokenCounter;
 use batchkit_core::{Config, Provider, validate_bytes};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 
@@ -64,5 +67,50 @@ fn dedup(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, validate, parse, dedup);
+fn split_config(count_tokens: bool) -> SplitConfig {
+    let profile = Provider::OpenAi.profile();
+    SplitConfig {
+        limits: profile.limits,
+        profile,
+        max_tokens: None,
+        endpoint: None,
+        tokens: TokenCounter { forced: None },
+        count_tokens,
+    }
+}
+
+fn split(c: &mut Criterion) {
+    let data = corpus(42, Shape::Chat, CORPUS_BYTES);
+    let mut g = c.benchmark_group("split");
+    g.throughput(Throughput::Bytes(data.len() as u64));
+    g.sample_size(10);
+    let cfg = split_config(false);
+    g.bench_function("plan/chat", |b| {
+        b.iter(|| Plan::new(&data, &cfg, Vec::new(), &|_| {}).map(|p| p.chunks.len()))
+    });
+    g.finish();
+}
+
+fn tokens(c: &mut Criterion) {
+    let data = corpus(42, Shape::Chat, 4 << 20);
+    let text = std::str::from_utf8(&data).unwrap_or_default();
+    let counter = TokenCounter { forced: None };
+    let mut g = c.benchmark_group("tokens");
+    g.throughput(Throughput::Bytes(data.len() as u64));
+    g.sample_size(10);
+    g.bench_function("count_line/chat/one_thread", |b| {
+        b.iter(|| {
+            text.lines()
+                .map(|l| counter.count_line(l).input)
+                .sum::<u64>()
+        })
+    });
+    let cfg = split_config(true);
+    g.bench_function("plan_with_tokens/chat/all_threads", |b| {
+        b.iter(|| Plan::new(&data, &cfg, Vec::new(), &|_| {}).map(|p| p.chunks.len()))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, validate, parse, dedup, split, tokens);
 criterion_main!(benches);
