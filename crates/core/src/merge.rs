@@ -359,6 +359,31 @@ impl Tally {
     }
 }
 
+/// The first `keep` items pushed, and a count of the rest.
+struct Capped<T> {
+    keep: usize,
+    kept: Vec<T>,
+    extra: u64,
+}
+
+impl<T> Capped<T> {
+    fn new(keep: usize) -> Self {
+        Capped {
+            keep,
+            kept: Vec::new(),
+            extra: 0,
+        }
+    }
+
+    fn push(&mut self, item: T) {
+        if self.kept.len() < self.keep {
+            self.kept.push(item);
+        } else {
+            self.extra += 1;
+        }
+    }
+}
+
 /// Index every non-blank line of `side`, in parallel windows of chunks:
 /// `per_line(line, line index, byte offset)` gives the line's key, or a
 /// problem (and perhaps a key anyway). Keys are appended in input order;
@@ -453,8 +478,7 @@ impl Merge {
         // One entry per line at most: reserving it all keeps the vector from
         // doubling (untouched capacity costs no memory).
         let mut keys = Vec::with_capacity(self.inputs.iter().map(|s| s.lines as usize).sum());
-        let mut bad_lines = Vec::new();
-        let mut uncounted = 0u64;
+        let mut bad_lines = Capped::new(cfg.keep);
         for (f, side) in self.inputs.iter().enumerate() {
             index_side(
                 side,
@@ -464,17 +488,11 @@ impl Merge {
                         .map(|id| Key::new(&id, ((f as u64) << 48) | index))
                         .map_err(|e| (None, e))
                 },
-                |line, e| {
-                    // Keep only what the report can show; count the rest.
-                    if bad_lines.len() < cfg.keep {
-                        bad_lines.push((f, line, e));
-                    } else {
-                        uncounted += 1;
-                    }
-                },
+                |line, e| bad_lines.push((f, line, e)),
             );
         }
-        for (f, line, e) in bad_lines {
+        let uncounted = bad_lines.extra;
+        for (f, line, e) in bad_lines.kept {
             let file = self.inputs[f].name.clone();
             let p = move || Problem {
                 kind: ProblemKind::BadInputLine,
@@ -526,8 +544,7 @@ impl Merge {
 
     fn index_results(&mut self, cfg: &MergeConfig) -> Vec<Key> {
         let mut keys = Vec::with_capacity(self.result_lines as usize);
-        let mut bad_lines = Vec::new();
-        let mut uncounted = 0u64;
+        let mut bad_lines = Capped::new(cfg.keep);
         for (f, side) in self.results.iter().enumerate() {
             index_side(
                 side,
@@ -545,17 +562,11 @@ impl Merge {
                         Err((salvaged, b))
                     }
                 },
-                |line, b| {
-                    // Keep only what the report can show; count the rest.
-                    if bad_lines.len() < cfg.keep {
-                        bad_lines.push((f, line, b));
-                    } else {
-                        uncounted += 1;
-                    }
-                },
+                |line, b| bad_lines.push((f, line, b)),
             );
         }
-        for (f, line, b) in bad_lines {
+        let uncounted = bad_lines.extra;
+        for (f, line, b) in bad_lines.kept {
             let file = self.results[f].name.clone();
             let p = move || {
                 let note = if b.custom_id.is_some() {
