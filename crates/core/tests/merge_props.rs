@@ -225,3 +225,28 @@ fn duplicate_input_ids_refuse_the_merge() {
         other => panic!("expected InvalidInput, got {:?}", other.map(|_| ())),
     }
 }
+
+#[test]
+fn problems_past_the_cap_are_still_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    std::fs::write(&input, "{\"custom_id\":\"a\",\"body\":{}}\n").unwrap();
+    let results = dir.path().join("out.jsonl");
+    std::fs::write(&results, "not json\n".repeat(5)).unwrap();
+    let cfg = MergeConfig {
+        keep: 2,
+        ..MergeConfig::default()
+    };
+    let merge = Merge::new(&[input.clone()], &[results], &cfg).unwrap();
+    assert_eq!(merge.problems().len(), 2);
+    let counts = merge.problem_counts();
+    assert_eq!(counts[&batchkit_core::merge::ProblemKind::BadResultLine], 5);
+
+    std::fs::write(&input, "[1]\n".repeat(5)).unwrap();
+    match Merge::new(&[input], &[], &cfg) {
+        Err(batchkit_core::merge::MergeError::InvalidInput { problems, count }) => {
+            assert_eq!((problems.len(), count), (2, 5));
+        }
+        other => panic!("expected InvalidInput, got {:?}", other.map(|_| ())),
+    }
+}
