@@ -237,7 +237,7 @@ fn problems_past_the_cap_are_still_counted() {
         keep: 2,
         ..MergeConfig::default()
     };
-    let merge = Merge::new(&[input.clone()], &[results], &cfg).unwrap();
+    let merge = Merge::new(std::slice::from_ref(&input), &[results], &cfg).unwrap();
     assert_eq!(merge.problems().len(), 2);
     let counts = merge.problem_counts();
     assert_eq!(counts[&batchkit_core::merge::ProblemKind::BadResultLine], 5);
