@@ -211,7 +211,16 @@ fn print_human(s: &Stats) -> Result<()> {
         )?,
     }
     if let Some(c) = &s.cost_usd {
-        let usd = |v: Option<f64>| v.map_or("n/a".to_owned(), |v| format!("${v:.4}"));
+        // Cents for real sums; more digits where a small file costs a fraction of one.
+        let usd = |v: Option<f64>| {
+            v.map_or("n/a".to_owned(), |v| {
+                if v >= 1.0 {
+                    format!("${v:.2}")
+                } else {
+                    format!("${v:.6}")
+                }
+            })
+        };
         writeln!(
             out,
             "  cost: input {} + output at most {} = at most {}",
