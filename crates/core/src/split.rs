@@ -287,6 +287,14 @@ fn cut(facts: &[Fact], groups: usize, cfg: &SplitConfig) -> Result<Vec<ChunkPlan
                 l.max_embedding_inputs,
             ),
         ];
+        if f.len == u32::MAX {
+            // Lengths are kept in 32 bits; a longer line cannot be copied whole.
+            oversize.push(Oversize {
+                line: i as u64 + 1,
+                what: "this line is 4 GiB or longer; batchkit cannot split it".to_owned(),
+            });
+            continue;
+        }
         if let Some((_, what, n, max)) = alone.iter().find(|a| a.0) {
             oversize.push(Oversize {
                 line: i as u64 + 1,

@@ -250,3 +250,43 @@ fn problems_past_the_cap_are_still_counted() {
         other => panic!("expected InvalidInput, got {:?}", other.map(|_| ())),
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Whatever bytes the result files hold, merging never panics and still
+    /// accounts for every request exactly once.
+    #[test]
+    fn arbitrary_result_bytes_never_lose_a_request(
+        noise in proptest::collection::vec(any::<u8>(), 0..3000),
+        fragments in proptest::collection::vec(0usize..6, 0..30),
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("in.jsonl");
+        let ids: Vec<String> = (0..6).map(|i| format!("id-{i}")).collect();
+        let text: String = ids.iter().map(|id| format!("{{\"custom_id\":\"{id}\",\"body\":{{}}}}\n")).collect();
+        std::fs::write(&input, text).unwrap();
+        // Real result lines cut at random places, mixed with random bytes.
+        let mut results = noise.clone();
+        for (k, &f) in fragments.iter().enumerate() {
+            let line = result_line(&ids[f], [Fate::Ok, Fate::Expired, Fate::VllmError][k % 3]).unwrap();
+            let cut = (k * 37) % (line.len() + 1);
+            results.extend_from_slice(&line.as_bytes()[..if k % 2 == 0 { line.len() } else { cut }]);
+            results.push(b'\n');
+        }
+        let res = dir.path().join("res.jsonl");
+        std::fs::write(&res, &results).unwrap();
+        let merge = Merge::new(&[input], &[res], &MergeConfig::default()).unwrap();
+        let mut out = Vec::new();
+        let tally = merge
+            .write(&mut out, false, &|r, buf| { MergedLine::default().render(r, buf); true }, &|_| {})
+            .unwrap();
+        prop_assert_eq!(tally.total(), 6);
+        let got: Vec<String> = out
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_slice::<serde_json::Value>(l).unwrap()["custom_id"].as_str().unwrap().to_owned())
+            .collect();
+        prop_assert_eq!(got, ids);
+    }
+}
