@@ -76,6 +76,12 @@ impl<'a> Iterator for Lines<'a> {
     }
 }
 
+/// Whether a line (without its ending) is empty or only spaces, tabs and
+/// carriage returns: the services skip such lines.
+pub fn is_blank(line: &[u8]) -> bool {
+    line.iter().all(|b| matches!(b, b' ' | b'\t' | b'\r'))
+}
+
 /// Number of lines in `buf`, counted as [`Lines`] counts them.
 pub fn count_lines(buf: &[u8]) -> u64 {
     let newlines = memchr::memchr_iter(b'\n', buf).count() as u64;

@@ -19,7 +19,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::input::{Input, InputError, Mapped};
-use crate::lines::{Lines, chunk_ranges, count_lines};
+use crate::lines::{Lines, chunk_ranges, count_lines, is_blank};
 use crate::results::{self, BadResult, Outcome, Status};
 
 const CHUNK: usize = 1 << 20;
@@ -272,10 +272,6 @@ fn classify_bytes(line: &[u8]) -> Result<Outcome<'_>, BadResult> {
             custom_id: None,
         })
         .and_then(results::classify)
-}
-
-fn is_blank(line: &[u8]) -> bool {
-    line.iter().all(|b| matches!(b, b' ' | b'\t' | b'\r'))
 }
 
 /// Results joined to their requests, ready to be written.
@@ -850,11 +846,6 @@ impl Merge {
             Ok(o) => (o.status, Some(o), None),
             Err(b) => (Status::Failed, None, Some(b)),
         }
-    }
-
-    /// The input files, in the order given.
-    pub fn input_names(&self) -> Vec<&Path> {
-        self.inputs.iter().map(|s| s.name.as_path()).collect()
     }
 
     /// Total bytes of the inputs (for progress bars).

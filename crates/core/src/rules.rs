@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use crate::dedup::IdEntry;
 use crate::diag::{Code, CodeCounts, Diagnostic, excerpt};
 use crate::envelope::{self, Body, BodyView, Kind, MessageProblem, Messages, Text};
+use crate::lines::is_blank;
 use crate::provider::{EndpointKind, LineShape, Profile};
 
 const EXCERPT_WIDTH: usize = 72;
@@ -154,10 +155,6 @@ impl<'a> Pos<'a> {
     fn at(self, column: usize) -> Pos<'a> {
         Pos { column, ..self }
     }
-}
-
-fn is_blank(line: &[u8]) -> bool {
-    line.iter().all(|b| matches!(b, b' ' | b'\t' | b'\r'))
 }
 
 /// Check every line of `chunk`. `starts_file` says whether the chunk's first

@@ -37,6 +37,17 @@ pub struct SplitConfig {
     pub count_tokens: bool,
 }
 
+impl SplitConfig {
+    /// The validation a split runs first: `validate`'s per-line rules for
+    /// this provider and endpoint, collecting the facts planning needs.
+    pub fn validation(&self) -> crate::validate::Config {
+        let mut v = crate::validate::Config::for_split(self.profile.provider);
+        v.profile = self.profile.clone();
+        v.endpoint.clone_from(&self.endpoint);
+        v
+    }
+}
+
 /// One request line, as planning sees it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Fact {
@@ -155,9 +166,7 @@ impl Plan {
         rejected: Vec<u64>,
         progress: &(dyn Fn(u64) + Sync),
     ) -> Result<Plan, Vec<Oversize>> {
-        let mut vcfg = crate::validate::Config::for_split(cfg.profile.provider);
-        vcfg.profile = cfg.profile.clone();
-        vcfg.endpoint.clone_from(&cfg.endpoint);
+        let mut vcfg = cfg.validation();
         vcfg.keep = Some(0);
         let mut report = crate::validate::validate_bytes_with_progress(bytes, &vcfg, progress);
         let facts = std::mem::take(&mut report.facts);

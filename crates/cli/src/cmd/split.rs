@@ -5,9 +5,9 @@ use std::path::Path;
 
 use anstyle::{AnsiColor, Style};
 use anyhow::{Context, Result};
+use batchkit_core::Input;
 use batchkit_core::split::{Oversize, Plan};
 use batchkit_core::validate::validate_bytes_with_progress;
-use batchkit_core::{Config, Input};
 
 use crate::cli::{Format, SplitArgs};
 use crate::exit::Exit;
@@ -65,8 +65,12 @@ pub fn run(args: &SplitArgs) -> Result<Exit> {
     let mapped = input.into_mapped()?;
     let bytes = mapped.bytes();
 
-    let mut vcfg = Config::for_split(args.rules.provider);
-    vcfg.endpoint.clone_from(&args.rules.endpoint);
+    let cfg = args.rules.to_split_config(
+        args.tokens.max_tokens,
+        args.tokens.encoding,
+        args.tokens.count_tokens,
+    );
+    let mut vcfg = cfg.validation();
     vcfg.keep = (args.max_errors > 0).then_some(args.max_errors);
     // One pass: the validation also collects what planning needs.
     let bar = progress::bytes_bar(Some(bytes.len() as u64), "checking");
@@ -96,11 +100,6 @@ pub fn run(args: &SplitArgs) -> Result<Exit> {
         )?;
         return Ok(Exit::Invalid);
     }
-    let cfg = args.rules.to_split_config(
-        args.tokens.max_tokens,
-        args.tokens.encoding,
-        args.tokens.count_tokens,
-    );
     let rejected = if args.skip_invalid {
         std::mem::take(&mut checked.bad_lines)
     } else {
