@@ -96,6 +96,12 @@ pub struct SplitArgs {
     #[arg(long)]
     pub dry_run: bool,
 
+    /// Write chunks through the page cache instead of straight to disk
+    /// (direct I/O, the default where the file system supports it). May
+    /// return sooner on slow disks, at the cost of memory.
+    #[arg(long)]
+    pub buffered: bool,
+
     /// Print at most N diagnostics (all are counted); 0 prints all.
     #[arg(long, value_name = "N", default_value_t = batchkit_core::validate::DEFAULT_KEEP)]
     pub max_errors: usize,

@@ -8,15 +8,21 @@
 //! temporary names and renamed only when all are complete.
 
 use std::collections::HashMap;
-use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::io;
+use std::path::Path;
 
 use rayon::prelude::*;
 use serde::Serialize;
-use sha2::{Digest, Sha256};
+use tempfile::TempPath;
 
 use crate::provider::{Limits, Profile};
 use crate::tokens::TokenCounter;
+
+mod chunkfile;
+mod stream;
+
+use chunkfile::{ChunkFile, Stage};
+pub use stream::{OnePass, Staged, validate_and_write};
 
 const NO_GROUP: u32 = u32::MAX;
 
@@ -181,7 +187,33 @@ impl Plan {
     pub fn from_facts(
         bytes: &[u8],
         cfg: &SplitConfig,
+        facts: Vec<Fact>,
+        groups: Vec<Group>,
+        blank_lines: u64,
+        rejected: Vec<u64>,
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<Plan, Vec<Oversize>> {
+        Plan::from_partly_counted(
+            bytes,
+            cfg,
+            facts,
+            0,
+            groups,
+            blank_lines,
+            rejected,
+            progress,
+        )
+    }
+
+    /// As [`Plan::from_facts`], where the first `counted` facts already
+    /// have their tokens (from [`validate_and_write`]): no line is
+    /// tokenized twice.
+    #[allow(clippy::too_many_arguments)]
+    pub fn from_partly_counted(
+        bytes: &[u8],
+        cfg: &SplitConfig,
         mut facts: Vec<Fact>,
+        counted: usize,
         groups: Vec<Group>,
         blank_lines: u64,
         rejected: Vec<u64>,
@@ -193,20 +225,8 @@ impl Plan {
             }
         }
         if cfg.count_tokens {
-            facts.par_chunks_mut(1024).for_each(|part| {
-                for f in part.iter_mut().filter(|f| f.group != NO_GROUP) {
-                    let line = &bytes[f.offset as usize..f.offset as usize + f.len as usize];
-                    let line = line.strip_suffix(b"\n").unwrap_or(line);
-                    let line = line.strip_suffix(b"\r").unwrap_or(line);
-                    let Ok(text) = std::str::from_utf8(line) else {
-                        continue;
-                    };
-                    let t = cfg.tokens.count_line(text.trim_start_matches('\u{feff}'));
-                    f.tokens = t.input.min(u32::MAX as u64) as u32;
-                    f.max_output = t.max_output.min(u32::MAX as u64) as u32;
-                }
-                progress(part.iter().map(|f| f.len as u64).sum());
-            });
+            let from = counted.min(facts.len());
+            count_tokens(bytes, cfg, &mut facts[from..], progress);
         }
         let mut plan = Plan {
             facts,
@@ -215,37 +235,75 @@ impl Plan {
             blank_lines,
             rejected,
         };
-        let (groups, map) = plan.regroup(cfg);
+        let mut regroup = Regroup::default();
         for f in &mut plan.facts {
             if f.group != NO_GROUP {
-                f.group = map[f.group as usize];
+                f.group = regroup.map(&plan.groups, f.group, cfg);
             }
         }
-        plan.groups = groups;
-        plan.chunks = cut(&plan.facts, plan.groups.len(), cfg)?;
+        plan.groups = regroup.groups;
+        plan.chunks = cut(&plan.facts, cfg)?;
         Ok(plan)
     }
+}
 
-    /// Groups under `cfg` (the model dropped where batches may mix models)
-    /// and the map from the current groups to them.
-    fn regroup(&self, cfg: &SplitConfig) -> (Vec<Group>, Vec<u32>) {
-        let mut index: HashMap<Group, u32> = HashMap::new();
-        let mut groups = Vec::new();
-        let map = self
-            .groups
-            .iter()
-            .map(|g| {
-                let key = Group {
-                    endpoint: g.endpoint.clone(),
-                    model: g.model.clone().filter(|_| cfg.profile.single_model),
-                };
-                *index.entry(key.clone()).or_insert_with(|| {
-                    groups.push(key);
-                    (groups.len() - 1) as u32
-                })
-            })
-            .collect();
-        (groups, map)
+/// Estimate the input tokens of each fact's line that takes part, in
+/// parallel; `progress` is called with the bytes counted.
+pub fn count_tokens(
+    bytes: &[u8],
+    cfg: &SplitConfig,
+    facts: &mut [Fact],
+    progress: &(dyn Fn(u64) + Sync),
+) {
+    facts.par_chunks_mut(1024).for_each(|part| {
+        for f in part.iter_mut().filter(|f| f.group != NO_GROUP) {
+            let Some(line) = bytes.get(f.offset as usize..f.offset as usize + f.len as usize)
+            else {
+                continue;
+            };
+            let line = line.strip_suffix(b"\n").unwrap_or(line);
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            let Ok(text) = std::str::from_utf8(line) else {
+                continue;
+            };
+            let t = cfg.tokens.count_line(text.trim_start_matches('\u{feff}'));
+            f.tokens = t.input.min(u32::MAX as u64) as u32;
+            f.max_output = t.max_output.min(u32::MAX as u64) as u32;
+        }
+        progress(part.iter().map(|f| f.len as u64).sum());
+    });
+}
+
+/// From a validation's (endpoint, model) groups to the groups chunks are
+/// cut by: the model is dropped where batches may mix models. Built as
+/// groups appear, so that it works while the input is still being read.
+#[derive(Default)]
+struct Regroup {
+    index: HashMap<Group, u32>,
+    groups: Vec<Group>,
+    /// Validation group -> chunk group, for those seen so far.
+    map: Vec<u32>,
+}
+
+impl Regroup {
+    /// The chunk group of validation group `g` (an index into `from`).
+    fn map(&mut self, from: &[Group], g: u32, cfg: &SplitConfig) -> u32 {
+        while self.map.len() <= g as usize {
+            let Some(v) = from.get(self.map.len()) else {
+                return NO_GROUP;
+            };
+            let key = Group {
+                endpoint: v.endpoint.clone(),
+                model: v.model.clone().filter(|_| cfg.profile.single_model),
+            };
+            let next = self.groups.len() as u32;
+            let id = *self.index.entry(key.clone()).or_insert_with(|| {
+                self.groups.push(key);
+                next
+            });
+            self.map.push(id);
+        }
+        self.map[g as usize]
     }
 }
 
@@ -254,16 +312,18 @@ impl Plan {
     /// drop the model from the groups), without reading the input again:
     /// no line is tokenized twice.
     pub fn recut(&self, cfg: &SplitConfig) -> Result<Vec<ChunkPlan>, Vec<Oversize>> {
-        let (groups, map) = self.regroup(cfg);
+        let mut regroup = Regroup::default();
         let facts: Vec<Fact> = self
             .facts
             .iter()
             .map(|f| Fact {
-                group: f.group().map_or(NO_GROUP, |g| map[g]),
+                group: f
+                    .group()
+                    .map_or(NO_GROUP, |g| regroup.map(&self.groups, g as u32, cfg)),
                 ..*f
             })
             .collect();
-        cut(&facts, groups.len(), cfg)
+        cut(&facts, cfg)
     }
 }
 
@@ -272,15 +332,59 @@ fn over(limit: Option<u64>, value: u64) -> bool {
 }
 
 /// Greedy cut, in input order within each group.
-fn cut(facts: &[Fact], groups: usize, cfg: &SplitConfig) -> Result<Vec<ChunkPlan>, Vec<Oversize>> {
-    let l = &cfg.limits;
-    let mut chunks: Vec<ChunkPlan> = Vec::new();
-    let mut open: Vec<Option<usize>> = vec![None; groups];
-    let mut numbers = vec![0usize; groups];
-    let mut oversize = Vec::new();
+fn cut(facts: &[Fact], cfg: &SplitConfig) -> Result<Vec<ChunkPlan>, Vec<Oversize>> {
+    let mut cutter = Cutter::new(cfg);
     for (i, f) in facts.iter().enumerate() {
-        let Some(g) = f.group() else { continue };
+        cutter.push(i, f);
+    }
+    cutter.finish().map(|(chunks, _)| chunks)
+}
+
+/// Where [`Cutter::push`] put a line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Placed {
+    /// The chunk (in order of creation) the line went into.
+    chunk: usize,
+    /// The chunk of the same group that this line closed, if it opened a
+    /// new one.
+    closed: Option<usize>,
+}
+
+/// The greedy cut, one line at a time: a line joins its group's open chunk
+/// unless that would break a limit, in which case it opens the next one.
+struct Cutter<'c> {
+    cfg: &'c SplitConfig,
+    /// In order of creation.
+    chunks: Vec<ChunkPlan>,
+    /// Each group's open chunk.
+    open: Vec<Option<usize>>,
+    oversize: Vec<Oversize>,
+}
+
+impl<'c> Cutter<'c> {
+    fn new(cfg: &'c SplitConfig) -> Self {
+        Cutter {
+            cfg,
+            chunks: Vec::new(),
+            open: Vec::new(),
+            oversize: Vec::new(),
+        }
+    }
+
+    /// Place line `i` (0-based); `None` for lines that take no part and
+    /// for lines that break a limit alone (kept for [`Cutter::finish`]).
+    fn push(&mut self, i: usize, f: &Fact) -> Option<Placed> {
+        let g = f.group()?;
+        let (l, cfg) = (&self.cfg.limits, self.cfg);
         let (bytes, tokens, inputs) = (f.len as u64, f.tokens as u64, f.inputs as u64);
+        if f.len == u32::MAX {
+            // Lengths are kept in 32 bits; a longer line cannot be copied whole.
+            self.oversize.push(Oversize {
+                line: i as u64 + 1,
+                what: "this line is 4 GiB or longer; batchkit cannot split it".to_owned(),
+            });
+            return None;
+        }
         let alone = [
             (over(l.max_bytes, bytes), "bytes", bytes, l.max_bytes),
             (
@@ -296,52 +400,70 @@ fn cut(facts: &[Fact], groups: usize, cfg: &SplitConfig) -> Result<Vec<ChunkPlan
                 l.max_embedding_inputs,
             ),
         ];
-        if f.len == u32::MAX {
-            // Lengths are kept in 32 bits; a longer line cannot be copied whole.
-            oversize.push(Oversize {
-                line: i as u64 + 1,
-                what: "this line is 4 GiB or longer; batchkit cannot split it".to_owned(),
-            });
-            continue;
-        }
         if let Some((_, what, n, max)) = alone.iter().find(|a| a.0) {
-            oversize.push(Oversize {
+            self.oversize.push(Oversize {
                 line: i as u64 + 1,
                 what: format!(
                     "this line alone has {n} {what}; the limit per chunk is {}",
                     max.unwrap_or(0)
                 ),
             });
-            continue;
+            return None;
         }
-        let fits = open[g].is_some_and(|c| {
-            let c = &chunks[c];
+        if self.open.len() <= g {
+            self.open.resize(g + 1, None);
+        }
+        let open = self.open[g].filter(|&c| {
+            let c = &self.chunks[c];
             !(over(l.max_requests, c.requests + 1)
                 || over(l.max_bytes, c.bytes + bytes)
                 || over(cfg.max_tokens, c.tokens + tokens)
                 || over(l.max_embedding_inputs, c.inputs + inputs))
         });
-        if !fits {
-            numbers[g] += 1;
-            chunks.push(ChunkPlan {
-                group: g,
-                number: numbers[g],
-                ..ChunkPlan::default()
-            });
-            open[g] = Some(chunks.len() - 1);
-        }
-        let c = &mut chunks[open[g].unwrap_or(0)];
+        let placed = match open {
+            Some(chunk) => Placed {
+                chunk,
+                closed: None,
+            },
+            None => {
+                let number = self.open[g].map_or(0, |c| self.chunks[c].number) + 1;
+                self.chunks.push(ChunkPlan {
+                    group: g,
+                    number,
+                    ..ChunkPlan::default()
+                });
+                let closed = self.open[g].replace(self.chunks.len() - 1);
+                Placed {
+                    chunk: self.chunks.len() - 1,
+                    closed,
+                }
+            }
+        };
+        let c = &mut self.chunks[placed.chunk];
         c.requests += 1;
         c.bytes += bytes;
         c.tokens += tokens;
         c.inputs += inputs;
         c.lines.push(i as u64);
+        Some(placed)
     }
-    if oversize.is_empty() {
-        chunks.sort_by_key(|c| (c.group, c.number));
-        Ok(chunks)
-    } else {
-        Err(oversize)
+
+    /// Chunks still open.
+    fn open_chunks(&self) -> impl Iterator<Item = usize> + '_ {
+        self.open.iter().flatten().copied()
+    }
+
+    /// The chunks by group and number, and for each its index in order of
+    /// creation; or the lines that break a limit alone.
+    fn finish(self) -> Result<(Vec<ChunkPlan>, Vec<usize>), Vec<Oversize>> {
+        if !self.oversize.is_empty() {
+            return Err(self.oversize);
+        }
+        let mut order: Vec<usize> = (0..self.chunks.len()).collect();
+        order.sort_by_key(|&i| (self.chunks[i].group, self.chunks[i].number));
+        let mut chunks: Vec<Option<ChunkPlan>> = self.chunks.into_iter().map(Some).collect();
+        let sorted = order.iter().filter_map(|&i| chunks[i].take()).collect();
+        Ok((sorted, order))
     }
 }
 
@@ -484,7 +606,10 @@ impl Plan {
 
     /// Write every chunk (and the reject file) into `dir`, in parallel,
     /// under temporary names; rename them all once every one is complete;
-    /// then write `manifest.json`. Returns the manifest.
+    /// then write `manifest.json`. Returns the manifest. With `direct`,
+    /// chunks bypass the page cache where the file system allows it (see
+    /// [`validate_and_write`]).
+    #[allow(clippy::too_many_arguments)]
     pub fn write(
         &self,
         bytes: &[u8],
@@ -492,95 +617,109 @@ impl Plan {
         input: &str,
         stem: &str,
         cfg: &SplitConfig,
+        direct: bool,
         progress: &(dyn Fn(u64) + Sync),
     ) -> io::Result<Manifest> {
         std::fs::create_dir_all(dir)?;
-        // Consecutive lines that are adjacent in the input are written as
-        // one slice: a one-group input becomes a few large writes.
-        let runs = |lines: &mut dyn Iterator<Item = u64>| -> Vec<&[u8]> {
-            let mut out: Vec<(usize, usize)> = Vec::new();
-            for i in lines {
-                let f = &self.facts[i as usize];
-                let (start, end) = (f.offset as usize, f.offset as usize + f.len as usize);
-                match out.last_mut() {
-                    Some(run) if run.1 == start => run.1 = end,
-                    _ => out.push((start, end)),
-                }
-            }
-            out.into_iter().map(|(a, b)| &bytes[a..b]).collect()
+        let stages = StagePool::default();
+        let write = |lines: &[u64], size: u64| -> io::Result<(TempPath, String)> {
+            let mut file = ChunkFile::create(dir, direct)?;
+            file.reserve(size);
+            let mut stage = stages.take();
+            let runs = runs(bytes, &self.facts, lines.iter().map(|&i| i as usize));
+            file.append(runs.iter().map(|r| &bytes[r.clone()]), &mut stage)?;
+            stages.give(stage);
+            file.finish()
         };
-        let written: Vec<(tempfile::TempPath, PathBuf, String)> = self
+        let written: Vec<(TempPath, String)> = self
             .chunks
             .par_iter()
             .map(|c| {
-                let target = dir.join(self.file_name(stem, c));
-                let lines = runs(&mut c.lines.iter().copied());
-                let (tmp, sum) = write_temp(dir, c.bytes, lines.into_iter())?;
+                let done = write(&c.lines, c.bytes)?;
                 progress(c.bytes);
-                Ok((tmp, target, sum))
+                Ok(done)
             })
             .collect::<io::Result<_>>()?;
         let rejects = if self.rejected.is_empty() {
             None
         } else {
-            let lines = runs(&mut self.rejected.iter().map(|&n| n - 1));
-            let size = lines.iter().map(|l| l.len() as u64).sum();
-            let (tmp, _) = write_temp(dir, size, lines.into_iter())?;
-            Some((tmp, dir.join(format!("{stem}.rejects.jsonl"))))
+            let lines: Vec<u64> = self.rejected.iter().map(|&n| n - 1).collect();
+            let size = lines
+                .iter()
+                .filter_map(|&i| self.facts.get(i as usize))
+                .map(|f| f.len as u64)
+                .sum();
+            Some(write(&lines, size)?.0)
         };
-        let mut sums = Vec::with_capacity(written.len());
-        for (tmp, target, sum) in written {
-            tmp.persist(&target).map_err(|e| e.error)?;
+        self.commit(written, rejects, dir, input, stem, cfg)
+    }
+
+    /// Rename the written chunks (in plan order) and rejects into place,
+    /// then write `manifest.json`.
+    fn commit(
+        &self,
+        files: Vec<(TempPath, String)>,
+        rejects: Option<TempPath>,
+        dir: &Path,
+        input: &str,
+        stem: &str,
+        cfg: &SplitConfig,
+    ) -> io::Result<Manifest> {
+        let mut sums = Vec::with_capacity(files.len());
+        for (c, (tmp, sum)) in self.chunks.iter().zip(files) {
+            tmp.persist(dir.join(self.file_name(stem, c)))
+                .map_err(|e| e.error)?;
             sums.push(sum);
         }
-        if let Some((tmp, target)) = rejects {
-            tmp.persist(&target).map_err(|e| e.error)?;
+        if let Some(tmp) = rejects {
+            tmp.persist(dir.join(format!("{stem}.rejects.jsonl")))
+                .map_err(|e| e.error)?;
         }
         let manifest = self.manifest(input, stem, cfg, Some(&sums));
         let mut out = crate::atomic::AtomicFile::create(&dir.join("manifest.json"))?;
         serde_json::to_writer_pretty(&mut out, &manifest)?;
-        out.write_all(b"\n")?;
+        io::Write::write_all(&mut out, b"\n")?;
         out.commit()?;
         Ok(manifest)
     }
 }
 
-/// Write `lines` to a temporary file in `dir`; return it (closed, still
-/// temporary) and the SHA-256 of what was written.
-fn write_temp<'a>(
-    dir: &Path,
-    size: u64,
-    lines: impl Iterator<Item = &'a [u8]>,
-) -> io::Result<(tempfile::TempPath, String)> {
-    let tmp = tempfile::Builder::new()
-        .prefix(".batchkit-split.")
-        .suffix(".tmp")
-        .tempfile_in(dir)?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        tmp.as_file()
-            .set_permissions(std::fs::Permissions::from_mode(0o644))?;
+/// The byte ranges of `lines` (indices into `facts`, in order), adjacent
+/// lines joined: a one-group input becomes a few large ranges.
+fn runs(
+    bytes: &[u8],
+    facts: &[Fact],
+    lines: impl Iterator<Item = usize>,
+) -> Vec<std::ops::Range<usize>> {
+    let mut out: Vec<std::ops::Range<usize>> = Vec::new();
+    for i in lines {
+        let Some(f) = facts.get(i) else { continue };
+        let start = f.offset as usize;
+        let end = (start + f.len as usize).min(bytes.len());
+        match out.last_mut() {
+            Some(run) if run.end == start => run.end = end,
+            _ => out.push(start..end),
+        }
     }
-    // Reserving the whole size first lets the file system allocate it in
-    // one go instead of block by block as the writes arrive. Where it is not
-    // supported, writing works all the same.
-    #[cfg(target_os = "linux")]
-    if size > 0 {
-        let _ = rustix::fs::fallocate(tmp.as_file(), rustix::fs::FallocateFlags::empty(), 0, size);
+    out
+}
+
+/// Staging buffers kept for reuse across the chunks written in parallel,
+/// so that each costs fresh memory once.
+#[derive(Default)]
+struct StagePool(std::sync::Mutex<Vec<Stage>>);
+
+impl StagePool {
+    fn take(&self) -> Stage {
+        let kept = self.0.lock().ok().and_then(|mut v| v.pop());
+        kept.unwrap_or_else(Stage::new)
     }
-    #[cfg(not(target_os = "linux"))]
-    let _ = size;
-    let mut hasher = Sha256::new();
-    let mut w = io::BufWriter::with_capacity(1 << 20, tmp);
-    for l in lines {
-        hasher.update(l);
-        w.write_all(l)?;
+
+    fn give(&self, stage: Stage) {
+        if let Ok(mut v) = self.0.lock() {
+            v.push(stage);
+        }
     }
-    let tmp = w.into_inner().map_err(|e| e.into_error())?;
-    let sum = hasher.finalize();
-    let hex: String = sum.iter().map(|b| format!("{b:02x}")).collect();
-    Ok((tmp.into_temp_path(), hex))
 }
 
 #[cfg(test)]

@@ -411,6 +411,18 @@ impl<'c> Validator<'c> {
         self.longest_line = self.longest_line.max(out.longest_line);
     }
 
+    /// Errors found so far. Repeated `custom_id`s and the whole-file
+    /// limits are only found by [`Validator::finish`].
+    pub fn errors(&self) -> u64 {
+        self.counts.total(Severity::Error)
+    }
+
+    /// The facts of the lines fed so far (with [`Config::collect_facts`]),
+    /// to be completed (tokens) in place, and the groups they refer to.
+    pub fn facts_mut(&mut self) -> (&mut [Fact], &[Group]) {
+        (&mut self.facts, &self.groups)
+    }
+
     /// Run the whole-file rules and produce the report.
     pub fn finish(mut self) -> Report {
         self.report_repeats();

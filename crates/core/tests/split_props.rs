@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use batchkit_core::split::{Plan, SplitConfig};
+use batchkit_core::split::{Manifest, OnePass, Plan, SplitConfig, validate_and_write};
 use batchkit_core::tokens::TokenCounter;
 use batchkit_core::{Config, Limits, Provider, validate_bytes};
 use proptest::prelude::*;
@@ -45,25 +45,85 @@ fn config(limits: Limits, max_tokens: Option<u64>) -> SplitConfig {
     }
 }
 
+/// Every file in `dir` but the manifest, by name.
+fn files(dir: &std::path::Path) -> BTreeMap<String, Vec<u8>> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_name() != "manifest.json")
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read(e.path()).unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// Split `bytes` in one pass (validating and writing at once, blocks of
+/// `block` bytes) and by plan-then-write; both must give the same files
+/// and manifest. Returns the manifest and the directory.
+fn split_both_ways(
+    bytes: &[u8],
+    cfg: &SplitConfig,
+    block: usize,
+    direct: bool,
+) -> (Manifest, tempfile::TempDir) {
+    let plan = Plan::new(bytes, cfg, vec![], &|_| {}).unwrap();
+    let planned = tempfile::tempdir().unwrap();
+    let manifest = plan
+        .write(
+            bytes,
+            planned.path(),
+            "in.jsonl",
+            "in",
+            cfg,
+            !direct,
+            &|_| {},
+        )
+        .unwrap();
+
+    let streamed = tempfile::tempdir().unwrap();
+    let mut vcfg = cfg.validation();
+    vcfg.block_size = block;
+    let one =
+        validate_and_write(bytes, cfg, &vcfg, streamed.path(), direct, &|_| {}, &|_| {}).unwrap();
+    assert!(one.report.is_valid());
+    let staged = one.staged.expect("a valid input is staged");
+    let again = staged
+        .commit(streamed.path(), "in.jsonl", "in", cfg)
+        .unwrap();
+    assert_eq!(
+        serde_json::to_value(&manifest).unwrap(),
+        serde_json::to_value(&again).unwrap()
+    );
+    assert!(files(planned.path()) == files(streamed.path()));
+    (manifest, streamed)
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(48))]
 
     #[test]
     fn chunks_rebuild_the_input_and_fit_every_limit(
         words in proptest::collection::vec(0usize..40, 1..60),
-        embeddings in any::<bool>(),
+        endpoints in 0u8..3,
         crlf in any::<bool>(),
         final_newline in any::<bool>(),
         max_requests in 1u64..12,
         byte_slack in 0u64..3000,
         token_slack in 0u64..300,
         input_slack in 0u64..6,
+        block in 1usize..5000,
+        direct in any::<bool>(),
     ) {
+        // 0: chat only, 1: embeddings only, 2: both, interleaved.
+        let embedding = |w: usize| endpoints == 1 || (endpoints == 2 && w % 2 == 1);
         let eol = if crlf { "\r\n" } else { "\n" };
         let lines: Vec<String> = words
             .iter()
             .enumerate()
-            .map(|(i, &w)| request(i, w, embeddings.then_some(1 + w % 4)))
+            .map(|(i, &w)| request(i, w, embedding(w).then_some(1 + w % 4)))
             .collect();
         let mut text = lines.join(eol);
         if final_newline {
@@ -80,11 +140,9 @@ proptest! {
         };
         let token_limit = biggest(|f| f.tokens as u64) + token_slack;
         let cfg = config(limits, Some(token_limit));
-        let plan = Plan::new(bytes, &cfg, vec![], &|_| {}).unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let manifest = plan.write(bytes, dir.path(), "in.jsonl", "in", &cfg, &|_| {}).unwrap();
+        let (manifest, dir) = split_both_ways(bytes, &cfg, block, direct);
 
-        let mut rebuilt = Vec::new();
+        let mut by_group: BTreeMap<(String, Option<String>), Vec<u8>> = BTreeMap::new();
         for c in &manifest.chunks {
             let data = std::fs::read(dir.path().join(&c.path)).unwrap();
             prop_assert!(c.requests <= max_requests);
@@ -99,12 +157,89 @@ proptest! {
             let report = validate_bytes(&data, &vcfg);
             prop_assert!(report.is_valid(), "{:?}", report.diagnostics.first());
             prop_assert_eq!(report.summary.requests, c.requests);
-            rebuilt.extend_from_slice(&data);
+            by_group.entry((c.endpoint.clone(), c.model.clone())).or_default().extend_from_slice(&data);
         }
-        // One group: the chunks, in order, are the input.
-        prop_assert_eq!(rebuilt, bytes.to_vec());
+        // Each group's chunks, in order, are its lines of the input, in order;
+        // with one group, they are the input.
+        let mut want: BTreeMap<(String, Option<String>), Vec<u8>> = BTreeMap::new();
+        for (line, &w) in text.split_inclusive('\n').zip(&words) {
+            let key = if embedding(w) {
+                ("/v1/embeddings", "text-embedding-3-small")
+            } else {
+                ("/v1/chat/completions", "gpt-4o-mini")
+            };
+            want.entry((key.0.to_owned(), Some(key.1.to_owned()))).or_default().extend_from_slice(line.as_bytes());
+        }
+        prop_assert_eq!(by_group, want);
         prop_assert_eq!(manifest.requests, lines.len() as u64);
     }
+}
+
+/// Split in one pass, with blocks of `block` bytes, into `dir`.
+fn one_pass(text: &str, cfg: &SplitConfig, block: usize, dir: &std::path::Path) -> OnePass {
+    let mut vcfg = cfg.validation();
+    vcfg.block_size = block;
+    validate_and_write(text.as_bytes(), cfg, &vcfg, dir, true, &|_| {}, &|_| {}).unwrap()
+}
+
+/// An invalid input is not staged, its temporary files are gone, and the
+/// tokens already counted are not lost.
+#[test]
+fn one_pass_stages_nothing_for_an_invalid_input() {
+    let mut lines: Vec<String> = (0..300).map(|i| request(i, i % 9, None)).collect();
+    lines[250] = request(7, 3, None); // a repeated custom_id: found only at the end
+    let text = lines.join("\n") + "\n";
+    let cfg = config(
+        Limits {
+            max_requests: Some(20),
+            ..Limits::default()
+        },
+        None,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let one = one_pass(&text, &cfg, 1000, dir.path());
+    assert!(one.staged.is_none());
+    assert_eq!(one.report.bad_lines, vec![251]);
+    assert_eq!(one.counted, 300, "counted before the repeat was found");
+    assert!(one.report.facts[..one.counted].iter().all(|f| f.tokens > 0));
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "temporary files removed"
+    );
+
+    // A line that is broken early stops the writing at once.
+    lines[3] = "{not json".to_owned();
+    let text = lines.join("\n") + "\n";
+    let one = one_pass(&text, &cfg, 1000, dir.path());
+    assert!(one.staged.is_none());
+    assert!(one.counted < 300);
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
+/// A line too large for any chunk: not staged, reported by the plan.
+#[test]
+fn one_pass_stages_nothing_when_a_line_cannot_fit() {
+    let lines: Vec<String> = (0..50)
+        .map(|i| request(i, if i == 40 { 300 } else { 2 }, None))
+        .collect();
+    let text = lines.join("\n") + "\n";
+    let cfg = config(
+        Limits {
+            max_bytes: Some(1000),
+            ..Limits::default()
+        },
+        None,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let one = one_pass(&text, &cfg, 2000, dir.path());
+    assert!(one.report.is_valid());
+    assert!(one.staged.is_none());
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    let err = Plan::new(text.as_bytes(), &cfg, vec![], &|_| {})
+        .err()
+        .unwrap();
+    assert_eq!(err[0].line, 41);
 }
 
 #[test]
@@ -129,7 +264,15 @@ fn skip_invalid_loses_no_line() {
     let plan = Plan::new(text.as_bytes(), &cfg, checked.bad_lines, &|_| {}).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let manifest = plan
-        .write(text.as_bytes(), dir.path(), "in.jsonl", "in", &cfg, &|_| {})
+        .write(
+            text.as_bytes(),
+            dir.path(),
+            "in.jsonl",
+            "in",
+            &cfg,
+            true,
+            &|_| {},
+        )
         .unwrap();
     let mut seen: BTreeMap<String, usize> = BTreeMap::new();
     let mut files: Vec<String> = manifest.chunks.iter().map(|c| c.path.clone()).collect();

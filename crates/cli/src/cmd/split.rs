@@ -6,7 +6,7 @@ use std::path::Path;
 use anstyle::{AnsiColor, Style};
 use anyhow::{Context, Result};
 use batchkit_core::Input;
-use batchkit_core::split::{Oversize, Plan};
+use batchkit_core::split::{self, Manifest, Oversize, Plan};
 use batchkit_core::validate::validate_bytes_with_progress;
 
 use crate::cli::{Format, SplitArgs};
@@ -72,10 +72,39 @@ pub fn run(args: &SplitArgs) -> Result<Exit> {
     );
     let mut vcfg = cfg.validation();
     vcfg.keep = (args.max_errors > 0).then_some(args.max_errors);
-    // One pass: the validation also collects what planning needs.
-    let bar = progress::bytes_bar(Some(bytes.len() as u64), "checking");
-    let mut checked = validate_bytes_with_progress(bytes, &vcfg, &|n| bar.inc(n));
-    bar.finish_and_clear();
+    let stem = stem(&name);
+    let input_name = name.display().to_string();
+    let direct = !args.buffered;
+    let total = Some(bytes.len() as u64);
+
+    // One pass: the validation also collects what planning needs, and
+    // when writing, chunks are written while the rest is still checked.
+    let (mut checked, counted) = match (&args.out_dir, args.dry_run) {
+        (Some(dir), false) => {
+            let [bar, writing] = progress::bytes_bars(total, ["checking", "writing chunks"]);
+            let one =
+                split::validate_and_write(bytes, &cfg, &vcfg, dir, direct, &|n| bar.inc(n), &|n| {
+                    writing.inc(n)
+                })
+                .with_context(|| format!("cannot write chunks to {}", dir.display()))?;
+            bar.finish_and_clear();
+            writing.finish_and_clear();
+            if let Some(staged) = one.staged {
+                let manifest = staged
+                    .commit(dir, &input_name, &stem, &cfg)
+                    .with_context(|| format!("cannot write chunks to {}", dir.display()))?;
+                print_manifest(args, &manifest)?;
+                return Ok(Exit::Ok);
+            }
+            (one.report, one.counted)
+        }
+        _ => {
+            let bar = progress::bytes_bar(total, "checking");
+            let report = validate_bytes_with_progress(bytes, &vcfg, &|n| bar.inc(n));
+            bar.finish_and_clear();
+            (report, 0)
+        }
+    };
     if !checked.is_valid() && !args.skip_invalid {
         match args.format {
             Format::Json => {
@@ -108,13 +137,14 @@ pub fn run(args: &SplitArgs) -> Result<Exit> {
     let facts = std::mem::take(&mut checked.facts);
     let groups = std::mem::take(&mut checked.groups);
     let blank = checked.summary.blank_lines;
-    let bar = progress::bytes_bar(Some(bytes.len() as u64), "counting tokens");
+    let bar = progress::bytes_bar(total, "counting tokens");
     let tick = |n| {
         if cfg.count_tokens {
             bar.inc(n)
         }
     };
-    let planned = Plan::from_facts(bytes, &cfg, facts, groups, blank, rejected, &tick);
+    let planned =
+        Plan::from_partly_counted(bytes, &cfg, facts, counted, groups, blank, rejected, &tick);
     bar.finish_and_clear();
     let plan = match planned {
         Ok(plan) => plan,
@@ -123,16 +153,22 @@ pub fn run(args: &SplitArgs) -> Result<Exit> {
             return Ok(Exit::Invalid);
         }
     };
-    let stem = stem(&name);
-    let input_name = name.display().to_string();
-    let writing = progress::bytes_bar(Some(bytes.len() as u64), "writing chunks");
+    let writing = progress::bytes_bar(total, "writing chunks");
     let manifest = match (&args.out_dir, args.dry_run) {
         (Some(dir), false) => plan
-            .write(bytes, dir, &input_name, &stem, &cfg, &|n| writing.inc(n))
+            .write(bytes, dir, &input_name, &stem, &cfg, direct, &|n| {
+                writing.inc(n)
+            })
             .with_context(|| format!("cannot write chunks to {}", dir.display()))?,
         _ => plan.manifest(&input_name, &stem, &cfg, None),
     };
     writing.finish_and_clear();
+    print_manifest(args, &manifest)?;
+    Ok(Exit::Ok)
+}
+
+/// Print what was written (or would be), as JSON or for people.
+fn print_manifest(args: &SplitArgs, manifest: &Manifest) -> Result<()> {
     match args.format {
         Format::Json => {
             let mut out = anstream::stdout().lock();
@@ -184,5 +220,5 @@ pub fn run(args: &SplitArgs) -> Result<Exit> {
             }
         }
     }
-    Ok(Exit::Ok)
+    Ok(())
 }

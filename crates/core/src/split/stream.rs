@@ -1,0 +1,275 @@
+//! Validating, cutting and writing in one pass.
+//!
+//! The input is validated a segment at a time (each segment in parallel,
+//! as `validate` does). As soon as a segment is checked, its lines are
+//! placed by the greedy cut, which needs only the lines before them, and
+//! handed to writer threads that append them to their chunks' temporary
+//! files while the next segment is checked. The writers spend most of
+//! their time waiting for the disk (direct I/O), so the writing hides
+//! behind the validation instead of following it.
+//!
+//! The chunks are only renamed into place by [`Staged::commit`], when the
+//! whole input turned out valid: repeated `custom_id`s are only known at
+//! the end. Anything else (errors, a line too large for any chunk, more
+//! groups than files worth keeping open) stops the writing; the temporary
+//! files are removed, and the caller plans from the report as before.
+
+use std::collections::BTreeMap;
+use std::collections::HashMap;
+use std::io;
+use std::ops::Range;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+
+use tempfile::TempPath;
+
+use super::{ChunkFile, Cutter, Fact, Manifest, NO_GROUP, Plan, Regroup, SplitConfig, Stage};
+use crate::lines::chunk_ranges;
+use crate::validate::{Config, Report, Validator};
+
+/// Threads writing chunks (each owns the chunks whose index is its number
+/// modulo this, so one chunk's appends stay in order).
+const WRITERS: usize = 2;
+/// With more groups than this, chunks are written after the validation
+/// instead, a few at a time: one open file per group is too many.
+const MAX_OPEN_GROUPS: usize = 256;
+
+/// Chunks written under temporary names, waiting to be renamed.
+pub struct Staged {
+    plan: Plan,
+    files: Vec<(TempPath, String)>,
+}
+
+impl Staged {
+    /// The plan the chunks follow.
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
+    /// Rename every chunk into place and write `manifest.json`.
+    pub fn commit(
+        self,
+        dir: &Path,
+        input: &str,
+        stem: &str,
+        cfg: &SplitConfig,
+    ) -> io::Result<Manifest> {
+        self.plan.commit(self.files, None, dir, input, stem, cfg)
+    }
+}
+
+/// What [`validate_and_write`] did.
+pub struct OnePass {
+    /// The validation. When the chunks were staged, its facts and groups
+    /// have moved into the plan.
+    pub report: Report,
+    /// How many of the report's facts have their tokens counted already.
+    pub counted: usize,
+    /// The chunks, when the input was valid and every line fitted.
+    pub staged: Option<Staged>,
+}
+
+enum Job {
+    /// Append these input ranges to a chunk (creating its file).
+    Append {
+        chunk: usize,
+        runs: Vec<Range<usize>>,
+    },
+    /// The chunk is complete.
+    Close(usize),
+}
+
+/// Validate `bytes` under `vcfg` (which must collect facts), a block of
+/// [`Config::block_size`] at a time, and write the chunks `cfg` cuts into
+/// temporary files in `dir` at the same time, with
+/// direct I/O if `direct`. `checked` and `written` are called with bytes
+/// validated and bytes written. An error is returned only for a failure
+/// to write; an invalid input comes back as a report without chunks.
+pub fn validate_and_write(
+    bytes: &[u8],
+    cfg: &SplitConfig,
+    vcfg: &Config,
+    dir: &Path,
+    direct: bool,
+    checked: &(dyn Fn(u64) + Sync),
+    written: &(dyn Fn(u64) + Sync),
+) -> io::Result<OnePass> {
+    std::fs::create_dir_all(dir)?;
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let mut senders = Vec::with_capacity(WRITERS);
+        let mut writers = Vec::with_capacity(WRITERS);
+        for _ in 0..WRITERS {
+            let (tx, rx) = mpsc::channel::<Job>();
+            senders.push(tx);
+            let stop = &stop;
+            writers.push(scope.spawn(move || write_jobs(rx, bytes, dir, direct, stop, written)));
+        }
+        let send = |senders: &[mpsc::Sender<Job>], chunk: usize, job: Job| {
+            // Writers keep their end until the channel closes.
+            let _ = senders[chunk % senders.len()].send(job);
+        };
+
+        let mut v = Validator::new(vcfg);
+        let mut regroup = Regroup::default();
+        let mut cutter = Cutter::new(cfg);
+        let (mut counted, mut placed) = (0, 0);
+        let mut live = true;
+        // Lines are handed to the writers after each block is checked.
+        for segment in chunk_ranges(bytes, vcfg.block_size.max(1)) {
+            v.feed(&bytes[segment], checked);
+            live = live && v.errors() == 0 && !stop.load(Ordering::Relaxed);
+            if !live {
+                continue;
+            }
+            let (facts, groups) = v.facts_mut();
+            if cfg.count_tokens {
+                super::count_tokens(bytes, cfg, &mut facts[counted..], &|_| {});
+                counted = facts.len();
+            }
+            let mut appends: BTreeMap<usize, Vec<Range<usize>>> = BTreeMap::new();
+            let mut closed = Vec::new();
+            for (i, f) in facts.iter().enumerate().skip(placed) {
+                let mut f: Fact = *f;
+                if f.group != NO_GROUP {
+                    f.group = regroup.map(groups, f.group, cfg);
+                }
+                let Some(at) = cutter.push(i, &f) else {
+                    continue;
+                };
+                let (start, end) = (f.offset as usize, f.offset as usize + f.len as usize);
+                let runs = appends.entry(at.chunk).or_default();
+                match runs.last_mut() {
+                    Some(run) if run.end == start => run.end = end,
+                    _ => runs.push(start..end),
+                }
+                closed.extend(at.closed);
+            }
+            placed = facts.len();
+            if !cutter.oversize.is_empty() || regroup.groups.len() > MAX_OPEN_GROUPS {
+                live = false;
+                continue;
+            }
+            for (chunk, runs) in appends {
+                send(&senders, chunk, Job::Append { chunk, runs });
+            }
+            for chunk in closed {
+                send(&senders, chunk, Job::Close(chunk));
+            }
+        }
+        let mut report = v.finish();
+        let input_ok = report.is_valid() && cutter.oversize.is_empty();
+        let complete = live && input_ok;
+        if complete {
+            for chunk in cutter.open_chunks() {
+                send(&senders, chunk, Job::Close(chunk));
+            }
+        } else {
+            // Writers drop (and so delete) what they hold.
+            stop.store(true, Ordering::Relaxed);
+        }
+        drop(senders);
+        let mut files: HashMap<usize, (TempPath, String)> = HashMap::new();
+        let mut failure = None;
+        for w in writers {
+            match w.join() {
+                Ok(Ok(done)) => files.extend(done.into_iter().map(|(c, p, s)| (c, (p, s)))),
+                Ok(Err(e)) => failure = Some(e),
+                Err(_) => failure = Some(io::Error::other("a chunk writer failed")),
+            }
+        }
+        match failure {
+            // A valid input that could not be written: say so.
+            Some(e) if input_ok => return Err(e),
+            _ if !complete => {
+                return Ok(OnePass {
+                    report,
+                    counted,
+                    staged: None,
+                });
+            }
+            _ => {}
+        }
+        let (chunks, order) = cutter
+            .finish()
+            .map_err(|_| io::Error::other("a line broke a limit after the cut"))?;
+        let files = order
+            .iter()
+            .map(|i| {
+                files
+                    .remove(i)
+                    .ok_or_else(|| io::Error::other("a chunk was not written"))
+            })
+            .collect::<io::Result<Vec<_>>>()?;
+        let mut facts = std::mem::take(&mut report.facts);
+        let groups = std::mem::take(&mut report.groups);
+        for f in &mut facts {
+            if f.group != NO_GROUP {
+                f.group = regroup.map(&groups, f.group, cfg);
+            }
+        }
+        let plan = Plan {
+            facts,
+            groups: regroup.groups,
+            chunks,
+            blank_lines: report.summary.blank_lines,
+            rejected: Vec::new(),
+        };
+        Ok(OnePass {
+            report,
+            counted,
+            staged: Some(Staged { plan, files }),
+        })
+    })
+}
+
+/// A writer thread: apply jobs in order until the channel closes; return
+/// the chunks it completed. After `stop` (or its own error) it only drains.
+fn write_jobs(
+    jobs: mpsc::Receiver<Job>,
+    bytes: &[u8],
+    dir: &Path,
+    direct: bool,
+    stop: &AtomicBool,
+    written: &(dyn Fn(u64) + Sync),
+) -> io::Result<Vec<(usize, TempPath, String)>> {
+    let mut stage: Option<Stage> = None;
+    let mut open: HashMap<usize, ChunkFile> = HashMap::new();
+    let mut done = Vec::new();
+    let mut failure = None;
+    for job in jobs {
+        if failure.is_some() || stop.load(Ordering::Relaxed) {
+            open.clear();
+            continue;
+        }
+        let result = match job {
+            Job::Append { chunk, runs } => (|| {
+                let file = match open.entry(chunk) {
+                    std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                    std::collections::hash_map::Entry::Vacant(e) => {
+                        e.insert(ChunkFile::create(dir, direct)?)
+                    }
+                };
+                let stage = stage.get_or_insert_with(Stage::new);
+                file.append(runs.iter().map(|r| &bytes[r.clone()]), stage)?;
+                written(runs.iter().map(|r| r.len() as u64).sum());
+                Ok(())
+            })(),
+            Job::Close(chunk) => match open.remove(&chunk) {
+                Some(file) => file
+                    .finish()
+                    .map(|(path, sum)| done.push((chunk, path, sum))),
+                None => Ok(()),
+            },
+        };
+        if let Err(e) = result {
+            failure = Some(e);
+            stop.store(true, Ordering::Relaxed);
+        }
+    }
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(done),
+    }
+}
