@@ -20,9 +20,10 @@ use crate::tokens::TokenCounter;
 
 mod chunkfile;
 mod stream;
+mod writers;
 
-use chunkfile::{ChunkFile, Stage};
 pub use stream::{OnePass, Staged, validate_and_write};
+use writers::{Job, Writers};
 
 const NO_GROUP: u32 = u32::MAX;
 
@@ -621,35 +622,38 @@ impl Plan {
         progress: &(dyn Fn(u64) + Sync),
     ) -> io::Result<Manifest> {
         std::fs::create_dir_all(dir)?;
-        let stages = StagePool::default();
-        let write = |lines: &[u64], size: u64| -> io::Result<(TempPath, String)> {
-            let mut file = ChunkFile::create(dir, direct)?;
-            file.reserve(size);
-            let mut stage = stages.take();
-            let runs = runs(bytes, &self.facts, lines.iter().map(|&i| i as usize));
-            file.append(runs.iter().map(|r| &bytes[r.clone()]), &mut stage)?;
-            stages.give(stage);
-            file.finish()
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let mut files = std::thread::scope(|scope| {
+            let writers = Writers::spawn(scope, bytes, dir, direct, &stop, progress);
+            let rejected: Vec<u64> = self.rejected.iter().map(|&n| n - 1).collect();
+            let rejects = (!rejected.is_empty()).then_some(rejected.as_slice());
+            let lists = self.chunks.iter().map(|c| &c.lines[..]).chain(rejects);
+            for (chunk, lines) in lists.enumerate() {
+                let runs = runs(bytes, &self.facts, lines.iter().map(|&i| i as usize));
+                let reserve = runs.iter().map(|r| r.len() as u64).sum();
+                writers.send(
+                    chunk,
+                    Job::Append {
+                        chunk,
+                        runs,
+                        reserve,
+                    },
+                );
+                writers.send(chunk, Job::Close(chunk));
+            }
+            writers.finish(false)
+        })?;
+        let mut take = |chunk: usize| {
+            files
+                .remove(&chunk)
+                .ok_or_else(|| io::Error::other("a chunk was not written"))
         };
-        let written: Vec<(TempPath, String)> = self
-            .chunks
-            .par_iter()
-            .map(|c| {
-                let done = write(&c.lines, c.bytes)?;
-                progress(c.bytes);
-                Ok(done)
-            })
-            .collect::<io::Result<_>>()?;
-        let rejects = if self.rejected.is_empty() {
-            None
-        } else {
-            let lines: Vec<u64> = self.rejected.iter().map(|&n| n - 1).collect();
-            let size = lines
-                .iter()
-                .filter_map(|&i| self.facts.get(i as usize))
-                .map(|f| f.len as u64)
-                .sum();
-            Some(write(&lines, size)?.0)
+        let written = (0..self.chunks.len())
+            .map(&mut take)
+            .collect::<io::Result<Vec<_>>>()?;
+        let rejects = match self.rejected.is_empty() {
+            true => None,
+            false => Some(take(self.chunks.len())?.0),
         };
         self.commit(written, rejects, dir, input, stem, cfg)
     }
@@ -702,24 +706,6 @@ fn runs(
         }
     }
     out
-}
-
-/// Staging buffers kept for reuse across the chunks written in parallel,
-/// so that each costs fresh memory once.
-#[derive(Default)]
-struct StagePool(std::sync::Mutex<Vec<Stage>>);
-
-impl StagePool {
-    fn take(&self) -> Stage {
-        let kept = self.0.lock().ok().and_then(|mut v| v.pop());
-        kept.unwrap_or_else(Stage::new)
-    }
-
-    fn give(&self, stage: Stage) {
-        if let Ok(mut v) = self.0.lock() {
-            v.push(stage);
-        }
-    }
 }
 
 #[cfg(test)]

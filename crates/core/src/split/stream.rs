@@ -15,22 +15,18 @@
 //! files are removed, and the caller plans from the report as before.
 
 use std::collections::BTreeMap;
-use std::collections::HashMap;
 use std::io;
 use std::ops::Range;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc;
+use std::sync::atomic::AtomicBool;
 
 use tempfile::TempPath;
 
-use super::{ChunkFile, Cutter, Fact, Manifest, NO_GROUP, Plan, Regroup, SplitConfig, Stage};
+use super::writers::{Job, Writers};
+use super::{Cutter, Fact, Manifest, NO_GROUP, Plan, Regroup, SplitConfig};
 use crate::lines::chunk_ranges;
 use crate::validate::{Config, Report, Validator};
 
-/// Threads writing chunks (each owns the chunks whose index is its number
-/// modulo this, so one chunk's appends stay in order).
-const WRITERS: usize = 2;
 /// With more groups than this, chunks are written after the validation
 /// instead, a few at a time: one open file per group is too many.
 const MAX_OPEN_GROUPS: usize = 256;
@@ -70,16 +66,6 @@ pub struct OnePass {
     pub staged: Option<Staged>,
 }
 
-enum Job {
-    /// Append these input ranges to a chunk (creating its file).
-    Append {
-        chunk: usize,
-        runs: Vec<Range<usize>>,
-    },
-    /// The chunk is complete.
-    Close(usize),
-}
-
 /// Validate `bytes` under `vcfg` (which must collect facts), a block of
 /// [`Config::block_size`] at a time, and write the chunks `cfg` cuts into
 /// temporary files in `dir` at the same time, with
@@ -98,19 +84,7 @@ pub fn validate_and_write(
     std::fs::create_dir_all(dir)?;
     let stop = AtomicBool::new(false);
     std::thread::scope(|scope| {
-        let mut senders = Vec::with_capacity(WRITERS);
-        let mut writers = Vec::with_capacity(WRITERS);
-        for _ in 0..WRITERS {
-            let (tx, rx) = mpsc::channel::<Job>();
-            senders.push(tx);
-            let stop = &stop;
-            writers.push(scope.spawn(move || write_jobs(rx, bytes, dir, direct, stop, written)));
-        }
-        let send = |senders: &[mpsc::Sender<Job>], chunk: usize, job: Job| {
-            // Writers keep their end until the channel closes.
-            let _ = senders[chunk % senders.len()].send(job);
-        };
-
+        let writers = Writers::spawn(scope, bytes, dir, direct, &stop, written);
         let mut v = Validator::new(vcfg);
         let mut regroup = Regroup::default();
         let mut cutter = Cutter::new(cfg);
@@ -119,7 +93,7 @@ pub fn validate_and_write(
         // Lines are handed to the writers after each block is checked.
         for segment in chunk_ranges(bytes, vcfg.block_size.max(1)) {
             v.feed(&bytes[segment], checked);
-            live = live && v.errors() == 0 && !stop.load(Ordering::Relaxed);
+            live = live && v.errors() == 0 && !writers.stopped();
             if !live {
                 continue;
             }
@@ -152,10 +126,18 @@ pub fn validate_and_write(
                 continue;
             }
             for (chunk, runs) in appends {
-                send(&senders, chunk, Job::Append { chunk, runs });
+                let reserve = 0;
+                writers.send(
+                    chunk,
+                    Job::Append {
+                        chunk,
+                        runs,
+                        reserve,
+                    },
+                );
             }
             for chunk in closed {
-                send(&senders, chunk, Job::Close(chunk));
+                writers.send(chunk, Job::Close(chunk));
             }
         }
         let mut report = v.finish();
@@ -163,34 +145,22 @@ pub fn validate_and_write(
         let complete = live && input_ok;
         if complete {
             for chunk in cutter.open_chunks() {
-                send(&senders, chunk, Job::Close(chunk));
-            }
-        } else {
-            // Writers drop (and so delete) what they hold.
-            stop.store(true, Ordering::Relaxed);
-        }
-        drop(senders);
-        let mut files: HashMap<usize, (TempPath, String)> = HashMap::new();
-        let mut failure = None;
-        for w in writers {
-            match w.join() {
-                Ok(Ok(done)) => files.extend(done.into_iter().map(|(c, p, s)| (c, (p, s)))),
-                Ok(Err(e)) => failure = Some(e),
-                Err(_) => failure = Some(io::Error::other("a chunk writer failed")),
+                writers.send(chunk, Job::Close(chunk));
             }
         }
-        match failure {
+        // Without the chunks, the writers drop (and so delete) their files.
+        let mut files = match writers.finish(!complete) {
             // A valid input that could not be written: say so.
-            Some(e) if input_ok => return Err(e),
-            _ if !complete => {
+            Err(e) if input_ok => return Err(e),
+            Ok(files) if complete => files,
+            _ => {
                 return Ok(OnePass {
                     report,
                     counted,
                     staged: None,
                 });
             }
-            _ => {}
-        }
+        };
         let (chunks, order) = cutter
             .finish()
             .map_err(|_| io::Error::other("a line broke a limit after the cut"))?;
@@ -222,54 +192,4 @@ pub fn validate_and_write(
             staged: Some(Staged { plan, files }),
         })
     })
-}
-
-/// A writer thread: apply jobs in order until the channel closes; return
-/// the chunks it completed. After `stop` (or its own error) it only drains.
-fn write_jobs(
-    jobs: mpsc::Receiver<Job>,
-    bytes: &[u8],
-    dir: &Path,
-    direct: bool,
-    stop: &AtomicBool,
-    written: &(dyn Fn(u64) + Sync),
-) -> io::Result<Vec<(usize, TempPath, String)>> {
-    let mut stage: Option<Stage> = None;
-    let mut open: HashMap<usize, ChunkFile> = HashMap::new();
-    let mut done = Vec::new();
-    let mut failure = None;
-    for job in jobs {
-        if failure.is_some() || stop.load(Ordering::Relaxed) {
-            open.clear();
-            continue;
-        }
-        let result = match job {
-            Job::Append { chunk, runs } => (|| {
-                let file = match open.entry(chunk) {
-                    std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                    std::collections::hash_map::Entry::Vacant(e) => {
-                        e.insert(ChunkFile::create(dir, direct)?)
-                    }
-                };
-                let stage = stage.get_or_insert_with(Stage::new);
-                file.append(runs.iter().map(|r| &bytes[r.clone()]), stage)?;
-                written(runs.iter().map(|r| r.len() as u64).sum());
-                Ok(())
-            })(),
-            Job::Close(chunk) => match open.remove(&chunk) {
-                Some(file) => file
-                    .finish()
-                    .map(|(path, sum)| done.push((chunk, path, sum))),
-                None => Ok(()),
-            },
-        };
-        if let Err(e) = result {
-            failure = Some(e);
-            stop.store(true, Ordering::Relaxed);
-        }
-    }
-    match failure {
-        Some(e) => Err(e),
-        None => Ok(done),
-    }
 }
