@@ -368,3 +368,90 @@ fn stats_counts_tokens_and_cost() {
     let human = batchkit(&["stats", input.to_str().unwrap()]);
     assert!(String::from_utf8_lossy(&human.stdout).contains("split would make 3 chunks"));
 }
+
+/// Every file in `dir`, by name.
+fn contents(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            (name, std::fs::read(e.path()).unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn buffered_and_direct_writes_give_the_same_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = mixed(dir.path());
+    let mut outputs = Vec::new();
+    for flag in [None, Some("--buffered")] {
+        let out = dir.path().join(format!("out-{}", flag.is_some()));
+        let mut args = vec![
+            "split",
+            input.to_str().unwrap(),
+            "--out-dir",
+            out.to_str().unwrap(),
+            "--max-requests",
+            "4",
+        ];
+        args.extend(flag);
+        let o = batchkit(&args);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        outputs.push(contents(&out));
+    }
+    assert!(outputs[0].len() > 10, "{:?}", outputs[0].keys());
+    assert_eq!(outputs[0], outputs[1]);
+}
+
+/// More groups than files worth keeping open at once: the chunks are
+/// written after the check instead of during it, with the same result.
+#[test]
+fn hundreds_of_models_each_get_their_chunks() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = String::new();
+    for i in 0..900 {
+        text.push_str(&format!(
+            r#"{{"custom_id":"r{i}","method":"POST","url":"/v1/chat/completions","body":{{"model":"ft:gpt-4o-mini:org:run-{}","messages":[{{"role":"user","content":"q {i}"}}]}}}}"#,
+            i % 300
+        ));
+        text.push('\n');
+    }
+    let input = dir.path().join("many.jsonl");
+    std::fs::write(&input, &text).unwrap();
+    let out = dir.path().join("out");
+    let o = batchkit(&[
+        "split",
+        input.to_str().unwrap(),
+        "--out-dir",
+        out.to_str().unwrap(),
+        "--max-requests",
+        "2",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let m: Manifest = serde_json::from_slice(&o.stdout).unwrap();
+    // 300 models with 3 requests each: 2 + 1 per model.
+    assert_eq!(m.chunks.len(), 600);
+    let files = contents(&out);
+    assert_eq!(
+        files.len(),
+        601,
+        "the chunks and the manifest, nothing else"
+    );
+    for model in 0..300 {
+        let slug = format!("many.chat-completions.ft_gpt-4o-mini_org_run-{model}");
+        let mut got = Vec::new();
+        for n in ["001", "002"] {
+            got.extend_from_slice(&files[&format!("{slug}.{n}.jsonl")]);
+        }
+        let want: String = text
+            .lines()
+            .filter(|l| l.contains(&format!("run-{model}\"")))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert_eq!(String::from_utf8(got).unwrap(), want, "model {model}");
+    }
+}

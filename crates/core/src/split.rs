@@ -23,7 +23,7 @@ mod stream;
 mod writers;
 
 pub use stream::{OnePass, Staged, validate_and_write};
-use writers::{Job, Writers};
+use writers::Writers;
 
 const NO_GROUP: u32 = u32::MAX;
 
@@ -631,15 +631,8 @@ impl Plan {
             for (chunk, lines) in lists.enumerate() {
                 let runs = runs(bytes, &self.facts, lines.iter().map(|&i| i as usize));
                 let reserve = runs.iter().map(|r| r.len() as u64).sum();
-                writers.send(
-                    chunk,
-                    Job::Append {
-                        chunk,
-                        runs,
-                        reserve,
-                    },
-                );
-                writers.send(chunk, Job::Close(chunk));
+                writers.append(chunk, runs, reserve);
+                writers.close(chunk);
             }
             writers.finish(false)
         })?;

@@ -77,6 +77,10 @@ impl Config {
         cfg.limits = Limits::default();
         cfg.collect_bad_lines = true;
         cfg.collect_facts = true;
+        // Split reads mapped input and hands lines to its writers after
+        // each block: larger blocks mean fewer pauses between them
+        // (measured: 16-128 MiB alike, 8 MiB 6% slower, 4 MiB 18%).
+        cfg.block_size = 32 << 20;
         cfg
     }
 }

@@ -22,7 +22,7 @@ use std::sync::atomic::AtomicBool;
 
 use tempfile::TempPath;
 
-use super::writers::{Job, Writers};
+use super::writers::Writers;
 use super::{Cutter, Fact, Manifest, NO_GROUP, Plan, Regroup, SplitConfig};
 use crate::lines::chunk_ranges;
 use crate::validate::{Config, Report, Validator};
@@ -126,18 +126,10 @@ pub fn validate_and_write(
                 continue;
             }
             for (chunk, runs) in appends {
-                let reserve = 0;
-                writers.send(
-                    chunk,
-                    Job::Append {
-                        chunk,
-                        runs,
-                        reserve,
-                    },
-                );
+                writers.append(chunk, runs, 0);
             }
             for chunk in closed {
-                writers.send(chunk, Job::Close(chunk));
+                writers.close(chunk);
             }
         }
         let mut report = v.finish();
@@ -145,7 +137,7 @@ pub fn validate_and_write(
         let complete = live && input_ok;
         if complete {
             for chunk in cutter.open_chunks() {
-                writers.send(chunk, Job::Close(chunk));
+                writers.close(chunk);
             }
         }
         // Without the chunks, the writers drop (and so delete) their files.

@@ -25,7 +25,7 @@ pub(crate) const WRITERS: usize = 2;
 const QUEUE: usize = 8;
 
 /// Work for a writer.
-pub(crate) enum Job {
+enum Job {
     /// Append these input ranges to a chunk, creating its file (with
     /// `reserve` bytes allocated) on the first append.
     Append {
@@ -72,8 +72,25 @@ impl<'scope> Writers<'scope> {
         }
     }
 
-    /// Queue a job for the writer of `chunk`.
-    pub(crate) fn send(&self, chunk: usize, job: Job) {
+    /// Queue appending `runs` to `chunk` (`reserve`: its expected size,
+    /// if known, else 0).
+    pub(crate) fn append(&self, chunk: usize, runs: Vec<Range<usize>>, reserve: u64) {
+        self.send(
+            chunk,
+            Job::Append {
+                chunk,
+                runs,
+                reserve,
+            },
+        );
+    }
+
+    /// Queue closing `chunk`: it is complete.
+    pub(crate) fn close(&self, chunk: usize) {
+        self.send(chunk, Job::Close(chunk));
+    }
+
+    fn send(&self, chunk: usize, job: Job) {
         // Writers keep their end until the senders are dropped.
         let _ = self.senders[chunk % self.senders.len()].send(job);
     }
