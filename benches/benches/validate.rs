@@ -5,7 +5,7 @@
 use batchkit_benches::{Shape, corpus};
 use batchkit_core::dedup::{IdEntry, find_repeats};
 use batchkit_core::envelope::parse_line;
-use batchkit_core::split::{Plan, SplitConfig};
+use batchkit_core::split::{Plan, SplitConfig, validate_and_write};
 use batchkit_core::tokens::TokenCounter;
 use batchkit_core::{Config, Provider, validate_bytes};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
@@ -87,6 +87,31 @@ fn split(c: &mut Criterion) {
     let cfg = split_config(false);
     g.bench_function("plan/chat", |b| {
         b.iter(|| Plan::new(&data, &cfg, Vec::new(), &|_| {}).map(|p| p.chunks.len()))
+    });
+    // Validate, cut and write in one pass (direct I/O), as `batchkit split`
+    // does; chunks of 5,000 requests, so that several are written.
+    let mut small = split_config(false);
+    small.limits.max_requests = Some(5000);
+    // Blocks scaled to the 32 MiB corpus (split uses 32 MiB blocks on
+    // inputs of gigabytes), so that writing overlaps checking here too.
+    let mut vcfg = small.validation();
+    vcfg.block_size = 4 << 20;
+    let place = std::env::temp_dir();
+    g.bench_function("one_pass_write/chat", |b| {
+        b.iter_batched(
+            || tempfile::tempdir_in(&place).expect("a temporary folder"),
+            |dir| {
+                let one =
+                    validate_and_write(&data, &small, &vcfg, dir.path(), true, &|_| {}, &|_| {})
+                        .expect("written");
+                let staged = one.staged.expect("a valid corpus");
+                staged
+                    .commit(dir.path(), "corpus", "corpus", &small)
+                    .expect("committed");
+                dir
+            },
+            BatchSize::PerIteration,
+        )
     });
     g.finish();
 }
