@@ -136,8 +136,9 @@ pub struct ChunkPlan {
     pub tokens: u64,
     /// Embedding inputs.
     pub inputs: u64,
-    /// 0-based indices of its lines, in input order.
-    pub lines: Vec<u64>,
+    /// 0-based indices of its lines, as ranges in input order (a chunk of
+    /// consecutive lines is one range).
+    pub lines: Vec<std::ops::Range<u64>>,
 }
 
 /// A line that breaks a limit on its own.
@@ -445,7 +446,11 @@ impl<'c> Cutter<'c> {
         c.bytes += bytes;
         c.tokens += tokens;
         c.inputs += inputs;
-        c.lines.push(i as u64);
+        let i = i as u64;
+        match c.lines.last_mut() {
+            Some(run) if run.end == i => run.end += 1,
+            _ => c.lines.push(i..i + 1),
+        }
         Some(placed)
     }
 
@@ -582,7 +587,7 @@ impl Plan {
                 estimated_tokens: cfg.count_tokens.then_some(c.tokens),
                 embedding_inputs: c.inputs,
                 sha256: sums.map(|s| s[i].clone()),
-                lines: ranges(c.lines.iter().map(|l| l + 1)),
+                lines: c.lines.iter().map(|r| [r.start + 1, r.end]).collect(),
             })
             .collect();
         Manifest {
@@ -625,14 +630,24 @@ impl Plan {
         let stop = std::sync::atomic::AtomicBool::new(false);
         let mut files = std::thread::scope(|scope| {
             let writers = Writers::spawn(scope, bytes, dir, direct, &stop, progress);
-            let rejected: Vec<u64> = self.rejected.iter().map(|&n| n - 1).collect();
-            let rejects = (!rejected.is_empty()).then_some(rejected.as_slice());
-            let lists = self.chunks.iter().map(|c| &c.lines[..]).chain(rejects);
-            for (chunk, lines) in lists.enumerate() {
-                let runs = runs(bytes, &self.facts, lines.iter().map(|&i| i as usize));
+            let send = |chunk: usize, lines: &mut dyn Iterator<Item = usize>| {
+                let runs = runs(bytes, &self.facts, lines);
                 let reserve = runs.iter().map(|r| r.len() as u64).sum();
                 writers.append(chunk, runs, reserve);
                 writers.close(chunk);
+            };
+            for (chunk, c) in self.chunks.iter().enumerate() {
+                send(
+                    chunk,
+                    &mut c
+                        .lines
+                        .iter()
+                        .flat_map(|r| r.start as usize..r.end as usize),
+                );
+            }
+            if !self.rejected.is_empty() {
+                let mut lines = self.rejected.iter().map(|&n| n as usize - 1);
+                send(self.chunks.len(), &mut lines);
             }
             writers.finish(false)
         })?;
