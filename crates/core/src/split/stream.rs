@@ -4,9 +4,11 @@
 //! as `validate` does). As soon as a segment is checked, its lines are
 //! placed by the greedy cut, which needs only the lines before them, and
 //! handed to writer threads that append them to their chunks' temporary
-//! files while the next segment is checked. The writers spend most of
-//! their time waiting for the disk (direct I/O), so the writing hides
-//! behind the validation instead of following it.
+//! files while the next segment is checked. The writers copy and hash;
+//! their disk writes (direct I/O, on threads of their own) cost little CPU
+//! and run meanwhile, so writing overlaps validation instead of following
+//! it, and split costs validation plus hashing rather than validation plus
+//! writing.
 //!
 //! The chunks are only renamed into place by [`Staged::commit`], when the
 //! whole input turned out valid: repeated `custom_id`s are only known at
