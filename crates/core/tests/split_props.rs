@@ -293,3 +293,61 @@ fn skip_invalid_loses_no_line() {
         vec![[6, 6], [10, 10], [21, 21]]
     );
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Whatever the lines, a one-pass split stages chunks exactly when the
+    /// input is valid, leaves nothing behind otherwise, and staged chunks
+    /// hold every request line once, in input order within each group.
+    #[test]
+    fn one_pass_stages_exactly_the_valid_inputs(
+        kinds in proptest::collection::vec(0u8..8, 1..80),
+        corrupt in 0u8..3,
+        block in 1usize..3000,
+        max_requests in 1u64..9,
+    ) {
+        let mut lines = Vec::new();
+        for (i, &k) in kinds.iter().enumerate() {
+            // A third of the inputs have only valid (and blank) lines; a
+            // third may repeat ids, which is only found at the end; a third
+            // may have any error.
+            let k = match corrupt {
+                0 => k % 5,
+                1 => k % 6,
+                _ => k,
+            };
+            lines.push(match k {
+                0..=2 => request(i, i % 5, None),
+                3 => request(i, 1, Some(2)),
+                4 => String::new(),                  // blank: a warning only
+                5 => request(i.saturating_sub(1), 2, None), // may repeat an id
+                6 => "{\"custom_id\": \"x\", broken".to_owned(),
+                _ => request(i, 0, None).replace("POST", "GET"),
+            });
+        }
+        let text = lines.join("\n") + "\n";
+        let cfg = config(Limits { max_requests: Some(max_requests), ..Limits::default() }, None);
+        let dir = tempfile::tempdir().unwrap();
+        let one = one_pass(&text, &cfg, block, dir.path());
+        prop_assert_eq!(one.staged.is_some(), one.report.is_valid());
+        match one.staged {
+            None => prop_assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0),
+            Some(staged) => {
+                let manifest = staged.commit(dir.path(), "in.jsonl", "in", &cfg).unwrap();
+                let mut got: BTreeMap<String, Vec<String>> = BTreeMap::new();
+                for c in &manifest.chunks {
+                    prop_assert!(c.requests <= max_requests);
+                    let data = std::fs::read_to_string(dir.path().join(&c.path)).unwrap();
+                    got.entry(c.endpoint.clone()).or_default().extend(data.lines().map(str::to_owned));
+                }
+                let mut want: BTreeMap<String, Vec<String>> = BTreeMap::new();
+                for l in lines.iter().filter(|l| !l.is_empty()) {
+                    let endpoint = if l.contains("/v1/embeddings") { "/v1/embeddings" } else { "/v1/chat/completions" };
+                    want.entry(endpoint.to_owned()).or_default().push(l.clone());
+                }
+                prop_assert_eq!(got, want);
+            }
+        }
+    }
+}
