@@ -69,6 +69,25 @@ impl Write for Output {
     }
 }
 
+/// A new temporary file in `dir`, named `<prefix>…tmp`, with permission
+/// bits `mode` on Unix (temporary files start private, 0600, and an output
+/// should look like any other file).
+pub(crate) fn temp_file(dir: &Path, prefix: &str, mode: u32) -> io::Result<NamedTempFile> {
+    let tmp = tempfile::Builder::new()
+        .prefix(prefix)
+        .suffix(".tmp")
+        .tempfile_in(dir)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        tmp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(mode))?;
+    }
+    #[cfg(not(unix))]
+    let _ = mode;
+    Ok(tmp)
+}
+
 /// A file that appears under its name only when [`AtomicFile::commit`]
 /// succeeds. Dropped without commit, the temporary file is removed.
 pub struct AtomicFile {
@@ -89,19 +108,16 @@ impl AtomicFile {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let tmp = tempfile::Builder::new()
-            .prefix(&format!(".{name}."))
-            .suffix(".tmp")
-            .tempfile_in(dir)?;
-        // Temporary files are private (0600); the result should look like
-        // any other output: the old target's mode, or rw-r--r--.
+        // The result should look like any other output: the old target's
+        // mode, or rw-r--r--.
         #[cfg(unix)]
-        {
+        let mode = {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(target).map_or(0o644, |m| m.permissions().mode());
-            tmp.as_file()
-                .set_permissions(std::fs::Permissions::from_mode(mode))?;
-        }
+            std::fs::metadata(target).map_or(0o644, |m| m.permissions().mode())
+        };
+        #[cfg(not(unix))]
+        let mode = 0o644;
+        let tmp = temp_file(dir, &format!(".{name}."), mode)?;
         Ok(AtomicFile {
             target: target.to_owned(),
             writer: BufWriter::with_capacity(1 << 20, tmp),

@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 use std::io;
+use std::ops::Range;
 use std::path::Path;
 
 use rayon::prelude::*;
@@ -138,7 +139,7 @@ pub struct ChunkPlan {
     pub inputs: u64,
     /// 0-based indices of its lines, as ranges in input order (a chunk of
     /// consecutive lines is one range).
-    pub lines: Vec<std::ops::Range<u64>>,
+    pub lines: Vec<Range<u64>>,
 }
 
 /// A line that breaks a limit on its own.
@@ -239,9 +240,7 @@ impl Plan {
         };
         let mut regroup = Regroup::default();
         for f in &mut plan.facts {
-            if f.group != NO_GROUP {
-                f.group = regroup.map(&plan.groups, f.group, cfg);
-            }
+            *f = regroup.fact(&plan.groups, *f, cfg);
         }
         plan.groups = regroup.groups;
         plan.chunks = cut(&plan.facts, cfg)?;
@@ -288,6 +287,16 @@ struct Regroup {
 }
 
 impl Regroup {
+    /// `f` with its validation group (an index into `from`) replaced by
+    /// its chunk group; lines that take no part stay so.
+    fn fact(&mut self, from: &[Group], f: Fact, cfg: &SplitConfig) -> Fact {
+        let group = match f.group {
+            NO_GROUP => NO_GROUP,
+            g => self.map(from, g, cfg),
+        };
+        Fact { group, ..f }
+    }
+
     /// The chunk group of validation group `g` (an index into `from`).
     fn map(&mut self, from: &[Group], g: u32, cfg: &SplitConfig) -> u32 {
         while self.map.len() <= g as usize {
@@ -318,12 +327,7 @@ impl Plan {
         let facts: Vec<Fact> = self
             .facts
             .iter()
-            .map(|f| Fact {
-                group: f
-                    .group()
-                    .map_or(NO_GROUP, |g| regroup.map(&self.groups, g as u32, cfg)),
-                ..*f
-            })
+            .map(|&f| regroup.fact(&self.groups, f, cfg))
             .collect();
         cut(&facts, cfg)
     }
@@ -446,11 +450,7 @@ impl<'c> Cutter<'c> {
         c.bytes += bytes;
         c.tokens += tokens;
         c.inputs += inputs;
-        let i = i as u64;
-        match c.lines.last_mut() {
-            Some(run) if run.end == i => run.end += 1,
-            _ => c.lines.push(i..i + 1),
-        }
+        push_run(&mut c.lines, i as u64..i as u64 + 1);
         Some(placed)
     }
 
@@ -540,14 +540,11 @@ pub struct Rejects {
 }
 
 fn ranges(lines: impl Iterator<Item = u64>) -> Vec<[u64; 2]> {
-    let mut out: Vec<[u64; 2]> = Vec::new();
+    let mut runs = Vec::new();
     for l in lines {
-        match out.last_mut() {
-            Some(r) if r[1] + 1 == l => r[1] = l,
-            _ => out.push([l, l]),
-        }
+        push_run(&mut runs, l..l + 1);
     }
-    out
+    runs.into_iter().map(|r| [r.start, r.end - 1]).collect()
 }
 
 impl Plan {
@@ -698,22 +695,23 @@ impl Plan {
 
 /// The byte ranges of `lines` (indices into `facts`, in order), adjacent
 /// lines joined: a one-group input becomes a few large ranges.
-fn runs(
-    bytes: &[u8],
-    facts: &[Fact],
-    lines: impl Iterator<Item = usize>,
-) -> Vec<std::ops::Range<usize>> {
-    let mut out: Vec<std::ops::Range<usize>> = Vec::new();
+fn runs(bytes: &[u8], facts: &[Fact], lines: impl Iterator<Item = usize>) -> Vec<Range<usize>> {
+    let mut out = Vec::new();
     for i in lines {
         let Some(f) = facts.get(i) else { continue };
         let start = f.offset as usize;
-        let end = (start + f.len as usize).min(bytes.len());
-        match out.last_mut() {
-            Some(run) if run.end == start => run.end = end,
-            _ => out.push(start..end),
-        }
+        push_run(&mut out, start..(start + f.len as usize).min(bytes.len()));
     }
     out
+}
+
+/// Append `next` to `runs`, joined to the last run if it starts where that
+/// one ends.
+fn push_run<T: PartialEq + Copy>(runs: &mut Vec<Range<T>>, next: Range<T>) {
+    match runs.last_mut() {
+        Some(run) if run.end == next.start => run.end = next.end,
+        _ => runs.push(next),
+    }
 }
 
 #[cfg(test)]

@@ -178,16 +178,7 @@ impl ChunkFile {
     /// with direct I/O if `direct` and the platform and file system allow,
     /// and `reserve` bytes allocated up front where supported (best effort).
     pub(crate) fn create(dir: &Path, direct: bool, reserve: u64) -> io::Result<ChunkFile> {
-        let tmp = tempfile::Builder::new()
-            .prefix(".batchkit-split.")
-            .suffix(".tmp")
-            .tempfile_in(dir)?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            tmp.as_file()
-                .set_permissions(std::fs::Permissions::from_mode(0o644))?;
-        }
+        let tmp = crate::atomic::temp_file(dir, ".batchkit-split.", 0o644)?;
         if direct {
             // Refused here means ordinary writes throughout.
             let _ = set_direct(tmp.as_file(), true);

@@ -25,7 +25,7 @@ use std::sync::atomic::AtomicBool;
 use tempfile::TempPath;
 
 use super::writers::Writers;
-use super::{Cutter, Fact, Manifest, NO_GROUP, Plan, Regroup, SplitConfig};
+use super::{Cutter, Manifest, Plan, Regroup, SplitConfig, push_run};
 use crate::lines::chunk_ranges;
 use crate::validate::{Config, Report, Validator};
 
@@ -40,11 +40,6 @@ pub struct Staged {
 }
 
 impl Staged {
-    /// The plan the chunks follow.
-    pub fn plan(&self) -> &Plan {
-        &self.plan
-    }
-
     /// Rename every chunk into place and write `manifest.json`.
     pub fn commit(
         self,
@@ -106,20 +101,16 @@ pub fn validate_and_write(
             }
             let mut appends: BTreeMap<usize, Vec<Range<usize>>> = BTreeMap::new();
             let mut closed = Vec::new();
-            for (i, f) in facts.iter().enumerate().skip(placed) {
-                let mut f: Fact = *f;
-                if f.group != NO_GROUP {
-                    f.group = regroup.map(groups, f.group, cfg);
-                }
+            for (i, &f) in facts.iter().enumerate().skip(placed) {
+                let f = regroup.fact(groups, f, cfg);
                 let Some(at) = cutter.push(i, &f) else {
                     continue;
                 };
-                let (start, end) = (f.offset as usize, f.offset as usize + f.len as usize);
-                let runs = appends.entry(at.chunk).or_default();
-                match runs.last_mut() {
-                    Some(run) if run.end == start => run.end = end,
-                    _ => runs.push(start..end),
-                }
+                let start = f.offset as usize;
+                push_run(
+                    appends.entry(at.chunk).or_default(),
+                    start..start + f.len as usize,
+                );
                 closed.extend(at.closed);
             }
             placed = facts.len();
@@ -169,9 +160,7 @@ pub fn validate_and_write(
         let mut facts = std::mem::take(&mut report.facts);
         let groups = std::mem::take(&mut report.groups);
         for f in &mut facts {
-            if f.group != NO_GROUP {
-                f.group = regroup.map(&groups, f.group, cfg);
-            }
+            *f = regroup.fact(&groups, *f, cfg);
         }
         let plan = Plan {
             facts,

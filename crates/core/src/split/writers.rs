@@ -148,15 +148,16 @@ fn write_jobs(
                 chunk,
                 runs,
                 reserve,
-            } => (|| {
+            } => {
                 let file = match open.entry(chunk) {
-                    Entry::Occupied(e) => e.into_mut(),
-                    Entry::Vacant(e) => e.insert(ChunkFile::create(dir, direct, reserve)?),
+                    Entry::Occupied(e) => Ok(e.into_mut()),
+                    Entry::Vacant(e) => {
+                        ChunkFile::create(dir, direct, reserve).map(|f| e.insert(f))
+                    }
                 };
-                file.append(runs.iter().map(|r| &bytes[r.clone()]), &mut stager)?;
-                written(runs.iter().map(|r| r.len() as u64).sum());
-                Ok(())
-            })(),
+                file.and_then(|f| f.append(runs.iter().map(|r| &bytes[r.clone()]), &mut stager))
+                    .map(|()| written(runs.iter().map(|r| r.len() as u64).sum()))
+            }
             Job::Close(chunk) => match open.remove(&chunk) {
                 Some(file) => file
                     .finish(&mut stager)
