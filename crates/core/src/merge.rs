@@ -470,6 +470,24 @@ impl Merge {
         }
     }
 
+    /// Report the kept bad lines as problems of `kind` (made by `make`),
+    /// and count the ones left out too.
+    fn bad_line_problems<T>(
+        &mut self,
+        keep: usize,
+        kind: ProblemKind,
+        bad: Capped<T>,
+        make: impl Fn(&Self, T) -> Problem,
+    ) {
+        for item in bad.kept {
+            let p = make(self, item);
+            self.problem(keep, || p, kind);
+        }
+        if bad.extra > 0 {
+            *self.problem_counts.entry(kind).or_default() += bad.extra;
+        }
+    }
+
     fn index_inputs(&mut self, cfg: &MergeConfig) -> Result<Vec<Key>, MergeError> {
         // One entry per line at most: reserving it all keeps the vector from
         // doubling (untouched capacity costs no memory).
@@ -487,26 +505,15 @@ impl Merge {
                 |line, e| bad_lines.push((f, line, e)),
             );
         }
-        let uncounted = bad_lines.extra;
-        for (f, line, e) in bad_lines.kept {
-            let file = self.inputs[f].name.clone();
-            let p = move || Problem {
-                kind: ProblemKind::BadInputLine,
-                file,
-                line,
-                custom_id: None,
-                message: format!(
-                    "the request line has no readable custom_id ({e}); run `batchkit validate` on it"
-                ),
-            };
-            self.problem(cfg.keep, p, ProblemKind::BadInputLine);
-        }
-        if uncounted > 0 {
-            *self
-                .problem_counts
-                .entry(ProblemKind::BadInputLine)
-                .or_default() += uncounted;
-        }
+        self.bad_line_problems(cfg.keep, ProblemKind::BadInputLine, bad_lines, |m, (f, line, e)| Problem {
+            kind: ProblemKind::BadInputLine,
+            file: m.inputs[f].name.clone(),
+            line,
+            custom_id: None,
+            message: format!(
+                "the request line has no readable custom_id ({e}); run `batchkit validate` on it"
+            ),
+        });
         keys.par_sort_unstable();
         for w in keys.windows(2) {
             if w[0].same_id(&w[1]) {
@@ -561,10 +568,11 @@ impl Merge {
                 |line, b| bad_lines.push((f, line, b)),
             );
         }
-        let uncounted = bad_lines.extra;
-        for (f, line, b) in bad_lines.kept {
-            let file = self.results[f].name.clone();
-            let p = move || {
+        self.bad_line_problems(
+            cfg.keep,
+            ProblemKind::BadResultLine,
+            bad_lines,
+            |m, (f, line, b)| {
                 let note = if b.custom_id.is_some() {
                     "; its request is marked failed"
                 } else {
@@ -572,20 +580,13 @@ impl Merge {
                 };
                 Problem {
                     kind: ProblemKind::BadResultLine,
-                    file,
+                    file: m.results[f].name.clone(),
                     line,
                     custom_id: b.custom_id,
                     message: format!("{}{note}", b.reason),
                 }
-            };
-            self.problem(cfg.keep, p, ProblemKind::BadResultLine);
-        }
-        if uncounted > 0 {
-            *self
-                .problem_counts
-                .entry(ProblemKind::BadResultLine)
-                .or_default() += uncounted;
-        }
+            },
+        );
         keys.par_sort_unstable();
         keys
     }
