@@ -7,46 +7,17 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 
 use serde::Deserialize;
 
-fn batchkit() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_batchkit"));
-    cmd.env_remove("NO_COLOR").env_remove("CLICOLOR_FORCE");
-    cmd
-}
-
-fn run(args: &[&str]) -> Output {
-    batchkit().args(args).output().expect("run batchkit")
-}
-
-fn run_stdin(args: &[&str], input: &[u8]) -> Output {
-    let mut child = batchkit()
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn batchkit");
-    let mut stdin = child.stdin.take().expect("stdin");
-    let input = input.to_vec();
-    let writer = std::thread::spawn(move || {
-        let _ = stdin.write_all(&input);
-    });
-    let out = child.wait_with_output().expect("wait");
-    writer.join().expect("writer thread");
-    out
-}
+mod common;
+use common::{batchkit, run, run_stdin, stderr};
 
 fn testdata(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../testdata")
         .join(name)
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 /// The whole JSON report; unknown fields are an error, so a change to the

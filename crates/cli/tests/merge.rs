@@ -6,9 +6,12 @@
 #![allow(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use serde::Deserialize;
+
+mod common;
+use common::{run, run_stdin};
 
 fn data(name: &str) -> String {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -19,20 +22,13 @@ fn data(name: &str) -> String {
         .to_owned()
 }
 
-fn batchkit(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_batchkit"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
 /// Run `args` with `-o <tmp>`, compare the output with the snapshot `name`.
 fn snapshot(name: &str, args: &[&str], exit: i32) -> (Output, String) {
     let dir = tempfile::tempdir().unwrap();
     let out_path = dir.path().join("out.jsonl");
     let mut all: Vec<&str> = args.to_vec();
     all.extend(["-o", out_path.to_str().unwrap()]);
-    let o = batchkit(&all);
+    let o = run(&all);
     let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
     assert_eq!(o.status.code(), Some(exit), "{name}: {stderr}");
     let got = std::fs::read_to_string(&out_path).unwrap();
@@ -207,7 +203,7 @@ fn retry_selects_by_status_and_code() {
     let input = std::fs::read_to_string(data("requests.jsonl")).unwrap();
     let retry = std::fs::read_to_string(data("expected/retry_default.jsonl")).unwrap();
     assert!(retry.lines().all(|l| input.lines().any(|i| i == l)));
-    let v = batchkit(&["validate", "-q", &data("expected/retry_default.jsonl")]);
+    let v = run(&["validate", "-q", &data("expected/retry_default.jsonl")]);
     assert_eq!(v.status.code(), Some(0));
 }
 
@@ -218,7 +214,7 @@ fn all_succeeded_exits_zero() {
     let results = dir.path().join("out.jsonl");
     std::fs::write(&input, "{\"custom_id\":\"a\",\"method\":\"POST\",\"url\":\"/v1/embeddings\",\"body\":{\"model\":\"e\",\"input\":\"x\"}}\n").unwrap();
     std::fs::write(&results, "{\"custom_id\":\"a\",\"response\":{\"status_code\":200,\"body\":{\"data\":[]}},\"error\":null}\n").unwrap();
-    let o = batchkit(&[
+    let o = run(&[
         "merge",
         "-i",
         input.to_str().unwrap(),
@@ -268,7 +264,7 @@ fn json_summary_and_unknown_file() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("merged.jsonl");
     let unknown = dir.path().join("unknown.jsonl");
-    let o = batchkit(&[
+    let o = run(&[
         "merge",
         "--format",
         "json",
@@ -316,7 +312,7 @@ fn unmergeable_input_writes_nothing() {
     )
     .unwrap();
     let out = dir.path().join("merged.jsonl");
-    let o = batchkit(&[
+    let o = run(&[
         "merge",
         "-i",
         input.to_str().unwrap(),
@@ -336,7 +332,7 @@ fn unmergeable_input_writes_nothing() {
         1,
         "no temporary file left"
     );
-    let missing = batchkit(&["merge", "-i", "/no/such.jsonl", "-o", out.to_str().unwrap()]);
+    let missing = run(&["merge", "-i", "/no/such.jsonl", "-o", out.to_str().unwrap()]);
     assert_eq!(missing.status.code(), Some(2));
 }
 
@@ -349,8 +345,8 @@ fn gzip_and_stdin_results() {
     enc.write_all(&std::fs::read(data("round1.errors.jsonl")).unwrap())
         .unwrap();
     std::fs::write(&gz, enc.finish().unwrap()).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_batchkit"))
-        .args([
+    let o = run_stdin(
+        &[
             "merge",
             "-i",
             &data("requests.jsonl"),
@@ -358,19 +354,9 @@ fn gzip_and_stdin_results() {
             "-",
             "-o",
             "-",
-        ])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(&std::fs::read(data("round1.output.jsonl")).unwrap())
-        .unwrap();
-    let o = child.wait_with_output().unwrap();
+        ],
+        &std::fs::read(data("round1.output.jsonl")).unwrap(),
+    );
     assert_eq!(o.status.code(), Some(1));
     let expected = std::fs::read_to_string(data("expected/round1.jsonl")).unwrap();
     assert_eq!(String::from_utf8_lossy(&o.stdout), expected);

@@ -4,16 +4,11 @@
 #![allow(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
 
 use serde::Deserialize;
 
-fn batchkit(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_batchkit"))
-        .args(args)
-        .output()
-        .unwrap()
-}
+mod common;
+use common::{run, run_stdin, stderr};
 
 fn testdata(name: &str) -> String {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -22,10 +17,6 @@ fn testdata(name: &str) -> String {
         .to_str()
         .unwrap()
         .to_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 #[derive(Debug, Deserialize)]
@@ -99,7 +90,7 @@ fn split_groups_and_every_chunk_validates() {
     let dir = tempfile::tempdir().unwrap();
     let input = mixed(dir.path());
     let out = dir.path().join("chunks");
-    let o = batchkit(&[
+    let o = run(&[
         "split",
         input.to_str().unwrap(),
         "--out-dir",
@@ -137,7 +128,7 @@ fn split_groups_and_every_chunk_validates() {
         assert!(c.model.is_some() && c.sha256.as_ref().unwrap().len() == 64);
         let path = out.join(&c.path);
         assert_eq!(std::fs::metadata(&path).unwrap().len(), c.bytes);
-        let v = batchkit(&[
+        let v = run(&[
             "validate",
             "-q",
             "--max-requests",
@@ -174,11 +165,11 @@ fn invalid_input_is_refused_unless_skipped() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
     let broken = testdata("example-broken.jsonl");
-    let o = batchkit(&["split", &broken, "--out-dir", out.to_str().unwrap()]);
+    let o = run(&["split", &broken, "--out-dir", out.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("nothing was split"), "{}", stderr(&o));
     assert!(!out.exists() || std::fs::read_dir(&out).unwrap().count() == 0);
-    let o = batchkit(&[
+    let o = run(&[
         "split",
         &broken,
         "--out-dir",
@@ -207,7 +198,7 @@ fn invalid_input_is_refused_unless_skipped() {
 
 #[test]
 fn a_line_larger_than_a_limit_is_an_error_with_its_line() {
-    let o = batchkit(&[
+    let o = run(&[
         "split",
         &testdata("example.jsonl"),
         "--dry-run",
@@ -223,7 +214,7 @@ fn a_line_larger_than_a_limit_is_an_error_with_its_line() {
 fn dry_run_and_stdin() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("planned");
-    let o = batchkit(&[
+    let o = run(&[
         "split",
         &testdata("example.jsonl"),
         "--dry-run",
@@ -240,27 +231,17 @@ fn dry_run_and_stdin() {
     assert!(m.chunks.iter().all(|c| c.sha256.is_none()));
     assert!(!out.exists());
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_batchkit"))
-        .args([
+    let o = run_stdin(
+        &[
             "split",
             "-",
             "--out-dir",
             out.to_str().unwrap(),
             "--max-requests",
             "2",
-        ])
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(&std::fs::read(testdata("example.jsonl")).unwrap())
-        .unwrap();
-    let o = child.wait_with_output().unwrap();
+        ],
+        &std::fs::read(testdata("example.jsonl")).unwrap(),
+    );
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let mut joined = Vec::new();
     for n in 1..=3 {
@@ -322,7 +303,7 @@ struct Cost {
 fn stats_counts_tokens_and_cost() {
     let dir = tempfile::tempdir().unwrap();
     let input = mixed(dir.path());
-    let o = batchkit(&[
+    let o = run(&[
         "stats",
         "--format",
         "json",
@@ -365,7 +346,7 @@ fn stats_counts_tokens_and_cost() {
     assert!((c.input.unwrap() - input_cost).abs() < 1e-9);
     assert!((c.max_output.unwrap() - 1000.0 * 5.0 / 1e6).abs() < 1e-9);
     assert!((c.total_at_most.unwrap() - c.input.unwrap() - c.max_output.unwrap()).abs() < 1e-9);
-    let human = batchkit(&["stats", input.to_str().unwrap()]);
+    let human = run(&["stats", input.to_str().unwrap()]);
     assert!(String::from_utf8_lossy(&human.stdout).contains("split would make 3 chunks"));
 }
 
@@ -397,7 +378,7 @@ fn buffered_and_direct_writes_give_the_same_files() {
             "4",
         ];
         args.extend(flag);
-        let o = batchkit(&args);
+        let o = run(&args);
         assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
         outputs.push(contents(&out));
     }
@@ -421,7 +402,7 @@ fn hundreds_of_models_each_get_their_chunks() {
     let input = dir.path().join("many.jsonl");
     std::fs::write(&input, &text).unwrap();
     let out = dir.path().join("out");
-    let o = batchkit(&[
+    let o = run(&[
         "split",
         input.to_str().unwrap(),
         "--out-dir",
