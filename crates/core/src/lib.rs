@@ -25,6 +25,7 @@ pub mod atomic;
 pub mod dedup;
 pub mod diag;
 pub mod envelope;
+pub mod facts;
 pub mod input;
 pub mod lines;
 pub mod merge;

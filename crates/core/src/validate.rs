@@ -9,11 +9,11 @@ use rayon::prelude::*;
 
 use crate::dedup::{IdEntry, find_repeats};
 use crate::diag::{Code, CodeCounts, Diagnostic, Severity};
+use crate::facts::{Fact, Group};
 use crate::input::{self, Input, InputError, Source};
 use crate::lines::chunk_ranges;
 use crate::provider::{Limits, LineShape, Profile, Provider};
 use crate::rules::{self, ChunkOut, GroupKey, LineCtx, ModelTally};
-use crate::split::{Fact, Group};
 use std::collections::HashMap;
 
 /// Diagnostics kept for printing unless told otherwise.
