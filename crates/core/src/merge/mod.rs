@@ -1,0 +1,200 @@
+//! Joining result files back to their requests by `custom_id`, in input
+//! order, with every request accounted for.
+//!
+//! Nothing is held as a JSON value. Inputs and results are mapped; each
+//! input line becomes a 24-byte (fingerprint, position) entry and each result
+//! line a 24-byte (fingerprint, file, offset, status) entry. Both lists are
+//! sorted and walked together once, leaving 8 bytes per input line: the
+//! chosen result's location. The merged file is then written by streaming the
+//! inputs in order and re-reading only the chosen result lines.
+//!
+//! The parts, one concern a file: `side` opens a file and reads ids from its
+//! lines, `key` packs fingerprints and result locations, `index` turns the
+//! files into sorted keys, `join` walks them together and reports what does
+//! not fit, and `render` writes the merged lines in input order.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use crate::input::InputError;
+
+mod index;
+mod join;
+mod key;
+mod render;
+mod side;
+
+pub use render::{MergedLine, Record, Tally};
+
+use key::NONE;
+use side::Side;
+
+/// Chunks handled in parallel at a time: bounds the memory held for chunk
+/// results (index entries, rendered output) to a few MB.
+const WINDOW: usize = 16;
+/// The error code of a request whose chosen result line could not be read.
+pub const INVALID_RESULT_LINE: &str = "invalid_result_line";
+const MAX_FILES: usize = 1 << 16;
+
+/// How to merge.
+#[derive(Clone, Debug)]
+pub struct MergeConfig {
+    /// On two different successful results for one id, keep the last
+    /// (in the order the result files were given) instead of the first.
+    pub prefer_last: bool,
+    /// How many problems to keep for the report (all are counted).
+    pub keep: usize,
+}
+
+impl Default for MergeConfig {
+    fn default() -> Self {
+        MergeConfig {
+            prefer_last: false,
+            keep: 1000,
+        }
+    }
+}
+
+/// What kind of problem a merge met.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ProblemKind {
+    /// An input line without a readable `custom_id`.
+    BadInputLine,
+    /// A `custom_id` used twice in the inputs.
+    DuplicateInput,
+    /// A result line that could not be read.
+    BadResultLine,
+    /// Two different successful results for one request.
+    Conflict,
+    /// A result whose `custom_id` is in no input.
+    Unknown,
+}
+
+impl ProblemKind {
+    /// The kind as reports write it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProblemKind::BadInputLine => "bad_input_line",
+            ProblemKind::DuplicateInput => "duplicate_custom_id",
+            ProblemKind::BadResultLine => "bad_result_line",
+            ProblemKind::Conflict => "conflict",
+            ProblemKind::Unknown => "unknown_custom_id",
+        }
+    }
+}
+
+/// One problem, with where it is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    /// What kind.
+    pub kind: ProblemKind,
+    /// The file it is in.
+    pub file: PathBuf,
+    /// Its 1-based line.
+    pub line: u64,
+    /// The request's id, where known.
+    pub custom_id: Option<String>,
+    /// What is wrong, and for conflicts where the other result is.
+    pub message: String,
+}
+
+/// Why a merge could not be done.
+#[derive(Debug, thiserror::Error)]
+pub enum MergeError {
+    /// An input or result file could not be read.
+    #[error(transparent)]
+    Input(#[from] InputError),
+    /// The inputs are not a batch that could have been submitted.
+    #[error("the request files cannot be merged: {count} problems (first: {})", .problems.first().map_or(String::new(), |p| format!("{}:{}: {}", p.file.display(), p.line, p.message)))]
+    InvalidInput {
+        /// The problems kept.
+        problems: Vec<Problem>,
+        /// How many there are in all.
+        count: u64,
+    },
+    /// More files than a merge can index.
+    #[error("too many files: at most {MAX_FILES} result files")]
+    TooManyFiles,
+}
+
+/// Results joined to their requests, ready to be written.
+pub struct Merge {
+    inputs: Vec<Side>,
+    results: Vec<Side>,
+    /// Per input file, per line: the chosen result, or `NONE`.
+    chosen: Vec<Vec<u64>>,
+    unknown: Vec<u64>,
+    problems: Vec<Problem>,
+    problem_counts: BTreeMap<ProblemKind, u64>,
+    result_lines: u64,
+}
+
+impl Merge {
+    /// Index `inputs` and `results` and join them.
+    pub fn new(
+        inputs: &[PathBuf],
+        results: &[PathBuf],
+        cfg: &MergeConfig,
+    ) -> Result<Merge, MergeError> {
+        if inputs.len() >= MAX_FILES || results.len() >= MAX_FILES {
+            return Err(MergeError::TooManyFiles);
+        }
+        let inputs: Vec<Side> = inputs
+            .iter()
+            .map(|p| Side::open(p))
+            .collect::<Result<_, _>>()?;
+        let results: Vec<Side> = results
+            .iter()
+            .map(|p| Side::open(p))
+            .collect::<Result<_, _>>()?;
+        let mut m = Merge {
+            chosen: inputs
+                .iter()
+                .map(|s| vec![NONE; s.lines as usize])
+                .collect(),
+            result_lines: results.iter().map(|s| s.lines).sum(),
+            inputs,
+            results,
+            unknown: Vec::new(),
+            problems: Vec::new(),
+            problem_counts: BTreeMap::new(),
+        };
+        let input_keys = m.index_inputs(cfg)?;
+        let result_keys = m.index_results(cfg);
+        m.join(input_keys, result_keys, cfg);
+        Ok(m)
+    }
+
+    fn problem(&mut self, keep: usize, p: impl FnOnce() -> Problem, kind: ProblemKind) {
+        *self.problem_counts.entry(kind).or_default() += 1;
+        if self.problems.len() < keep {
+            self.problems.push(p());
+        }
+    }
+
+    /// Problems met (bad result lines, conflicts, unknown ids), in order of
+    /// kind, file and line; at most `keep` of them.
+    pub fn problems(&self) -> Vec<Problem> {
+        let mut p = self.problems.clone();
+        p.sort_by(|a, b| (a.kind, &a.file, a.line).cmp(&(b.kind, &b.file, b.line)));
+        p
+    }
+
+    /// How many problems of each kind (all of them, however many are kept).
+    pub fn problem_counts(&self) -> &BTreeMap<ProblemKind, u64> {
+        &self.problem_counts
+    }
+
+    /// Result lines read, blank ones included.
+    pub fn result_lines(&self) -> u64 {
+        self.result_lines
+    }
+
+    /// Total bytes of the inputs (for progress bars).
+    pub fn input_bytes(&self) -> u64 {
+        self.inputs
+            .iter()
+            .map(|s| s.bytes.bytes().len() as u64)
+            .sum()
+    }
+}

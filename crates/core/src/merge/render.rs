@@ -1,0 +1,266 @@
+//! Rendering: every request walked in input order with its chosen result,
+//! rendered in parallel and written in order.
+
+use std::collections::BTreeMap;
+use std::io::{self, Write};
+use std::ops::Range;
+use std::path::Path;
+
+use rayon::prelude::*;
+use serde_json::value::RawValue;
+
+use super::key::{NONE, ref_file, ref_offset};
+use super::side::{classify_bytes, known_request_id, parse_request};
+use super::{INVALID_RESULT_LINE, Merge, WINDOW};
+use crate::lines::{Lines, is_blank};
+use crate::results::{self, BadResult, Outcome, Status};
+
+/// One request and its outcome, handed to a renderer.
+pub struct Record<'a> {
+    /// The input file.
+    pub input: &'a Path,
+    /// 1-based line in the input file.
+    pub line: u64,
+    /// The request's id.
+    pub custom_id: &'a str,
+    /// The request line, without its ending.
+    pub request_line: &'a [u8],
+    /// The request body, verbatim.
+    pub request_body: Option<&'a RawValue>,
+    /// What became of it.
+    pub status: Status,
+    /// The chosen result, read (`None` if missing or unreadable).
+    pub outcome: Option<Outcome<'a>>,
+    /// Why the chosen result line could not be read, if it could not.
+    pub broken: Option<BadResult>,
+}
+
+impl Record<'_> {
+    /// The error code of a request that did not succeed.
+    pub fn error_code(&self) -> Option<&str> {
+        if self.broken.is_some() {
+            return Some(INVALID_RESULT_LINE);
+        }
+        if self.status == Status::Missing {
+            return Some("missing");
+        }
+        self.outcome
+            .as_ref()
+            .and_then(|o| o.error.as_ref())
+            .and_then(|e| e.code.as_deref())
+    }
+}
+
+/// Counts of what was written.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Tally {
+    /// Requests by status, in [`Status::ALL`] order.
+    pub by_status: [u64; 5],
+    /// Requests that did not succeed, by error code (`none` when it has none).
+    pub by_code: BTreeMap<String, u64>,
+    /// Requests written by the renderer (for `retry`: the selected ones).
+    pub written: u64,
+}
+
+impl Tally {
+    fn merge(&mut self, other: Tally) {
+        for (a, b) in self.by_status.iter_mut().zip(other.by_status) {
+            *a += b;
+        }
+        for (code, n) in other.by_code {
+            *self.by_code.entry(code).or_default() += n;
+        }
+        self.written += other.written;
+    }
+
+    /// Requests in all.
+    pub fn total(&self) -> u64 {
+        self.by_status.iter().sum()
+    }
+
+    /// Requests of one status.
+    pub fn count(&self, status: Status) -> u64 {
+        self.by_status[status as usize]
+    }
+}
+
+impl Merge {
+    /// Walk every request in input order and let `render` append what it
+    /// wants written for it (and return whether it wrote the request).
+    /// Rendering runs in parallel; output is written in order.
+    /// `request_body` says whether records need [`Record::request_body`]
+    /// (it costs a full parse of each request line).
+    pub fn write(
+        &self,
+        out: &mut dyn Write,
+        request_body: bool,
+        render: &(dyn Fn(&Record<'_>, &mut Vec<u8>) -> bool + Sync),
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> io::Result<Tally> {
+        let mut tally = Tally::default();
+        for (f, side) in self.inputs.iter().enumerate() {
+            for window in side.chunks.chunks(WINDOW) {
+                let parts: Vec<(Vec<u8>, Tally)> = window
+                    .par_iter()
+                    .map(|(range, base)| {
+                        let part = self.render_chunk(f, range.clone(), *base, request_body, render);
+                        progress(range.len() as u64);
+                        part
+                    })
+                    .collect();
+                for (bytes, t) in parts {
+                    out.write_all(&bytes)?;
+                    tally.merge(t);
+                }
+            }
+        }
+        Ok(tally)
+    }
+
+    fn render_chunk(
+        &self,
+        f: usize,
+        range: Range<usize>,
+        base: u64,
+        request_body: bool,
+        render: &(dyn Fn(&Record<'_>, &mut Vec<u8>) -> bool + Sync),
+    ) -> (Vec<u8>, Tally) {
+        let side = &self.inputs[f];
+        let mut buf = Vec::with_capacity(range.len() * 2);
+        let mut tally = Tally::default();
+        for (i, line) in Lines::new(&side.bytes.bytes()[range]).enumerate() {
+            if is_blank(line.bytes) {
+                continue;
+            }
+            // Indexing parsed every line already; a failure here cannot happen.
+            let (custom_id, body) = if request_body {
+                match parse_request(line.bytes) {
+                    Ok(r) => (r.custom_id, r.body),
+                    Err(_) => continue,
+                }
+            } else {
+                match known_request_id(line.bytes) {
+                    Ok(id) => (id, None),
+                    Err(_) => continue,
+                }
+            };
+            let index = base + i as u64;
+            let chosen = self.chosen[f][index as usize];
+            let (status, outcome, broken) = self.read_result(chosen);
+            let record = Record {
+                input: &side.name,
+                line: index + 1,
+                custom_id: &custom_id,
+                request_line: line.bytes,
+                request_body: body,
+                status,
+                outcome,
+                broken,
+            };
+            tally.by_status[status as usize] += 1;
+            if status != Status::Succeeded {
+                let code = record.error_code().unwrap_or("none").to_owned();
+                *tally.by_code.entry(code).or_default() += 1;
+            }
+            if render(&record, &mut buf) {
+                tally.written += 1;
+            }
+        }
+        (buf, tally)
+    }
+
+    fn read_result(&self, chosen: u64) -> (Status, Option<Outcome<'_>>, Option<BadResult>) {
+        if chosen == NONE {
+            return (Status::Missing, None, None);
+        }
+        let line = self.results[ref_file(chosen)].line_at(ref_offset(chosen));
+        match classify_bytes(line) {
+            Ok(o) => (o.status, Some(o), None),
+            Err(b) => (Status::Failed, None, Some(b)),
+        }
+    }
+}
+
+/// What a merged line holds beyond the six standard fields.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MergedLine {
+    /// Add `"request"`: the request body.
+    pub with_request: bool,
+    /// Add `"text"`: the answer text, where the endpoint has one.
+    pub text: bool,
+    /// Add `"input"`: the input file's name (when there are several).
+    pub input_name: bool,
+}
+
+impl MergedLine {
+    /// Append the merged line of `r` to `buf`:
+    /// `{"custom_id","line","status","status_code","response","error"}` and
+    /// the extras asked for. Raw JSON from the files is copied verbatim.
+    pub fn render(&self, r: &Record<'_>, buf: &mut Vec<u8>) {
+        let json = |buf: &mut Vec<u8>, s: &str| {
+            // Serializing a str into a Vec cannot fail.
+            let _ = serde_json::to_writer(&mut *buf, s);
+        };
+        buf.extend_from_slice(b"{\"custom_id\":");
+        json(buf, r.custom_id);
+        buf.extend_from_slice(
+            format!(
+                ",\"line\":{},\"status\":\"{}\",\"status_code\":",
+                r.line,
+                r.status.as_str()
+            )
+            .as_bytes(),
+        );
+        match r.outcome.as_ref().and_then(|o| o.status_code) {
+            Some(c) => buf.extend_from_slice(itoa::Buffer::new().format(c).as_bytes()),
+            None => buf.extend_from_slice(b"null"),
+        }
+        buf.extend_from_slice(b",\"response\":");
+        let response = r.outcome.as_ref().and_then(|o| o.response);
+        buf.extend_from_slice(response.map_or("null", RawValue::get).as_bytes());
+        buf.extend_from_slice(b",\"error\":");
+        let error = match (&r.broken, r.outcome.as_ref().and_then(|o| o.error.as_ref())) {
+            (Some(b), _) => Some((Some(INVALID_RESULT_LINE), Some(b.reason.as_str()))),
+            (None, Some(e)) if r.status != Status::Succeeded => {
+                Some((e.code.as_deref(), e.message.as_deref()))
+            }
+            _ if r.status == Status::Missing => Some((
+                Some("missing"),
+                Some("No result for this request in any result file."),
+            )),
+            _ => None,
+        };
+        match error {
+            None => buf.extend_from_slice(b"null"),
+            Some((code, message)) => {
+                buf.extend_from_slice(b"{\"code\":");
+                match code {
+                    Some(c) => json(buf, c),
+                    None => buf.extend_from_slice(b"null"),
+                }
+                buf.extend_from_slice(b",\"message\":");
+                match message {
+                    Some(m) => json(buf, m),
+                    None => buf.extend_from_slice(b"null"),
+                }
+                buf.push(b'}');
+            }
+        }
+        if self.input_name {
+            buf.extend_from_slice(b",\"input\":");
+            json(buf, &r.input.display().to_string());
+        }
+        if self.with_request {
+            buf.extend_from_slice(b",\"request\":");
+            buf.extend_from_slice(r.request_body.map_or("null", RawValue::get).as_bytes());
+        }
+        if self.text {
+            buf.extend_from_slice(b",\"text\":");
+            match response.and_then(results::answer_text) {
+                Some(t) => json(buf, &t),
+                None => buf.extend_from_slice(b"null"),
+            }
+        }
+        buf.extend_from_slice(b"}\n");
+    }
+}

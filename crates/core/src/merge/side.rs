@@ -1,0 +1,133 @@
+//! One mapped file of a merge, cut into chunks of whole lines, and the
+//! reading of ids and results from its lines.
+
+use std::borrow::Cow;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::input::{Input, InputError, Mapped};
+use crate::lines::{chunk_ranges, count_lines};
+use crate::results::{self, BadResult, Outcome};
+
+const CHUNK: usize = 1 << 20;
+
+pub(super) struct Side {
+    pub(super) name: PathBuf,
+    pub(super) bytes: Mapped,
+    /// Newline-aligned chunks and the 0-based line index each starts at.
+    pub(super) chunks: Vec<(Range<usize>, u64)>,
+    pub(super) lines: u64,
+}
+
+impl Side {
+    pub(super) fn open(path: &Path) -> Result<Side, InputError> {
+        let input = Input::open(path)?;
+        let name = input.name.clone();
+        let bytes = input.into_mapped()?;
+        let ranges = chunk_ranges(bytes.bytes(), CHUNK);
+        let counts: Vec<u64> = ranges
+            .par_iter()
+            .map(|r| count_lines(&bytes.bytes()[r.clone()]))
+            .collect();
+        let mut base = 0;
+        let mut chunks = Vec::with_capacity(ranges.len());
+        for (r, n) in ranges.into_iter().zip(counts) {
+            chunks.push((r, base));
+            base += n;
+        }
+        Ok(Side {
+            name,
+            bytes,
+            chunks,
+            lines: base,
+        })
+    }
+
+    pub(super) fn line_at(&self, offset: usize) -> &[u8] {
+        let rest = &self.bytes.bytes()[offset.min(self.bytes.bytes().len())..];
+        let end = memchr::memchr(b'\n', rest).unwrap_or(rest.len());
+        let line = &rest[..end];
+        line.strip_suffix(b"\r").unwrap_or(line)
+    }
+
+    /// 1-based line numbers of byte offsets (one pass over the file).
+    pub(super) fn lines_of(&self, offsets: &[usize]) -> Vec<u64> {
+        let mut order: Vec<usize> = (0..offsets.len()).collect();
+        order.sort_by_key(|&i| offsets[i]);
+        let mut out = vec![0; offsets.len()];
+        let (mut line, mut pos) = (1u64, 0usize);
+        let bytes = self.bytes.bytes();
+        for i in order {
+            let target = offsets[i].min(bytes.len());
+            line += memchr::memchr_iter(b'\n', &bytes[pos..target]).count() as u64;
+            pos = target;
+            out[i] = line;
+        }
+        out
+    }
+}
+
+/// One input request line, as the merged file needs it.
+#[derive(Deserialize)]
+pub(super) struct Request<'a> {
+    #[serde(borrow)]
+    pub(super) custom_id: Cow<'a, str>,
+    #[serde(borrow, default)]
+    pub(super) body: Option<&'a RawValue>,
+}
+
+/// Only the id: other fields are skipped, which is faster than capturing them.
+#[derive(Deserialize)]
+struct RequestId<'a> {
+    #[serde(borrow)]
+    custom_id: Cow<'a, str>,
+}
+
+fn utf8(line: &[u8]) -> Result<&str, String> {
+    simdutf8::basic::from_utf8(line).map_err(|_| {
+        let e = std::str::from_utf8(line).err();
+        format!(
+            "not UTF-8: {}",
+            e.map_or_else(String::new, |e| e.to_string())
+        )
+    })
+}
+
+pub(super) fn parse_request(line: &[u8]) -> Result<Request<'_>, String> {
+    serde_json::from_str(utf8(line)?).map_err(|e| e.to_string())
+}
+
+pub(super) fn parse_request_id(line: &[u8]) -> Result<Cow<'_, str>, String> {
+    let r: RequestId<'_> = serde_json::from_str(utf8(line)?).map_err(|e| e.to_string())?;
+    Ok(r.custom_id)
+}
+
+/// The id of a line already checked while indexing: read straight from the
+/// bytes when the line starts with a plain `{"custom_id":"…"`, as generated
+/// files do; parsed otherwise.
+pub(super) fn known_request_id(line: &[u8]) -> Result<Cow<'_, str>, String> {
+    const PREFIX: &[u8] = b"{\"custom_id\":\"";
+    if let Some(rest) = line.strip_prefix(PREFIX) {
+        if let Some(end) = memchr::memchr2(b'"', b'\\', rest) {
+            if rest[end] == b'"' {
+                if let Ok(id) = simdutf8::basic::from_utf8(&rest[..end]) {
+                    return Ok(Cow::Borrowed(id));
+                }
+            }
+        }
+    }
+    parse_request_id(line)
+}
+
+pub(super) fn classify_bytes(line: &[u8]) -> Result<Outcome<'_>, BadResult> {
+    utf8(line)
+        .map_err(|reason| BadResult {
+            reason,
+            custom_id: None,
+        })
+        .and_then(results::classify)
+}
