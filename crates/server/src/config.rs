@@ -1,0 +1,95 @@
+//! How a server runs: where it forwards requests, where it keeps its state,
+//! who may call it, and how hard it pushes the upstream.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use batchkit_core::Provider;
+
+/// Everything `batchkit serve` is told.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// Base URL of the OpenAI-compatible upstream, with or without `/v1`.
+    pub upstream: String,
+    /// Sent to the upstream as `Authorization: Bearer ...`.
+    pub upstream_api_key: Option<String>,
+    /// Where to listen (`127.0.0.1:0` picks a free port).
+    pub listen: SocketAddr,
+    /// The database and the stored files live here.
+    pub data_dir: PathBuf,
+    /// Accepted API keys, one tenant each; empty means no authentication.
+    pub api_keys: Vec<String>,
+    /// Serve without keys on an address other than loopback.
+    pub insecure_no_auth: bool,
+    /// Requests in flight to the upstream at once, across all batches.
+    pub concurrency: usize,
+    /// Retries of one request after a 408, 429, 5xx, timeout or
+    /// connection error.
+    pub max_retries: u32,
+    /// How long one upstream request may take.
+    pub request_timeout: Duration,
+    /// The first retry's delay; later ones double it (with jitter).
+    pub retry_base_delay: Duration,
+    /// The largest file accepted by `POST /v1/files`.
+    pub max_upload_bytes: u64,
+    /// Whose rules validate input files.
+    pub provider: Provider,
+    /// How long a cancelled or expired batch waits for requests in flight.
+    pub cancel_grace: Duration,
+}
+
+impl ServerConfig {
+    /// The defaults of `batchkit serve`, for this upstream.
+    pub fn new(upstream: impl Into<String>) -> ServerConfig {
+        ServerConfig {
+            upstream: upstream.into(),
+            upstream_api_key: None,
+            listen: SocketAddr::from(([127, 0, 0, 1], 8090)),
+            data_dir: PathBuf::from("batchkit-data"),
+            api_keys: Vec::new(),
+            insecure_no_auth: false,
+            concurrency: 64,
+            max_retries: 5,
+            request_timeout: Duration::from_secs(600),
+            retry_base_delay: Duration::from_millis(500),
+            max_upload_bytes: 200 * 1024 * 1024,
+            provider: Provider::OpenAi,
+            cancel_grace: Duration::from_secs(2),
+        }
+    }
+
+    /// The upstream URL for a request line's `url`: `--upstream` with any
+    /// trailing `/` and `/v1` removed, then the url (never `/v1/v1`).
+    pub fn upstream_url(&self, url: &str) -> String {
+        let base = self.upstream.trim_end_matches('/');
+        let base = base.strip_suffix("/v1").unwrap_or(base);
+        if url.starts_with('/') {
+            format!("{base}{url}")
+        } else {
+            format!("{base}/{url}")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_urls_never_double_v1() {
+        for base in [
+            "http://h:8000",
+            "http://h:8000/",
+            "http://h:8000/v1",
+            "http://h:8000/v1/",
+        ] {
+            let cfg = ServerConfig::new(base);
+            assert_eq!(
+                cfg.upstream_url("/v1/chat/completions"),
+                "http://h:8000/v1/chat/completions"
+            );
+            assert_eq!(cfg.upstream_url("/score"), "http://h:8000/score");
+        }
+    }
+}

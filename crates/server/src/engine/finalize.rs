@@ -1,0 +1,180 @@
+//! The end of a batch: the output and error files written from the
+//! recorded results in input order (requests that never ran go to the error
+//! file as cancelled or expired), stored, and the batch closed in one
+//! transaction with them.
+//!
+//! Finalizing may be interrupted anywhere and run again: files are written
+//! under scratch names, and a stored file the closing transaction did not
+//! record is removed at the next start.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, BufWriter, Write};
+use std::sync::Arc;
+
+use tempfile::TempPath;
+
+use super::Engine;
+use super::lines::{custom_id_of, error_line};
+use super::runner::RunError;
+use crate::ids;
+use crate::objects::{BatchRecord, FileRecord, Status};
+use crate::store::{Finish, ResultRow};
+
+/// Recorded results read from the store at a time.
+const PAGE: usize = 2048;
+
+/// A file being written in the scratch directory.
+struct Sink {
+    out: BufWriter<File>,
+    path: TempPath,
+    lines: u64,
+    bytes: u64,
+}
+
+impl Sink {
+    fn new(engine: &Engine) -> io::Result<Sink> {
+        let (file, path) = tempfile::Builder::new()
+            .prefix("batch-")
+            .tempfile_in(engine.files.scratch_dir())?
+            .into_parts();
+        Ok(Sink {
+            out: BufWriter::with_capacity(1 << 20, file),
+            path,
+            lines: 0,
+            bytes: 0,
+        })
+    }
+
+    fn line(&mut self, line: &str) -> io::Result<()> {
+        self.out.write_all(line.as_bytes())?;
+        self.out.write_all(b"\n")?;
+        self.lines += 1;
+        self.bytes += line.len() as u64 + 1;
+        Ok(())
+    }
+
+    /// Store the file under a new id, if it has lines.
+    fn store(
+        self,
+        engine: &Engine,
+        batch: &BatchRecord,
+        kind: &str,
+    ) -> io::Result<Option<FileRecord>> {
+        if self.lines == 0 {
+            return Ok(None);
+        }
+        self.out
+            .into_inner()
+            .map_err(io::IntoInnerError::into_error)?;
+        let now = ids::now();
+        let record = FileRecord {
+            id: ids::new_id("file-", 24),
+            tenant: batch.tenant.clone(),
+            bytes: self.bytes,
+            created_at: now,
+            expires_at: batch.output_expires_after.map(|s| now + s),
+            filename: format!("{}_{kind}.jsonl", batch.id),
+            purpose: "batch_output".to_owned(),
+        };
+        let path = self.path.keep().map_err(|e| e.error)?;
+        engine.files.put(&record.id, &path)?;
+        Ok(Some(record))
+    }
+}
+
+/// End `batch` as `status` (`completed`, `expired` or `cancelled`).
+pub(super) async fn finalize(
+    engine: &Arc<Engine>,
+    batch: &BatchRecord,
+    status: Status,
+) -> Result<(), RunError> {
+    let (e, b) = (engine.clone(), batch.clone());
+    let finish = tokio::task::spawn_blocking(move || write_files(&e, &b, status)).await??;
+    let (id, f) = (batch.id.clone(), finish.clone());
+    if engine.db(move |s| s.finish(&id, &f)).await? {
+        tracing::info!(
+            batch = %batch.id,
+            from = batch.status.as_str(),
+            to = status.as_str(),
+            completed = finish.completed,
+            failed = finish.failed,
+            "batch ended"
+        );
+    } else {
+        // It had ended already: the files just written are not needed.
+        for f in finish.output.iter().chain(&finish.error) {
+            engine.files.remove(&f.id)?;
+        }
+    }
+    Ok(())
+}
+
+fn write_files(engine: &Engine, batch: &BatchRecord, status: Status) -> Result<Finish, RunError> {
+    let (code, message) = match status {
+        Status::Cancelled => (
+            "batch_cancelled",
+            "This request was not executed because the batch was cancelled.",
+        ),
+        Status::Expired => (
+            "batch_expired",
+            "This request could not be executed before the completion window expired.",
+        ),
+        _ => ("batch_failed", "This request did not run."),
+    };
+    let mut output = Sink::new(engine)?;
+    let mut errors = Sink::new(engine)?;
+    let input = match engine.files.open(&batch.input_file_id) {
+        Ok(f) => Some(BufReader::with_capacity(1 << 20, f)),
+        // Only a batch that never started can lose its input (it is kept
+        // while the batch runs); it ends with no files.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e.into()),
+    };
+    let mut page: VecDeque<ResultRow> = VecDeque::new();
+    let (mut after, mut exhausted) = (0u64, false);
+    if let Some(mut reader) = input {
+        let mut buf = Vec::new();
+        let mut line_no = 0u64;
+        loop {
+            buf.clear();
+            if reader.read_until(b'\n', &mut buf)? == 0 {
+                break;
+            }
+            line_no += 1;
+            let line = buf.strip_suffix(b"\n").unwrap_or(&buf);
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            if page.is_empty() && !exhausted {
+                page.extend(engine.store.results_after(&batch.id, after, PAGE)?);
+                exhausted = page.len() < PAGE;
+                after = page.back().map_or(after, |r| r.line);
+            }
+            while page.front().is_some_and(|r| r.line < line_no) {
+                page.pop_front();
+            }
+            let result = if page.front().is_some_and(|r| r.line == line_no) {
+                page.pop_front()
+            } else {
+                None
+            };
+            match result {
+                Some(r) if r.ok => output.line(&r.body)?,
+                Some(r) => errors.line(&r.body)?,
+                None => errors.line(&error_line(custom_id_of(line).as_deref(), code, message))?,
+            }
+        }
+    }
+    let (completed, failed) = (output.lines, errors.lines);
+    Ok(Finish {
+        status,
+        output: output.store(engine, batch, "output")?,
+        error: errors.store(engine, batch, "error")?,
+        completed,
+        failed,
+        total: completed + failed,
+        at: ids::now(),
+    })
+}

@@ -1,0 +1,199 @@
+//! The engine: one task per active batch takes it through its lifecycle
+//! (validating, in progress, finalizing, and the ends), sharing one pool of
+//! upstream permits fairly among batches.
+//!
+//! State lives in the stores, never only in memory: a runner reads its
+//! batch's status and carries on from there, so a restart (after a crash or
+//! a shutdown) resumes every unfinished batch where it stood.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::ServerConfig;
+use crate::metrics::Metrics;
+use crate::store::{FileStore, JobStore, StoreError, StoreResult};
+
+mod finalize;
+pub mod lines;
+mod runner;
+pub mod upstream;
+
+use upstream::Upstream;
+
+/// How often expired files are looked for.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
+
+/// The shared machinery of all batch runners.
+pub struct Engine {
+    /// Records.
+    pub store: Arc<dyn JobStore>,
+    /// Bytes.
+    pub files: Arc<dyn FileStore>,
+    /// Settings.
+    pub cfg: Arc<ServerConfig>,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+    upstream: Upstream,
+    /// Upstream requests in flight, across batches. Tokio's semaphore is
+    /// fair (first come, first served), and each runner waits for one
+    /// permit at a time, so active batches take turns: a small batch is
+    /// not starved by a large one created before it.
+    permits: Arc<Semaphore>,
+    running: Mutex<HashMap<String, CancellationToken>>,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl Engine {
+    /// An engine over these stores; nothing runs until [`Engine::start`].
+    pub fn new(
+        store: Arc<dyn JobStore>,
+        files: Arc<dyn FileStore>,
+        cfg: Arc<ServerConfig>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Arc<Engine>, reqwest::Error> {
+        let upstream = Upstream::new(cfg.clone(), metrics.clone())?;
+        Ok(Arc::new(Engine {
+            permits: Arc::new(Semaphore::new(cfg.concurrency.max(1))),
+            store,
+            files,
+            cfg,
+            metrics,
+            upstream,
+            running: Mutex::new(HashMap::new()),
+            shutdown: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+        }))
+    }
+
+    /// Run a closure on the job store off the async threads.
+    pub async fn db<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&dyn JobStore) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || f(store.as_ref()))
+            .await
+            .map_err(|e| StoreError::Corrupt(format!("store task failed: {e}")))?
+    }
+
+    /// Remove stored files that no record names (a crash between writing a
+    /// file and recording it), resume every unfinished batch, and start
+    /// removing files as they expire.
+    pub async fn start(self: &Arc<Self>) -> StoreResult<()> {
+        let files = self.files.clone();
+        let orphans = self
+            .db(move |s| {
+                let mut orphans = Vec::new();
+                for id in files.ids().unwrap_or_default() {
+                    if !s.file_exists(&id)? {
+                        orphans.push(id);
+                    }
+                }
+                Ok(orphans)
+            })
+            .await?;
+        for id in orphans {
+            tracing::info!(file = %id, "removing a file left without a record by an earlier run");
+            if let Err(e) = self.files.remove(&id) {
+                tracing::warn!(file = %id, "cannot remove: {e}");
+            }
+        }
+        for batch in self.db(|s| s.unfinished()).await? {
+            tracing::info!(batch = %batch.id, status = batch.status.as_str(), "resuming");
+            self.launch(&batch.id);
+        }
+        let engine = self.clone();
+        self.tasks.spawn(async move {
+            loop {
+                engine.sweep_expired_files().await;
+                tokio::select! {
+                    _ = engine.shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(SWEEP_EVERY) => {}
+                }
+            }
+        });
+        Ok(())
+    }
+
+    /// Remove the files whose `expires_at` has passed.
+    pub async fn sweep_expired_files(&self) {
+        let now = crate::ids::now();
+        let expired = match self.db(move |s| s.expired_files(now)).await {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!("cannot look for expired files: {e}");
+                return;
+            }
+        };
+        for f in expired {
+            let (tenant, id) = (f.tenant.clone(), f.id.clone());
+            match self.db(move |s| s.delete_file(&tenant, &id)).await {
+                Ok(_) => {
+                    tracing::info!(file = %f.id, "file expired; removed");
+                    if let Err(e) = self.files.remove(&f.id) {
+                        tracing::warn!(file = %f.id, "cannot remove: {e}");
+                    }
+                }
+                Err(e) => tracing::warn!(file = %f.id, "cannot remove expired file: {e}"),
+            }
+        }
+    }
+
+    /// Make sure a runner is taking batch `id` through its lifecycle.
+    pub fn launch(self: &Arc<Self>, id: &str) {
+        let token = {
+            let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+            if running.contains_key(id) || self.shutdown.is_cancelled() {
+                return;
+            }
+            let token = self.shutdown.child_token();
+            running.insert(id.to_owned(), token.clone());
+            token
+        };
+        let engine = self.clone();
+        let id = id.to_owned();
+        self.tasks.spawn(async move {
+            runner::run(&engine, &id, &token).await;
+            engine
+                .running
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&id);
+        });
+    }
+
+    /// Tell batch `id`'s runner that a cancel was recorded (starting one if
+    /// none is running, so the cancel is carried out).
+    pub fn cancelled(self: &Arc<Self>, id: &str) {
+        let token = self
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned();
+        match token {
+            // The token also stops the runner on shutdown; a cancel is told
+            // apart by the batch's status, which the runner reads.
+            Some(t) => t.cancel(),
+            None => self.launch(id),
+        }
+    }
+
+    /// Stop every runner (requests in flight get `cancel_grace` to finish;
+    /// what is not recorded is sent again on the next start) and wait.
+    pub async fn shutdown(&self) {
+        self.shutdown.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+
+    fn stopping(&self) -> bool {
+        self.shutdown.is_cancelled()
+    }
+}

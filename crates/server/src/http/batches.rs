@@ -1,0 +1,311 @@
+//! `/v1/batches`: create, get, list (newest first, paged by `after`),
+//! cancel.
+
+use std::sync::Arc;
+
+use axum::Extension;
+use axum::extract::{Path, State};
+use axum::response::Json;
+use serde_json::{Map, Value};
+
+use super::{ApiJson, ApiQuery, AppState, Params, Tenant, limit, list_error, ok};
+use crate::error::ApiError;
+use crate::ids;
+use crate::objects::{BatchRecord, Stamps, Status, Usage};
+use crate::store::{Cancel, Page};
+use crate::window;
+
+const MAX_METADATA_PAIRS: usize = 16;
+const MAX_METADATA_KEY: usize = 64;
+const MAX_METADATA_VALUE: usize = 512;
+const OUTPUT_EXPIRY_SECS: std::ops::RangeInclusive<i64> = 3_600..=2_592_000;
+const FIELDS: &[&str] = &[
+    "input_file_id",
+    "endpoint",
+    "completion_window",
+    "metadata",
+    "output_expires_after",
+];
+
+fn required<'a>(body: &'a Map<String, Value>, name: &str) -> Result<&'a str, ApiError> {
+    match body.get(name) {
+        None | Some(Value::Null) => Err(ApiError::invalid_param(
+            name,
+            format!("Missing required parameter: '{name}'."),
+        )),
+        Some(Value::String(s)) => Ok(s),
+        Some(other) => Err(ApiError::invalid_param(
+            name,
+            format!(
+                "Invalid type for '{name}': expected a string, but got {}.",
+                kind(other)
+            ),
+        )),
+    }
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// `metadata`: at most 16 string pairs, keys of at most 64 characters,
+/// values of at most 512.
+pub fn check_metadata(v: &Value) -> Result<Option<Map<String, Value>>, ApiError> {
+    let m = match v {
+        Value::Null => return Ok(None),
+        Value::Object(m) => m,
+        other => {
+            return Err(ApiError::invalid_param(
+                "metadata",
+                format!(
+                    "Invalid type for 'metadata': expected an object, but got {}.",
+                    kind(other)
+                ),
+            ));
+        }
+    };
+    if m.len() > MAX_METADATA_PAIRS {
+        return Err(ApiError::invalid_param(
+            "metadata",
+            format!(
+                "Invalid 'metadata': at most {MAX_METADATA_PAIRS} pairs, got {}.",
+                m.len()
+            ),
+        ));
+    }
+    for (k, v) in m {
+        let param = format!("metadata.{k}");
+        if k.chars().count() > MAX_METADATA_KEY {
+            return Err(ApiError::invalid_param(
+                &param,
+                format!(
+                    "Invalid 'metadata': keys have at most {MAX_METADATA_KEY} characters, '{k}' has {}.",
+                    k.chars().count()
+                ),
+            ));
+        }
+        match v {
+            Value::String(s) if s.chars().count() > MAX_METADATA_VALUE => {
+                return Err(ApiError::invalid_param(
+                    &param,
+                    format!(
+                        "Invalid 'metadata': values have at most {MAX_METADATA_VALUE} characters, the value of '{k}' has {}.",
+                        s.chars().count()
+                    ),
+                ));
+            }
+            Value::String(_) => {}
+            other => {
+                return Err(ApiError::invalid_param(
+                    &param,
+                    format!(
+                        "Invalid 'metadata': values are strings, the value of '{k}' is {}.",
+                        kind(other)
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(Some(m.clone()))
+}
+
+/// `output_expires_after`: `{anchor: "created_at", seconds: 3600..=2592000}`.
+pub fn check_output_expiry(v: &Value) -> Result<Option<i64>, ApiError> {
+    let m = match v {
+        Value::Null => return Ok(None),
+        Value::Object(m) => m,
+        other => {
+            return Err(ApiError::invalid_param(
+                "output_expires_after",
+                format!(
+                    "Invalid type for 'output_expires_after': expected an object, but got {}.",
+                    kind(other)
+                ),
+            ));
+        }
+    };
+    if let Some(k) = m.keys().find(|k| *k != "anchor" && *k != "seconds") {
+        return Err(ApiError::invalid_param(
+            &format!("output_expires_after.{k}"),
+            format!("Unrecognized request argument supplied: 'output_expires_after.{k}'."),
+        ));
+    }
+    match m.get("anchor") {
+        Some(Value::String(a)) if a == "created_at" => {}
+        Some(a) => {
+            return Err(ApiError::invalid_param(
+                "output_expires_after.anchor",
+                format!(
+                    "Invalid 'output_expires_after.anchor' {a}: the only anchor is 'created_at'."
+                ),
+            ));
+        }
+        None => {
+            return Err(ApiError::invalid_param(
+                "output_expires_after.anchor",
+                "Missing required parameter: 'output_expires_after.anchor'.",
+            ));
+        }
+    }
+    match m.get("seconds").and_then(Value::as_i64) {
+        Some(s) if OUTPUT_EXPIRY_SECS.contains(&s) => Ok(Some(s)),
+        _ => Err(ApiError::invalid_param(
+            "output_expires_after.seconds",
+            format!(
+                "Invalid 'output_expires_after.seconds': expected an integer from 3600 to 2592000, got {}.",
+                m.get("seconds")
+                    .map_or("nothing".to_owned(), Value::to_string)
+            ),
+        )),
+    }
+}
+
+/// `POST /v1/batches`.
+pub(super) async fn create(
+    State(state): State<Arc<AppState>>,
+    Extension(Tenant(tenant)): Extension<Tenant>,
+    ApiJson(body): ApiJson<Value>,
+) -> Result<Json<Value>, ApiError> {
+    let Value::Object(body) = body else {
+        return Err(ApiError::invalid(format!(
+            "The body must be a JSON object, but it is {}.",
+            kind(&body)
+        )));
+    };
+    if let Some(k) = body.keys().find(|k| !FIELDS.contains(&k.as_str())) {
+        return Err(ApiError::invalid_param(
+            k,
+            format!("Unrecognized request argument supplied: '{k}'."),
+        ));
+    }
+    let input_file_id = required(&body, "input_file_id")?.to_owned();
+    let endpoint = required(&body, "endpoint")?.to_owned();
+    let window_text = required(&body, "completion_window")?.to_owned();
+    let profile = state.engine.cfg.provider.profile();
+    if !profile.supports(&endpoint) {
+        return Err(ApiError::invalid_param(
+            "endpoint",
+            format!(
+                "Invalid 'endpoint' '{endpoint}': this server runs batches for {}.",
+                profile.endpoints.join(", ")
+            ),
+        ));
+    }
+    let window =
+        window::parse(&window_text).map_err(|m| ApiError::invalid_param("completion_window", m))?;
+    let metadata = check_metadata(body.get("metadata").unwrap_or(&Value::Null))?;
+    let output_expires_after =
+        check_output_expiry(body.get("output_expires_after").unwrap_or(&Value::Null))?;
+    let (t, f) = (tenant.clone(), input_file_id.clone());
+    let file = state
+        .engine
+        .db(move |s| s.file(&t, &f))
+        .await?
+        .ok_or_else(|| {
+            ApiError::invalid_param(
+                "input_file_id",
+                format!("No such file: '{input_file_id}'. Upload it first with purpose 'batch'."),
+            )
+        })?;
+    if file.purpose != "batch" {
+        return Err(ApiError::invalid_param(
+            "input_file_id",
+            format!(
+                "The file '{input_file_id}' was uploaded with purpose '{}'; a batch's input needs purpose 'batch'.",
+                file.purpose
+            ),
+        ));
+    }
+    let now = ids::now();
+    let record = BatchRecord {
+        id: ids::new_id("batch_", 32),
+        tenant,
+        endpoint,
+        model: None,
+        input_file_id,
+        completion_window: window_text,
+        status: Status::Validating,
+        output_file_id: None,
+        error_file_id: None,
+        created_at: now,
+        expires_at: now + window,
+        stamps: Stamps::default(),
+        total: 0,
+        completed: 0,
+        failed: 0,
+        metadata,
+        errors: None,
+        usage: Usage::default(),
+        output_expires_after,
+    };
+    let r = record.clone();
+    state.engine.db(move |s| s.insert_batch(&r)).await?;
+    tracing::info!(batch = %record.id, to = "validating", input = %record.input_file_id, endpoint = %record.endpoint, "batch created");
+    state.engine.launch(&record.id);
+    Ok(ok(record.to_json()))
+}
+
+/// `GET /v1/batches/{id}`.
+pub(super) async fn get(
+    State(state): State<Arc<AppState>>,
+    Extension(Tenant(tenant)): Extension<Tenant>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let i = id.clone();
+    let batch = state.engine.db(move |s| s.batch(&tenant, &i)).await?;
+    batch
+        .map(|b| ok(b.to_json()))
+        .ok_or_else(|| ApiError::not_found("batch", &id))
+}
+
+/// `GET /v1/batches`.
+pub(super) async fn list(
+    State(state): State<Arc<AppState>>,
+    Extension(Tenant(tenant)): Extension<Tenant>,
+    ApiQuery(q): ApiQuery<Params>,
+) -> Result<Json<Value>, ApiError> {
+    let limit = limit(q.get("limit").map(String::as_str), 20, 100)?;
+    let after = q.get("after").cloned();
+    let (batches, more) = state
+        .engine
+        .db(move |s| {
+            let page = Page {
+                after: after.as_deref(),
+                limit,
+                ascending: false,
+            };
+            Ok(s.list_batches(&tenant, &page))
+        })
+        .await?
+        .map_err(list_error)?;
+    let items = batches.iter().map(BatchRecord::to_json).collect();
+    Ok(ok(crate::objects::list_json(items, more)))
+}
+
+/// `POST /v1/batches/{id}/cancel`.
+pub(super) async fn cancel(
+    State(state): State<Arc<AppState>>,
+    Extension(Tenant(tenant)): Extension<Tenant>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let (i, now) = (id.clone(), ids::now());
+    match state.engine.db(move |s| s.cancel(&tenant, &i, now)).await? {
+        Cancel::Cancelling(batch) => {
+            tracing::info!(batch = %id, to = "cancelling", "cancel asked");
+            state.engine.cancelled(&id);
+            Ok(ok(batch.to_json()))
+        }
+        Cancel::Refused(status) => Err(ApiError::conflict(format!(
+            "Cannot cancel a batch with status '{}'.",
+            status.as_str()
+        ))),
+        Cancel::NotFound => Err(ApiError::not_found("batch", &id)),
+    }
+}

@@ -1,0 +1,327 @@
+//! `/v1/files`: upload (multipart, streamed to disk), list, get, content
+//! (streamed), delete.
+
+use std::sync::Arc;
+
+use axum::Extension;
+use axum::body::Body;
+use axum::extract::multipart::MultipartError;
+use axum::extract::{DefaultBodyLimit, Multipart, Path, State};
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Json, Response};
+use serde_json::{Value, json};
+use tokio::io::AsyncWriteExt;
+use tokio_util::io::ReaderStream;
+
+use super::{ApiQuery, AppState, Params, Tenant, limit, list_error, ok};
+use crate::error::ApiError;
+use crate::ids;
+use crate::objects::FileRecord;
+use crate::store::Page;
+
+/// Purposes a file may be uploaded with (OpenAI's list).
+const PURPOSES: &[&str] = &[
+    "batch",
+    "assistants",
+    "fine-tune",
+    "vision",
+    "user_data",
+    "evals",
+];
+/// Room for the multipart framing and the small fields around the file.
+const FRAMING: u64 = 1 << 20;
+/// How much of a too-large upload is read (and thrown away) so that the
+/// client, still sending, gets the 413 instead of a broken connection.
+/// Larger declared uploads are refused before reading anything.
+const DRAIN: u64 = 256 << 20;
+/// The longest value of a text part (`purpose`, `expires_after[...]`).
+const MAX_TEXT: usize = 1024;
+/// Expiry of uploaded files, when asked for: OpenAI's range.
+const EXPIRY_SECS: std::ops::RangeInclusive<i64> = 3_600..=2_592_000;
+
+/// The body limit of the upload route: none from axum; [`upload`] counts
+/// the file's bytes itself (and answers 413 past the cap).
+pub(super) fn upload_limit() -> DefaultBodyLimit {
+    DefaultBodyLimit::disable()
+}
+
+fn too_large(cap: u64) -> ApiError {
+    ApiError::too_large(format!(
+        "The file is larger than the {cap} bytes this server accepts (--max-upload-bytes)."
+    ))
+}
+
+fn multipart_error(e: MultipartError, cap: u64) -> ApiError {
+    if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+        return too_large(cap);
+    }
+    let mut err = ApiError::invalid(format!(
+        "The multipart body cannot be read: {}",
+        e.body_text()
+    ));
+    err.status = e.status();
+    err
+}
+
+/// The uploaded file, spooled into the scratch directory.
+struct Spooled {
+    path: tempfile::TempPath,
+    bytes: u64,
+    filename: String,
+}
+
+async fn spool(
+    state: &AppState,
+    field: &mut axum::extract::multipart::Field<'_>,
+) -> Result<Spooled, ApiError> {
+    let cap = state.engine.cfg.max_upload_bytes;
+    let filename = field.file_name().unwrap_or("upload.jsonl").to_owned();
+    let (file, path) = tempfile::Builder::new()
+        .prefix("upload-")
+        .tempfile_in(state.engine.files.scratch_dir())?
+        .into_parts();
+    let mut out = tokio::io::BufWriter::with_capacity(1 << 20, tokio::fs::File::from_std(file));
+    let mut bytes = 0u64;
+    while let Some(chunk) = field.chunk().await.map_err(|e| multipart_error(e, cap))? {
+        bytes += chunk.len() as u64;
+        if bytes > cap {
+            // Read on (up to a bound), so the client hears the answer.
+            while bytes <= cap.saturating_add(DRAIN) {
+                match field.chunk().await {
+                    Ok(Some(c)) => bytes += c.len() as u64,
+                    _ => break,
+                }
+            }
+            return Err(too_large(cap));
+        }
+        out.write_all(&chunk).await?;
+    }
+    out.flush().await?;
+    Ok(Spooled {
+        path,
+        bytes,
+        filename,
+    })
+}
+
+/// `POST /v1/files`.
+pub(super) async fn upload(
+    State(state): State<Arc<AppState>>,
+    Extension(Tenant(tenant)): Extension<Tenant>,
+    headers: HeaderMap,
+    multipart: Result<Multipart, axum::extract::multipart::MultipartRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let cap = state.engine.cfg.max_upload_bytes;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > cap.saturating_add(FRAMING).saturating_add(DRAIN)) {
+        return Err(too_large(cap));
+    }
+    let mut multipart = multipart.map_err(|e| {
+        ApiError::invalid(format!(
+            "Expected a multipart/form-data body with the parts 'file' and 'purpose': {}",
+            e.body_text()
+        ))
+    })?;
+    let mut spooled = None;
+    let (mut purpose, mut anchor, mut seconds) = (None, None, None);
+    while let Some(mut field) = multipart
+        .next_field()
+        .await
+        .map_err(|e| multipart_error(e, cap))?
+    {
+        let name = field.name().unwrap_or_default().to_owned();
+        let text = async |mut field: axum::extract::multipart::Field<'_>| {
+            let mut value = Vec::new();
+            while let Some(c) = field.chunk().await.map_err(|e| multipart_error(e, cap))? {
+                value.extend_from_slice(&c);
+                if value.len() > MAX_TEXT {
+                    return Err(ApiError::invalid_param(
+                        &name,
+                        format!("The value of '{name}' is longer than {MAX_TEXT} bytes."),
+                    ));
+                }
+            }
+            String::from_utf8(value).map_err(|_| {
+                ApiError::invalid_param(&name, format!("The value of '{name}' is not UTF-8."))
+            })
+        };
+        match name.as_str() {
+            "file" => spooled = Some(spool(&state, &mut field).await?),
+            "purpose" => purpose = Some(text(field).await?),
+            "expires_after[anchor]" => anchor = Some(text(field).await?),
+            "expires_after[seconds]" => seconds = Some(text(field).await?),
+            other => {
+                return Err(ApiError::invalid_param(
+                    other,
+                    format!("Unrecognized request argument supplied: '{other}'."),
+                ));
+            }
+        }
+    }
+    let purpose = purpose.ok_or_else(|| {
+        ApiError::invalid_param("purpose", "Missing required parameter: 'purpose'.")
+    })?;
+    if !PURPOSES.contains(&purpose.as_str()) {
+        return Err(ApiError::invalid_param(
+            "purpose",
+            format!(
+                "Invalid purpose '{purpose}': expected one of {}.",
+                PURPOSES.join(", ")
+            ),
+        ));
+    }
+    let file = spooled
+        .ok_or_else(|| ApiError::invalid_param("file", "Missing required parameter: 'file'."))?;
+    if purpose == "batch" && !file.filename.ends_with(".jsonl") {
+        return Err(ApiError::invalid_param(
+            "file",
+            "Invalid file format for Batch API. Must be .jsonl",
+        ));
+    }
+    let now = ids::now();
+    let expires_at = match (anchor.as_deref(), seconds) {
+        (None, None) => None,
+        (Some("created_at"), Some(s)) => match s.trim().parse::<i64>() {
+            Ok(s) if EXPIRY_SECS.contains(&s) => Some(now + s),
+            _ => {
+                return Err(ApiError::invalid_param(
+                    "expires_after[seconds]",
+                    format!(
+                        "Invalid 'expires_after[seconds]': expected an integer from 3600 to 2592000, got '{s}'."
+                    ),
+                ));
+            }
+        },
+        (Some(a), Some(_)) if a != "created_at" => {
+            return Err(ApiError::invalid_param(
+                "expires_after[anchor]",
+                format!("Invalid 'expires_after[anchor]' '{a}': the only anchor is 'created_at'."),
+            ));
+        }
+        _ => {
+            return Err(ApiError::invalid_param(
+                "expires_after",
+                "'expires_after' needs both 'anchor' and 'seconds'.",
+            ));
+        }
+    };
+    let record = FileRecord {
+        id: ids::new_id("file-", 24),
+        tenant,
+        bytes: file.bytes,
+        created_at: now,
+        expires_at,
+        filename: file.filename,
+        purpose,
+    };
+    let files = state.engine.files.clone();
+    let (id, path) = (record.id.clone(), file.path);
+    tokio::task::spawn_blocking(move || {
+        let path = path.keep().map_err(|e| e.error)?;
+        files.put(&id, &path)
+    })
+    .await
+    .map_err(|e| ApiError::internal(e.to_string()))??;
+    let r = record.clone();
+    state.engine.db(move |s| s.insert_file(&r)).await?;
+    tracing::info!(file = %record.id, bytes = record.bytes, purpose = %record.purpose, "file uploaded");
+    Ok(ok(record.to_json()))
+}
+
+async fn find(state: &AppState, tenant: &str, id: &str) -> Result<FileRecord, ApiError> {
+    let (t, i) = (tenant.to_owned(), id.to_owned());
+    state
+        .engine
+        .db(move |s| s.file(&t, &i))
+        .await?
+        .ok_or_else(|| ApiError::not_found("File", id))
+}
+
+/// `GET /v1/files`.
+pub(super) async fn list(
+    State(state): State<Arc<AppState>>,
+    Extension(Tenant(tenant)): Extension<Tenant>,
+    ApiQuery(q): ApiQuery<Params>,
+) -> Result<Json<Value>, ApiError> {
+    let limit = limit(q.get("limit").map(String::as_str), 10_000, 10_000)?;
+    let ascending = match q.get("order").map(String::as_str) {
+        None | Some("desc") => false,
+        Some("asc") => true,
+        Some(o) => {
+            return Err(ApiError::invalid_param(
+                "order",
+                format!("Invalid 'order' '{o}': expected 'asc' or 'desc'."),
+            ));
+        }
+    };
+    let (purpose, after) = (q.get("purpose").cloned(), q.get("after").cloned());
+    let (files, more) = state
+        .engine
+        .db(move |s| {
+            let page = Page {
+                after: after.as_deref(),
+                limit,
+                ascending,
+            };
+            Ok(s.list_files(&tenant, purpose.as_deref(), &page))
+        })
+        .await?
+        .map_err(list_error)?;
+    let items = files.iter().map(FileRecord::to_json).collect();
+    Ok(ok(crate::objects::list_json(items, more)))
+}
+
+/// `GET /v1/files/{id}`.
+pub(super) async fn get(
+    State(state): State<Arc<AppState>>,
+    Extension(Tenant(tenant)): Extension<Tenant>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(ok(find(&state, &tenant, &id).await?.to_json()))
+}
+
+/// `GET /v1/files/{id}/content`, streamed from the store.
+pub(super) async fn content(
+    State(state): State<Arc<AppState>>,
+    Extension(Tenant(tenant)): Extension<Tenant>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let record = find(&state, &tenant, &id).await?;
+    let file = state
+        .engine
+        .files
+        .open(&record.id)
+        .map_err(|e| ApiError::internal(format!("the content of {id} cannot be read: {e}")))?;
+    let stream = ReaderStream::with_capacity(tokio::fs::File::from_std(file), 1 << 16);
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_owned()),
+            (header::CONTENT_LENGTH, record.bytes.to_string()),
+        ],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}
+
+/// `DELETE /v1/files/{id}`.
+pub(super) async fn delete(
+    State(state): State<Arc<AppState>>,
+    Extension(Tenant(tenant)): Extension<Tenant>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let record = find(&state, &tenant, &id).await?;
+    let (t, i) = (tenant.clone(), id.clone());
+    if let Some(batch) = state.engine.db(move |s| s.file_in_use(&t, &i)).await? {
+        return Err(ApiError::conflict(format!(
+            "The file '{id}' is the input of batch '{batch}', which has not finished; cancel the batch or wait for it to end."
+        )));
+    }
+    let (t, i) = (tenant, id.clone());
+    state.engine.db(move |s| s.delete_file(&t, &i)).await?;
+    state.engine.files.remove(&record.id)?;
+    tracing::info!(file = %id, "file deleted");
+    Ok(ok(json!({"id": id, "object": "file", "deleted": true})))
+}

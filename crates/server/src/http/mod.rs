@@ -1,0 +1,204 @@
+//! The HTTP API: routes assembled in one place, authentication, and the
+//! extractors that turn every malformed request into the error envelope.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, OriginalUri, Request, State};
+use axum::http::request::Parts;
+use axum::http::{Method, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use tower_http::trace::TraceLayer;
+
+use crate::engine::Engine;
+use crate::error::ApiError;
+
+mod batches;
+mod files;
+
+/// What every handler can reach.
+pub struct AppState {
+    /// The engine (and through it the stores and settings).
+    pub engine: Arc<Engine>,
+    /// API key -> tenant.
+    keys: HashMap<String, String>,
+}
+
+/// The caller's tenant, set by authentication.
+#[derive(Clone, Debug)]
+pub struct Tenant(pub String);
+
+/// The tenant of an API key: a digest, so the key itself is never stored.
+pub fn tenant_of(key: &str) -> String {
+    let digest = Sha256::digest(key.as_bytes());
+    let hex: String = digest.iter().take(12).map(|b| format!("{b:02x}")).collect();
+    format!("key_{hex}")
+}
+
+/// The tenant of a server with no keys.
+pub const OPEN_TENANT: &str = "default";
+
+/// The API's router.
+pub fn router(engine: Arc<Engine>) -> Router {
+    let keys = engine
+        .cfg
+        .api_keys
+        .iter()
+        .map(|k| (k.clone(), tenant_of(k)))
+        .collect();
+    let state = Arc::new(AppState { engine, keys });
+    let api = Router::new()
+        .route(
+            "/v1/files",
+            post(files::upload)
+                .layer(files::upload_limit())
+                .get(files::list),
+        )
+        .route("/v1/files/{id}", get(files::get).delete(files::delete))
+        .route("/v1/files/{id}/content", get(files::content))
+        .route("/v1/batches", post(batches::create).get(batches::list))
+        .route("/v1/batches/{id}", get(batches::get))
+        .route("/v1/batches/{id}/cancel", post(batches::cancel))
+        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
+    Router::new()
+        .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/metrics", get(metrics))
+        .merge(api)
+        .fallback(no_route)
+        .method_not_allowed_fallback(no_method)
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+async fn authenticate(
+    State(state): State<Arc<AppState>>,
+    mut req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let tenant = if state.keys.is_empty() {
+        OPEN_TENANT.to_owned()
+    } else {
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        match given {
+            None => {
+                return Err(ApiError::unauthorized(
+                    "You didn't provide an API key. Send it as 'Authorization: Bearer KEY' (the SDKs do, from OPENAI_API_KEY).",
+                ));
+            }
+            Some(k) => match state.keys.get(k) {
+                Some(t) => t.clone(),
+                None => {
+                    return Err(ApiError::unauthorized(
+                        "Incorrect API key provided. Use one of the keys the server was started with (--api-key).",
+                    ));
+                }
+            },
+        }
+    };
+    req.extensions_mut().insert(Tenant(tenant));
+    Ok(next.run(req).await)
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    let counts = state.engine.db(|s| s.count_by_status()).await?;
+    let body = state.engine.metrics.render(&counts);
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response())
+}
+
+async fn no_route(method: Method, OriginalUri(uri): OriginalUri) -> ApiError {
+    ApiError::no_route(method.as_str(), uri.path())
+}
+
+async fn no_method(method: Method, OriginalUri(uri): OriginalUri) -> ApiError {
+    let mut e = ApiError::no_route(method.as_str(), uri.path());
+    e.status = axum::http::StatusCode::METHOD_NOT_ALLOWED;
+    e
+}
+
+/// A JSON body; a malformed one is a 4xx with the envelope.
+pub struct ApiJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(ApiJson(v)),
+            Err(e) => {
+                let status = e.status();
+                let message = match &e {
+                    JsonRejection::MissingJsonContentType(_) => {
+                        "Expected a JSON body with 'Content-Type: application/json'.".to_owned()
+                    }
+                    _ => format!("The body is not valid JSON: {}", e.body_text()),
+                };
+                let mut err = ApiError::invalid(message);
+                err.status = status;
+                Err(err)
+            }
+        }
+    }
+}
+
+/// Query parameters; a malformed query is a 400 with the envelope.
+pub struct ApiQuery<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|q| ApiQuery(q.0))
+            .map_err(|e: QueryRejection| ApiError::invalid(e.body_text()))
+    }
+}
+
+/// The `limit` of a list: a number in `1..=max`, or `default`.
+fn limit(given: Option<&str>, default: usize, max: usize) -> Result<usize, ApiError> {
+    let Some(s) = given else { return Ok(default) };
+    match s.parse::<usize>() {
+        Ok(n) if (1..=max).contains(&n) => Ok(n),
+        _ => Err(ApiError::invalid_param(
+            "limit",
+            format!("Invalid 'limit': expected an integer from 1 to {max}, got '{s}'."),
+        )),
+    }
+}
+
+/// A store list error as the API answers it.
+fn list_error(e: crate::store::ListError) -> ApiError {
+    match e {
+        crate::store::ListError::UnknownAfter(id) => ApiError::invalid_param(
+            "after",
+            format!("Invalid 'after': no object '{id}' to list after."),
+        ),
+        crate::store::ListError::Store(e) => e.into(),
+    }
+}
+
+/// Query parameters as strings, checked one by one by the handlers.
+type Params = HashMap<String, String>;
+
+fn ok(v: Value) -> Json<Value> {
+    Json(v)
+}

@@ -1,0 +1,132 @@
+//! `batchkit serve`: the OpenAI Batch API (files and batches, the whole
+//! lifecycle) in front of any OpenAI-compatible server (vLLM, llama.cpp,
+//! Ollama, ...), durable across crashes.
+//!
+//! The parts: [`http`] answers the API, the [`engine`] takes each batch
+//! through validation (with `batchkit-core`), dispatch to the upstream and
+//! the writing of its output and error files, and the [`store`] keeps every
+//! record (SQLite) and file (the local disk) behind narrow interfaces.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), batchkit_server::ServeError> {
+//! use batchkit_server::{Server, ServerConfig};
+//!
+//! let mut cfg = ServerConfig::new("http://127.0.0.1:8000/v1");
+//! cfg.listen = "127.0.0.1:0".parse().expect("an address");
+//! let server = Server::bind(cfg).await?;
+//! println!("listening on http://{}", server.local_addr());
+//! server.run(async { let _ = tokio::signal::ctrl_c().await; }).await
+//! # }
+//! ```
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+pub mod config;
+pub mod engine;
+pub mod error;
+pub mod http;
+pub mod ids;
+pub mod metrics;
+pub mod objects;
+pub mod store;
+pub mod window;
+
+pub use config::ServerConfig;
+
+use engine::Engine;
+use store::{DiskFiles, SqliteStore};
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// Serving without keys on a non-loopback address.
+    #[error(
+        "refusing to listen on {0} without API keys: anyone who can reach it could run batches on your upstream. Give --api-key KEY (or BATCHKIT_API_KEYS), listen on 127.0.0.1, or pass --insecure-no-auth"
+    )]
+    NoAuth(SocketAddr),
+    /// The data directory or database could not be opened.
+    #[error("cannot open the data directory {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// Why.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Anything else.
+    #[error("{0}")]
+    Other(String),
+}
+
+/// A bound server, ready to run.
+pub struct Server {
+    listener: tokio::net::TcpListener,
+    engine: Arc<Engine>,
+}
+
+impl Server {
+    /// Open the stores, resume unfinished batches and bind the address.
+    pub async fn bind(cfg: ServerConfig) -> Result<Server, ServeError> {
+        if cfg.api_keys.is_empty() && !cfg.insecure_no_auth && !cfg.listen.ip().is_loopback() {
+            return Err(ServeError::NoAuth(cfg.listen));
+        }
+        let dir = cfg.data_dir.clone();
+        let data_err = |e: Box<dyn std::error::Error + Send + Sync>| ServeError::DataDir {
+            path: dir.clone(),
+            source: e,
+        };
+        std::fs::create_dir_all(&dir).map_err(|e| data_err(e.into()))?;
+        let store =
+            SqliteStore::open(&dir.join("batchkit.sqlite3")).map_err(|e| data_err(e.into()))?;
+        let files = DiskFiles::open(&dir).map_err(|e| data_err(e.into()))?;
+        let listener = tokio::net::TcpListener::bind(cfg.listen)
+            .await
+            .map_err(|source| ServeError::Bind {
+                addr: cfg.listen,
+                source,
+            })?;
+        let engine = Engine::new(
+            Arc::new(store),
+            Arc::new(files),
+            Arc::new(cfg),
+            Arc::new(metrics::Metrics::new()),
+        )
+        .map_err(|e| ServeError::Other(format!("cannot build the upstream client: {e}")))?;
+        engine
+            .start()
+            .await
+            .map_err(|e| ServeError::Other(format!("cannot resume batches: {e}")))?;
+        Ok(Server { listener, engine })
+    }
+
+    /// The address it listens on (the port chosen, for `:0`).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    /// Serve until `shutdown` resolves, then stop accepting, let requests
+    /// in flight finish briefly, and stop the engine (unfinished batches
+    /// resume on the next start).
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServeError> {
+        let app = http::router(self.engine.clone());
+        let served = axum::serve(self.listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await;
+        self.engine.shutdown().await;
+        served.map_err(|e| ServeError::Other(format!("the server failed: {e}")))
+    }
+}

@@ -1,0 +1,97 @@
+//! What the server does, for `GET /metrics` (Prometheus / OpenMetrics text).
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::objects::Status;
+
+/// The server's counters.
+pub struct Metrics {
+    registry: Registry,
+    /// Requests sent to the upstream (each attempt counts).
+    pub dispatched: Counter,
+    /// Requests waiting for the upstream now.
+    pub in_flight: Gauge,
+    /// Attempts that were retried.
+    pub retried: Counter,
+    /// Requests that ended without a 2xx response.
+    pub failed: Counter,
+    /// Seconds per upstream attempt.
+    pub latency: Histogram,
+    batches: Family<Vec<(String, String)>, Gauge>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    /// Fresh counters, registered.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("batchkit");
+        let dispatched = Counter::default();
+        let in_flight = Gauge::default();
+        let retried = Counter::default();
+        let failed = Counter::default();
+        let latency = Histogram::new(exponential_buckets(0.001, 2.0, 18));
+        let batches = Family::<Vec<(String, String)>, Gauge>::default();
+        registry.register(
+            "upstream_requests_dispatched",
+            "Requests sent to the upstream, every attempt counted",
+            dispatched.clone(),
+        );
+        registry.register(
+            "upstream_requests_in_flight",
+            "Requests waiting for the upstream",
+            in_flight.clone(),
+        );
+        registry.register(
+            "upstream_requests_retried",
+            "Attempts retried after a 408/409/429/5xx, timeout or connection error",
+            retried.clone(),
+        );
+        registry.register(
+            "requests_failed",
+            "Requests that ended without a 2xx response",
+            failed.clone(),
+        );
+        registry.register(
+            "upstream_latency_seconds",
+            "Time per upstream attempt",
+            latency.clone(),
+        );
+        registry.register("batches", "Batches by status", batches.clone());
+        Metrics {
+            registry,
+            dispatched,
+            in_flight,
+            retried,
+            failed,
+            latency,
+            batches,
+        }
+    }
+
+    /// The text exposition, with batch counts as of now.
+    pub fn render(&self, by_status: &[(Status, u64)]) -> String {
+        for status in Status::ALL {
+            let n = by_status
+                .iter()
+                .find(|(s, _)| *s == status)
+                .map_or(0, |(_, n)| *n);
+            self.batches
+                .get_or_create(&vec![("status".to_owned(), status.as_str().to_owned())])
+                .set(n as i64);
+        }
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}

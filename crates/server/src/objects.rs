@@ -1,0 +1,332 @@
+//! The API's objects: files and batches as the store keeps them, and their
+//! JSON exactly as OpenAI's API writes it (absent fields as `null`).
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+/// A stored file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileRecord {
+    /// `file-…`.
+    pub id: String,
+    /// Whose it is.
+    pub tenant: String,
+    /// Its size.
+    pub bytes: u64,
+    /// When it was uploaded or written.
+    pub created_at: i64,
+    /// When it is removed, if ever.
+    pub expires_at: Option<i64>,
+    /// The name it was uploaded under (or given, for outputs).
+    pub filename: String,
+    /// `batch`, `batch_output`, ...
+    pub purpose: String,
+}
+
+impl FileRecord {
+    /// The file object.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "id": self.id,
+            "object": "file",
+            "bytes": self.bytes,
+            "created_at": self.created_at,
+            "expires_at": self.expires_at,
+            "filename": self.filename,
+            "purpose": self.purpose,
+            "status": "processed",
+            "status_details": null,
+        })
+    }
+}
+
+/// Where a batch is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Status {
+    /// The input file is being checked.
+    Validating,
+    /// The input file was rejected (see `errors`).
+    Failed,
+    /// Requests are being sent.
+    InProgress,
+    /// Every request has its result; the files are being written.
+    Finalizing,
+    /// Done; the files are ready.
+    Completed,
+    /// The window ended first; what was done is in the files.
+    Expired,
+    /// Cancel was asked; requests in flight are finishing.
+    Cancelling,
+    /// Cancelled; what was done is in the files.
+    Cancelled,
+}
+
+impl Status {
+    /// Every status, in lifecycle order.
+    pub const ALL: [Status; 8] = [
+        Status::Validating,
+        Status::Failed,
+        Status::InProgress,
+        Status::Finalizing,
+        Status::Completed,
+        Status::Expired,
+        Status::Cancelling,
+        Status::Cancelled,
+    ];
+
+    /// The status as the API writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Validating => "validating",
+            Status::Failed => "failed",
+            Status::InProgress => "in_progress",
+            Status::Finalizing => "finalizing",
+            Status::Completed => "completed",
+            Status::Expired => "expired",
+            Status::Cancelling => "cancelling",
+            Status::Cancelled => "cancelled",
+        }
+    }
+
+    /// The status written `s`.
+    pub fn parse(s: &str) -> Option<Status> {
+        Status::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+
+    /// Nothing more will happen to the batch.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            Status::Failed | Status::Completed | Status::Expired | Status::Cancelled
+        )
+    }
+}
+
+/// Token usage summed over a batch's responses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    /// Prompt tokens.
+    pub input_tokens: u64,
+    /// Of which served from cache.
+    pub cached_tokens: u64,
+    /// Completion tokens.
+    pub output_tokens: u64,
+    /// Of which reasoning.
+    pub reasoning_tokens: u64,
+    /// All tokens.
+    pub total_tokens: u64,
+}
+
+impl Usage {
+    /// The usage of one response body, read from its `usage` object in any of
+    /// the shapes the endpoints use (chat and completions: `prompt_tokens`;
+    /// Responses: `input_tokens`; embeddings: only `prompt_tokens`).
+    pub fn of_body(body: &Value) -> Usage {
+        let Some(u) = body.get("usage") else {
+            return Usage::default();
+        };
+        let n = |keys: &[&str]| -> u64 {
+            keys.iter()
+                .find_map(|k| {
+                    let mut v = u;
+                    for part in k.split('.') {
+                        v = v.get(part)?;
+                    }
+                    v.as_u64()
+                })
+                .unwrap_or(0)
+        };
+        let input = n(&["input_tokens", "prompt_tokens"]);
+        let output = n(&["output_tokens", "completion_tokens"]);
+        Usage {
+            input_tokens: input,
+            cached_tokens: n(&[
+                "input_tokens_details.cached_tokens",
+                "prompt_tokens_details.cached_tokens",
+            ]),
+            output_tokens: output,
+            reasoning_tokens: n(&[
+                "output_tokens_details.reasoning_tokens",
+                "completion_tokens_details.reasoning_tokens",
+            ]),
+            total_tokens: match n(&["total_tokens"]) {
+                0 => input + output,
+                t => t,
+            },
+        }
+    }
+
+    /// Add `other` to this.
+    pub fn add(&mut self, other: &Usage) {
+        self.input_tokens += other.input_tokens;
+        self.cached_tokens += other.cached_tokens;
+        self.output_tokens += other.output_tokens;
+        self.reasoning_tokens += other.reasoning_tokens;
+        self.total_tokens += other.total_tokens;
+    }
+
+    fn to_json(self) -> Value {
+        json!({
+            "input_tokens": self.input_tokens,
+            "input_tokens_details": {"cached_tokens": self.cached_tokens},
+            "output_tokens": self.output_tokens,
+            "output_tokens_details": {"reasoning_tokens": self.reasoning_tokens},
+            "total_tokens": self.total_tokens,
+        })
+    }
+}
+
+/// One entry of a failed batch's `errors` list.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchError {
+    /// The validator's code (`invalid_json_line`, `duplicate_custom_id`, ...).
+    pub code: String,
+    /// What is wrong.
+    pub message: String,
+    /// The field at fault.
+    pub param: Option<String>,
+    /// The 1-based line of the input file.
+    pub line: Option<u64>,
+}
+
+/// The moments a batch passed each status.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stamps {
+    /// `in_progress_at`.
+    pub in_progress: Option<i64>,
+    /// `finalizing_at`.
+    pub finalizing: Option<i64>,
+    /// `completed_at`.
+    pub completed: Option<i64>,
+    /// `failed_at`.
+    pub failed: Option<i64>,
+    /// `expired_at`.
+    pub expired: Option<i64>,
+    /// `cancelling_at`.
+    pub cancelling: Option<i64>,
+    /// `cancelled_at`.
+    pub cancelled: Option<i64>,
+}
+
+/// A batch as the store keeps it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BatchRecord {
+    /// `batch_…`.
+    pub id: String,
+    /// Whose it is.
+    pub tenant: String,
+    /// The endpoint every request goes to.
+    pub endpoint: String,
+    /// The model of the requests, once validated (one model per batch).
+    pub model: Option<String>,
+    /// The requests.
+    pub input_file_id: String,
+    /// As given (`24h`).
+    pub completion_window: String,
+    /// Where it is.
+    pub status: Status,
+    /// Successful results, once written.
+    pub output_file_id: Option<String>,
+    /// Failed and unfinished requests, once written.
+    pub error_file_id: Option<String>,
+    /// When it was created.
+    pub created_at: i64,
+    /// `created_at` + the window.
+    pub expires_at: i64,
+    /// When it passed each status.
+    pub stamps: Stamps,
+    /// Requests in the input file.
+    pub total: u64,
+    /// Requests answered with a 2xx.
+    pub completed: u64,
+    /// Requests that failed, expired or were cancelled.
+    pub failed: u64,
+    /// Up to 16 pairs, as given.
+    pub metadata: Option<Map<String, Value>>,
+    /// Why validation failed.
+    pub errors: Option<Vec<BatchError>>,
+    /// Token usage summed over the responses.
+    pub usage: Usage,
+    /// Seconds after creation that output files expire, if set.
+    pub output_expires_after: Option<i64>,
+}
+
+impl BatchRecord {
+    /// The batch object.
+    pub fn to_json(&self) -> Value {
+        let s = &self.stamps;
+        json!({
+            "id": self.id,
+            "object": "batch",
+            "endpoint": self.endpoint,
+            "model": self.model,
+            "errors": self.errors.as_ref().map(|data| json!({"object": "list", "data": data})),
+            "input_file_id": self.input_file_id,
+            "completion_window": self.completion_window,
+            "status": self.status.as_str(),
+            "output_file_id": self.output_file_id,
+            "error_file_id": self.error_file_id,
+            "created_at": self.created_at,
+            "in_progress_at": s.in_progress,
+            "expires_at": self.expires_at,
+            "finalizing_at": s.finalizing,
+            "completed_at": s.completed,
+            "failed_at": s.failed,
+            "expired_at": s.expired,
+            "cancelling_at": s.cancelling,
+            "cancelled_at": s.cancelled,
+            "request_counts": {
+                "total": self.total,
+                "completed": self.completed,
+                "failed": self.failed,
+            },
+            "metadata": self.metadata,
+            "usage": self.usage.to_json(),
+        })
+    }
+}
+
+/// A page of a list: `{object: "list", data, first_id, last_id, has_more}`.
+pub fn list_json(items: Vec<Value>, has_more: bool) -> Value {
+    let id = |v: Option<&Value>| v.and_then(|v| v.get("id")).cloned();
+    json!({
+        "object": "list",
+        "first_id": id(items.first()),
+        "last_id": id(items.last()),
+        "has_more": has_more,
+        "data": items,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usage_of_each_shape() {
+        let chat = json!({"usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15,
+            "prompt_tokens_details": {"cached_tokens": 2}, "completion_tokens_details": {"reasoning_tokens": 1}}});
+        assert_eq!(
+            Usage::of_body(&chat),
+            Usage {
+                input_tokens: 10,
+                cached_tokens: 2,
+                output_tokens: 5,
+                reasoning_tokens: 1,
+                total_tokens: 15
+            }
+        );
+        let responses = json!({"usage": {"input_tokens": 7, "output_tokens": 3}});
+        assert_eq!(Usage::of_body(&responses).total_tokens, 10);
+        let embeddings = json!({"usage": {"prompt_tokens": 4, "total_tokens": 4}});
+        assert_eq!(Usage::of_body(&embeddings).input_tokens, 4);
+        assert_eq!(Usage::of_body(&json!({})), Usage::default());
+    }
+
+    #[test]
+    fn statuses_round_trip() {
+        for s in Status::ALL {
+            assert_eq!(Status::parse(s.as_str()), Some(s));
+        }
+    }
+}

@@ -1,0 +1,180 @@
+//! The narrow interfaces behind which state lives: the job store (files'
+//! and batches' records, and each request's result until the batch's files
+//! are written) and the file store (the bytes of files).
+//!
+//! SQLite and the local disk are the embedded implementations. Every method
+//! is one atomic step: a state change that must happen together is one
+//! transaction, so a crash between any two calls leaves a state the engine
+//! can carry on from. A shared database (PostgreSQL) and an object store
+//! (S3) can take their places without touching the API or the engine.
+
+use std::fs::File;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::objects::{BatchError, BatchRecord, FileRecord, Status, Usage};
+
+mod disk;
+mod sqlite;
+
+pub use disk::DiskFiles;
+pub use sqlite::SqliteStore;
+
+/// A job store failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database failed.
+    #[error("database: {0}")]
+    Db(#[from] rusqlite::Error),
+    /// A stored value could not be read back.
+    #[error("corrupt record: {0}")]
+    Corrupt(String),
+}
+
+/// Results of job store calls.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Which page of a list.
+#[derive(Clone, Debug, Default)]
+pub struct Page<'a> {
+    /// Start after this id (in list order).
+    pub after: Option<&'a str>,
+    /// At most this many.
+    pub limit: usize,
+    /// Oldest first instead of newest first.
+    pub ascending: bool,
+}
+
+/// A list page and whether more follow.
+pub type Listed<T> = (Vec<T>, bool);
+
+/// Why a list could not be paged.
+#[derive(Debug, thiserror::Error)]
+pub enum ListError {
+    /// `after` names no object of this tenant.
+    #[error("no object '{0}' to list after")]
+    UnknownAfter(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The result of one request, as its line in the output or error file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResultRow {
+    /// The request's 1-based line in the input file.
+    pub line: u64,
+    /// A 2xx response (output file) or not (error file).
+    pub ok: bool,
+    /// The output line, without its newline.
+    pub body: String,
+    /// Tokens the response reports.
+    pub usage: Usage,
+}
+
+/// What a cancel found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Cancel {
+    /// Now (or already) cancelling.
+    Cancelling(Box<BatchRecord>),
+    /// The batch is past cancelling.
+    Refused(Status),
+    /// No such batch for this tenant.
+    NotFound,
+}
+
+/// How a batch ends, with the files it leaves.
+#[derive(Clone, Debug)]
+pub struct Finish {
+    /// `completed`, `expired` or `cancelled`.
+    pub status: Status,
+    /// The output file, if any line succeeded.
+    pub output: Option<FileRecord>,
+    /// The error file, if any line did not.
+    pub error: Option<FileRecord>,
+    /// Final `request_counts.completed`.
+    pub completed: u64,
+    /// Final `request_counts.failed`.
+    pub failed: u64,
+    /// Final `request_counts.total`: every request line, so that
+    /// `completed + failed == total`.
+    pub total: u64,
+    /// When.
+    pub at: i64,
+}
+
+/// Records of files and batches, and results in flight.
+pub trait JobStore: Send + Sync + 'static {
+    /// Add a file's record.
+    fn insert_file(&self, file: &FileRecord) -> StoreResult<()>;
+    /// A tenant's file.
+    fn file(&self, tenant: &str, id: &str) -> StoreResult<Option<FileRecord>>;
+    /// A tenant's files, newest first unless `page.ascending`.
+    fn list_files(
+        &self,
+        tenant: &str,
+        purpose: Option<&str>,
+        page: &Page<'_>,
+    ) -> Result<Listed<FileRecord>, ListError>;
+    /// Remove a file's record; false if there was none.
+    fn delete_file(&self, tenant: &str, id: &str) -> StoreResult<bool>;
+    /// An unfinished batch of the tenant's that reads this file, if any.
+    fn file_in_use(&self, tenant: &str, id: &str) -> StoreResult<Option<String>>;
+    /// Files whose `expires_at` has passed.
+    fn expired_files(&self, now: i64) -> StoreResult<Vec<FileRecord>>;
+    /// Whether any tenant has a file of this id.
+    fn file_exists(&self, id: &str) -> StoreResult<bool>;
+
+    /// Add a new batch (status `validating`).
+    fn insert_batch(&self, batch: &BatchRecord) -> StoreResult<()>;
+    /// A tenant's batch.
+    fn batch(&self, tenant: &str, id: &str) -> StoreResult<Option<BatchRecord>>;
+    /// A batch, whoever's it is (for the engine).
+    fn batch_by_id(&self, id: &str) -> StoreResult<Option<BatchRecord>>;
+    /// A tenant's batches, newest first.
+    fn list_batches(&self, tenant: &str, page: &Page<'_>)
+    -> Result<Listed<BatchRecord>, ListError>;
+    /// Ask to cancel: `validating`/`in_progress` become `cancelling`.
+    fn cancel(&self, tenant: &str, id: &str, now: i64) -> StoreResult<Cancel>;
+    /// Every batch not yet in a terminal status, oldest first.
+    fn unfinished(&self) -> StoreResult<Vec<BatchRecord>>;
+    /// Counts of batches by status.
+    fn count_by_status(&self) -> StoreResult<Vec<(Status, u64)>>;
+
+    /// `validating` -> `in_progress` with the file's request count and
+    /// model; false if the batch was no longer validating.
+    fn begin(&self, id: &str, total: u64, model: Option<&str>, now: i64) -> StoreResult<bool>;
+    /// `validating` -> `failed` with the validator's errors.
+    fn fail(&self, id: &str, total: u64, errors: &[BatchError], now: i64) -> StoreResult<bool>;
+    /// `in_progress` -> `finalizing`.
+    fn finalizing(&self, id: &str, now: i64) -> StoreResult<bool>;
+    /// Record results, at most once per line (a line already recorded is
+    /// left as it is), updating the batch's counts and usage: one
+    /// transaction for the whole slice.
+    fn record(&self, id: &str, rows: &[ResultRow]) -> StoreResult<()>;
+    /// Call `f` with every line recorded so far, in order.
+    fn recorded_lines(&self, id: &str, f: &mut dyn FnMut(u64)) -> StoreResult<()>;
+    /// Up to `limit` recorded results after `after_line`, in line order.
+    fn results_after(&self, id: &str, after_line: u64, limit: usize)
+    -> StoreResult<Vec<ResultRow>>;
+    /// End the batch: add its files, set its final status, counts and
+    /// stamp, and drop its recorded results, in one transaction. False if
+    /// it had already ended.
+    fn finish(&self, id: &str, finish: &Finish) -> StoreResult<bool>;
+}
+
+/// The bytes of files, by id.
+pub trait FileStore: Send + Sync + 'static {
+    /// Scratch space for files being written (uploads, batch outputs).
+    fn scratch_dir(&self) -> &Path;
+    /// Make the finished scratch file `src` the content of `id`, durably.
+    fn put(&self, id: &str, src: &Path) -> io::Result<()>;
+    /// Read a file.
+    fn open(&self, id: &str) -> io::Result<File>;
+    /// A local path to read the file from, where the store has one.
+    fn local_path(&self, id: &str) -> Option<PathBuf>;
+    /// Remove a file (no error if it is gone already).
+    fn remove(&self, id: &str) -> io::Result<()>;
+    /// Every stored id (to find files a crash left without a record).
+    fn ids(&self) -> io::Result<Vec<String>>;
+}

@@ -1,0 +1,559 @@
+//! The job store in SQLite (WAL): all of the server's SQL is in this file.
+
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use super::{
+    Cancel, Finish, JobStore, ListError, Listed, Page, ResultRow, StoreError, StoreResult,
+};
+use crate::objects::{BatchError, BatchRecord, FileRecord, Stamps, Status, Usage};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS files (
+    seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+    id         TEXT NOT NULL UNIQUE,
+    tenant     TEXT NOT NULL,
+    bytes      INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER,
+    filename   TEXT NOT NULL,
+    purpose    TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS files_by_tenant ON files (tenant, seq);
+CREATE INDEX IF NOT EXISTS files_by_expiry ON files (expires_at) WHERE expires_at IS NOT NULL;
+CREATE TABLE IF NOT EXISTS batches (
+    seq                  INTEGER PRIMARY KEY AUTOINCREMENT,
+    id                   TEXT NOT NULL UNIQUE,
+    tenant               TEXT NOT NULL,
+    endpoint             TEXT NOT NULL,
+    model                TEXT,
+    input_file_id        TEXT NOT NULL,
+    completion_window    TEXT NOT NULL,
+    status               TEXT NOT NULL,
+    output_file_id       TEXT,
+    error_file_id        TEXT,
+    created_at           INTEGER NOT NULL,
+    expires_at           INTEGER NOT NULL,
+    in_progress_at       INTEGER,
+    finalizing_at        INTEGER,
+    completed_at         INTEGER,
+    failed_at            INTEGER,
+    expired_at           INTEGER,
+    cancelling_at        INTEGER,
+    cancelled_at         INTEGER,
+    total                INTEGER NOT NULL DEFAULT 0,
+    completed            INTEGER NOT NULL DEFAULT 0,
+    failed               INTEGER NOT NULL DEFAULT 0,
+    metadata             TEXT,
+    errors               TEXT,
+    input_tokens         INTEGER NOT NULL DEFAULT 0,
+    cached_tokens        INTEGER NOT NULL DEFAULT 0,
+    output_tokens        INTEGER NOT NULL DEFAULT 0,
+    reasoning_tokens     INTEGER NOT NULL DEFAULT 0,
+    total_tokens         INTEGER NOT NULL DEFAULT 0,
+    output_expires_after INTEGER
+);
+CREATE INDEX IF NOT EXISTS batches_by_tenant ON batches (tenant, seq);
+CREATE INDEX IF NOT EXISTS batches_by_status ON batches (status);
+CREATE TABLE IF NOT EXISTS results (
+    batch_id TEXT NOT NULL,
+    line     INTEGER NOT NULL,
+    ok       INTEGER NOT NULL,
+    body     TEXT NOT NULL,
+    PRIMARY KEY (batch_id, line)
+) WITHOUT ROWID;
+";
+
+const BATCH_COLUMNS: &str = "id, tenant, endpoint, model, input_file_id, completion_window, status, \
+    output_file_id, error_file_id, created_at, expires_at, in_progress_at, finalizing_at, \
+    completed_at, failed_at, expired_at, cancelling_at, cancelled_at, total, completed, failed, \
+    metadata, errors, input_tokens, cached_tokens, output_tokens, reasoning_tokens, total_tokens, \
+    output_expires_after";
+
+const FILE_COLUMNS: &str = "id, tenant, bytes, created_at, expires_at, filename, purpose";
+
+const UNFINISHED: &str = "('validating', 'in_progress', 'finalizing', 'cancelling')";
+
+/// SQLite behind one connection.
+pub struct SqliteStore {
+    conn: Mutex<Connection>,
+}
+
+impl SqliteStore {
+    /// Open (creating) the database at `path`.
+    pub fn open(path: &Path) -> StoreResult<SqliteStore> {
+        let conn = Connection::open(path)?;
+        // WAL with NORMAL sync survives a killed process with every
+        // committed transaction; a power cut may lose the last few, which
+        // the engine then redoes (results are recorded at most once).
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(SqliteStore {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave a transaction open
+        // (rusqlite rolls back on drop), so the connection is still sound.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn file_from(row: &Row<'_>) -> rusqlite::Result<FileRecord> {
+    Ok(FileRecord {
+        id: row.get(0)?,
+        tenant: row.get(1)?,
+        bytes: row.get::<_, i64>(2)? as u64,
+        created_at: row.get(3)?,
+        expires_at: row.get(4)?,
+        filename: row.get(5)?,
+        purpose: row.get(6)?,
+    })
+}
+
+fn corrupt(what: &str, e: impl std::fmt::Display) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(
+        0,
+        rusqlite::types::Type::Text,
+        format!("{what}: {e}").into(),
+    )
+}
+
+fn batch_from(row: &Row<'_>) -> rusqlite::Result<BatchRecord> {
+    let status: String = row.get(6)?;
+    let metadata: Option<String> = row.get(21)?;
+    let errors: Option<String> = row.get(22)?;
+    let u = |i: usize| row.get::<_, i64>(i).map(|v| v as u64);
+    Ok(BatchRecord {
+        id: row.get(0)?,
+        tenant: row.get(1)?,
+        endpoint: row.get(2)?,
+        model: row.get(3)?,
+        input_file_id: row.get(4)?,
+        completion_window: row.get(5)?,
+        status: Status::parse(&status).ok_or_else(|| corrupt("status", &status))?,
+        output_file_id: row.get(7)?,
+        error_file_id: row.get(8)?,
+        created_at: row.get(9)?,
+        expires_at: row.get(10)?,
+        stamps: Stamps {
+            in_progress: row.get(11)?,
+            finalizing: row.get(12)?,
+            completed: row.get(13)?,
+            failed: row.get(14)?,
+            expired: row.get(15)?,
+            cancelling: row.get(16)?,
+            cancelled: row.get(17)?,
+        },
+        total: u(18)?,
+        completed: u(19)?,
+        failed: u(20)?,
+        metadata: metadata
+            .map(|m| serde_json::from_str(&m).map_err(|e| corrupt("metadata", e)))
+            .transpose()?,
+        errors: errors
+            .map(|m| serde_json::from_str(&m).map_err(|e| corrupt("errors", e)))
+            .transpose()?,
+        usage: Usage {
+            input_tokens: u(23)?,
+            cached_tokens: u(24)?,
+            output_tokens: u(25)?,
+            reasoning_tokens: u(26)?,
+            total_tokens: u(27)?,
+        },
+        output_expires_after: row.get(28)?,
+    })
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> StoreResult<String> {
+    serde_json::to_string(v).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+/// One page of `table` for `tenant` (with an extra filter), newest first
+/// unless ascending: fetches one more than asked to know whether more follow.
+fn page_of<T>(
+    conn: &Connection,
+    table: &str,
+    columns: &str,
+    tenant: &str,
+    filter: Option<(&str, &str)>,
+    page: &Page<'_>,
+    from: fn(&Row<'_>) -> rusqlite::Result<T>,
+) -> Result<Listed<T>, ListError> {
+    let mut sql = format!("SELECT {columns} FROM {table} WHERE tenant = ?1");
+    let mut args: Vec<String> = vec![tenant.to_owned()];
+    if let Some((column, value)) = filter {
+        args.push(value.to_owned());
+        sql.push_str(&format!(" AND {column} = ?{}", args.len()));
+    }
+    let (cmp, order) = if page.ascending {
+        (">", "ASC")
+    } else {
+        ("<", "DESC")
+    };
+    if let Some(after) = page.after {
+        let seq: Option<i64> = conn
+            .query_row(
+                &format!("SELECT seq FROM {table} WHERE id = ?1 AND tenant = ?2"),
+                params![after, tenant],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(StoreError::from)?;
+        let seq = seq.ok_or_else(|| ListError::UnknownAfter(after.to_owned()))?;
+        args.push(seq.to_string());
+        sql.push_str(&format!(" AND seq {cmp} CAST(?{} AS INTEGER)", args.len()));
+    }
+    sql.push_str(&format!(" ORDER BY seq {order} LIMIT {}", page.limit + 1));
+    let mut stmt = conn.prepare(&sql).map_err(StoreError::from)?;
+    let mut items = stmt
+        .query_map(rusqlite::params_from_iter(args.iter()), from)
+        .map_err(StoreError::from)?
+        .collect::<rusqlite::Result<Vec<T>>>()
+        .map_err(StoreError::from)?;
+    let more = items.len() > page.limit;
+    items.truncate(page.limit);
+    Ok((items, more))
+}
+
+fn insert_file_in(conn: &Connection, f: &FileRecord) -> rusqlite::Result<()> {
+    conn.execute(
+        &format!("INSERT INTO files ({FILE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"),
+        params![
+            f.id,
+            f.tenant,
+            f.bytes as i64,
+            f.created_at,
+            f.expires_at,
+            f.filename,
+            f.purpose
+        ],
+    )?;
+    Ok(())
+}
+
+impl JobStore for SqliteStore {
+    fn insert_file(&self, f: &FileRecord) -> StoreResult<()> {
+        Ok(insert_file_in(&self.conn(), f)?)
+    }
+
+    fn file(&self, tenant: &str, id: &str) -> StoreResult<Option<FileRecord>> {
+        Ok(self
+            .conn()
+            .query_row(
+                &format!("SELECT {FILE_COLUMNS} FROM files WHERE id = ?1 AND tenant = ?2"),
+                params![id, tenant],
+                file_from,
+            )
+            .optional()?)
+    }
+
+    fn list_files(
+        &self,
+        tenant: &str,
+        purpose: Option<&str>,
+        page: &Page<'_>,
+    ) -> Result<Listed<FileRecord>, ListError> {
+        let filter = purpose.map(|p| ("purpose", p));
+        page_of(
+            &self.conn(),
+            "files",
+            FILE_COLUMNS,
+            tenant,
+            filter,
+            page,
+            file_from,
+        )
+    }
+
+    fn delete_file(&self, tenant: &str, id: &str) -> StoreResult<bool> {
+        let n = self.conn().execute(
+            "DELETE FROM files WHERE id = ?1 AND tenant = ?2",
+            params![id, tenant],
+        )?;
+        Ok(n > 0)
+    }
+
+    fn file_in_use(&self, tenant: &str, id: &str) -> StoreResult<Option<String>> {
+        Ok(self
+            .conn()
+            .query_row(
+                &format!(
+                    "SELECT id FROM batches WHERE tenant = ?1 AND input_file_id = ?2 AND status IN {UNFINISHED} LIMIT 1"
+                ),
+                params![tenant, id],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    fn expired_files(&self, now: i64) -> StoreResult<Vec<FileRecord>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {FILE_COLUMNS} FROM files WHERE expires_at IS NOT NULL AND expires_at <= ?1"
+        ))?;
+        let rows = stmt.query_map(params![now], file_from)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn file_exists(&self, id: &str) -> StoreResult<bool> {
+        Ok(self
+            .conn()
+            .query_row("SELECT 1 FROM files WHERE id = ?1", params![id], |_| Ok(()))
+            .optional()?
+            .is_some())
+    }
+
+    fn insert_batch(&self, b: &BatchRecord) -> StoreResult<()> {
+        let metadata = b.metadata.as_ref().map(to_json).transpose()?;
+        self.conn().execute(
+            "INSERT INTO batches (id, tenant, endpoint, model, input_file_id, completion_window, status, \
+             created_at, expires_at, metadata, output_expires_after) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            params![
+                b.id,
+                b.tenant,
+                b.endpoint,
+                b.model,
+                b.input_file_id,
+                b.completion_window,
+                b.status.as_str(),
+                b.created_at,
+                b.expires_at,
+                metadata,
+                b.output_expires_after
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn batch(&self, tenant: &str, id: &str) -> StoreResult<Option<BatchRecord>> {
+        Ok(self
+            .conn()
+            .query_row(
+                &format!("SELECT {BATCH_COLUMNS} FROM batches WHERE id = ?1 AND tenant = ?2"),
+                params![id, tenant],
+                batch_from,
+            )
+            .optional()?)
+    }
+
+    fn batch_by_id(&self, id: &str) -> StoreResult<Option<BatchRecord>> {
+        Ok(self
+            .conn()
+            .query_row(
+                &format!("SELECT {BATCH_COLUMNS} FROM batches WHERE id = ?1"),
+                params![id],
+                batch_from,
+            )
+            .optional()?)
+    }
+
+    fn list_batches(
+        &self,
+        tenant: &str,
+        page: &Page<'_>,
+    ) -> Result<Listed<BatchRecord>, ListError> {
+        page_of(
+            &self.conn(),
+            "batches",
+            BATCH_COLUMNS,
+            tenant,
+            None,
+            page,
+            batch_from,
+        )
+    }
+
+    fn cancel(&self, tenant: &str, id: &str, now: i64) -> StoreResult<Cancel> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "UPDATE batches SET status = 'cancelling', cancelling_at = ?3 \
+             WHERE id = ?1 AND tenant = ?2 AND status IN ('validating', 'in_progress')",
+            params![id, tenant, now],
+        )?;
+        let batch = tx
+            .query_row(
+                &format!("SELECT {BATCH_COLUMNS} FROM batches WHERE id = ?1 AND tenant = ?2"),
+                params![id, tenant],
+                batch_from,
+            )
+            .optional()?;
+        tx.commit()?;
+        Ok(match batch {
+            None => Cancel::NotFound,
+            Some(b) if b.status == Status::Cancelling => Cancel::Cancelling(Box::new(b)),
+            Some(b) => Cancel::Refused(b.status),
+        })
+    }
+
+    fn unfinished(&self) -> StoreResult<Vec<BatchRecord>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {BATCH_COLUMNS} FROM batches WHERE status IN {UNFINISHED} ORDER BY seq"
+        ))?;
+        let rows = stmt.query_map([], batch_from)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn count_by_status(&self) -> StoreResult<Vec<(Status, u64)>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT status, COUNT(*) FROM batches GROUP BY status")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (s, n) = row?;
+            if let Some(s) = Status::parse(&s) {
+                out.push((s, n as u64));
+            }
+        }
+        Ok(out)
+    }
+
+    fn begin(&self, id: &str, total: u64, model: Option<&str>, now: i64) -> StoreResult<bool> {
+        let n = self.conn().execute(
+            "UPDATE batches SET status = 'in_progress', in_progress_at = ?2, total = ?3, model = ?4 \
+             WHERE id = ?1 AND status = 'validating'",
+            params![id, now, total as i64, model],
+        )?;
+        Ok(n > 0)
+    }
+
+    fn fail(&self, id: &str, total: u64, errors: &[BatchError], now: i64) -> StoreResult<bool> {
+        let errors = to_json(&errors)?;
+        let n = self.conn().execute(
+            "UPDATE batches SET status = 'failed', failed_at = ?2, errors = ?3, total = ?4 \
+             WHERE id = ?1 AND status = 'validating'",
+            params![id, now, errors, total as i64],
+        )?;
+        Ok(n > 0)
+    }
+
+    fn finalizing(&self, id: &str, now: i64) -> StoreResult<bool> {
+        let n = self.conn().execute(
+            "UPDATE batches SET status = 'finalizing', finalizing_at = ?2 \
+             WHERE id = ?1 AND status = 'in_progress'",
+            params![id, now],
+        )?;
+        Ok(n > 0)
+    }
+
+    fn record(&self, id: &str, rows: &[ResultRow]) -> StoreResult<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let (mut completed, mut failed, mut usage) = (0i64, 0i64, Usage::default());
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT OR IGNORE INTO results (batch_id, line, ok, body) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            for r in rows {
+                if insert.execute(params![id, r.line as i64, r.ok, r.body])? > 0 {
+                    if r.ok {
+                        completed += 1;
+                    } else {
+                        failed += 1;
+                    }
+                    usage.add(&r.usage);
+                }
+            }
+        }
+        tx.execute(
+            "UPDATE batches SET completed = completed + ?2, failed = failed + ?3, \
+             input_tokens = input_tokens + ?4, cached_tokens = cached_tokens + ?5, \
+             output_tokens = output_tokens + ?6, reasoning_tokens = reasoning_tokens + ?7, \
+             total_tokens = total_tokens + ?8 WHERE id = ?1",
+            params![
+                id,
+                completed,
+                failed,
+                usage.input_tokens as i64,
+                usage.cached_tokens as i64,
+                usage.output_tokens as i64,
+                usage.reasoning_tokens as i64,
+                usage.total_tokens as i64
+            ],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn recorded_lines(&self, id: &str, f: &mut dyn FnMut(u64)) -> StoreResult<()> {
+        let conn = self.conn();
+        let mut stmt =
+            conn.prepare("SELECT line FROM results WHERE batch_id = ?1 ORDER BY line")?;
+        let mut rows = stmt.query(params![id])?;
+        while let Some(row) = rows.next()? {
+            f(row.get::<_, i64>(0)? as u64);
+        }
+        Ok(())
+    }
+
+    fn results_after(
+        &self,
+        id: &str,
+        after_line: u64,
+        limit: usize,
+    ) -> StoreResult<Vec<ResultRow>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT line, ok, body FROM results WHERE batch_id = ?1 AND line > ?2 ORDER BY line LIMIT ?3",
+        )?;
+        let rows = stmt.query_map(params![id, after_line as i64, limit as i64], |r| {
+            Ok(ResultRow {
+                line: r.get::<_, i64>(0)? as u64,
+                ok: r.get(1)?,
+                body: r.get(2)?,
+                usage: Usage::default(),
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn finish(&self, id: &str, f: &Finish) -> StoreResult<bool> {
+        let stamp = match f.status {
+            Status::Completed => "completed_at",
+            Status::Expired => "expired_at",
+            Status::Cancelled => "cancelled_at",
+            other => {
+                return Err(StoreError::Corrupt(format!(
+                    "a batch cannot finish as '{}'",
+                    other.as_str()
+                )));
+            }
+        };
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let n = tx.execute(
+            &format!(
+                "UPDATE batches SET status = ?2, {stamp} = ?3, output_file_id = ?4, error_file_id = ?5, \
+                 completed = ?6, failed = ?7, total = ?8 WHERE id = ?1 AND status IN {UNFINISHED}"
+            ),
+            params![
+                id,
+                f.status.as_str(),
+                f.at,
+                f.output.as_ref().map(|o| &o.id),
+                f.error.as_ref().map(|e| &e.id),
+                f.completed as i64,
+                f.failed as i64,
+                f.total as i64
+            ],
+        )?;
+        if n == 0 {
+            return Ok(false);
+        }
+        for file in f.output.iter().chain(&f.error) {
+            insert_file_in(&tx, file)?;
+        }
+        tx.execute("DELETE FROM results WHERE batch_id = ?1", params![id])?;
+        tx.commit()?;
+        Ok(true)
+    }
+}

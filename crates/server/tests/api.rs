@@ -1,0 +1,666 @@
+//! The Batch API over HTTP on loopback, in front of the test upstream.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Harness, chat_file, chat_line, ids_once};
+use serde_json::{Value, json};
+
+fn texts(n: usize, f: impl Fn(usize) -> String) -> Vec<String> {
+    (0..n).map(f).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_upload_get_list_content_delete() {
+    let h = Harness::new(|_| {}).await;
+    let content = chat_file(&texts(3, |i| format!("hello {i}")));
+    let id = h.upload(&content).await;
+    assert!(id.starts_with("file-"));
+
+    let (s, f) = h.get(&format!("/v1/files/{id}")).await;
+    assert_eq!(s, 200);
+    assert_eq!(f["object"], "file");
+    assert_eq!(f["bytes"], content.len() as u64);
+    assert_eq!(f["filename"], "requests.jsonl");
+    assert_eq!(f["purpose"], "batch");
+    assert_eq!(f["status"], "processed");
+    assert!(f["created_at"].as_i64().unwrap() > 1_700_000_000);
+    assert!(f["expires_at"].is_null());
+    assert_eq!(h.content(&id).await.as_bytes(), content.as_slice());
+
+    // `purpose` after `file` works as well, with an expiry.
+    let form = reqwest::multipart::Form::new()
+        .part(
+            "file",
+            reqwest::multipart::Part::bytes(b"{}\n".to_vec()).file_name("b.jsonl"),
+        )
+        .text("purpose", "batch")
+        .text("expires_after[anchor]", "created_at")
+        .text("expires_after[seconds]", "3600");
+    let r = h
+        .client
+        .post(h.url("/v1/files"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let second: Value = r.json().await.unwrap();
+    assert_eq!(
+        second["expires_at"].as_i64().unwrap() - second["created_at"].as_i64().unwrap(),
+        3600
+    );
+
+    // Newest first, paged with `after`.
+    let (_, page) = h.get("/v1/files?limit=1").await;
+    assert_eq!(page["object"], "list");
+    assert_eq!(page["data"][0]["id"], second["id"]);
+    assert_eq!(page["has_more"], true);
+    let (_, page2) = h
+        .get(&format!(
+            "/v1/files?limit=1&after={}",
+            second["id"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(page2["data"][0]["id"], id.as_str());
+    assert_eq!(page2["has_more"], false);
+    let (_, none) = h.get("/v1/files?purpose=batch_output").await;
+    assert_eq!(none["data"].as_array().unwrap().len(), 0);
+
+    let r = h
+        .client
+        .delete(h.url(&format!("/v1/files/{id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let d: Value = r.json().await.unwrap();
+    assert_eq!(d, json!({"id": id, "object": "file", "deleted": true}));
+    let (s, e) = h.get(&format!("/v1/files/{id}")).await;
+    assert_eq!(s, 404);
+    assert_eq!(e["error"]["type"], "invalid_request_error");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_are_checked() {
+    let h = Harness::new(|c| c.max_upload_bytes = 1000).await;
+    let (s, e) = h.upload_as(None, "requests.txt", b"{}\n").await;
+    assert_eq!(s, 400);
+    assert_eq!(
+        e["error"]["message"],
+        "Invalid file format for Batch API. Must be .jsonl"
+    );
+
+    let (s, e) = h.upload_as(None, "big.jsonl", &vec![b'x'; 1001]).await;
+    assert_eq!(s, 413, "{e}");
+    assert_eq!(e["error"]["code"], "file_too_large");
+    // Far over the cap: refused from the declared length.
+    let (s, e) = h.upload_as(None, "huge.jsonl", &vec![b'x'; 3 << 20]).await;
+    assert_eq!(s, 413, "{e}");
+    // Nothing was kept of either.
+    let (_, list) = h.get("/v1/files").await;
+    assert_eq!(list["data"].as_array().unwrap().len(), 0);
+    let scratch: Vec<_> = std::fs::read_dir(h.dir.path().join("scratch"))
+        .unwrap()
+        .collect();
+    assert!(scratch.is_empty(), "scratch files left behind: {scratch:?}");
+
+    let form = reqwest::multipart::Form::new().part(
+        "file",
+        reqwest::multipart::Part::bytes(b"{}".to_vec()).file_name("a.jsonl"),
+    );
+    let r = h
+        .client
+        .post(h.url("/v1/files"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let e: Value = r.json().await.unwrap();
+    assert_eq!(e["error"]["param"], "purpose");
+
+    let r = h
+        .client
+        .post(h.url("/v1/files"))
+        .body("not multipart")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let e: Value = r.json().await.unwrap();
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("multipart")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_runs_to_completed_through_upstream_faults() {
+    let h = Harness::new(|c| c.concurrency = 4).await;
+    let mut t = texts(24, |i| format!("plain request {i}"));
+    t[3] = "fail:400 context too long".into();
+    t[7] = "flaky:429:2".into();
+    t[11] = "flaky:500:1".into();
+    t[15] = "drop:1".into();
+    t[19] = "flaky:503:99".into(); // past --max-retries
+    let file = h.upload(&chat_file(&t)).await;
+    let created = h
+        .post(
+            "/v1/batches",
+            &json!({"input_file_id": file, "endpoint": "/v1/chat/completions",
+            "completion_window": "24h", "metadata": {"project": "tests"}}),
+        )
+        .await
+        .1;
+    assert_eq!(created["status"], "validating");
+    assert_eq!(created["object"], "batch");
+    assert_eq!(
+        created["expires_at"].as_i64().unwrap() - created["created_at"].as_i64().unwrap(),
+        86_400
+    );
+    let b = h
+        .wait(created["id"].as_str().unwrap(), Duration::from_secs(30))
+        .await;
+    assert_eq!(b["status"], "completed", "{b}");
+    assert_eq!(
+        b["request_counts"],
+        json!({"total": 24, "completed": 22, "failed": 2})
+    );
+    assert_eq!(b["metadata"], json!({"project": "tests"}));
+    assert_eq!(b["model"], "test-model");
+    for stamp in ["in_progress_at", "finalizing_at", "completed_at"] {
+        assert!(b[stamp].as_i64().is_some(), "{stamp} not set: {b}");
+    }
+    for stamp in ["failed_at", "expired_at", "cancelling_at", "cancelled_at"] {
+        assert!(b[stamp].is_null(), "{stamp} set: {b}");
+    }
+    let (out, err) = h.results(&b).await;
+    assert_eq!((out.len(), err.len()), (22, 2));
+    assert_eq!(ids_once(&out, &err).len(), 24);
+    for line in &out {
+        assert!(line["id"].as_str().unwrap().starts_with("batch_req_"));
+        assert_eq!(line["response"]["status_code"], 200);
+        assert!(line["error"].is_null());
+        assert_eq!(line["response"]["request_id"], "req_test");
+    }
+    let by_id = |id: &str| err.iter().find(|l| l["custom_id"] == id).unwrap().clone();
+    let rejected = by_id("r-3");
+    assert_eq!(rejected["response"]["status_code"], 400);
+    assert!(rejected["error"].is_null());
+    assert_eq!(
+        rejected["response"]["body"]["error"]["code"],
+        "injected_failure"
+    );
+    assert_eq!(by_id("r-19")["response"]["status_code"], 503);
+    // Retried as often as it failed, and no more.
+    assert_eq!(h.upstream.stats.seen("flaky:429:2"), 3);
+    assert_eq!(h.upstream.stats.seen("flaky:500:1"), 2);
+    assert_eq!(h.upstream.stats.seen("drop:1"), 2);
+    assert_eq!(h.upstream.stats.seen("fail:400 context too long"), 1);
+    assert_eq!(h.upstream.stats.seen("flaky:503:99"), 6); // 1 + 5 retries
+    // Usage summed over the successes: 3 words + 2 per plain request.
+    let plain: u64 = t
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| ![3, 19].contains(i))
+        .map(|(_, s)| s.split_whitespace().count() as u64)
+        .sum();
+    assert_eq!(b["usage"]["input_tokens"], plain);
+    assert_eq!(b["usage"]["output_tokens"], 22 * 2);
+    assert_eq!(b["usage"]["total_tokens"], plain + 44);
+    // The output file is a file like any other.
+    let (_, f) = h
+        .get(&format!(
+            "/v1/files/{}",
+            b["output_file_id"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(f["purpose"], "batch_output");
+    assert_eq!(
+        f["filename"],
+        format!("{}_output.jsonl", b["id"].as_str().unwrap())
+    );
+    // Once the batch has ended, its input may be deleted.
+    let input = b["input_file_id"].as_str().unwrap();
+    let r = h
+        .client
+        .delete(h.url(&format!("/v1/files/{input}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_file_fails_validation_with_the_errors() {
+    let h = Harness::new(|_| {}).await;
+    let content = format!("{}\n{}\n{{oops\n", chat_line("a", "x"), chat_line("a", "y"));
+    let file = h.upload(content.as_bytes()).await;
+    let b = h.create_batch(&file, "24h").await;
+    let b = h
+        .wait(b["id"].as_str().unwrap(), Duration::from_secs(10))
+        .await;
+    assert_eq!(b["status"], "failed", "{b}");
+    assert!(b["failed_at"].as_i64().is_some() && b["in_progress_at"].is_null());
+    assert_eq!(b["errors"]["object"], "list");
+    let errors = b["errors"]["data"].as_array().unwrap();
+    let codes: Vec<(&str, u64)> = errors
+        .iter()
+        .map(|e| (e["code"].as_str().unwrap(), e["line"].as_u64().unwrap()))
+        .collect();
+    assert!(codes.contains(&("duplicate_custom_id", 2)), "{codes:?}");
+    assert!(codes.contains(&("invalid_json_line", 3)), "{codes:?}");
+    assert!(b["output_file_id"].is_null() && b["error_file_id"].is_null());
+    assert_eq!(
+        h.upstream
+            .stats
+            .requests
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+    let (s, e, headers) = h
+        .post_as(
+            None,
+            &format!("/v1/batches/{}/cancel", b["id"].as_str().unwrap()),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(s, 409);
+    assert_eq!(
+        e["error"]["message"],
+        "Cannot cancel a batch with status 'failed'."
+    );
+    assert_eq!(headers["x-should-retry"], "false");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_keeps_finished_results_and_cancels_the_rest() {
+    let h = Harness::new(|c| c.concurrency = 2).await;
+    let file = h
+        .upload(&chat_file(&texts(40, |i| format!("slow:100 {i}"))))
+        .await;
+    let b = h.create_batch(&file, "24h").await;
+    let id = b["id"].as_str().unwrap().to_owned();
+    h.until_completed(&id, 4).await;
+    let (s, c) = h
+        .post(&format!("/v1/batches/{id}/cancel"), &json!({}))
+        .await;
+    assert_eq!(s, 200, "{c}");
+    assert_eq!(c["status"], "cancelling");
+    assert!(c["cancelling_at"].as_i64().is_some());
+    let b = h.wait(&id, Duration::from_secs(10)).await;
+    assert_eq!(b["status"], "cancelled", "{b}");
+    assert!(b["cancelled_at"].as_i64().is_some());
+    let counts = &b["request_counts"];
+    let (done, failed) = (
+        counts["completed"].as_u64().unwrap(),
+        counts["failed"].as_u64().unwrap(),
+    );
+    assert_eq!(done + failed, 40);
+    assert!((4..40).contains(&done), "{counts}");
+    let (out, err) = h.results(&b).await;
+    assert_eq!(out.len() as u64, done);
+    assert_eq!(ids_once(&out, &err).len(), 40);
+    assert!(
+        err.iter()
+            .all(|l| l["error"]["code"] == "batch_cancelled" && l["response"].is_null())
+    );
+    let sent = h
+        .upstream
+        .stats
+        .requests
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        sent < 40,
+        "dispatch went on after the cancel: {sent} requests"
+    );
+    let (s, e, headers) = h
+        .post_as(None, &format!("/v1/batches/{id}/cancel"), &json!({}))
+        .await;
+    assert_eq!(
+        (s, e["error"]["message"].as_str().unwrap()),
+        (409, "Cannot cancel a batch with status 'cancelled'.")
+    );
+    assert_eq!(headers["x-should-retry"], "false");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_expires_at_the_end_of_its_window() {
+    let h = Harness::new(|c| c.concurrency = 1).await;
+    let file = h
+        .upload(&chat_file(&texts(30, |i| format!("slow:200 {i}"))))
+        .await;
+    let b = h.create_batch(&file, "2s").await;
+    assert_eq!(b["completion_window"], "2s");
+    assert_eq!(
+        b["expires_at"].as_i64().unwrap() - b["created_at"].as_i64().unwrap(),
+        2
+    );
+    let b = h
+        .wait(b["id"].as_str().unwrap(), Duration::from_secs(15))
+        .await;
+    assert_eq!(b["status"], "expired", "{b}");
+    assert!(b["expired_at"].as_i64().is_some());
+    let (out, err) = h.results(&b).await;
+    assert!(
+        !out.is_empty() && !err.is_empty(),
+        "{} done, {} not",
+        out.len(),
+        err.len()
+    );
+    assert_eq!(ids_once(&out, &err).len(), 30);
+    assert!(err.iter().all(|l| l["error"]["code"] == "batch_expired"));
+    assert_eq!(
+        b["request_counts"]["failed"].as_u64().unwrap(),
+        err.len() as u64
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_resumes_without_doubling_results() {
+    let mut h = Harness::new(|c| c.concurrency = 2).await;
+    let file = h
+        .upload(&chat_file(&texts(30, |i| format!("slow:50 {i}"))))
+        .await;
+    let b = h.create_batch(&file, "24h").await;
+    let id = b["id"].as_str().unwrap().to_owned();
+    h.until_completed(&id, 5).await;
+    h.stop().await;
+    let mut cfg = common::config(&h.upstream, h.dir.path());
+    cfg.concurrency = 4;
+    h.start(cfg).await;
+    let b = h.wait(&id, Duration::from_secs(20)).await;
+    assert_eq!(b["status"], "completed", "{b}");
+    assert_eq!(
+        b["request_counts"],
+        json!({"total": 30, "completed": 30, "failed": 0})
+    );
+    let (out, err) = h.results(&b).await;
+    assert!(err.is_empty());
+    assert_eq!(ids_once(&out, &err).len(), 30);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_batch_is_not_starved_by_a_large_one() {
+    let h = Harness::new(|c| c.concurrency = 2).await;
+    let big = h
+        .upload(&chat_file(&texts(150, |i| format!("slow:20 big {i}"))))
+        .await;
+    let small = h
+        .upload(&chat_file(&texts(4, |i| format!("slow:20 small {i}"))))
+        .await;
+    let big = h.create_batch(&big, "24h").await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let small = h.create_batch(&small, "24h").await;
+    let small = h
+        .wait(small["id"].as_str().unwrap(), Duration::from_secs(20))
+        .await;
+    assert_eq!(small["status"], "completed");
+    let (_, big) = h
+        .get(&format!("/v1/batches/{}", big["id"].as_str().unwrap()))
+        .await;
+    assert_eq!(
+        big["status"], "in_progress",
+        "the large batch finished first: {big}"
+    );
+    assert!(
+        big["request_counts"]["completed"].as_u64().unwrap() < 100,
+        "{big}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_list_newest_first_in_pages() {
+    let h = Harness::new(|_| {}).await;
+    let file = h.upload(&chat_file(&texts(1, |_| "hi".into()))).await;
+    let mut made = Vec::new();
+    for _ in 0..5 {
+        made.push(
+            h.create_batch(&file, "24h").await["id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    made.reverse();
+    let mut seen = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let path = match &after {
+            Some(a) => format!("/v1/batches?limit=2&after={a}"),
+            None => "/v1/batches?limit=2".to_owned(),
+        };
+        let (s, page) = h.get(&path).await;
+        assert_eq!(s, 200, "{page}");
+        let ids: Vec<String> = page["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["id"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(page["first_id"].as_str(), ids.first().map(String::as_str));
+        assert_eq!(page["last_id"].as_str(), ids.last().map(String::as_str));
+        seen.extend(ids);
+        if page["has_more"] == false {
+            break;
+        }
+        after = page["last_id"].as_str().map(str::to_owned);
+    }
+    assert_eq!(seen, made);
+    let (_, all) = h.get("/v1/batches").await;
+    assert_eq!(all["data"].as_array().unwrap().len(), 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenants_see_only_their_own() {
+    let h = Harness::new(|c| c.api_keys = vec!["key-a".into(), "key-b".into()]).await;
+    let (s, f) = h
+        .upload_as(
+            Some("key-a"),
+            "a.jsonl",
+            &chat_file(&texts(1, |_| "hi".into())),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let file = f["id"].as_str().unwrap();
+    let (s, b, _) = h
+        .post_as(Some("key-a"), "/v1/batches", &json!({"input_file_id": file, "endpoint": "/v1/chat/completions", "completion_window": "24h"}))
+        .await;
+    assert_eq!(s, 200);
+    let batch = b["id"].as_str().unwrap();
+    for path in [
+        format!("/v1/files/{file}"),
+        format!("/v1/batches/{batch}"),
+        format!("/v1/files/{file}/content"),
+    ] {
+        assert_eq!(h.get_as(Some("key-a"), &path).await.0, 200, "{path}");
+        let (s, e) = h.get_as(Some("key-b"), &path).await;
+        assert_eq!(s, 404, "{path}: {e}");
+    }
+    let (_, list) = h.get_as(Some("key-b"), "/v1/batches").await;
+    assert_eq!(list["data"].as_array().unwrap().len(), 0);
+    let (s, _, _) = h
+        .post_as(Some("key-b"), "/v1/batches", &json!({"input_file_id": file, "endpoint": "/v1/chat/completions", "completion_window": "24h"}))
+        .await;
+    assert_eq!(s, 400);
+    assert_eq!(
+        h.post_as(
+            Some("key-b"),
+            &format!("/v1/batches/{batch}/cancel"),
+            &json!({})
+        )
+        .await
+        .0,
+        404
+    );
+
+    let r = h.client.get(h.url("/v1/batches")).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let e: Value = r.json().await.unwrap();
+    assert_eq!(e["error"]["code"], "invalid_api_key");
+    assert_eq!(h.get_as(Some("wrong"), "/v1/batches").await.0, 401);
+    // Health needs no key.
+    assert_eq!(
+        h.client
+            .get(h.url("/health"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_a_4xx_with_the_envelope() {
+    let h = Harness::new(|_| {}).await;
+    let file = h.upload(&chat_file(&texts(1, |_| "hi".into()))).await;
+    let good = json!({"input_file_id": file, "endpoint": "/v1/chat/completions", "completion_window": "24h"});
+    let with = |k: &str, v: Value| {
+        let mut b = good.clone();
+        b[k] = v;
+        b
+    };
+    let many: serde_json::Map<String, Value> =
+        (0..17).map(|i| (format!("k{i}"), json!("v"))).collect();
+    let cases: Vec<(Value, &str)> = vec![
+        (
+            json!({"endpoint": "/v1/chat/completions", "completion_window": "24h"}),
+            "input_file_id",
+        ),
+        (with("endpoint", json!("/v1/chat/completion")), "endpoint"),
+        (with("completion_window", json!("1y")), "completion_window"),
+        (with("completion_window", json!(24)), "completion_window"),
+        (with("metadata", Value::Object(many)), "metadata"),
+        (
+            with("metadata", json!({"k".repeat(65): "v"})),
+            &*Box::leak(format!("metadata.{}", "k".repeat(65)).into_boxed_str()),
+        ),
+        (
+            with("metadata", json!({"k": "v".repeat(513)})),
+            "metadata.k",
+        ),
+        (with("metadata", json!({"k": 1})), "metadata.k"),
+        (with("metadata", json!("text")), "metadata"),
+        (
+            with(
+                "output_expires_after",
+                json!({"anchor": "created_at", "seconds": 10}),
+            ),
+            "output_expires_after.seconds",
+        ),
+        (
+            with(
+                "output_expires_after",
+                json!({"anchor": "now", "seconds": 3600}),
+            ),
+            "output_expires_after.anchor",
+        ),
+        (with("input_file_id", json!("file-nope")), "input_file_id"),
+        (with("surprise", json!(true)), "surprise"),
+    ];
+    for (body, param) in cases {
+        let (s, e) = h.post("/v1/batches", &body).await;
+        assert_eq!(s, 400, "{body}: {e}");
+        assert_eq!(e["error"]["type"], "invalid_request_error", "{e}");
+        assert_eq!(e["error"]["param"], param, "{body}: {e}");
+        assert!(!e["error"]["message"].as_str().unwrap().is_empty());
+    }
+    let raw = |body: &'static str, ct: Option<&'static str>| {
+        let mut rb = h.client.post(h.url("/v1/batches")).body(body);
+        if let Some(ct) = ct {
+            rb = rb.header("content-type", ct);
+        }
+        rb.send()
+    };
+    for (body, ct, status) in [
+        ("{not json", Some("application/json"), 400),
+        ("[1,2]", Some("application/json"), 400),
+        ("{}", None, 415),
+        ("{}", Some("text/plain"), 415),
+    ] {
+        let r = raw(body, ct).await.unwrap();
+        assert_eq!(r.status().as_u16(), status, "{body} {ct:?}");
+        let e: Value = r.json().await.unwrap();
+        assert!(e["error"]["message"].is_string(), "{e}");
+    }
+    for (path, status) in [
+        ("/v1/batches/batch_nope", 404),
+        ("/v1/files/file-nope", 404),
+        ("/v1/files/file-nope/content", 404),
+        ("/v1/batches?limit=0", 400),
+        ("/v1/batches?limit=101", 400),
+        ("/v1/batches?limit=x", 400),
+        ("/v1/batches?after=batch_nope", 400),
+        ("/v1/nothing", 404),
+    ] {
+        let (s, e) = h.get(path).await;
+        assert_eq!(s, status, "{path}: {e}");
+        assert!(e["error"]["message"].is_string(), "{path}: {e}");
+    }
+    let r = h.client.put(h.url("/v1/batches")).send().await.unwrap();
+    assert_eq!(r.status(), 405);
+    let e: Value = r.json().await.unwrap();
+    assert!(e["error"]["message"].is_string());
+    // A huge body is refused, not read whole: a 413, or (when the server
+    // answers while the client is still sending) a closed connection.
+    let sent = h
+        .client
+        .post(h.url("/v1/batches"))
+        .header("content-type", "application/json")
+        .body(vec![b' '; 8 << 20])
+        .send()
+        .await;
+    match sent {
+        Ok(r) => assert_eq!(r.status(), 413),
+        Err(e) => assert!(e.is_request(), "{e}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_what_happened() {
+    let h = Harness::new(|_| {}).await;
+    let file = h
+        .upload(&chat_file(&texts(3, |i| {
+            if i == 0 {
+                "flaky:500:1".into()
+            } else {
+                format!("m {i}")
+            }
+        })))
+        .await;
+    let b = h.create_batch(&file, "24h").await;
+    h.wait(b["id"].as_str().unwrap(), Duration::from_secs(10))
+        .await;
+    let text = h
+        .client
+        .get(h.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains("batchkit_upstream_requests_dispatched_total 4"),
+        "{text}"
+    );
+    assert!(
+        text.contains("batchkit_upstream_requests_retried_total 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("batchkit_batches{status=\"completed\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("batchkit_upstream_latency_seconds_count 4"),
+        "{text}"
+    );
+}

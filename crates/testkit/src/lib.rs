@@ -1,0 +1,304 @@
+//! A small OpenAI-compatible server standing in for vLLM or llama.cpp in
+//! tests and benchmarks: `/v1/chat/completions`, `/v1/completions` and
+//! `/v1/embeddings`, with a configurable latency and faults chosen by the
+//! request itself, so that a test decides which requests misbehave.
+//!
+//! A request's text (the last chat message, the prompt or the first
+//! embedding input) may start with a directive (its first word):
+//!
+//! | text starts with | the upstream answers |
+//! |---|---|
+//! | `fail:400` (any status) | that status, always, with an OpenAI error body |
+//! | `flaky:429:N` (429, 500, 503, ...) | that status for the first N attempts (429 with `Retry-After: 0`), then 200 |
+//! | `drop:N` | drops the connection mid-reply for the first N attempts, then 200 |
+//! | `slow:MS` | waits MS milliseconds before a 200 |
+//!
+//! Every request is counted by its text, so a test can check how often the
+//! upstream saw each one.
+//!
+//! ```no_run
+//! # async fn demo() {
+//! let up = batchkit_testkit::TestUpstream::start(Default::default()).await;
+//! println!("upstream at {}", up.url());
+//! # }
+//! ```
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use serde_json::{Value, json};
+
+/// How the upstream behaves.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Added to every reply.
+    pub latency: Duration,
+    /// Required as `Authorization: Bearer KEY`, if set.
+    pub api_key: Option<String>,
+    /// Listen here (default `127.0.0.1:0`).
+    pub listen: Option<SocketAddr>,
+}
+
+/// What the upstream has seen.
+#[derive(Default)]
+pub struct Stats {
+    /// Requests received, every attempt.
+    pub requests: AtomicU64,
+    /// Requests answered 200.
+    pub succeeded: AtomicU64,
+    by_text: Mutex<HashMap<String, u64>>,
+}
+
+impl Stats {
+    /// How many times a request with this text arrived.
+    pub fn seen(&self, text: &str) -> u64 {
+        self.lock().get(text).copied().unwrap_or(0)
+    }
+
+    /// Distinct texts seen.
+    pub fn distinct(&self) -> usize {
+        self.lock().len()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, u64>> {
+        self.by_text.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Count an arrival; returns which attempt this is (1-based).
+    fn arrive(&self, text: &str) -> u64 {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let mut map = self.lock();
+        let n = map.entry(text.to_owned()).or_default();
+        *n += 1;
+        *n
+    }
+}
+
+/// A running test upstream.
+pub struct TestUpstream {
+    addr: SocketAddr,
+    /// What it has seen.
+    pub stats: Arc<Stats>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+struct Shared {
+    opts: Options,
+    stats: Arc<Stats>,
+}
+
+impl TestUpstream {
+    /// Start on the current tokio runtime.
+    pub async fn start(opts: Options) -> TestUpstream {
+        let listen = opts
+            .listen
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .unwrap_or_else(|e| panic!("test upstream cannot listen on {listen}: {e}"));
+        let addr = listener.local_addr().unwrap_or(listen);
+        let stats = Arc::new(Stats::default());
+        let shared = Arc::new(Shared {
+            opts,
+            stats: stats.clone(),
+        });
+        let app = Router::new()
+            .route("/v1/chat/completions", post(answer))
+            .route("/v1/completions", post(answer))
+            .route("/v1/embeddings", post(answer))
+            .with_state(shared);
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        TestUpstream { addr, stats, task }
+    }
+
+    /// Start on a runtime of its own, in a background thread (for tests
+    /// that are not async). It runs until the process ends.
+    pub fn start_in_thread(opts: Options) -> (SocketAddr, Arc<Stats>) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap_or_else(|e| panic!("test upstream runtime: {e}"));
+            rt.block_on(async move {
+                let up = TestUpstream::start(opts).await;
+                let _ = tx.send((up.addr, up.stats.clone()));
+                // Keep it running until the process ends.
+                let _keep = &up;
+                std::future::pending::<()>().await;
+            });
+        });
+        rx.recv()
+            .unwrap_or_else(|e| panic!("test upstream did not start: {e}"))
+    }
+
+    /// Its base URL, with `/v1`.
+    pub fn url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
+    /// Its address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+impl Drop for TestUpstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The text a request is about.
+fn text_of(body: &Value) -> String {
+    let s = body["messages"]
+        .as_array()
+        .and_then(|m| m.last())
+        .and_then(|m| m["content"].as_str())
+        .or_else(|| body["prompt"].as_str())
+        .or_else(|| body["input"].as_str())
+        .or_else(|| {
+            body["input"]
+                .as_array()
+                .and_then(|a| a.first())
+                .and_then(Value::as_str)
+        });
+    s.unwrap_or_default().to_owned()
+}
+
+fn error(status: StatusCode, message: &str, code: &str) -> Response {
+    let body = json!({"error": {"message": message, "type": "invalid_request_error", "param": null, "code": code}});
+    (status, axum::Json(body)).into_response()
+}
+
+async fn answer(
+    State(s): State<Arc<Shared>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Some(key) = &s.opts.api_key {
+        let auth = headers.get("authorization").and_then(|v| v.to_str().ok());
+        if auth != Some(&format!("Bearer {key}")) {
+            return error(
+                StatusCode::UNAUTHORIZED,
+                "Incorrect API key provided.",
+                "invalid_api_key",
+            );
+        }
+    }
+    let Ok(body) = serde_json::from_slice::<Value>(&body) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "We could not parse the JSON body of your request.",
+            "invalid_json",
+        );
+    };
+    let text = text_of(&body);
+    let attempt = s.stats.arrive(&text);
+    if !s.opts.latency.is_zero() {
+        tokio::time::sleep(s.opts.latency).await;
+    }
+    let directive = text.split_whitespace().next().unwrap_or_default();
+    let mut parts = directive.split(':');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some("fail"), Some(code), _) => {
+            let status = code.parse().ok().and_then(|c| StatusCode::from_u16(c).ok());
+            let status = status.unwrap_or(StatusCode::BAD_REQUEST);
+            return error(
+                status,
+                &format!("Injected failure {}.", status.as_u16()),
+                "injected_failure",
+            );
+        }
+        (Some("flaky"), Some(code), Some(n)) if attempt <= n.parse().unwrap_or(0) => {
+            let status = code.parse().ok().and_then(|c| StatusCode::from_u16(c).ok());
+            let status = status.unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+            let mut r = error(status, "Injected transient failure.", "injected_transient");
+            if status == StatusCode::TOO_MANY_REQUESTS {
+                r.headers_mut()
+                    .insert("retry-after", axum::http::HeaderValue::from_static("0"));
+            }
+            return r;
+        }
+        (Some("drop"), Some(n), _) if attempt <= n.parse().unwrap_or(0) => {
+            // Headers, then a body that breaks off: the client sees the
+            // connection fail mid-reply.
+            let chunks: Vec<Result<Bytes, std::io::Error>> = vec![
+                Ok(Bytes::from_static(b"{\"partial\":")),
+                Err(std::io::Error::other("injected drop")),
+            ];
+            return Response::builder()
+                .status(200)
+                .header("content-type", "application/json")
+                .body(Body::new(BrokenBody {
+                    items: chunks.into_iter(),
+                }))
+                .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response());
+        }
+        (Some("slow"), Some(ms), _) => {
+            tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(0))).await;
+        }
+        _ => {}
+    }
+    s.stats.succeeded.fetch_add(1, Ordering::Relaxed);
+    let model = body["model"].as_str().unwrap_or("test-model");
+    let prompt_tokens = text.split_whitespace().count().max(1) as u64;
+    let reply = match uri.path() {
+        "/v1/embeddings" => json!({
+            "object": "list",
+            "data": [{"object": "embedding", "index": 0, "embedding": [0.25, -0.5, 1.0]}],
+            "model": model,
+            "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens},
+        }),
+        "/v1/completions" => json!({
+            "id": "cmpl-test",
+            "object": "text_completion",
+            "model": model,
+            "choices": [{"index": 0, "text": format!("echo: {text}"), "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": 2, "total_tokens": prompt_tokens + 2},
+        }),
+        _ => json!({
+            "id": "chatcmpl-test",
+            "object": "chat.completion",
+            "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": format!("echo: {text}")}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": 2, "total_tokens": prompt_tokens + 2},
+        }),
+    };
+    let mut r = axum::Json(reply).into_response();
+    r.headers_mut().insert(
+        "x-request-id",
+        axum::http::HeaderValue::from_static("req_test"),
+    );
+    r
+}
+
+/// A body that yields its items in turn: a chunk, then an error.
+struct BrokenBody {
+    items: std::vec::IntoIter<Result<Bytes, std::io::Error>>,
+}
+
+impl http_body::Body for BrokenBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, std::io::Error>>> {
+        std::task::Poll::Ready(self.items.next().map(|r| r.map(http_body::Frame::data)))
+    }
+}
