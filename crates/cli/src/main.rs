@@ -37,6 +37,7 @@ fn main() -> ExitCode {
         Command::Retry(args) => cmd::retry::run(args),
         Command::Split(args) => cmd::split::run(args),
         Command::Stats(args) => cmd::stats::run(args),
+        Command::Serve(args) => cmd::serve::run(args),
     };
     match result {
         Ok(exit) => exit.into(),

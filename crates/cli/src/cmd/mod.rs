@@ -3,6 +3,7 @@
 mod join;
 pub mod merge;
 pub mod retry;
+pub mod serve;
 pub mod split;
 pub mod stats;
 pub mod validate;

@@ -1,0 +1,398 @@
+//! `batchkit serve` as a process: the official Python SDK against it, kill
+//! -9 and restart, SIGTERM, refusal to serve open on a public address.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+/// The test upstream, started once for this test binary.
+fn upstream() -> &'static str {
+    static URL: OnceLock<String> = OnceLock::new();
+    URL.get_or_init(|| {
+        let (addr, _) = batchkit_testkit::TestUpstream::start_in_thread(Default::default());
+        format!("http://{addr}/v1")
+    })
+}
+
+/// A running `batchkit serve`.
+struct Serve {
+    child: Child,
+    base: String,
+    data: PathBuf,
+}
+
+impl Serve {
+    fn start(data: &Path, extra: &[&str]) -> Serve {
+        let mut child = common::batchkit()
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--retry-base-delay-ms",
+                "10",
+            ])
+            .arg("--data-dir")
+            .arg(data)
+            .args(["--upstream", upstream()])
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        let mut line = String::new();
+        let base = loop {
+            line.clear();
+            assert!(
+                stderr.read_line(&mut line).unwrap() > 0,
+                "serve exited before listening"
+            );
+            if let Some(addr) = line.trim().strip_prefix("listening on ") {
+                break addr.to_owned();
+            }
+        };
+        // Keep draining stderr so the server never blocks on it.
+        std::thread::spawn(move || {
+            let mut sink = String::new();
+            while stderr.read_line(&mut sink).is_ok_and(|n| n > 0) {
+                sink.clear();
+            }
+        });
+        Serve {
+            child,
+            base,
+            data: data.to_owned(),
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn kill9(mut self) {
+        self.child.kill().unwrap(); // SIGKILL
+        self.child.wait().unwrap();
+    }
+
+    fn upload(&self, content: &[u8]) -> String {
+        let form = reqwest::blocking::multipart::Form::new()
+            .text("purpose", "batch")
+            .part(
+                "file",
+                reqwest::blocking::multipart::Part::bytes(content.to_vec()).file_name("r.jsonl"),
+            );
+        let v: Value = reqwest::blocking::Client::new()
+            .post(self.url("/v1/files"))
+            .multipart(form)
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        v["id"].as_str().unwrap().to_owned()
+    }
+
+    fn create(&self, file: &str) -> String {
+        let v: Value = reqwest::blocking::Client::new()
+            .post(self.url("/v1/batches"))
+            .json(&json!({"input_file_id": file, "endpoint": "/v1/chat/completions", "completion_window": "24h"}))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        v["id"].as_str().unwrap().to_owned()
+    }
+
+    fn batch(&self, id: &str) -> Value {
+        reqwest::blocking::get(self.url(&format!("/v1/batches/{id}")))
+            .unwrap()
+            .json()
+            .unwrap()
+    }
+
+    fn content(&self, id: &str) -> String {
+        reqwest::blocking::get(self.url(&format!("/v1/files/{id}/content")))
+            .unwrap()
+            .text()
+            .unwrap()
+    }
+
+    fn wait(&self, id: &str, until: impl Fn(&Value) -> bool) -> Value {
+        let start = Instant::now();
+        loop {
+            let b = self.batch(id);
+            if until(&b) {
+                return b;
+            }
+            assert!(start.elapsed() < Duration::from_secs(60), "{b}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn terminal(b: &Value) -> bool {
+    ["completed", "failed", "expired", "cancelled"].contains(&b["status"].as_str().unwrap())
+}
+
+fn requests(n: usize, text: impl Fn(usize) -> String) -> Vec<u8> {
+    let mut s = String::new();
+    for i in 0..n {
+        let line = json!({"custom_id": format!("req-{i}"), "method": "POST", "url": "/v1/chat/completions",
+            "body": {"model": "test-model", "messages": [{"role": "user", "content": text(i)}]}});
+        s.push_str(&line.to_string());
+        s.push('\n');
+    }
+    s.into_bytes()
+}
+
+/// The Python that has the `openai` SDK: `BATCHKIT_TEST_PYTHON`, or a venv
+/// under `target/` made (once) from `tests/sdk/requirements.txt`.
+fn sdk_python() -> PathBuf {
+    if let Some(p) = std::env::var_os("BATCHKIT_TEST_PYTHON") {
+        return p.into();
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let venv = root.join("target/sdk-venv");
+    let python = venv.join("bin/python");
+    let requirements = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/requirements.txt");
+    let ready = Command::new(&python)
+        .args(["-c", "import openai"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ready {
+        let made = Command::new("python3")
+            .arg("-m")
+            .arg("venv")
+            .arg(&venv)
+            .status()
+            .is_ok_and(|s| s.success())
+            && Command::new(&python)
+                .args(["-m", "pip", "install", "-q", "-r"])
+                .arg(&requirements)
+                .status()
+                .is_ok_and(|s| s.success());
+        assert!(
+            made,
+            "cannot set up the openai SDK in {}: run `python3 -m venv target/sdk-venv && target/sdk-venv/bin/pip install -r crates/cli/tests/sdk/requirements.txt`, or set BATCHKIT_TEST_PYTHON",
+            venv.display()
+        );
+    }
+    python
+}
+
+#[test]
+fn the_official_python_sdk_runs_the_whole_lifecycle() {
+    let dir = tempfile::tempdir().unwrap();
+    let serve = Serve::start(
+        &dir.path().join("data"),
+        &["--api-key", "sk-test", "--concurrency", "4"],
+    );
+    let mut texts: Vec<String> = (0..40).map(|i| format!("question {i}")).collect();
+    texts[5] = "fail:400".into();
+    texts[9] = "flaky:429:1".into();
+    let reqs = dir.path().join("requests.jsonl");
+    std::fs::write(&reqs, requests(40, |i| texts[i].clone())).unwrap();
+    let slow = dir.path().join("slow.jsonl");
+    std::fs::write(&slow, requests(60, |i| format!("slow:100 {i}"))).unwrap();
+    let out = Command::new(sdk_python())
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/lifecycle.py"))
+        .arg(serve.url("/v1"))
+        .arg("sk-test")
+        .arg(&reqs)
+        .arg(&slow)
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "the SDK script failed:\n{stderr}");
+    let seen: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        seen["counts"],
+        json!({"total": 40, "completed": 39, "failed": 1})
+    );
+    assert_eq!(
+        seen["conflict"],
+        "Cannot cancel a batch with status 'completed'."
+    );
+    assert_eq!(seen["listed"], 2);
+    let c = &seen["cancelled_counts"];
+    assert!(c["completed"].as_u64().unwrap() < 60, "{c}");
+
+    // batchkit merge accounts for every request from the SDK's downloads.
+    let merged = dir.path().join("merged.jsonl");
+    let m = common::batchkit()
+        .args(["merge", "--input"])
+        .arg(&reqs)
+        .arg(dir.path().join("output.jsonl"))
+        .arg(dir.path().join("error.jsonl"))
+        .arg("-o")
+        .arg(&merged)
+        .output()
+        .unwrap();
+    assert_eq!(
+        m.status.code(),
+        Some(1),
+        "one request failed: {}",
+        String::from_utf8_lossy(&m.stderr)
+    );
+    let lines: Vec<Value> = std::fs::read_to_string(&merged)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 40);
+    for (i, l) in lines.iter().enumerate() {
+        assert_eq!(l["custom_id"], format!("req-{i}"));
+        let want = if i == 5 { "failed" } else { "succeeded" };
+        assert_eq!(l["status"], want, "{l}");
+    }
+    assert_eq!(lines[5]["status_code"], 400);
+}
+
+#[test]
+fn kill_9_at_any_moment_loses_and_doubles_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let n = 300;
+    let mut serve = Serve::start(&data, &["--concurrency", "8"]);
+    let file = serve.upload(&requests(n, |i| format!("slow:15 kill {i}")));
+    let id = serve.create(&file);
+    // Kill it three times at different points of the batch, restarting each time.
+    for at in [20u64, 120, 240] {
+        serve.wait(&id, |b| {
+            b["request_counts"]["completed"].as_u64().unwrap() >= at || terminal(b)
+        });
+        let data = serve.data.clone();
+        serve.kill9();
+        serve = Serve::start(&data, &["--concurrency", "8"]);
+    }
+    let b = serve.wait(&id, terminal);
+    assert_eq!(b["status"], "completed", "{b}");
+    assert_eq!(
+        b["request_counts"],
+        json!({"total": n, "completed": n, "failed": 0})
+    );
+    assert!(b["error_file_id"].is_null());
+    let out = serve.content(b["output_file_id"].as_str().unwrap());
+    let mut ids: Vec<String> = out
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["custom_id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(
+        ids.len(),
+        n,
+        "the output file has {} lines for {n} requests",
+        ids.len()
+    );
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), n, "a request is in the output file twice");
+}
+
+#[test]
+fn sigterm_stops_gracefully_and_the_batch_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let serve = Serve::start(&data, &["--concurrency", "2"]);
+    let file = serve.upload(&requests(40, |i| format!("slow:30 term {i}")));
+    let id = serve.create(&file);
+    serve.wait(&id, |b| {
+        b["request_counts"]["completed"].as_u64().unwrap() >= 4
+    });
+    let mut serve = serve;
+    let pid = serve.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = serve.child.wait().unwrap();
+    assert!(status.success(), "serve exited with {status} on SIGTERM");
+    drop(serve);
+    let serve = Serve::start(&data, &["--concurrency", "4"]);
+    let b = serve.wait(&id, terminal);
+    assert_eq!(b["status"], "completed", "{b}");
+    assert_eq!(b["request_counts"]["completed"], 40);
+}
+
+#[test]
+fn serving_without_keys_on_a_public_address_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = common::batchkit()
+        .args([
+            "serve",
+            "--listen",
+            "0.0.0.0:0",
+            "--upstream",
+            "http://127.0.0.1:9",
+        ])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("refusing to listen on 0.0.0.0:0 without API keys"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--insecure-no-auth"), "{stderr}");
+}
+
+#[test]
+fn settings_come_from_the_environment_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = common::batchkit()
+        .arg("serve")
+        .env("BATCHKIT_UPSTREAM", upstream())
+        .env("BATCHKIT_LISTEN", "127.0.0.1:0")
+        .env("BATCHKIT_DATA_DIR", dir.path())
+        .env("BATCHKIT_API_KEYS", "k1,k2")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    let base = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap()
+        .to_owned();
+    let client = reqwest::blocking::Client::new();
+    let status = |key: &str| {
+        client
+            .get(format!("{base}/v1/batches"))
+            .bearer_auth(key)
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!((status("k1"), status("k2"), status("k3")), (200, 200, 401));
+    assert!(dir.path().join("batchkit.sqlite3").exists());
+    let _ = child.kill();
+    let _ = child.wait();
+}
