@@ -154,7 +154,8 @@ async fn a_batch_runs_to_completed_through_upstream_faults() {
         .post(
             "/v1/batches",
             &json!({"input_file_id": file, "endpoint": "/v1/chat/completions",
-            "completion_window": "24h", "metadata": {"project": "tests"}}),
+            "completion_window": "24h", "metadata": {"project": "tests"},
+            "output_expires_after": {"anchor": "created_at", "seconds": 3600}}),
         )
         .await
         .1;
@@ -222,6 +223,11 @@ async fn a_batch_runs_to_completed_through_upstream_faults() {
         ))
         .await;
     assert_eq!(f["purpose"], "batch_output");
+    assert_eq!(
+        f["expires_at"].as_i64().unwrap() - f["created_at"].as_i64().unwrap(),
+        3600,
+        "output_expires_after sets the output file's expiry: {f}"
+    );
     assert_eq!(
         f["filename"],
         format!("{}_output.jsonl", b["id"].as_str().unwrap())

@@ -1,10 +1,11 @@
 //! One batch's runner: reads where the batch stands and takes the next
 //! step, until it reaches a terminal status or the server stops.
 
-use std::io::Read;
+use std::io::{Read, Seek, SeekFrom};
 use std::sync::Arc;
 use std::time::Duration;
 
+use batchkit_core::input::Source;
 use batchkit_core::{Config, Input, Severity};
 use bytes::Bytes;
 use tokio::io::AsyncBufReadExt;
@@ -91,35 +92,31 @@ async fn validate(engine: &Arc<Engine>, batch: &BatchRecord) -> Result<(), RunEr
             param: None,
             line: None,
         };
-        let path =
-            path.ok_or_else(|| fail("invalid_file", "The input file cannot be read.".into()))?;
+        let unreadable = |e: &dyn std::fmt::Display| {
+            fail(
+                "invalid_file",
+                format!("The input file cannot be read: {e}."),
+            )
+        };
+        let path = path.ok_or_else(|| unreadable(&"it is not in the file store"))?;
+        let mut file = std::fs::File::open(&path).map_err(|e| unreadable(&e))?;
         let mut magic = [0u8; 2];
-        let n = std::fs::File::open(&path)
-            .and_then(|mut f| f.read(&mut magic))
-            .map_err(|e| {
-                fail(
-                    "invalid_file",
-                    format!("The input file cannot be read: {e}."),
-                )
-            })?;
+        let n = file.read(&mut magic).map_err(|e| unreadable(&e))?;
         if n == 2 && magic == [0x1f, 0x8b] {
             return Err(fail(
                 "invalid_file",
                 "The input file is gzip-compressed; upload the uncompressed .jsonl file.".into(),
             ));
         }
-        let input = Input::open(&path).map_err(|e| {
-            fail(
-                "invalid_file",
-                format!("The input file cannot be read: {e}."),
-            )
-        })?;
-        batchkit_core::validate(input, &cfg, &|_| {}).map_err(|e| {
-            fail(
-                "invalid_file",
-                format!("The input file cannot be read: {e}."),
-            )
-        })
+        file.seek(SeekFrom::Start(0)).map_err(|e| unreadable(&e))?;
+        // Streamed, not mapped: the server's memory stays the same whatever
+        // the size of the file.
+        let input = Input {
+            name: path.clone(),
+            source: Source::Stream(Box::new(file)),
+            size_hint: None,
+        };
+        batchkit_core::validate(input, &cfg, &|_| {}).map_err(|e| unreadable(&e))
     })
     .await?;
     let id = batch.id.clone();

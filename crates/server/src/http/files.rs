@@ -1,6 +1,7 @@
 //! `/v1/files`: upload (multipart, streamed to disk), list, get, content
 //! (streamed), delete.
 
+use std::io::Write;
 use std::sync::Arc;
 
 use axum::Extension;
@@ -10,7 +11,6 @@ use axum::extract::{DefaultBodyLimit, Multipart, Path, State};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Json, Response};
 use serde_json::{Value, json};
-use tokio::io::AsyncWriteExt;
 use tokio_util::io::ReaderStream;
 
 use super::{ApiQuery, AppState, Params, Tenant, limit, list_error, ok};
@@ -80,11 +80,22 @@ async fn spool(
         .prefix("upload-")
         .tempfile_in(state.engine.files.scratch_dir())?
         .into_parts();
-    let mut out = tokio::io::BufWriter::with_capacity(1 << 20, tokio::fs::File::from_std(file));
+    // One blocking thread writes the chunks as they come (measured: about
+    // twice the speed of tokio's file, which hands every write to the
+    // blocking pool and copies it first).
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(64);
+    let writer = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        let mut file = file;
+        while let Some(chunk) = rx.blocking_recv() {
+            file.write_all(&chunk)?;
+        }
+        Ok(())
+    });
     let mut bytes = 0u64;
     while let Some(chunk) = field.chunk().await.map_err(|e| multipart_error(e, cap))? {
         bytes += chunk.len() as u64;
         if bytes > cap {
+            drop(tx);
             // Read on (up to a bound), so the client hears the answer.
             while bytes <= cap.saturating_add(DRAIN) {
                 match field.chunk().await {
@@ -94,9 +105,15 @@ async fn spool(
             }
             return Err(too_large(cap));
         }
-        out.write_all(&chunk).await?;
+        if tx.send(chunk).await.is_err() {
+            // The writer stopped: its error says why.
+            break;
+        }
     }
-    out.flush().await?;
+    drop(tx);
+    writer
+        .await
+        .map_err(|e| ApiError::internal(format!("the upload writer failed: {e}")))??;
     Ok(Spooled {
         path,
         bytes,
