@@ -670,3 +670,41 @@ async fn metrics_count_what_happened() {
         "{text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embeddings_and_completions_go_to_their_endpoints() {
+    let h = Harness::new(|_| {}).await;
+    for (endpoint, body) in [
+        (
+            "/v1/embeddings",
+            json!({"model": "test-embed", "input": "a sentence"}),
+        ),
+        (
+            "/v1/completions",
+            json!({"model": "test-model", "prompt": "once upon"}),
+        ),
+    ] {
+        let lines: String = (0..3)
+            .map(|i| json!({"custom_id": format!("e-{i}"), "method": "POST", "url": endpoint, "body": body}).to_string() + "\n")
+            .collect();
+        let file = h.upload(lines.as_bytes()).await;
+        let (s, b) = h
+            .post(
+                "/v1/batches",
+                &json!({"input_file_id": file, "endpoint": endpoint, "completion_window": "24h"}),
+            )
+            .await;
+        assert_eq!(s, 200, "{b}");
+        let b = h
+            .wait(b["id"].as_str().unwrap(), Duration::from_secs(10))
+            .await;
+        assert_eq!(b["status"], "completed", "{b}");
+        let (out, _) = h.results(&b).await;
+        assert_eq!(out.len(), 3);
+        let answer = &out[0]["response"]["body"];
+        match endpoint {
+            "/v1/embeddings" => assert_eq!(answer["data"][0]["object"], "embedding", "{answer}"),
+            _ => assert_eq!(answer["object"], "text_completion", "{answer}"),
+        }
+    }
+}
