@@ -708,3 +708,41 @@ async fn embeddings_and_completions_go_to_their_endpoints() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_upstream_key_is_sent_and_a_wrong_one_is_a_failed_request() {
+    let opts = batchkit_testkit::Options {
+        api_key: Some("up-secret".into()),
+        ..Default::default()
+    };
+    let h = Harness::with_upstream(opts.clone(), |c| {
+        c.upstream_api_key = Some("up-secret".into())
+    })
+    .await;
+    let file = h.upload(&chat_file(&texts(2, |i| format!("k {i}")))).await;
+    let b = h.create_batch(&file, "24h").await;
+    let b = h
+        .wait(b["id"].as_str().unwrap(), Duration::from_secs(10))
+        .await;
+    assert_eq!(
+        b["request_counts"],
+        json!({"total": 2, "completed": 2, "failed": 0})
+    );
+
+    let h = Harness::with_upstream(opts, |c| c.upstream_api_key = None).await;
+    let file = h.upload(&chat_file(&texts(2, |i| format!("k {i}")))).await;
+    let b = h.create_batch(&file, "24h").await;
+    let b = h
+        .wait(b["id"].as_str().unwrap(), Duration::from_secs(10))
+        .await;
+    assert_eq!(b["status"], "completed");
+    assert_eq!(
+        b["request_counts"],
+        json!({"total": 2, "completed": 0, "failed": 2})
+    );
+    let (_, err) = h.results(&b).await;
+    assert!(
+        err.iter().all(|l| l["response"]["status_code"] == 401),
+        "{err:?}"
+    );
+}
