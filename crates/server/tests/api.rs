@@ -270,19 +270,7 @@ async fn an_invalid_file_fails_validation_with_the_errors() {
             .load(std::sync::atomic::Ordering::Relaxed),
         0
     );
-    let (s, e, headers) = h
-        .post_as(
-            None,
-            &format!("/v1/batches/{}/cancel", b["id"].as_str().unwrap()),
-            &json!({}),
-        )
-        .await;
-    assert_eq!(s, 409);
-    assert_eq!(
-        e["error"]["message"],
-        "Cannot cancel a batch with status 'failed'."
-    );
-    assert_eq!(headers["x-should-retry"], "false");
+    h.cancel_refused(b["id"].as_str().unwrap(), "failed").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -326,14 +314,7 @@ async fn cancel_keeps_finished_results_and_cancels_the_rest() {
         sent < 40,
         "dispatch went on after the cancel: {sent} requests"
     );
-    let (s, e, headers) = h
-        .post_as(None, &format!("/v1/batches/{id}/cancel"), &json!({}))
-        .await;
-    assert_eq!(
-        (s, e["error"]["message"].as_str().unwrap()),
-        (409, "Cannot cancel a batch with status 'cancelled'.")
-    );
-    assert_eq!(headers["x-should-retry"], "false");
+    h.cancel_refused(&id, "cancelled").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -189,6 +189,19 @@ impl Harness {
         }
     }
 
+    /// Cancel must be refused with a 409 the SDKs do not retry.
+    pub async fn cancel_refused(&self, id: &str, status: &str) {
+        let (s, e, headers) = self
+            .post_as(None, &format!("/v1/batches/{id}/cancel"), &json!({}))
+            .await;
+        assert_eq!(s, 409, "{e}");
+        assert_eq!(
+            e["error"]["message"],
+            format!("Cannot cancel a batch with status '{status}'.")
+        );
+        assert_eq!(headers["x-should-retry"], "false");
+    }
+
     /// Poll until at least `n` of the batch's requests have completed.
     pub async fn until_completed(&self, id: &str, n: u64) {
         let start = Instant::now();
