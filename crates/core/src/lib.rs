@@ -29,6 +29,7 @@ pub mod facts;
 pub mod input;
 pub mod lines;
 pub mod merge;
+pub mod params;
 pub mod provider;
 pub mod results;
 mod rules;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use axum::Extension;
 use axum::extract::{Path, State};
 use axum::response::Json;
+use batchkit_core::params;
 use serde_json::{Map, Value};
 
 use super::{ApiJson, ApiQuery, AppState, Params, Tenant, limit, list_error, ok};
@@ -15,10 +16,6 @@ use crate::objects::{BatchRecord, Stamps, Status, Usage};
 use crate::store::{Cancel, Page};
 use crate::window;
 
-const MAX_METADATA_PAIRS: usize = 16;
-const MAX_METADATA_KEY: usize = 64;
-const MAX_METADATA_VALUE: usize = 512;
-const OUTPUT_EXPIRY_SECS: std::ops::RangeInclusive<i64> = 3_600..=2_592_000;
 const FIELDS: &[&str] = &[
     "input_file_id",
     "endpoint",
@@ -71,40 +68,13 @@ pub fn check_metadata(v: &Value) -> Result<Option<Map<String, Value>>, ApiError>
             ));
         }
     };
-    if m.len() > MAX_METADATA_PAIRS {
-        return Err(ApiError::invalid_param(
-            "metadata",
-            format!(
-                "Invalid 'metadata': at most {MAX_METADATA_PAIRS} pairs, got {}.",
-                m.len()
-            ),
-        ));
-    }
+    let mut pairs = Vec::with_capacity(m.len());
     for (k, v) in m {
-        let param = format!("metadata.{k}");
-        if k.chars().count() > MAX_METADATA_KEY {
-            return Err(ApiError::invalid_param(
-                &param,
-                format!(
-                    "Invalid 'metadata': keys have at most {MAX_METADATA_KEY} characters, '{k}' has {}.",
-                    k.chars().count()
-                ),
-            ));
-        }
         match v {
-            Value::String(s) if s.chars().count() > MAX_METADATA_VALUE => {
-                return Err(ApiError::invalid_param(
-                    &param,
-                    format!(
-                        "Invalid 'metadata': values have at most {MAX_METADATA_VALUE} characters, the value of '{k}' has {}.",
-                        s.chars().count()
-                    ),
-                ));
-            }
-            Value::String(_) => {}
+            Value::String(s) => pairs.push((k.as_str(), s.as_str())),
             other => {
                 return Err(ApiError::invalid_param(
-                    &param,
+                    &format!("metadata.{k}"),
                     format!(
                         "Invalid 'metadata': values are strings, the value of '{k}' is {}.",
                         kind(other)
@@ -113,6 +83,8 @@ pub fn check_metadata(v: &Value) -> Result<Option<Map<String, Value>>, ApiError>
             }
         }
     }
+    params::check_metadata(pairs.into_iter())
+        .map_err(|e| ApiError::invalid_param(&e.param, e.message))?;
     Ok(Some(m.clone()))
 }
 
@@ -155,8 +127,10 @@ pub fn check_output_expiry(v: &Value) -> Result<Option<i64>, ApiError> {
         }
     }
     match m.get("seconds").and_then(Value::as_i64) {
-        Some(s) if OUTPUT_EXPIRY_SECS.contains(&s) => Ok(Some(s)),
-        _ => Err(ApiError::invalid_param(
+        Some(s) => params::check_output_expiry(s)
+            .map(|()| Some(s))
+            .map_err(|e| ApiError::invalid_param(&e.param, e.message)),
+        None => Err(ApiError::invalid_param(
             "output_expires_after.seconds",
             format!(
                 "Invalid 'output_expires_after.seconds': expected an integer from 3600 to 2592000, got {}.",

@@ -36,8 +36,6 @@ const FRAMING: u64 = 1 << 20;
 const DRAIN: u64 = 256 << 20;
 /// The longest value of a text part (`purpose`, `expires_after[...]`).
 const MAX_TEXT: usize = 1024;
-/// Expiry of uploaded files, when asked for: OpenAI's range.
-const EXPIRY_SECS: std::ops::RangeInclusive<i64> = 3_600..=2_592_000;
 
 /// The body limit of the upload route: none from axum; [`upload`] counts
 /// the file's bytes itself (and answers 413 past the cap).
@@ -202,7 +200,7 @@ pub(super) async fn upload(
     let expires_at = match (anchor.as_deref(), seconds) {
         (None, None) => None,
         (Some("created_at"), Some(s)) => match s.trim().parse::<i64>() {
-            Ok(s) if EXPIRY_SECS.contains(&s) => Some(now + s),
+            Ok(s) if batchkit_core::params::EXPIRY_SECONDS.contains(&s) => Some(now + s),
             _ => {
                 return Err(ApiError::invalid_param(
                     "expires_after[seconds]",
