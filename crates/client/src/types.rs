@@ -1,0 +1,208 @@
+//! The objects of the Files and Batches API. Fields the client uses are
+//! typed; each object also keeps the service's JSON as it came (`raw`), so
+//! that it can be shown unchanged and nothing a service adds is lost.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+/// A file.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct FileObject {
+    /// `file-…`.
+    pub id: String,
+    /// Size.
+    #[serde(default)]
+    pub bytes: u64,
+    /// Unix seconds.
+    #[serde(default)]
+    pub created_at: i64,
+    /// Unix seconds, if it expires.
+    #[serde(default)]
+    pub expires_at: Option<i64>,
+    /// Its name.
+    #[serde(default)]
+    pub filename: String,
+    /// `batch`, `batch_output`, ...
+    #[serde(default)]
+    pub purpose: String,
+    /// The object as the service sent it.
+    #[serde(skip)]
+    pub raw: Value,
+}
+
+/// `request_counts`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+pub struct RequestCounts {
+    /// Requests in the batch.
+    #[serde(default)]
+    pub total: u64,
+    /// Requests that succeeded.
+    #[serde(default)]
+    pub completed: u64,
+    /// Requests that failed.
+    #[serde(default)]
+    pub failed: u64,
+}
+
+/// One entry of a failed batch's `errors`.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct BatchErrorItem {
+    /// Error code.
+    #[serde(default)]
+    pub code: Option<String>,
+    /// What is wrong.
+    #[serde(default)]
+    pub message: Option<String>,
+    /// The field at fault.
+    #[serde(default)]
+    pub param: Option<String>,
+    /// The input line.
+    #[serde(default)]
+    pub line: Option<u64>,
+}
+
+/// A batch's `errors` list.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct BatchErrors {
+    /// The errors.
+    #[serde(default)]
+    pub data: Vec<BatchErrorItem>,
+}
+
+/// A batch.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct Batch {
+    /// `batch_…`.
+    pub id: String,
+    /// `validating`, `in_progress`, `completed`, ...
+    #[serde(default)]
+    pub status: String,
+    /// The endpoint.
+    #[serde(default)]
+    pub endpoint: String,
+    /// The input file.
+    #[serde(default)]
+    pub input_file_id: String,
+    /// Successful results.
+    #[serde(default)]
+    pub output_file_id: Option<String>,
+    /// Failed requests.
+    #[serde(default)]
+    pub error_file_id: Option<String>,
+    /// Unix seconds.
+    #[serde(default)]
+    pub created_at: i64,
+    /// When the window ends.
+    #[serde(default)]
+    pub expires_at: Option<i64>,
+    /// Progress.
+    #[serde(default)]
+    pub request_counts: Option<RequestCounts>,
+    /// Why validation failed.
+    #[serde(default)]
+    pub errors: Option<BatchErrors>,
+    /// As given at creation.
+    #[serde(default)]
+    pub metadata: Option<BTreeMap<String, String>>,
+    /// The object as the service sent it.
+    #[serde(skip)]
+    pub raw: Value,
+}
+
+impl Batch {
+    /// Nothing more will happen to it.
+    pub fn is_terminal(&self) -> bool {
+        matches!(
+            self.status.as_str(),
+            "completed" | "failed" | "expired" | "cancelled"
+        )
+    }
+
+    /// The counts, zero when absent.
+    pub fn counts(&self) -> RequestCounts {
+        self.request_counts.unwrap_or_default()
+    }
+}
+
+/// One page of a list.
+#[derive(Clone, Debug)]
+pub struct Page<T> {
+    /// The items.
+    pub data: Vec<T>,
+    /// More follow after `last_id`.
+    pub has_more: bool,
+    /// The last item's id.
+    pub last_id: Option<String>,
+}
+
+/// What `POST /v1/batches` takes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CreateBatch {
+    /// The uploaded request file.
+    pub input_file_id: String,
+    /// `/v1/chat/completions`, ...
+    pub endpoint: String,
+    /// `24h` (or what the service allows).
+    pub completion_window: String,
+    /// Up to 16 pairs.
+    pub metadata: BTreeMap<String, String>,
+    /// Seconds after creation that the output files expire.
+    pub output_expires_after: Option<i64>,
+}
+
+impl CreateBatch {
+    /// Check the limits the service enforces, before sending anything.
+    pub fn check(&self) -> Result<(), batchkit_core::params::ParamError> {
+        batchkit_core::params::check_metadata(
+            self.metadata.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        )?;
+        if let Some(s) = self.output_expires_after {
+            batchkit_core::params::check_output_expiry(s)?;
+        }
+        Ok(())
+    }
+
+    /// The request body.
+    pub fn body(&self) -> Value {
+        let mut body = serde_json::json!({
+            "input_file_id": self.input_file_id,
+            "endpoint": self.endpoint,
+            "completion_window": self.completion_window,
+        });
+        if !self.metadata.is_empty() {
+            body["metadata"] = serde_json::json!(self.metadata);
+        }
+        if let Some(s) = self.output_expires_after {
+            body["output_expires_after"] =
+                serde_json::json!({"anchor": "created_at", "seconds": s});
+        }
+        body
+    }
+}
+
+/// Types that keep the JSON they were read from.
+pub trait WithRaw: serde::de::DeserializeOwned {
+    /// Store the JSON.
+    fn set_raw(&mut self, raw: Value);
+}
+
+impl WithRaw for FileObject {
+    fn set_raw(&mut self, raw: Value) {
+        self.raw = raw;
+    }
+}
+
+impl WithRaw for Batch {
+    fn set_raw(&mut self, raw: Value) {
+        self.raw = raw;
+    }
+}
+
+/// Read `T` from `v`, keeping `v`.
+pub(crate) fn from_value<T: WithRaw>(v: Value) -> Result<T, serde_json::Error> {
+    let mut t: T = serde_json::from_value(v.clone())?;
+    t.set_raw(v);
+    Ok(t)
+}
