@@ -45,6 +45,271 @@ pub enum Command {
     /// OpenAI-compatible server such as vLLM, llama.cpp or Ollama.
     #[command(after_long_help = SERVE_EXAMPLES, after_help = SERVE_EXAMPLES)]
     Serve(ServeArgs),
+    /// Upload, list, show, download and delete files on a Batch API service.
+    #[command(after_long_help = FILES_EXAMPLES, after_help = FILES_EXAMPLES)]
+    Files(FilesArgs),
+    /// Create, show, list, cancel, wait for and download batches.
+    #[command(after_long_help = BATCHES_EXAMPLES, after_help = BATCHES_EXAMPLES)]
+    Batches(BatchesArgs),
+}
+
+const SERVICE_HELP: &str = "\
+The service is OpenAI unless --provider says otherwise; the key and address
+come from the environment as the official SDKs read them: OPENAI_API_KEY and
+OPENAI_BASE_URL (e.g. http://127.0.0.1:8090/v1 for `batchkit serve`); for
+azure AZURE_OPENAI_ENDPOINT, AZURE_OPENAI_API_KEY and OPENAI_API_VERSION; for
+groq, together and mistral GROQ_API_KEY, TOGETHER_API_KEY, MISTRAL_API_KEY.
+--api-key and --base-url override them.
+
+Exit status:
+  0  done
+  1  the service answered with an error (its HTTP status and message are
+     shown), or a batch waited for did not complete
+  2  usage error, a limit checked before sending, or no answer at all";
+
+const FILES_EXAMPLES: &str = "\
+Examples:
+  batchkit files upload requests.jsonl
+  batchkit files list --purpose batch --limit 20
+  batchkit files content file-abc123 -o results.jsonl
+  batchkit files get file-abc123 --format json | jq .bytes
+  OPENAI_BASE_URL=http://127.0.0.1:8090/v1 batchkit files list   # a local batchkit serve";
+
+const BATCHES_EXAMPLES: &str = "\
+Examples:
+  batchkit batches create --file requests.jsonl --endpoint /v1/chat/completions
+  batchkit batches create --input-file-id file-abc123 --endpoint /v1/embeddings \\
+      --metadata project=search --output-expires-after 604800
+  batchkit batches list --all
+  batchkit batches wait batch_abc123 --timeout 24h
+  batchkit batches download batch_abc123 -o results/";
+
+/// Which service, and how to reach it.
+#[derive(Debug, Args)]
+pub struct ServiceArgs {
+    /// The service: openai (also `batchkit serve` and other compatible
+    /// servers, with --base-url), azure, groq, together, mistral.
+    #[arg(long, global = true, value_name = "NAME", default_value = "openai", value_parser = parse_service)]
+    pub provider: batchkit_client::Service,
+
+    /// The API key [default: from the provider's environment variable].
+    #[arg(long, global = true, value_name = "KEY")]
+    pub api_key: Option<String>,
+
+    /// The API's base URL, with its version path
+    /// [default: OPENAI_BASE_URL, or the provider's].
+    #[arg(long, global = true, value_name = "URL")]
+    pub base_url: Option<String>,
+
+    /// Retries of 408/409/429/5xx replies and connection errors.
+    #[arg(long, global = true, value_name = "N", default_value_t = 2)]
+    pub max_retries: u32,
+
+    /// Seconds one request may take.
+    #[arg(long, global = true, value_name = "SECS", default_value_t = 600)]
+    pub request_timeout: u64,
+
+    /// Output: for people, or the service's JSON objects, one per line.
+    #[arg(long, global = true, value_enum, default_value_t = ObjectFormat::Human)]
+    pub format: ObjectFormat,
+}
+
+impl ServiceArgs {
+    /// The client configuration.
+    pub fn to_config(&self) -> anyhow::Result<batchkit_client::ClientConfig> {
+        let mut cfg = batchkit_client::ClientConfig::from_env(
+            self.provider,
+            self.base_url.as_deref(),
+            self.api_key.as_deref(),
+        )?;
+        cfg.max_retries = self.max_retries;
+        cfg.timeout = std::time::Duration::from_secs(self.request_timeout.max(1));
+        Ok(cfg)
+    }
+}
+
+fn parse_service(s: &str) -> anyhow::Result<batchkit_client::Service> {
+    batchkit_client::Service::parse(s).with_context(|| {
+        format!("unknown provider '{s}' (known: openai, azure, groq, together, mistral)")
+    })
+}
+
+/// How service objects are printed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ObjectFormat {
+    /// A summary for people.
+    Human,
+    /// The service's objects unchanged, one JSON object per line.
+    Json,
+}
+
+/// Arguments of `batchkit files`.
+#[derive(Debug, Args)]
+#[command(after_long_help = SERVICE_HELP)]
+pub struct FilesArgs {
+    #[command(flatten)]
+    pub service: ServiceArgs,
+
+    #[command(subcommand)]
+    pub command: FilesCommand,
+}
+
+/// `batchkit files ...`.
+#[derive(Debug, Subcommand)]
+pub enum FilesCommand {
+    /// Upload a file (streamed from disk).
+    Upload {
+        /// The file.
+        file: PathBuf,
+        /// Its purpose.
+        #[arg(long, default_value = "batch")]
+        purpose: String,
+    },
+    /// List files, newest first.
+    List {
+        /// Only files of this purpose (batch, batch_output, ...).
+        #[arg(long)]
+        purpose: Option<String>,
+        /// At most this many.
+        #[arg(long, value_name = "N")]
+        limit: Option<u32>,
+        /// Start after this file id.
+        #[arg(long, value_name = "ID")]
+        after: Option<String>,
+    },
+    /// Show a file.
+    Get {
+        /// The file id.
+        id: String,
+    },
+    /// Download a file's content (to stdout, or atomically to -o FILE).
+    Content {
+        /// The file id.
+        id: String,
+        /// Where to write it.
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// Delete a file.
+    Delete {
+        /// The file id.
+        id: String,
+    },
+}
+
+/// Arguments of `batchkit batches`.
+#[derive(Debug, Args)]
+#[command(after_long_help = SERVICE_HELP)]
+pub struct BatchesArgs {
+    #[command(flatten)]
+    pub service: ServiceArgs,
+
+    #[command(subcommand)]
+    pub command: BatchesCommand,
+}
+
+/// `batchkit batches ...`.
+#[derive(Debug, Subcommand)]
+pub enum BatchesCommand {
+    /// Create a batch from an uploaded file, or upload one first (--file).
+    Create {
+        /// The uploaded request file.
+        #[arg(
+            long,
+            value_name = "ID",
+            required_unless_present = "file",
+            conflicts_with = "file"
+        )]
+        input_file_id: Option<String>,
+        /// Upload this request file first.
+        #[arg(long, value_name = "PATH")]
+        file: Option<PathBuf>,
+        /// The endpoint of every request (/v1/chat/completions, ...).
+        #[arg(long)]
+        endpoint: String,
+        /// The completion window.
+        #[arg(long, default_value = "24h", value_name = "WINDOW")]
+        completion_window: String,
+        /// A metadata pair (at most 16; keys up to 64, values up to 512
+        /// characters).
+        #[arg(long, value_name = "KEY=VALUE", value_parser = parse_pair)]
+        metadata: Vec<(String, String)>,
+        /// Seconds after creation that the output files expire
+        /// (3600-2592000).
+        #[arg(long, value_name = "SECS")]
+        output_expires_after: Option<i64>,
+    },
+    /// Show a batch.
+    Get {
+        /// The batch id.
+        id: String,
+    },
+    /// List batches, newest first.
+    List {
+        /// At most this many per page (1-100).
+        #[arg(long, value_name = "N")]
+        limit: Option<u32>,
+        /// Start after this batch id.
+        #[arg(long, value_name = "ID")]
+        after: Option<String>,
+        /// Follow every page.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Cancel a batch.
+    Cancel {
+        /// The batch id.
+        id: String,
+    },
+    /// Wait until batches end; exit 0 if all completed.
+    Wait {
+        /// The batch ids.
+        #[arg(required = true)]
+        ids: Vec<String>,
+        /// Give up after this long (e.g. 90s, 30m, 24h).
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        timeout: Option<std::time::Duration>,
+        /// Seconds between polls.
+        #[arg(long, value_name = "SECS", default_value_t = 5.0)]
+        interval: f64,
+    },
+    /// Download a finished batch's output and error files, atomically, as
+    /// <DIR>/<batch id>_output.jsonl and <DIR>/<batch id>_error.jsonl.
+    Download {
+        /// The batch id.
+        id: String,
+        /// Where to write them.
+        #[arg(short, long, value_name = "DIR", default_value = ".")]
+        output: PathBuf,
+    },
+}
+
+fn parse_pair(s: &str) -> anyhow::Result<(String, String)> {
+    let (k, v) = s
+        .split_once('=')
+        .with_context(|| format!("'{s}' is not KEY=VALUE"))?;
+    Ok((k.to_owned(), v.to_owned()))
+}
+
+/// A duration: a number with `s`, `m`, `h` or `d` (seconds when bare).
+pub fn parse_duration(s: &str) -> anyhow::Result<std::time::Duration> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (n, unit) = t.split_at(split);
+    let scale = match unit {
+        "" | "s" => 1.0,
+        "m" => 60.0,
+        "h" => 3600.0,
+        "d" => 86_400.0,
+        _ => bail!("'{s}' is not a duration (e.g. 90s, 30m, 24h, 7d)"),
+    };
+    let n: f64 = n
+        .parse()
+        .with_context(|| format!("'{s}' is not a duration (e.g. 90s, 30m, 24h, 7d)"))?;
+    std::time::Duration::try_from_secs_f64(n * scale)
+        .with_context(|| format!("'{s}' is out of range"))
 }
 
 const SERVE_EXAMPLES: &str = "\
@@ -589,6 +854,16 @@ mod tests {
     #[test]
     fn clap_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn durations() {
+        use std::time::Duration;
+        assert_eq!(parse_duration("90").ok(), Some(Duration::from_secs(90)));
+        assert_eq!(parse_duration("30m").ok(), Some(Duration::from_secs(1800)));
+        assert_eq!(parse_duration("1.5h").ok(), Some(Duration::from_secs(5400)));
+        assert!(parse_duration("1y").is_err());
+        assert!(parse_duration("h").is_err());
     }
 
     #[test]

@@ -38,6 +38,8 @@ fn main() -> ExitCode {
         Command::Split(args) => cmd::split::run(args),
         Command::Stats(args) => cmd::stats::run(args),
         Command::Serve(args) => cmd::serve::run(args),
+        Command::Files(args) => cmd::files::run(args),
+        Command::Batches(args) => cmd::batches::run(args),
     };
     match result {
         Ok(exit) => exit.into(),

@@ -1,9 +1,12 @@
 //! One module per subcommand; `join` is what merge and retry share.
 
+pub mod batches;
+pub mod files;
 mod join;
 pub mod merge;
 pub mod retry;
 pub mod serve;
+mod service;
 pub mod split;
 pub mod stats;
 pub mod validate;

@@ -3,6 +3,8 @@
 // Each test file uses its own part of this module.
 #![allow(dead_code)]
 
+pub mod serve;
+
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 

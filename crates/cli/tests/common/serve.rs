@@ -1,0 +1,157 @@
+//! A `batchkit serve` process in front of the test upstream, for the tests
+//! of `serve` itself and of the commands that talk to it.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+/// The test upstream, started once for this test binary.
+pub fn upstream() -> &'static str {
+    static URL: OnceLock<String> = OnceLock::new();
+    URL.get_or_init(|| {
+        let (addr, _) = batchkit_testkit::TestUpstream::start_in_thread(Default::default());
+        format!("http://{addr}/v1")
+    })
+}
+
+/// A running `batchkit serve`.
+pub struct Serve {
+    pub child: Child,
+    pub base: String,
+    pub data: PathBuf,
+}
+
+impl Serve {
+    pub fn start(data: &Path, extra: &[&str]) -> Serve {
+        let mut child = super::batchkit()
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--retry-base-delay-ms",
+                "10",
+            ])
+            .arg("--data-dir")
+            .arg(data)
+            .args(["--upstream", upstream()])
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        let mut line = String::new();
+        let base = loop {
+            line.clear();
+            assert!(
+                stderr.read_line(&mut line).unwrap() > 0,
+                "serve exited before listening"
+            );
+            if let Some(addr) = line.trim().strip_prefix("listening on ") {
+                break addr.to_owned();
+            }
+        };
+        // Keep draining stderr so the server never blocks on it.
+        std::thread::spawn(move || {
+            let mut sink = String::new();
+            while stderr.read_line(&mut sink).is_ok_and(|n| n > 0) {
+                sink.clear();
+            }
+        });
+        Serve {
+            child,
+            base,
+            data: data.to_owned(),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn kill9(mut self) {
+        self.child.kill().unwrap(); // SIGKILL
+        self.child.wait().unwrap();
+    }
+
+    pub fn upload(&self, content: &[u8]) -> String {
+        let form = reqwest::blocking::multipart::Form::new()
+            .text("purpose", "batch")
+            .part(
+                "file",
+                reqwest::blocking::multipart::Part::bytes(content.to_vec()).file_name("r.jsonl"),
+            );
+        let v: Value = reqwest::blocking::Client::new()
+            .post(self.url("/v1/files"))
+            .multipart(form)
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        v["id"].as_str().unwrap().to_owned()
+    }
+
+    pub fn create(&self, file: &str) -> String {
+        let v: Value = reqwest::blocking::Client::new()
+            .post(self.url("/v1/batches"))
+            .json(&json!({"input_file_id": file, "endpoint": "/v1/chat/completions", "completion_window": "24h"}))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        v["id"].as_str().unwrap().to_owned()
+    }
+
+    pub fn batch(&self, id: &str) -> Value {
+        reqwest::blocking::get(self.url(&format!("/v1/batches/{id}")))
+            .unwrap()
+            .json()
+            .unwrap()
+    }
+
+    pub fn content(&self, id: &str) -> String {
+        reqwest::blocking::get(self.url(&format!("/v1/files/{id}/content")))
+            .unwrap()
+            .text()
+            .unwrap()
+    }
+
+    pub fn wait(&self, id: &str, until: impl Fn(&Value) -> bool) -> Value {
+        let start = Instant::now();
+        loop {
+            let b = self.batch(id);
+            if until(&b) {
+                return b;
+            }
+            assert!(start.elapsed() < Duration::from_secs(60), "{b}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn terminal(b: &Value) -> bool {
+    ["completed", "failed", "expired", "cancelled"].contains(&b["status"].as_str().unwrap())
+}
+
+pub fn requests(n: usize, text: impl Fn(usize) -> String) -> Vec<u8> {
+    let mut s = String::new();
+    for i in 0..n {
+        let line = json!({"custom_id": format!("req-{i}"), "method": "POST", "url": "/v1/chat/completions",
+            "body": {"model": "test-model", "messages": [{"role": "user", "content": text(i)}]}});
+        s.push_str(&line.to_string());
+        s.push('\n');
+    }
+    s.into_bytes()
+}
