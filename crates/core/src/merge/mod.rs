@@ -198,3 +198,60 @@ impl Merge {
             .sum()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::results::Status;
+
+    #[test]
+    fn what_is_worth_retrying() {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testdata/merge");
+        let m = Merge::new(
+            &[dir.join("requests.jsonl")],
+            &[
+                dir.join("round1.output.jsonl"),
+                dir.join("round1.errors.jsonl"),
+            ],
+            &MergeConfig::default(),
+        )
+        .expect("the merge fixtures merge");
+        let picked = std::sync::Mutex::new(Vec::new());
+        m.write(
+            &mut std::io::sink(),
+            false,
+            &|r, _| {
+                let retry = r.worth_retrying();
+                if r.status == Status::Succeeded {
+                    assert!(!retry);
+                }
+                if retry {
+                    picked
+                        .lock()
+                        .expect("not poisoned")
+                        .push((r.custom_id.to_owned(), r.error_code().map(str::to_owned)));
+                }
+                retry
+            },
+            &|_| {},
+        )
+        .expect("written");
+        let mut picked = picked.into_inner().expect("not poisoned");
+        picked.sort();
+        let picked: Vec<(&str, &str)> = picked
+            .iter()
+            .map(|(id, c)| (id.as_str(), c.as_deref().unwrap_or("")))
+            .collect();
+        // The model's 400 (context_length_exceeded, req-4) is left out;
+        // status 0, expiry, cancellation and a missing result are retried.
+        assert_eq!(
+            picked,
+            [
+                ("req-2", "missing"),
+                ("req-5", "http_0"),
+                ("req-6", "batch_expired"),
+                ("req-7", "batch_cancelled")
+            ]
+        );
+    }
+}

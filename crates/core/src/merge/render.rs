@@ -49,6 +49,21 @@ impl Record<'_> {
             .and_then(|o| o.error.as_ref())
             .and_then(|e| e.code.as_deref())
     }
+
+    /// Whether sending the request again can succeed: it expired, was
+    /// cancelled or has no result; or it failed with 408, 409, 429, a 5xx,
+    /// status 0, no response at all, or a result line that could not be
+    /// read. Other 4xx are the request's own fault and fail again.
+    pub fn worth_retrying(&self) -> bool {
+        match self.status {
+            Status::Succeeded => false,
+            Status::Expired | Status::Cancelled | Status::Missing => true,
+            Status::Failed => match self.outcome.as_ref().and_then(|o| o.status_code) {
+                None => true,
+                Some(code) => matches!(code, 0 | 408 | 409 | 429 | 500..=599),
+            },
+        }
+    }
 }
 
 /// Counts of what was written.
