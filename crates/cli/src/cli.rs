@@ -51,6 +51,78 @@ pub enum Command {
     /// Create, show, list, cancel, wait for and download batches.
     #[command(after_long_help = BATCHES_EXAMPLES, after_help = BATCHES_EXAMPLES)]
     Batches(BatchesArgs),
+    /// One command from a request file to merged results: validate, split,
+    /// upload, create, wait, download, merge, resubmit what can succeed.
+    #[command(after_long_help = RUN_EXAMPLES, after_help = RUN_EXAMPLES)]
+    Run(RunArgs),
+}
+
+const RUN_EXAMPLES: &str = "\
+Examples:
+  batchkit run requests.jsonl -o results.jsonl
+  batchkit run requests.jsonl -o results.jsonl --dry-run        # the plan and token estimate
+  OPENAI_BASE_URL=http://127.0.0.1:8090/v1 batchkit run requests.jsonl -o results.jsonl --provider vllm
+  batchkit run requests.jsonl -o results.jsonl --max-tokens 2000000   # enqueued-token quota per batch
+
+Every file id and batch id is recorded in the state file (default
+<output>.run.json, chunks and results in <output>.run/) as soon as it exists:
+kill the command at any point and run it again with the same arguments to
+carry on; nothing is uploaded or created twice. Requests that expired, were
+cancelled, got no result or failed with 408/409/429/5xx are sent again, up
+to --max-rounds rounds in all.
+
+Exit status:
+  0  every request succeeded
+  1  the input has errors, or some request did not succeed (see the output)
+  2  usage error, a file could not be read or written, or no answer";
+
+/// Arguments of `batchkit run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The request file.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+
+    /// Where to write the merged results (merge's line format).
+    #[arg(long, short = 'o', value_name = "MERGED")]
+    pub output: PathBuf,
+
+    #[command(flatten)]
+    pub rules: RuleArgs,
+
+    #[command(flatten)]
+    pub tokens: TokenArgs,
+
+    #[command(flatten)]
+    pub conn: ConnArgs,
+
+    /// The batches' completion window.
+    #[arg(long, default_value = "24h", value_name = "WINDOW")]
+    pub completion_window: String,
+
+    /// A metadata pair for every batch (at most 14: batchkit adds two).
+    #[arg(long, value_name = "KEY=VALUE", value_parser = parse_pair)]
+    pub metadata: Vec<(String, String)>,
+
+    /// Rounds in all: the first, and resubmissions of what can succeed.
+    #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub max_rounds: u32,
+
+    /// Print the plan and the token estimate; send nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// The state file [default: <MERGED>.run.json].
+    #[arg(long, value_name = "FILE")]
+    pub state: Option<PathBuf>,
+
+    /// On Ctrl-C, leave the batches running without asking.
+    #[arg(long)]
+    pub yes: bool,
+
+    /// Seconds between polls of the batches.
+    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+    pub poll_interval: f64,
 }
 
 const SERVICE_HELP: &str = "\
@@ -92,6 +164,17 @@ pub struct ServiceArgs {
     #[arg(long, global = true, value_name = "NAME", default_value = "openai", value_parser = parse_service)]
     pub provider: batchkit_client::Service,
 
+    #[command(flatten)]
+    pub conn: ConnArgs,
+
+    /// Output: for people, or the service's JSON objects, one per line.
+    #[arg(long, global = true, value_enum, default_value_t = ObjectFormat::Human)]
+    pub format: ObjectFormat,
+}
+
+/// How to reach a service.
+#[derive(Debug, Args)]
+pub struct ConnArgs {
     /// The API key [default: from the provider's environment variable].
     #[arg(long, global = true, value_name = "KEY")]
     pub api_key: Option<String>,
@@ -108,23 +191,29 @@ pub struct ServiceArgs {
     /// Seconds one request may take.
     #[arg(long, global = true, value_name = "SECS", default_value_t = 600)]
     pub request_timeout: u64,
-
-    /// Output: for people, or the service's JSON objects, one per line.
-    #[arg(long, global = true, value_enum, default_value_t = ObjectFormat::Human)]
-    pub format: ObjectFormat,
 }
 
-impl ServiceArgs {
-    /// The client configuration.
-    pub fn to_config(&self) -> anyhow::Result<batchkit_client::ClientConfig> {
+impl ConnArgs {
+    /// The client configuration for `service`.
+    pub fn to_config(
+        &self,
+        service: batchkit_client::Service,
+    ) -> anyhow::Result<batchkit_client::ClientConfig> {
         let mut cfg = batchkit_client::ClientConfig::from_env(
-            self.provider,
+            service,
             self.base_url.as_deref(),
             self.api_key.as_deref(),
         )?;
         cfg.max_retries = self.max_retries;
         cfg.timeout = std::time::Duration::from_secs(self.request_timeout.max(1));
         Ok(cfg)
+    }
+}
+
+impl ServiceArgs {
+    /// The client configuration.
+    pub fn to_config(&self) -> anyhow::Result<batchkit_client::ClientConfig> {
+        self.conn.to_config(self.provider)
     }
 }
 

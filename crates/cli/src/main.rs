@@ -40,6 +40,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => cmd::serve::run(args),
         Command::Files(args) => cmd::files::run(args),
         Command::Batches(args) => cmd::batches::run(args),
+        Command::Run(args) => cmd::run::run(args),
     };
     match result {
         Ok(exit) => exit.into(),

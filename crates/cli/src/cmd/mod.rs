@@ -5,6 +5,7 @@ pub mod files;
 mod join;
 pub mod merge;
 pub mod retry;
+pub mod run;
 pub mod serve;
 mod service;
 pub mod split;

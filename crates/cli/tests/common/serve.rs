@@ -27,14 +27,13 @@ pub struct Serve {
 
 impl Serve {
     pub fn start(data: &Path, extra: &[&str]) -> Serve {
+        Serve::start_on(data, "127.0.0.1:0", extra)
+    }
+
+    /// Start on a given address (to restart a server where clients expect it).
+    pub fn start_on(data: &Path, listen: &str, extra: &[&str]) -> Serve {
         let mut child = super::batchkit()
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--retry-base-delay-ms",
-                "10",
-            ])
+            .args(["serve", "--listen", listen, "--retry-base-delay-ms", "10"])
             .arg("--data-dir")
             .arg(data)
             .args(["--upstream", upstream()])
@@ -154,4 +153,15 @@ pub fn requests(n: usize, text: impl Fn(usize) -> String) -> Vec<u8> {
         s.push('\n');
     }
     s.into_bytes()
+}
+
+impl Serve {
+    /// Every object of a list endpoint (`/v1/files`, `/v1/batches`).
+    pub fn all(&self, path: &str) -> Vec<Value> {
+        let v: Value = reqwest::blocking::get(self.url(path))
+            .unwrap()
+            .json()
+            .unwrap();
+        v["data"].as_array().unwrap().clone()
+    }
 }

@@ -1,0 +1,420 @@
+//! The rounds of a run against the service: upload, create, wait, download,
+//! merge, and the next round from what can succeed when sent again.
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Result;
+use batchkit_client::{Client, ClientError, CreateBatch, Service};
+use batchkit_core::Input;
+use batchkit_core::atomic::Output;
+use batchkit_core::merge::MergedLine;
+use batchkit_core::split::SplitConfig;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use super::state::State;
+use super::{Paths, ask_cancel, merge_into, round, split_into};
+use crate::cli::RunArgs;
+use crate::cmd::service::failed;
+use crate::exit::Exit;
+use crate::report::thousands;
+
+/// Files and batches of this many most recent are searched for a chunk's
+/// upload or batch that a killed run made but did not record.
+const ADOPT_WINDOW: u32 = 100;
+/// How long waiting goes on while the service cannot be reached.
+const PATIENCE: Duration = Duration::from_secs(600);
+
+/// Why a round stopped.
+enum Stop {
+    /// A service error (already the right exit) or a local failure.
+    Client(String, ClientError),
+    Local(anyhow::Error),
+}
+
+impl From<anyhow::Error> for Stop {
+    fn from(e: anyhow::Error) -> Stop {
+        Stop::Local(e)
+    }
+}
+
+/// The service for a provider's rules (vLLM's batch API is `batchkit serve`,
+/// which speaks OpenAI's).
+fn service(p: batchkit_core::Provider) -> Service {
+    use batchkit_core::Provider as P;
+    match p {
+        P::Azure => Service::Azure,
+        P::Groq => Service::Groq,
+        P::Together => Service::Together,
+        P::Mistral => Service::Mistral,
+        P::OpenAi | P::Vllm => Service::OpenAi,
+    }
+}
+
+/// Drive every round to its end, then write the merged output.
+pub(super) fn run(
+    args: &RunArgs,
+    paths: &Paths,
+    state: &mut State,
+    cfg: &SplitConfig,
+    name: &Path,
+) -> Result<Exit> {
+    let mut conn = args.conn.to_config(service(args.rules.provider))?;
+    conn.timeout = conn.timeout.max(Duration::from_secs(1));
+    let client = Client::new(conn)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let interrupted = runtime.block_on(async {
+        tokio::select! {
+            r = rounds(args, paths, state, cfg, name, &client) => Some(r),
+            _ = tokio::signal::ctrl_c() => None,
+        }
+    });
+    match interrupted {
+        Some(Ok(exit)) => Ok(exit),
+        Some(Err(Stop::Local(e))) => Err(e),
+        Some(Err(Stop::Client(what, e))) => failed(&what, e),
+        None => {
+            // The state was saved after every step; the batches go on.
+            let running: Vec<String> = state
+                .rounds
+                .iter()
+                .flat_map(|r| &r.chunks)
+                .filter(|c| !c.status.as_deref().is_some_and(terminal))
+                .filter_map(|c| c.batch_id.clone())
+                .collect();
+            if ask_cancel(running.len(), args.yes) {
+                for id in &running {
+                    match runtime.block_on(client.cancel_batch(id)) {
+                        Ok(_) => eprintln!("cancelled {id}"),
+                        Err(e) => eprintln!("cannot cancel {id}: {e}"),
+                    }
+                }
+            } else if !running.is_empty() {
+                eprintln!(
+                    "interrupted: {} batches keep running; run the same command again to carry on",
+                    running.len()
+                );
+            }
+            Ok(Exit::Error)
+        }
+    }
+}
+
+fn terminal(status: &str) -> bool {
+    matches!(status, "completed" | "failed" | "expired" | "cancelled")
+}
+
+async fn rounds(
+    args: &RunArgs,
+    paths: &Paths,
+    state: &mut State,
+    cfg: &SplitConfig,
+    name: &Path,
+    client: &Client,
+) -> Result<Exit, Stop> {
+    loop {
+        let r = state.rounds.len() - 1;
+        if !state.rounds[r].done {
+            drive(args, paths, state, r, client).await?;
+            state.rounds[r].done = true;
+            state.save(&paths.state)?;
+        }
+        let results: Vec<PathBuf> = state
+            .rounds
+            .iter()
+            .flat_map(|r| &r.chunks)
+            .flat_map(|c| &c.results)
+            .map(|p| paths.work.join(p))
+            .collect();
+        let number = state.rounds[r].number;
+        if number < args.max_rounds {
+            let next = number + 1;
+            let retry = paths.work.join(format!("round-{next}.jsonl"));
+            let picked = merge_into(
+                name,
+                results.clone(),
+                &retry,
+                &|rec, buf| {
+                    let again = rec.worth_retrying();
+                    if again {
+                        buf.extend_from_slice(rec.request_line);
+                        buf.push(b'\n');
+                    }
+                    again
+                },
+                None,
+            )?;
+            let tally = match picked {
+                Ok((t, _)) => t,
+                Err(exit) => return Ok(exit),
+            };
+            if tally.written > 0 {
+                eprintln!(
+                    "round {next}: sending {} requests again (expired, cancelled, missing or failed with a retryable status)",
+                    thousands(tally.written)
+                );
+                let mapped = Input::open(&retry)
+                    .and_then(Input::into_mapped)
+                    .map_err(anyhow::Error::from)?;
+                let dir_name = format!("round-{next}");
+                let stem = format!("{}.r{next}", state.run_id);
+                let manifest = match split_into(
+                    mapped.bytes(),
+                    &retry,
+                    cfg,
+                    &paths.work.join(&dir_name),
+                    &stem,
+                )? {
+                    Ok(m) => m,
+                    Err(exit) => return Ok(exit),
+                };
+                state.rounds.push(round(next, &manifest, &dir_name));
+                state.save(&paths.state)?;
+                continue;
+            }
+        }
+        // The final merge, in merge's line format.
+        let line = MergedLine::default();
+        let merged = merge_into(
+            name,
+            results,
+            &args.output,
+            &|rec, buf| {
+                line.render(rec, buf);
+                true
+            },
+            Some("merged into"),
+        )?;
+        return Ok(match merged {
+            Ok((_, true)) => Exit::Ok,
+            Ok((_, false)) => Exit::Invalid,
+            Err(exit) => exit,
+        });
+    }
+}
+
+/// One round: upload, create, wait, download; the state saved after each
+/// step of each chunk.
+async fn drive(
+    args: &RunArgs,
+    paths: &Paths,
+    state: &mut State,
+    r: usize,
+    client: &Client,
+) -> Result<(), Stop> {
+    let number = state.rounds[r].number;
+    let run_id = state.run_id.clone();
+    let api = |what: String| move |e: ClientError| Stop::Client(what.clone(), e);
+
+    for i in 0..state.rounds[r].chunks.len() {
+        if state.rounds[r].chunks[i].file_id.is_some() {
+            continue;
+        }
+        let (cname, path, bytes) = {
+            let c = &state.rounds[r].chunks[i];
+            (c.name.clone(), paths.work.join(&c.path), c.bytes)
+        };
+        // An upload a killed run made but did not record is used, not repeated.
+        let recent = client
+            .files(Some("batch"), Some(ADOPT_WINDOW), None)
+            .await
+            .map_err(api("files".into()))?;
+        let id = match recent
+            .data
+            .iter()
+            .find(|f| f.filename == cname && f.bytes == bytes)
+        {
+            Some(f) => f.id.clone(),
+            None => {
+                let f = client
+                    .upload(&path, "batch", None)
+                    .await
+                    .map_err(api(format!("upload of {}", path.display())))?;
+                eprintln!("uploaded {cname} as {}", f.id);
+                f.id
+            }
+        };
+        state.rounds[r].chunks[i].file_id = Some(id);
+        state.save(&paths.state)?;
+    }
+
+    for i in 0..state.rounds[r].chunks.len() {
+        if state.rounds[r].chunks[i].batch_id.is_some() {
+            continue;
+        }
+        let c = &state.rounds[r].chunks[i];
+        let cname = c.name.clone();
+        let recent = client
+            .batches(Some(ADOPT_WINDOW), None)
+            .await
+            .map_err(api("batches".into()))?;
+        let found = recent.data.iter().find(|b| {
+            b.metadata.as_ref().is_some_and(|m| {
+                m.get("batchkit_run") == Some(&run_id) && m.get("batchkit_chunk") == Some(&cname)
+            })
+        });
+        let id = match found {
+            Some(b) => b.id.clone(),
+            None => {
+                let mut metadata: BTreeMap<String, String> =
+                    args.metadata.iter().cloned().collect();
+                metadata.insert("batchkit_run".into(), run_id.clone());
+                metadata.insert("batchkit_chunk".into(), cname.clone());
+                let req = CreateBatch {
+                    input_file_id: c.file_id.clone().unwrap_or_default(),
+                    endpoint: c.endpoint.clone(),
+                    completion_window: args.completion_window.clone(),
+                    metadata,
+                    output_expires_after: None,
+                };
+                req.check()
+                    .map_err(|e| Stop::Local(anyhow::anyhow!("{e}")))?;
+                let b = client
+                    .create_batch(&req)
+                    .await
+                    .map_err(api(format!("batch on {}", req.input_file_id)))?;
+                eprintln!("round {number}: created {} for {cname}", b.id);
+                b.id
+            }
+        };
+        state.rounds[r].chunks[i].batch_id = Some(id);
+        state.save(&paths.state)?;
+    }
+
+    wait(args, paths, state, r, client).await?;
+
+    let results_dir = paths.work.join(format!("round-{number}/results"));
+    for i in 0..state.rounds[r].chunks.len() {
+        if state.rounds[r].chunks[i].downloaded {
+            continue;
+        }
+        let batch_id = state.rounds[r].chunks[i]
+            .batch_id
+            .clone()
+            .unwrap_or_default();
+        let b = client
+            .batch(&batch_id)
+            .await
+            .map_err(api(format!("batch {batch_id}")))?;
+        std::fs::create_dir_all(&results_dir).map_err(anyhow::Error::from)?;
+        let mut saved = Vec::new();
+        for (kind, file_id) in [("output", &b.output_file_id), ("error", &b.error_file_id)] {
+            let Some(file_id) = file_id else { continue };
+            let rel = format!("round-{number}/results/{batch_id}_{kind}.jsonl");
+            let mut out =
+                Output::create(&paths.work.join(&rel), false).map_err(anyhow::Error::from)?;
+            client
+                .content(file_id, &mut out, None)
+                .await
+                .map_err(api(format!("file {file_id} of batch {batch_id}")))?;
+            out.commit().map_err(anyhow::Error::from)?;
+            saved.push(rel);
+        }
+        let c = &mut state.rounds[r].chunks[i];
+        c.results = saved;
+        c.downloaded = true;
+        state.save(&paths.state)?;
+    }
+    Ok(())
+}
+
+/// Poll the round's batches until all have ended, with one overall bar on
+/// a terminal and a line per change otherwise.
+async fn wait(
+    args: &RunArgs,
+    paths: &Paths,
+    state: &mut State,
+    r: usize,
+    client: &Client,
+) -> Result<(), Stop> {
+    let number = state.rounds[r].number;
+    let total: u64 = state.rounds[r].chunks.iter().map(|c| c.requests).sum();
+    let bar = if std::io::stderr().is_terminal() {
+        let b = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+        b.set_style(
+            ProgressStyle::with_template("round {prefix}: {msg} [{bar:30}] {pos}/{len} requests")
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        b.set_prefix(number.to_string());
+        b
+    } else {
+        ProgressBar::hidden()
+    };
+    let every = Duration::from_secs_f64(args.poll_interval.clamp(0.05, 3600.0));
+    let mut unreachable_since = std::time::Instant::now();
+    let mut warned = false;
+    loop {
+        let mut unanswered = false;
+        let mut done = 0u64;
+        let mut ended = 0usize;
+        let n = state.rounds[r].chunks.len();
+        for i in 0..n {
+            let id = state.rounds[r].chunks[i]
+                .batch_id
+                .clone()
+                .unwrap_or_default();
+            if state.rounds[r].chunks[i]
+                .status
+                .as_deref()
+                .is_some_and(terminal)
+            {
+                ended += 1;
+                done += state.rounds[r].chunks[i].requests;
+                continue;
+            }
+            let b = match client.batch(&id).await {
+                Ok(b) => b,
+                // The service is away for a while (a restart, a network
+                // fault): the batches go on without us, so keep polling.
+                Err(ClientError::Transport { reason, .. })
+                    if unreachable_since.elapsed() < PATIENCE =>
+                {
+                    if !warned {
+                        eprintln!(
+                            "round {number}: cannot reach the service ({reason}); still trying"
+                        );
+                        warned = true;
+                    }
+                    unanswered = true;
+                    break;
+                }
+                Err(e) => return Err(Stop::Client(format!("batch {id}"), e)),
+            };
+            let c = b.counts();
+            done += c.completed + c.failed;
+            if state.rounds[r].chunks[i].status.as_deref() != Some(b.status.as_str()) {
+                if bar.is_hidden() {
+                    eprintln!(
+                        "round {number}: {id} {} ({}/{} done)",
+                        b.status,
+                        c.completed + c.failed,
+                        c.total
+                    );
+                }
+                state.rounds[r].chunks[i].status = Some(b.status.clone());
+                state.save(&paths.state)?;
+            }
+            if b.is_terminal() {
+                ended += 1;
+            }
+        }
+        if unanswered {
+            tokio::time::sleep(every.max(Duration::from_secs(1))).await;
+            continue;
+        }
+        unreachable_since = std::time::Instant::now();
+        warned = false;
+        bar.set_position(done.min(total));
+        bar.set_message(format!("{ended}/{n} batches ended"));
+        if ended == n {
+            bar.finish_and_clear();
+            return Ok(());
+        }
+        tokio::time::sleep(every).await;
+    }
+}

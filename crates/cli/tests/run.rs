@@ -1,0 +1,274 @@
+//! `batchkit run` end to end against a real `batchkit serve` (and its test
+//! upstream with faults), killed and rerun at every stage.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use common::serve::{Serve, requests};
+use serde_json::Value;
+
+fn run_cmd(serve: &Serve, dir: &Path, extra: &[&str]) -> Command {
+    let mut cmd = common::batchkit();
+    cmd.arg("run")
+        .arg(dir.join("requests.jsonl"))
+        .arg("-o")
+        .arg(dir.join("merged.jsonl"))
+        .args(["--poll-interval", "0.05", "--provider", "vllm"])
+        .args(extra)
+        .env("OPENAI_BASE_URL", serve.url("/v1"))
+        .env_remove("OPENAI_API_KEY");
+    cmd
+}
+
+fn run(serve: &Serve, dir: &Path, extra: &[&str]) -> Output {
+    run_cmd(serve, dir, extra).output().unwrap()
+}
+
+fn merged(dir: &Path) -> Vec<Value> {
+    std::fs::read_to_string(dir.join("merged.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn state(dir: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(dir.join("merged.jsonl.run.json")).unwrap())
+        .unwrap()
+}
+
+/// Every request once, in input order, with its original line.
+fn every_request_once(dir: &Path, n: usize) -> Vec<Value> {
+    let lines = merged(dir);
+    assert_eq!(lines.len(), n);
+    for (i, l) in lines.iter().enumerate() {
+        assert_eq!(l["custom_id"], format!("req-{i}"));
+        assert_eq!(l["line"], i as u64 + 1);
+    }
+    lines
+}
+
+#[test]
+fn a_file_that_needs_three_chunks_runs_to_merged_results_with_retries() {
+    let dir = tempfile::tempdir().unwrap();
+    // No retries in the server: upstream faults reach the error file, and
+    // run sends them again in round 2.
+    let serve = Serve::start(
+        &dir.path().join("data"),
+        &["--max-retries", "0", "--provider", "vllm"],
+    );
+    let text = |i: usize| match i {
+        3 => "fail:400 never".to_owned(),
+        i if i % 6 == 0 => format!("flaky:500:1 once {i}"),
+        i if i % 6 == 1 => format!("flaky:429:1 once {i}"),
+        i => format!("hello {i}"),
+    };
+    std::fs::write(dir.path().join("requests.jsonl"), requests(25, text)).unwrap();
+    let o = run(&serve, dir.path(), &["--max-requests", "10"]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    // One request is a 400 that fails again: merge's exit status, 1.
+    assert_eq!(o.status.code(), Some(1), "{stderr}");
+    let lines = every_request_once(dir.path(), 25);
+    for (i, l) in lines.iter().enumerate() {
+        let want = if i == 3 { "failed" } else { "succeeded" };
+        assert_eq!(l["status"], want, "{l}");
+    }
+    assert_eq!(lines[3]["status_code"], 400);
+    let s = state(dir.path());
+    let rounds = s["rounds"].as_array().unwrap();
+    assert_eq!(rounds.len(), 2, "{s}");
+    assert_eq!(rounds[0]["chunks"].as_array().unwrap().len(), 3);
+    // Round 2 resent the 500s and 429s, not the 400.
+    assert_eq!(rounds[1]["requests"], 9);
+    // Exactly one upload and one batch per chunk.
+    assert_eq!(serve.all("/v1/files?purpose=batch").len(), 4);
+    assert_eq!(serve.all("/v1/batches").len(), 4);
+    assert!(stderr.contains("merged into"), "{stderr}");
+
+    // Run again: it finds the run finished and writes the same merge.
+    let again = run(&serve, dir.path(), &["--max-requests", "10"]);
+    assert_eq!(again.status.code(), Some(1));
+    assert_eq!(
+        serve.all("/v1/batches").len(),
+        4,
+        "a finished run creates nothing"
+    );
+}
+
+/// Start `run`, read its stderr until `pattern`, then SIGKILL it.
+fn kill_at(serve: &Serve, dir: &Path, extra: &[&str], pattern: &str) {
+    let mut child = run_cmd(serve, dir, extra)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if stderr.read_line(&mut line).unwrap() == 0 {
+            panic!("run ended before printing {pattern:?}");
+        }
+        if line.contains(pattern) {
+            break;
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+#[test]
+fn run_killed_at_every_stage_carries_on_without_duplicates() {
+    let dir = tempfile::tempdir().unwrap();
+    let serve = Serve::start(
+        &dir.path().join("data"),
+        &["--concurrency", "2", "--provider", "vllm"],
+    );
+    std::fs::write(
+        dir.path().join("requests.jsonl"),
+        requests(30, |i| format!("slow:40 k {i}")),
+    )
+    .unwrap();
+    let extra = ["--max-requests", "10"];
+    // During the uploads, after a batch is created, while waiting, and as
+    // the downloads begin.
+    for pattern in [
+        "uploaded ",
+        "created batch_",
+        "in_progress (",
+        "completed (",
+    ] {
+        kill_at(&serve, dir.path(), &extra, pattern);
+    }
+    let o = run(&serve, dir.path(), &extra);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let lines = every_request_once(dir.path(), 30);
+    assert!(lines.iter().all(|l| l["status"] == "succeeded"));
+    let files = serve.all("/v1/files?purpose=batch");
+    let batches = serve.all("/v1/batches");
+    assert_eq!(
+        (files.len(), batches.len()),
+        (3, 3),
+        "uploads or batches were made twice"
+    );
+}
+
+#[test]
+fn serve_killed_and_restarted_under_a_running_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let serve = Serve::start(&data, &["--concurrency", "2", "--provider", "vllm"]);
+    let listen = serve.base.trim_start_matches("http://").to_owned();
+    std::fs::write(
+        dir.path().join("requests.jsonl"),
+        requests(20, |i| format!("slow:50 r {i}")),
+    )
+    .unwrap();
+    let mut child = run_cmd(&serve, dir.path(), &["--max-requests", "10"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("in_progress (") {
+        line.clear();
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "run ended early");
+    }
+    serve.kill9();
+    // Down for longer than the client's own retries last.
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    let serve = Serve::start_on(
+        &data,
+        &listen,
+        &["--concurrency", "2", "--provider", "vllm"],
+    );
+    let mut rest = String::new();
+    let _ = std::io::Read::read_to_string(&mut stderr, &mut rest);
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "{rest}");
+    assert!(rest.contains("cannot reach the service"), "{rest}");
+    every_request_once(dir.path(), 20);
+    assert_eq!(serve.all("/v1/batches").len(), 2);
+}
+
+#[test]
+fn an_expired_batch_is_resubmitted() {
+    let dir = tempfile::tempdir().unwrap();
+    let serve = Serve::start(
+        &dir.path().join("data"),
+        &["--concurrency", "1", "--provider", "vllm"],
+    );
+    std::fs::write(
+        dir.path().join("requests.jsonl"),
+        requests(10, |i| format!("slow:300 e {i}")),
+    )
+    .unwrap();
+    let o = run(&serve, dir.path(), &["--completion-window", "2s"]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("expired"), "{stderr}");
+    let lines = every_request_once(dir.path(), 10);
+    assert!(
+        lines.iter().all(|l| l["status"] == "succeeded"),
+        "{lines:?}"
+    );
+    let s = state(dir.path());
+    let rounds = s["rounds"].as_array().unwrap();
+    assert!(rounds.len() >= 2, "{s}");
+    assert!(rounds[1]["requests"].as_u64().unwrap() < 10);
+}
+
+#[test]
+fn dry_run_sends_nothing_and_invalid_input_stops_before_sending() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("requests.jsonl"),
+        requests(12, |i| format!("d {i}")),
+    )
+    .unwrap();
+    let nowhere = |args: &[&str]| {
+        common::batchkit()
+            .arg("run")
+            .arg(dir.path().join("requests.jsonl"))
+            .arg("-o")
+            .arg(dir.path().join("merged.jsonl"))
+            .args(args)
+            .env("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
+            .output()
+            .unwrap()
+    };
+    let o = nowhere(&["--dry-run", "--max-requests", "5"]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.starts_with("would run 12 requests as 3 batches"),
+        "{out}"
+    );
+    assert!(out.contains("input tokens"), "{out}");
+    assert!(!dir.path().join("merged.jsonl").exists());
+    assert!(
+        !dir.path().join("merged.jsonl.run").exists(),
+        "a dry run writes nothing"
+    );
+
+    std::fs::write(dir.path().join("requests.jsonl"), "{\"custom_id\": 1}\n").unwrap();
+    let o = nowhere(&[]);
+    assert_eq!(o.status.code(), Some(1));
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("nothing was sent"), "{e}");
+    assert!(!e.contains("cannot reach"), "{e}");
+}
