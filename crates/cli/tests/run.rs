@@ -272,3 +272,55 @@ fn dry_run_sends_nothing_and_invalid_input_stops_before_sending() {
     assert!(e.contains("nothing was sent"), "{e}");
     assert!(!e.contains("cannot reach"), "{e}");
 }
+
+#[test]
+fn ctrl_c_without_a_terminal_leaves_the_batches_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let serve = Serve::start(
+        &dir.path().join("data"),
+        &["--concurrency", "1", "--provider", "vllm"],
+    );
+    std::fs::write(
+        dir.path().join("requests.jsonl"),
+        requests(10, |i| format!("slow:100 c {i}")),
+    )
+    .unwrap();
+    let mut child = run_cmd(&serve, dir.path(), &[])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("in_progress (") {
+        line.clear();
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "run ended early");
+    }
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let mut rest = String::new();
+    let _ = std::io::Read::read_to_string(&mut stderr, &mut rest);
+    assert_eq!(child.wait().unwrap().code(), Some(2));
+    assert!(rest.contains("1 batches keep running"), "{rest}");
+    let batches = serve.all("/v1/batches");
+    assert_eq!(
+        batches[0]["status"], "in_progress",
+        "not cancelled: {}",
+        batches[0]
+    );
+    // Run again: it carries on with the same batch.
+    let o = run(&serve, dir.path(), &[]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    every_request_once(dir.path(), 10);
+    assert_eq!(serve.all("/v1/batches").len(), 1);
+}
