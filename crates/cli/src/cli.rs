@@ -112,6 +112,15 @@ pub struct RunArgs {
     #[arg(long)]
     pub dry_run: bool,
 
+    /// With --dry-run: price of input tokens, USD per million (your batch
+    /// price).
+    #[arg(long, value_name = "USD")]
+    pub price_input: Option<f64>,
+
+    /// With --dry-run: price of output tokens, USD per million.
+    #[arg(long, value_name = "USD")]
+    pub price_output: Option<f64>,
+
     /// The state file [default: <MERGED>.run.json].
     #[arg(long, value_name = "FILE")]
     pub state: Option<PathBuf>,

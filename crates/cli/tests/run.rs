@@ -246,7 +246,15 @@ fn dry_run_sends_nothing_and_invalid_input_stops_before_sending() {
             .output()
             .unwrap()
     };
-    let o = nowhere(&["--dry-run", "--max-requests", "5"]);
+    let o = nowhere(&[
+        "--dry-run",
+        "--max-requests",
+        "5",
+        "--price-input",
+        "0.075",
+        "--price-output",
+        "0.3",
+    ]);
     assert_eq!(
         o.status.code(),
         Some(0),
@@ -259,6 +267,7 @@ fn dry_run_sends_nothing_and_invalid_input_stops_before_sending() {
         "{out}"
     );
     assert!(out.contains("input tokens"), "{out}");
+    assert!(out.contains("  cost: input $0.0"), "{out}");
     assert!(!dir.path().join("merged.jsonl").exists());
     assert!(
         !dir.path().join("merged.jsonl.run").exists(),

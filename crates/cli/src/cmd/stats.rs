@@ -211,16 +211,7 @@ fn print_human(s: &Stats) -> Result<()> {
         )?,
     }
     if let Some(c) = &s.cost_usd {
-        // Cents for real sums; more digits where a small file costs a fraction of one.
-        let usd = |v: Option<f64>| {
-            v.map_or("n/a".to_owned(), |v| {
-                if v >= 1.0 {
-                    format!("${v:.2}")
-                } else {
-                    format!("${v:.6}")
-                }
-            })
-        };
+        let usd = |v: Option<f64>| v.map_or("n/a".to_owned(), usd);
         writeln!(
             out,
             "  cost: input {} + output at most {} = at most {}",
@@ -230,4 +221,14 @@ fn print_human(s: &Stats) -> Result<()> {
         )?;
     }
     Ok(())
+}
+
+/// Dollars: cents for real sums, more digits where a small file costs a
+/// fraction of one.
+pub fn usd(v: f64) -> String {
+    if v >= 1.0 {
+        format!("${v:.2}")
+    } else {
+        format!("${v:.6}")
+    }
 }

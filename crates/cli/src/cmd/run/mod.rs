@@ -85,7 +85,13 @@ pub fn run(args: &RunArgs) -> Result<Exit> {
     };
 
     if args.dry_run {
-        return dry_run(bytes, &name, &cfg, &state);
+        return dry_run(
+            bytes,
+            &name,
+            &cfg,
+            &state,
+            (args.price_input, args.price_output),
+        );
     }
     if state.rounds.is_empty() {
         let dir = paths.work.join("round-1");
@@ -181,7 +187,13 @@ fn split_into(
 }
 
 /// The plan and the token estimate; nothing is sent or written.
-fn dry_run(bytes: &[u8], name: &Path, cfg: &SplitConfig, state: &State) -> Result<Exit> {
+fn dry_run(
+    bytes: &[u8],
+    name: &Path,
+    cfg: &SplitConfig,
+    state: &State,
+    prices: (Option<f64>, Option<f64>),
+) -> Result<Exit> {
     if !state.rounds.is_empty() {
         eprintln!("(a run is under way: {} rounds so far)", state.rounds.len());
     }
@@ -222,6 +234,24 @@ fn dry_run(bytes: &[u8], name: &Path, cfg: &SplitConfig, state: &State) -> Resul
         manifest.provider,
         thousands(tokens)
     )?;
+    if prices.0.is_some() || prices.1.is_some() {
+        let max_output: u64 = plan
+            .facts
+            .iter()
+            .filter(|f| f.group().is_some())
+            .map(|f| u64::from(f.max_output))
+            .sum();
+        let price = |tokens: u64, usd: Option<f64>| usd.map(|p| tokens as f64 * p / 1e6);
+        let (input, output) = (price(tokens, prices.0), price(max_output, prices.1));
+        let show = |v: Option<f64>| v.map_or("n/a".to_owned(), crate::cmd::stats::usd);
+        writeln!(
+            out,
+            "  cost: input {} + output at most {} = at most {}",
+            show(input),
+            show(output),
+            show(Some(input.unwrap_or(0.0) + output.unwrap_or(0.0)))
+        )?;
+    }
     for c in &manifest.chunks {
         writeln!(
             out,
