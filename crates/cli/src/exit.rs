@@ -1,5 +1,7 @@
 //! Exit statuses, as documented in `--help`.
 
+use std::sync::atomic::{AtomicU8, Ordering};
+
 /// How a command ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Exit {
@@ -14,5 +16,24 @@ pub enum Exit {
 impl From<Exit> for std::process::ExitCode {
     fn from(e: Exit) -> Self {
         std::process::ExitCode::from(e as u8)
+    }
+}
+
+/// The worst verdict reached so far (see [`record`]).
+static VERDICT: AtomicU8 = AtomicU8::new(Exit::Ok as u8);
+
+/// Record a verdict as soon as it is known, before it is printed: if the
+/// reader of stdout or stderr goes away (`batchkit validate f | head -1`),
+/// the process still exits with it, and a rejection never becomes a pass.
+pub fn record(e: Exit) {
+    VERDICT.fetch_max(e as u8, Ordering::Relaxed);
+}
+
+/// The worst verdict recorded.
+pub fn recorded() -> Exit {
+    match VERDICT.load(Ordering::Relaxed) {
+        0 => Exit::Ok,
+        1 => Exit::Invalid,
+        _ => Exit::Error,
     }
 }

@@ -44,8 +44,9 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(exit) => exit.into(),
-        // A closed pipe (`batchkit ... | head`) is the reader's choice, not an error.
-        Err(e) if is_broken_pipe(&e) => Exit::Ok.into(),
+        // A closed pipe (`batchkit ... | head`) is the reader's choice, not an
+        // error; the verdict reached before it closed is the exit status.
+        Err(e) if is_broken_pipe(&e) => crate::exit::recorded().into(),
         Err(e) => {
             print_error(&e);
             Exit::Error.into()

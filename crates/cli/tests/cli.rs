@@ -342,7 +342,8 @@ fn help_has_examples_and_exit_codes() {
 }
 
 #[test]
-fn closed_stdout_is_not_an_error() {
+fn a_closed_stdout_keeps_the_verdict() {
+    // `batchkit validate --format json - | head -c 10`: the rejection stands.
     let mut child = batchkit()
         .args(["validate", "--format", "json", "--max-errors", "0", "-"])
         .stdin(Stdio::piped())
@@ -355,8 +356,70 @@ fn closed_stdout_is_not_an_error() {
     let _ = stdin.write_all(&"[1]\n".repeat(100_000).into_bytes());
     drop(stdin);
     let out = child.wait_with_output().expect("wait");
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(!stderr(&out).contains("panicked"));
+    assert!(
+        !stderr(&out).contains("error:"),
+        "a closed pipe is not an error: {}",
+        stderr(&out)
+    );
+}
+
+/// Run `batchkit ARGS` with its stderr (or stdout) read for one line and
+/// then closed, as `2>&1 | head -1` does.
+fn exit_after_one_line(args: &[&str], from_stderr: bool) -> Option<i32> {
+    let mut cmd = batchkit();
+    cmd.args(args).stdin(Stdio::null());
+    if from_stderr {
+        cmd.stderr(Stdio::piped()).stdout(Stdio::null());
+    } else {
+        cmd.stdout(Stdio::piped()).stderr(Stdio::null());
+    }
+    let mut child = cmd.spawn().expect("spawn");
+    let pipe: Box<dyn std::io::Read> = if from_stderr {
+        Box::new(child.stderr.take().expect("stderr"))
+    } else {
+        Box::new(child.stdout.take().expect("stdout"))
+    };
+    let mut reader = std::io::BufReader::new(pipe);
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut reader, &mut line).expect("a line");
+    drop(reader);
+    child.wait().expect("wait").code()
+}
+
+#[test]
+fn a_closed_pipe_never_turns_a_rejection_into_a_pass() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Far more report than a pipe buffers, so the writer sees the pipe close.
+    let bad = dir.path().join("bad.jsonl");
+    std::fs::write(&bad, "{\"custom_id\": 1}\n".repeat(20_000)).expect("write");
+    let bad = bad.to_str().expect("utf-8 path");
+    assert_eq!(
+        exit_after_one_line(&["validate", "--max-errors", "0", bad], true),
+        Some(1)
+    );
+    assert_eq!(
+        exit_after_one_line(
+            &["validate", "--max-errors", "0", "--format", "json", bad],
+            false
+        ),
+        Some(1)
+    );
+    // merge -o - | head: the requests that did not succeed still count.
+    let reqs = dir.path().join("requests.jsonl");
+    let mut lines = String::new();
+    for i in 0..20_000 {
+        lines.push_str(&format!(
+            "{{\"custom_id\":\"r{i}\",\"method\":\"POST\",\"url\":\"/v1/chat/completions\",\"body\":{{\"model\":\"m\",\"messages\":[{{\"role\":\"user\",\"content\":\"x\"}}]}}}}\n"
+        ));
+    }
+    std::fs::write(&reqs, lines).expect("write");
+    let reqs = reqs.to_str().expect("utf-8 path");
+    assert_eq!(
+        exit_after_one_line(&["merge", "--input", reqs, "-o", "-"], false),
+        Some(1)
+    );
 }
 
 #[test]

@@ -52,14 +52,53 @@ pub fn write(
     request_body: bool,
     render: &(dyn Fn(&Record<'_>, &mut Vec<u8>) -> bool + Sync),
 ) -> Result<Tally> {
-    let mut out = Output::create(&args.output, args.fsync)
+    let out = Output::create(&args.output, args.fsync)
         .with_context(|| format!("cannot write {}", args.output.display()))?;
+    // Stdout may be closed early (`-o - | head`): every request is still
+    // walked, so the counts and the verdict are whole.
+    let mut out = UntilClosed {
+        inner: out,
+        closed: false,
+    };
     let bar = progress::bytes_bar(Some(merge.input_bytes()), "writing");
     let tally = merge.write(&mut out, request_body, render, &|n| bar.inc(n))?;
     bar.finish_and_clear();
-    out.commit()
-        .with_context(|| format!("cannot write {}", args.output.display()))?;
+    match out.inner.commit() {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+        r => r.with_context(|| format!("cannot write {}", args.output.display()))?,
+    }
     Ok(tally)
+}
+
+/// A writer that, once its reader has gone (a broken pipe), drops the rest.
+struct UntilClosed<W> {
+    inner: W,
+    closed: bool,
+}
+
+impl<W: Write> Write for UntilClosed<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.closed {
+            return Ok(buf.len());
+        }
+        match self.inner.write(buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                self.closed = true;
+                Ok(buf.len())
+            }
+            r => r,
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self.inner.flush() {
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                self.closed = true;
+                Ok(())
+            }
+            r => r,
+        }
+    }
 }
 
 fn print_problem(w: &mut dyn Write, p: &Problem, style: Style) -> std::io::Result<()> {

@@ -31,8 +31,10 @@ pub fn run(args: &MergeArgs) -> Result<Exit> {
         out.commit()
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
-    join::summarize(&merge, &args.join, &tally, "merged into")?;
     let clean = tally.count(Status::Succeeded) == tally.total()
         && merge.problem_counts().values().sum::<u64>() == 0;
-    Ok(if clean { Exit::Ok } else { Exit::Invalid })
+    let exit = if clean { Exit::Ok } else { Exit::Invalid };
+    crate::exit::record(exit);
+    join::summarize(&merge, &args.join, &tally, "merged into")?;
+    Ok(exit)
 }

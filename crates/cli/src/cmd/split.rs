@@ -106,6 +106,7 @@ pub fn run(args: &SplitArgs) -> Result<Exit> {
         }
     };
     if !checked.is_valid() && !args.skip_invalid {
+        crate::exit::record(Exit::Invalid);
         match args.format {
             Format::Json => {
                 let mut out = anstream::stdout().lock();
@@ -149,6 +150,7 @@ pub fn run(args: &SplitArgs) -> Result<Exit> {
     let plan = match planned {
         Ok(plan) => plan,
         Err(oversize) => {
+            crate::exit::record(Exit::Invalid);
             print_oversize(&name, &oversize)?;
             return Ok(Exit::Invalid);
         }

@@ -18,8 +18,9 @@ pub fn run(args: &ValidateArgs) -> Result<Exit> {
         let input = match Input::open(path) {
             Ok(input) => input,
             Err(e) => {
-                crate::print_error(&e.into());
                 worst = worst.max(Exit::Error);
+                crate::exit::record(worst);
+                crate::print_error(&e.into());
                 continue;
             }
         };
@@ -30,11 +31,18 @@ pub fn run(args: &ValidateArgs) -> Result<Exit> {
         let report = match result {
             Ok(report) => report,
             Err(e) => {
-                crate::print_error(&e.into());
                 worst = worst.max(Exit::Error);
+                crate::exit::record(worst);
+                crate::print_error(&e.into());
                 continue;
             }
         };
+        worst = worst.max(if report.is_valid() {
+            Exit::Ok
+        } else {
+            Exit::Invalid
+        });
+        crate::exit::record(worst);
         match args.format {
             Format::Json => {
                 let mut out = anstream::stdout().lock();
@@ -50,11 +58,6 @@ pub fn run(args: &ValidateArgs) -> Result<Exit> {
                 }
             }
         }
-        worst = worst.max(if report.is_valid() {
-            Exit::Ok
-        } else {
-            Exit::Invalid
-        });
     }
     Ok(worst)
 }
