@@ -684,7 +684,12 @@ const RETRY_EXAMPLES: &str = "\
 Examples:
   batchkit retry --input requests.jsonl output.jsonl errors.jsonl -o retry.jsonl
   batchkit retry --input requests.jsonl results/*.jsonl --status expired,cancelled -o retry.jsonl
-  batchkit retry --input requests.jsonl results/*.jsonl --code rate_limit_exceeded -o retry.jsonl
+  batchkit retry --input requests.jsonl results/*.jsonl --status failed --code context_length_exceeded -o retry.jsonl
+
+By default the retry file holds what can succeed when sent again: requests
+that expired, were cancelled or have no result, and failures with 408, 409,
+429, a 5xx, status 0 or no response. A 4xx is the request's own fault and
+fails again: retry those only when asked, with --status failed (and --code).
 
 The retry file holds the request lines byte for byte, in input order: upload it
 as a new batch, then merge the original results and the new ones together.
@@ -761,11 +766,15 @@ pub struct RetryArgs {
     #[command(flatten)]
     pub join: JoinArgs,
 
-    /// Statuses to retry.
-    #[arg(long, value_delimiter = ',', default_value = "failed,expired,cancelled,missing", value_parser = parse_status)]
+    /// Retry the requests of these statuses (failed, expired, cancelled,
+    /// missing) [default: what can succeed when sent again: expired,
+    /// cancelled, missing, and failures with 408/409/429/5xx, status 0 or no
+    /// response].
+    #[arg(long, value_delimiter = ',', value_name = "STATUS", value_parser = parse_status)]
     pub status: Vec<batchkit_core::results::Status>,
 
-    /// Retry only requests whose error code is one of these.
+    /// Retry only requests whose error code is one of these (with no
+    /// --status: among every request that did not succeed).
     #[arg(long, value_delimiter = ',', value_name = "CODE")]
     pub code: Vec<String>,
 }

@@ -172,7 +172,13 @@ fn retry_selects_by_status_and_code() {
         ],
         0,
     );
-    assert!(stderr.contains("(5 of 8 requests)"), "{stderr}");
+    // The default leaves out the model's 400 (context_length_exceeded): it
+    // would fail again; the rest can succeed when sent again.
+    assert!(stderr.contains("(4 of 8 requests)"), "{stderr}");
+    assert!(
+        stderr.contains("not retried, as they would fail again: context_length_exceeded (1)"),
+        "{stderr}"
+    );
     snapshot(
         "retry_expired",
         &[
@@ -199,12 +205,50 @@ fn retry_selects_by_status_and_code() {
         ],
         0,
     );
+    let (_, stderr) = snapshot(
+        "retry_failed",
+        &[
+            "retry",
+            "--status",
+            "failed",
+            "-i",
+            &data("requests.jsonl"),
+            &results[0],
+            &results[1],
+        ],
+        0,
+    );
+    assert!(stderr.contains("(2 of 8 requests)"), "the 400 and the status 0: {stderr}");
     // Every retried line is an input line, byte for byte, and validates.
     let input = std::fs::read_to_string(data("requests.jsonl")).unwrap();
     let retry = std::fs::read_to_string(data("expected/retry_default.jsonl")).unwrap();
     assert!(retry.lines().all(|l| input.lines().any(|i| i == l)));
     let v = run(&["validate", "-q", &data("expected/retry_default.jsonl")]);
     assert_eq!(v.status.code(), Some(0));
+}
+
+#[test]
+fn a_code_that_matches_nothing_says_so() {
+    // `--code batch_expird` (a typo) writes an empty file, exit 0, not silently.
+    let results = [data("round1.output.jsonl"), data("round1.errors.jsonl")];
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("retry.jsonl");
+    let o = run(&[
+        "retry",
+        "--code",
+        "batch_expird",
+        "-i",
+        &data("requests.jsonl"),
+        &results[0],
+        &results[1],
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(stderr.contains("warning: no request matches --code batch_expird"), "{stderr}");
+    assert!(stderr.contains("batch_expired (1)"), "the codes there are: {stderr}");
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "");
 }
 
 #[test]
