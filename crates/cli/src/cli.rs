@@ -701,8 +701,9 @@ Exit status:
 /// Request and result files to join.
 #[derive(Debug, Args)]
 pub struct JoinArgs {
-    /// A request file (repeat for the chunks of a split).
-    #[arg(long = "input", short = 'i', required = true, value_name = "REQUESTS")]
+    /// Request files, in order (several after one --input, or --input
+    /// again); the result files come after them.
+    #[arg(long = "input", short = 'i', required = true, value_name = "REQUESTS", num_args = 1..)]
     pub inputs: Vec<PathBuf>,
 
     /// Output and error files, in any order (an empty file is fine).

@@ -218,7 +218,10 @@ fn retry_selects_by_status_and_code() {
         ],
         0,
     );
-    assert!(stderr.contains("(2 of 8 requests)"), "the 400 and the status 0: {stderr}");
+    assert!(
+        stderr.contains("(2 of 8 requests)"),
+        "the 400 and the status 0: {stderr}"
+    );
     // Every retried line is an input line, byte for byte, and validates.
     let input = std::fs::read_to_string(data("requests.jsonl")).unwrap();
     let retry = std::fs::read_to_string(data("expected/retry_default.jsonl")).unwrap();
@@ -246,8 +249,14 @@ fn a_code_that_matches_nothing_says_so() {
     ]);
     assert_eq!(o.status.code(), Some(0));
     let stderr = String::from_utf8_lossy(&o.stderr);
-    assert!(stderr.contains("warning: no request matches --code batch_expird"), "{stderr}");
-    assert!(stderr.contains("batch_expired (1)"), "the codes there are: {stderr}");
+    assert!(
+        stderr.contains("warning: no request matches --code batch_expird"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("batch_expired (1)"),
+        "the codes there are: {stderr}"
+    );
     assert_eq!(std::fs::read_to_string(&out).unwrap(), "");
 }
 
@@ -404,4 +413,65 @@ fn gzip_and_stdin_results() {
     assert_eq!(o.status.code(), Some(1));
     let expected = std::fs::read_to_string(data("expected/round1.jsonl")).unwrap();
     assert_eq!(String::from_utf8_lossy(&o.stdout), expected);
+}
+
+#[test]
+fn several_inputs_after_one_flag_and_misplaced_files() {
+    // `merge --input chunks/*.jsonl results/*.jsonl`: the chunks are the
+    // inputs, the rest the results, whatever the glob put together.
+    let dir = tempfile::tempdir().unwrap();
+    let requests = std::fs::read_to_string(data("requests.jsonl")).unwrap();
+    let lines: Vec<&str> = requests.lines().collect();
+    let (a, b) = (
+        dir.path().join("chunk.001.jsonl"),
+        dir.path().join("chunk.002.jsonl"),
+    );
+    std::fs::write(&a, lines[..4].join("\n") + "\n").unwrap();
+    std::fs::write(&b, lines[4..].join("\n") + "\n").unwrap();
+    let (a, b) = (a.to_str().unwrap(), b.to_str().unwrap());
+    let out = dir.path().join("merged.jsonl");
+    let o = run(&[
+        "merge",
+        "--input",
+        a,
+        b,
+        &data("round1.output.jsonl"),
+        &data("round1.errors.jsonl"),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("(8 of 8 requests)"), "{stderr}");
+    assert!(!stderr.contains("unknown_custom_id"), "{stderr}");
+
+    // A request file among the results is refused, naming it.
+    let o = run(&[
+        "merge",
+        "--input",
+        a,
+        &data("round1.output.jsonl"),
+        b,
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains(&format!("{b} looks like a request file")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("given as a result file"), "{stderr}");
+    // And results alone as --input too.
+    let o = run(&[
+        "retry",
+        &data("requests.jsonl"),
+        "--input",
+        &data("round1.output.jsonl"),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(stderr.contains("looks like a request file"), "{stderr}");
 }

@@ -18,7 +18,7 @@ pub fn run(args: &MergeArgs) -> Result<Exit> {
     let line = MergedLine {
         with_request: args.with_request,
         text: args.text,
-        input_name: args.join.inputs.len() > 1,
+        input_name: merge.input_files() > 1,
     };
     let tally = join::write(&merge, &args.join, args.with_request, &|record, buf| {
         line.render(record, buf);

@@ -115,6 +115,46 @@ pub enum MergeError {
     /// More files than a merge can index.
     #[error("too many files: at most {MAX_FILES} result files")]
     TooManyFiles,
+    /// A file of one kind given where the other is expected.
+    #[error(
+        "{} looks like {} but was given as {}; give request files with --input (several after one --input are fine) and result files after them",
+        .file.display(),
+        .looks_like.describe(),
+        .given_as.describe_as()
+    )]
+    Misplaced {
+        /// The file.
+        file: PathBuf,
+        /// What its first line looks like.
+        looks_like: FileKind,
+        /// Where it was given.
+        given_as: FileKind,
+    },
+}
+
+/// What a file holds, judged by its first line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileKind {
+    /// Request lines (`body`, and no `response`, `error` or `result`).
+    Requests,
+    /// Result lines (`response`, `error` or `result`).
+    Results,
+}
+
+impl FileKind {
+    fn describe(self) -> &'static str {
+        match self {
+            FileKind::Requests => "a request file (its lines have a `body` and no `response`)",
+            FileKind::Results => "a result file (its lines have a `response` or `error`)",
+        }
+    }
+
+    fn describe_as(self) -> &'static str {
+        match self {
+            FileKind::Requests => "a request file (--input)",
+            FileKind::Results => "a result file",
+        }
+    }
 }
 
 /// Results joined to their requests, ready to be written.
@@ -130,7 +170,11 @@ pub struct Merge {
 }
 
 impl Merge {
-    /// Index `inputs` and `results` and join them.
+    /// Index `inputs` and `results` and join them. Files at the end of
+    /// `inputs` from the first one that holds results on are taken as the
+    /// first results (so `--input a.jsonl b.jsonl results...` reads as
+    /// meant); a request file among the results, or a result file before a
+    /// request file, is [`MergeError::Misplaced`].
     pub fn new(
         inputs: &[PathBuf],
         results: &[PathBuf],
@@ -139,14 +183,36 @@ impl Merge {
         if inputs.len() >= MAX_FILES || results.len() >= MAX_FILES {
             return Err(MergeError::TooManyFiles);
         }
-        let inputs: Vec<Side> = inputs
+        let mut inputs: Vec<Side> = inputs
             .iter()
             .map(|p| Side::open(p))
             .collect::<Result<_, _>>()?;
-        let results: Vec<Side> = results
+        let mut results: Vec<Side> = results
             .iter()
             .map(|p| Side::open(p))
             .collect::<Result<_, _>>()?;
+        // `--input a.jsonl b.jsonl out.jsonl err.jsonl`: the result files
+        // at the end of the inputs are the first results.
+        let first_result = inputs
+            .iter()
+            .position(|s| s.kind() == Some(FileKind::Results))
+            .unwrap_or(inputs.len());
+        let moved: Vec<Side> = inputs.drain(first_result..).collect();
+        results.splice(0..0, moved);
+        for (sides, given_as) in [(&inputs, FileKind::Requests), (&results, FileKind::Results)] {
+            for side in sides {
+                match side.kind() {
+                    Some(kind) if kind != given_as => {
+                        return Err(MergeError::Misplaced {
+                            file: side.name.clone(),
+                            looks_like: kind,
+                            given_as,
+                        });
+                    }
+                    _ => {}
+                }
+            }
+        }
         let mut m = Merge {
             chosen: inputs
                 .iter()
@@ -183,6 +249,12 @@ impl Merge {
     /// How many problems of each kind (all of them, however many are kept).
     pub fn problem_counts(&self) -> &BTreeMap<ProblemKind, u64> {
         &self.problem_counts
+    }
+
+    /// How many request files were merged (after any result files given
+    /// among the inputs were moved to the results).
+    pub fn input_files(&self) -> usize {
+        self.inputs.len()
     }
 
     /// Result lines read, blank ones included.

@@ -47,6 +47,25 @@ impl Side {
         })
     }
 
+    /// What the first non-blank line looks like, if it is a JSON object
+    /// that is clearly one or the other.
+    pub(super) fn kind(&self) -> Option<super::FileKind> {
+        let first = crate::lines::Lines::new(self.bytes.bytes())
+            .map(|l| l.bytes)
+            .find(|l| !crate::lines::is_blank(l))?;
+        let v: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(first).ok()?;
+        let result = ["response", "error", "result"]
+            .iter()
+            .any(|k| v.contains_key(*k));
+        if result {
+            Some(super::FileKind::Results)
+        } else if v.contains_key("body") || v.contains_key("params") {
+            Some(super::FileKind::Requests)
+        } else {
+            None
+        }
+    }
+
     pub(super) fn line_at(&self, offset: usize) -> &[u8] {
         let rest = &self.bytes.bytes()[offset.min(self.bytes.bytes().len())..];
         let end = memchr::memchr(b'\n', rest).unwrap_or(rest.len());
