@@ -573,7 +573,12 @@ Examples:
 
 Input tokens are estimated offline with the model's BPE encoding (o200k_base
 for gpt-4o/4.1/5 and o-series, cl100k_base for gpt-4, gpt-3.5 and
-text-embedding-3; others: o200k_base unless --encoding).";
+text-embedding-3; others: o200k_base unless --encoding).
+
+Exit status:
+  0  the file has no errors
+  1  some lines have errors (counted by code; `batchkit validate` lists them)
+  2  usage error, or the file could not be read";
 
 /// Arguments of `batchkit split`.
 #[derive(Debug, Args)]

@@ -268,6 +268,14 @@ struct Stats {
     embedding_inputs: u64,
     chunks: Option<u64>,
     cost_usd: Option<Cost>,
+    errors: StatsErrors,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StatsErrors {
+    lines: u64,
+    by_code: std::collections::BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -346,8 +354,27 @@ fn stats_counts_tokens_and_cost() {
     assert!((c.input.unwrap() - input_cost).abs() < 1e-9);
     assert!((c.max_output.unwrap() - 1000.0 * 5.0 / 1e6).abs() < 1e-9);
     assert!((c.total_at_most.unwrap() - c.input.unwrap() - c.max_output.unwrap()).abs() < 1e-9);
+    assert_eq!((s.errors.lines, s.errors.by_code.len()), (0, 0));
     let human = run(&["stats", input.to_str().unwrap()]);
     assert!(String::from_utf8_lossy(&human.stdout).contains("split would make 3 chunks"));
+}
+
+#[test]
+fn stats_on_a_file_with_errors_says_so_and_exits_1() {
+    let broken = testdata("example-broken.jsonl");
+    let o = run(&["stats", "--format", "json", &broken]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let s: Stats = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(s.errors.lines, 4);
+    assert_eq!(s.errors.by_code["duplicate_custom_id"], 1);
+    assert_eq!(s.errors.by_code["invalid_json_line"], 1);
+    let human = run(&["stats", &broken]);
+    assert_eq!(human.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&human.stdout);
+    assert!(
+        text.contains("errors:     4 lines would be rejected"),
+        "{text}"
+    );
 }
 
 /// Every file in `dir`, by name.

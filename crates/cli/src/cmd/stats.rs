@@ -4,8 +4,9 @@ use std::collections::BTreeMap;
 use std::io::Write;
 
 use anyhow::Result;
-use batchkit_core::Input;
 use batchkit_core::split::Plan;
+use batchkit_core::validate::validate_bytes_with_progress;
+use batchkit_core::{Input, Severity};
 use serde::Serialize;
 
 use crate::cli::{Format, StatsArgs};
@@ -28,6 +29,14 @@ struct Stats {
     /// Chunks `split` would make with the same limits (null: some line fits no chunk).
     chunks: Option<u64>,
     cost_usd: Option<Cost>,
+    /// Lines the service would reject (`batchkit validate` lists them).
+    errors: Errors,
+}
+
+#[derive(Serialize)]
+struct Errors {
+    lines: u64,
+    by_code: BTreeMap<&'static str, u64>,
 }
 
 #[derive(Serialize, Default)]
@@ -81,10 +90,32 @@ pub fn run(args: &StatsArgs) -> Result<Exit> {
     by_model.max_tokens = None;
     // Validation and token counting each pass over the bytes once.
     let bar = progress::bytes_bar(Some(2 * bytes.len() as u64), "counting");
-    let plan = Plan::new(bytes, &by_model, Vec::new(), &|n| bar.inc(n));
+    let mut vcfg = by_model.validation();
+    vcfg.keep = Some(0);
+    let mut report = validate_bytes_with_progress(bytes, &vcfg, &|n| bar.inc(n));
+    let facts = std::mem::take(&mut report.facts);
+    let groups = std::mem::take(&mut report.groups);
+    let plan = Plan::from_facts(
+        bytes,
+        &by_model,
+        facts,
+        groups,
+        report.summary.blank_lines,
+        Vec::new(),
+        &|n| bar.inc(n),
+    );
     bar.finish_and_clear();
     let plan =
         plan.map_err(|_| anyhow::anyhow!("a plan without limits cannot have oversize lines"))?;
+    let errors = Errors {
+        lines: report.bad_lines.len() as u64,
+        by_code: report
+            .counts
+            .iter()
+            .filter(|(c, n)| *n > 0 && c.severity() == Severity::Error)
+            .map(|(c, n)| (c.as_str(), n))
+            .collect(),
+    };
     let chunks = plan.recut(&cfg).ok().map(|c| c.len() as u64);
     let mut groups: Vec<GroupStats> = plan
         .groups
@@ -145,7 +176,14 @@ pub fn run(args: &StatsArgs) -> Result<Exit> {
         embedding_inputs: inputs,
         chunks,
         cost_usd: cost,
+        errors,
     };
+    let exit = if stats.errors.lines > 0 {
+        Exit::Invalid
+    } else {
+        Exit::Ok
+    };
+    crate::exit::record(exit);
     match args.format {
         Format::Json => {
             let mut out = anstream::stdout().lock();
@@ -154,7 +192,7 @@ pub fn run(args: &StatsArgs) -> Result<Exit> {
         }
         Format::Human => print_human(&stats)?,
     }
-    Ok(Exit::Ok)
+    Ok(exit)
 }
 
 fn print_human(s: &Stats) -> Result<()> {
@@ -169,6 +207,21 @@ fn print_human(s: &Stats) -> Result<()> {
         thousands(s.bytes),
         thousands(s.longest_line)
     )?;
+    if s.errors.lines > 0 {
+        let codes: Vec<String> = s
+            .errors
+            .by_code
+            .iter()
+            .map(|(c, n)| format!("{c}: {}", thousands(*n)))
+            .collect();
+        writeln!(
+            out,
+            "  errors:     {} lines would be rejected ({}); `batchkit validate {}` lists them",
+            thousands(s.errors.lines),
+            codes.join(", "),
+            s.file
+        )?;
+    }
     for g in &s.groups {
         writeln!(
             out,
