@@ -447,3 +447,29 @@ fn random_bytes_end_in_exit_0_or_1() {
         report(&o);
     }
 }
+
+#[test]
+fn a_name_without_jsonl_is_warned_about_as_the_upload_would_refuse_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let named = dir.path().join("requests.txt");
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/example.jsonl"),
+        &named,
+    )
+    .expect("copy");
+    let out = batchkit()
+        .args(["validate", "--format", "json"])
+        .arg(&named)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(0), "a warning, not an error");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let w = &v["warnings"]["data"][0];
+    assert_eq!(w["code"], "invalid_file_format", "{v}");
+    assert_eq!(w["message"], "Invalid file format for Batch API. Must be .jsonl");
+    // A .jsonl.gz is the name of a file that is uncompressed before upload.
+    let gz = dir.path().join("requests.jsonl.gz");
+    std::fs::write(&gz, b"").expect("write");
+    let out = batchkit().arg("validate").arg(&gz).output().expect("run");
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("invalid_file_format"));
+}

@@ -79,6 +79,8 @@ codes! {
     EmptyFile => "empty_file", Error;
     /// An empty or whitespace-only line (skipped by the services).
     BlankLine => "blank_line", Warning;
+    /// The file's name does not end in `.jsonl`, which OpenAI's upload requires.
+    InvalidFileFormat => "invalid_file_format", Warning;
 }
 
 impl fmt::Display for Code {

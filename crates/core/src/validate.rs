@@ -115,6 +115,32 @@ impl Report {
         self.counts.total(Severity::Error)
     }
 
+    /// Add the file-name check the service makes at upload: a batch input
+    /// must be named `*.jsonl` (`*.jsonl.gz` is taken as the name of a
+    /// file that will be uncompressed first; stdin has no name to check).
+    pub fn check_file_name(&mut self, name: &std::path::Path) {
+        if name.as_os_str() == "-" {
+            return;
+        }
+        let file = name
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let file = file.strip_suffix(".gz").unwrap_or(&file);
+        if !file.ends_with(".jsonl") {
+            self.counts.add(Code::InvalidFileFormat);
+            self.diagnostics.push(
+                Diagnostic::new(
+                    Code::InvalidFileFormat,
+                    "Invalid file format for Batch API. Must be .jsonl",
+                )
+                .hint(format!(
+                    "OpenAI refuses the upload of '{file}': rename it to end in .jsonl"
+                )),
+            );
+        }
+    }
+
     /// Number of warnings found.
     pub fn warnings(&self) -> u64 {
         self.counts.total(Severity::Warning)

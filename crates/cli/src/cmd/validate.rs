@@ -28,7 +28,7 @@ pub fn run(args: &ValidateArgs) -> Result<Exit> {
         let bar = progress::bytes_bar(input.size_hint, &format!("validating {}", name.display()));
         let result = validate(input, &cfg, &|n| bar.inc(n));
         bar.finish_and_clear();
-        let report = match result {
+        let mut report = match result {
             Ok(report) => report,
             Err(e) => {
                 worst = worst.max(Exit::Error);
@@ -37,6 +37,7 @@ pub fn run(args: &ValidateArgs) -> Result<Exit> {
                 continue;
             }
         };
+        report.check_file_name(&name);
         worst = worst.max(if report.is_valid() {
             Exit::Ok
         } else {
