@@ -605,6 +605,11 @@ pub struct SplitArgs {
     #[arg(long)]
     pub dry_run: bool,
 
+    /// Write into --out-dir even if it holds files an earlier split did not
+    /// write (they are left alone).
+    #[arg(long)]
+    pub force: bool,
+
     /// Write chunks through the page cache instead of straight to disk
     /// (direct I/O, the default where the file system supports it). May
     /// return sooner on slow disks, at the cost of memory.

@@ -466,7 +466,10 @@ fn a_name_without_jsonl_is_warned_about_as_the_upload_would_refuse_it() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     let w = &v["warnings"]["data"][0];
     assert_eq!(w["code"], "invalid_file_format", "{v}");
-    assert_eq!(w["message"], "Invalid file format for Batch API. Must be .jsonl");
+    assert_eq!(
+        w["message"],
+        "Invalid file format for Batch API. Must be .jsonl"
+    );
     // A .jsonl.gz is the name of a file that is uncompressed before upload.
     let gz = dir.path().join("requests.jsonl.gz");
     std::fs::write(&gz, b"").expect("write");

@@ -463,3 +463,62 @@ fn hundreds_of_models_each_get_their_chunks() {
         assert_eq!(String::from_utf8(got).unwrap(), want, "model {model}");
     }
 }
+
+#[test]
+fn splitting_twice_into_one_dir_never_mixes_the_two() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = mixed(dir.path());
+    let out = dir.path().join("chunks");
+    let split = |extra: &[&str]| {
+        let mut args = vec![
+            "split",
+            input.to_str().unwrap(),
+            "--out-dir",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        run(&args)
+    };
+    let names = || -> Vec<String> {
+        let mut n: Vec<String> = std::fs::read_dir(&out)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        n.sort();
+        n
+    };
+    assert_eq!(split(&["--max-requests", "7"]).status.code(), Some(0));
+    assert_eq!(names().len(), 9 + 1, "9 chunks and the manifest");
+    // Again with bigger chunks: the earlier *.002 ... chunks are gone.
+    assert_eq!(split(&["--max-requests", "20"]).status.code(), Some(0));
+    let now = names();
+    assert_eq!(now.len(), 3 + 1, "{now:?}");
+    let manifest: Manifest =
+        serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
+    let listed: Vec<&str> = manifest.chunks.iter().map(|c| c.path.as_str()).collect();
+    assert!(
+        now.iter()
+            .filter(|n| *n != "manifest.json")
+            .all(|n| listed.contains(&n.as_str()))
+    );
+
+    // A file split did not write: refused, exit 2, nothing changed.
+    std::fs::write(out.join("notes.jsonl"), "{}\n").unwrap();
+    let o = split(&["--max-requests", "7"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("notes.jsonl"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--force"), "{}", stderr(&o));
+    assert_eq!(
+        names(),
+        now.iter()
+            .cloned()
+            .chain(["notes.jsonl".to_owned()])
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect::<Vec<_>>()
+    );
+    let o = split(&["--max-requests", "7", "--force"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(names().contains(&"notes.jsonl".to_owned()));
+    assert_eq!(names().len(), 9 + 1 + 1);
+}

@@ -76,6 +76,10 @@ pub fn run(args: &SplitArgs) -> Result<Exit> {
     let input_name = name.display().to_string();
     let direct = !args.buffered;
     let total = Some(bytes.len() as u64);
+    let earlier = match (&args.out_dir, args.dry_run) {
+        (Some(dir), false) => claim(dir, args.force)?,
+        _ => Vec::new(),
+    };
 
     // One pass: the validation also collects what planning needs, and
     // when writing, chunks are written while the rest is still checked.
@@ -93,6 +97,7 @@ pub fn run(args: &SplitArgs) -> Result<Exit> {
                 let manifest = staged
                     .commit(dir, &input_name, &stem, &cfg)
                     .with_context(|| format!("cannot write chunks to {}", dir.display()))?;
+                retire(dir, &earlier, &manifest)?;
                 print_manifest(args, &manifest)?;
                 return Ok(Exit::Ok);
             }
@@ -165,8 +170,73 @@ pub fn run(args: &SplitArgs) -> Result<Exit> {
         _ => plan.manifest(&input_name, &stem, &cfg, None),
     };
     writing.finish_and_clear();
+    if let (Some(dir), false) = (&args.out_dir, args.dry_run) {
+        retire(dir, &earlier, &manifest)?;
+    }
     print_manifest(args, &manifest)?;
     Ok(Exit::Ok)
+}
+
+/// The files an earlier split wrote into `dir` (from its manifest); any
+/// other file there is refused unless `force`, so a directory never mixes a
+/// split's chunks with files that would be uploaded along with them.
+fn claim(dir: &Path, force: bool) -> Result<Vec<String>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", dir.display())),
+    };
+    let mut earlier = Vec::new();
+    if let Ok(text) = std::fs::read_to_string(dir.join("manifest.json")) {
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        for c in v["chunks"].as_array().into_iter().flatten() {
+            earlier.extend(c["path"].as_str().map(str::to_owned));
+        }
+        earlier.extend(v["rejects"]["path"].as_str().map(str::to_owned));
+        earlier.extend(v["rejects"]["report"].as_str().map(str::to_owned));
+    }
+    let mut foreign: Vec<String> = Vec::new();
+    for entry in entries {
+        let name = entry?.file_name().to_string_lossy().into_owned();
+        // A killed split's temporary chunks are its own; the next split
+        // replaces them.
+        let own_temp = name.starts_with(".batchkit-split.") && name.ends_with(".tmp");
+        if name != "manifest.json" && !own_temp && !earlier.contains(&name) {
+            foreign.push(name);
+        }
+    }
+    foreign.sort();
+    if !foreign.is_empty() && !force {
+        let shown: Vec<&str> = foreign.iter().take(5).map(String::as_str).collect();
+        anyhow::bail!(
+            "{} holds {} files that no earlier split wrote there ({}{}); split into an empty or new directory, or pass --force to leave them beside the chunks",
+            dir.display(),
+            foreign.len(),
+            shown.join(", "),
+            if foreign.len() > 5 { ", ..." } else { "" }
+        );
+    }
+    Ok(earlier)
+}
+
+/// Remove what the earlier split wrote and the new one did not replace.
+fn retire(dir: &Path, earlier: &[String], manifest: &Manifest) -> Result<()> {
+    let kept: Vec<&str> = manifest
+        .chunks
+        .iter()
+        .map(|c| c.path.as_str())
+        .chain(manifest.rejects.as_ref().map(|r| r.path.as_str()))
+        .collect();
+    for name in earlier.iter().filter(|n| !kept.contains(&n.as_str())) {
+        match std::fs::remove_file(dir.join(name)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e)
+                    .with_context(|| format!("cannot remove {} from an earlier split", name));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// Print what was written (or would be), as JSON or for people.
