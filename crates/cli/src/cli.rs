@@ -713,8 +713,14 @@ Exit status:
 pub struct JoinArgs {
     /// Request files, in order (several after one --input, or --input
     /// again); the result files come after them.
-    #[arg(long = "input", short = 'i', required = true, value_name = "REQUESTS", num_args = 1..)]
+    #[arg(long = "input", short = 'i', required_unless_present = "manifest", value_name = "REQUESTS", num_args = 1..)]
     pub inputs: Vec<PathBuf>,
+
+    /// The manifest.json of a split: its chunks are the request files, in
+    /// order, and merged lines give the line in the file that was split
+    /// (`line`) and the chunk (`chunk`).
+    #[arg(long, value_name = "MANIFEST", conflicts_with = "inputs")]
+    pub manifest: Option<PathBuf>,
 
     /// Output and error files, in any order (an empty file is fine).
     #[arg(value_name = "RESULT_FILE")]

@@ -522,3 +522,87 @@ fn splitting_twice_into_one_dir_never_mixes_the_two() {
     assert!(names().contains(&"notes.jsonl".to_owned()));
     assert_eq!(names().len(), 9 + 1 + 1);
 }
+
+#[test]
+fn merge_with_the_manifest_gives_the_split_files_line_numbers() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = mixed(dir.path());
+    let out = dir.path().join("chunks");
+    let o = run(&[
+        "split",
+        input.to_str().unwrap(),
+        "--out-dir",
+        out.to_str().unwrap(),
+        "--max-requests",
+        "7",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    // Results for every chunk line but one, in reverse order, in one file.
+    let mut results: Vec<String> = Vec::new();
+    for entry in std::fs::read_dir(&out).unwrap() {
+        let path = entry.unwrap().path();
+        if path.file_name().unwrap() == "manifest.json" {
+            continue;
+        }
+        for line in std::fs::read_to_string(&path).unwrap().lines() {
+            let id = serde_json::from_str::<serde_json::Value>(line).unwrap()["custom_id"].clone();
+            results.push(format!(r#"{{"id":"r","custom_id":{id},"response":{{"status_code":200,"request_id":"q","body":{{}}}},"error":null}}"#));
+        }
+    }
+    results.sort();
+    results.reverse();
+    results.retain(|l| !l.contains(r#""c10""#));
+    let res = dir.path().join("output.jsonl");
+    std::fs::write(&res, results.join("\n") + "\n").unwrap();
+    let merged = dir.path().join("merged.jsonl");
+    let manifest = out.join("manifest.json");
+    let o = run(&[
+        "merge",
+        "--manifest",
+        manifest.to_str().unwrap(),
+        res.to_str().unwrap(),
+        "-o",
+        merged.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "one missing: {}", stderr(&o));
+    let original: Vec<String> = std::fs::read_to_string(&input)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let m: Manifest = serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
+    let chunks: Vec<&str> = m.chunks.iter().map(|c| c.path.as_str()).collect();
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&merged)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 60);
+    for l in &lines {
+        let n = l["line"].as_u64().unwrap() as usize;
+        let id = l["custom_id"].as_str().unwrap();
+        assert!(
+            original[n - 1].contains(&format!(r#""custom_id":"{id}""#)),
+            "line {n} is not {id}"
+        );
+        assert!(chunks.contains(&l["chunk"].as_str().unwrap()), "{l}");
+        assert!(l.get("input").is_none(), "chunks are named by `chunk`: {l}");
+        let want = if id == "c10" { "missing" } else { "succeeded" };
+        assert_eq!(l["status"], want);
+    }
+    // retry --manifest writes the one request that has no result.
+    let retry = dir.path().join("retry.jsonl");
+    let o = run(&[
+        "retry",
+        "--manifest",
+        manifest.to_str().unwrap(),
+        res.to_str().unwrap(),
+        "-o",
+        retry.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(
+        std::fs::read_to_string(&retry).unwrap().trim(),
+        original[10]
+    );
+}

@@ -1,8 +1,9 @@
 //! What `merge` and `retry` share: opening the files, joining them, and
 //! reporting the outcome.
 
+use std::collections::HashMap;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anstyle::{AnsiColor, Style};
 use anyhow::{Context, Result};
@@ -21,10 +22,68 @@ const DIM: Style = Style::new().dimmed();
 const WARN: Style = AnsiColor::Yellow.on_default().bold();
 const ERROR: Style = AnsiColor::Red.on_default().bold();
 
+/// Where each chunk of a split came from: its lines in the file that was
+/// split, from the split's manifest.
+pub struct Origins {
+    by_path: HashMap<PathBuf, (String, Vec<[u64; 2]>)>,
+}
+
+impl Origins {
+    /// Read `manifest`: the chunks (the request files, in order) and where
+    /// their lines came from.
+    fn read(manifest: &Path) -> Result<(Vec<PathBuf>, Origins)> {
+        let text = std::fs::read_to_string(manifest)
+            .with_context(|| format!("cannot read {}", manifest.display()))?;
+        let v: serde_json::Value = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a split's manifest.json", manifest.display()))?;
+        let dir = manifest.parent().unwrap_or(Path::new("."));
+        let chunks = v["chunks"]
+            .as_array()
+            .with_context(|| format!("{} has no `chunks` list", manifest.display()))?;
+        let mut inputs = Vec::new();
+        let mut by_path = HashMap::new();
+        for c in chunks {
+            let name = c["path"]
+                .as_str()
+                .with_context(|| format!("a chunk in {} has no path", manifest.display()))?;
+            let ranges: Vec<[u64; 2]> =
+                serde_json::from_value(c["lines"].clone()).with_context(|| {
+                    format!("chunk {name} in {} has no line ranges", manifest.display())
+                })?;
+            let path = dir.join(name);
+            inputs.push(path.clone());
+            by_path.insert(path, (name.to_owned(), ranges));
+        }
+        Ok((inputs, Origins { by_path }))
+    }
+
+    /// The line in the split file, and the chunk's name, of line `line` of
+    /// chunk `input`.
+    pub fn of(&self, input: &Path, line: u64) -> Option<(u64, &str)> {
+        let (name, ranges) = self.by_path.get(input)?;
+        let mut k = line;
+        for &[first, last] in ranges {
+            let n = last - first + 1;
+            if k <= n {
+                return Some((first + k - 1, name));
+            }
+            k -= n;
+        }
+        None
+    }
+}
+
 /// Join the files, or explain why they cannot be joined (`Err(exit)`).
-pub fn open(args: &JoinArgs) -> Result<Result<Merge, Exit>> {
-    match Merge::new(&args.inputs, &args.results, &args.to_config()) {
-        Ok(m) => Ok(Ok(m)),
+pub fn open(args: &JoinArgs) -> Result<Result<(Merge, Option<Origins>), Exit>> {
+    let (inputs, origins) = match &args.manifest {
+        Some(m) => {
+            let (inputs, origins) = Origins::read(m)?;
+            (inputs, Some(origins))
+        }
+        None => (args.inputs.clone(), None),
+    };
+    match Merge::new(&inputs, &args.results, &args.to_config()) {
+        Ok(m) => Ok(Ok((m, origins))),
         Err(MergeError::InvalidInput { problems, count }) => {
             let mut err = anstream::stderr().lock();
             for p in &problems {

@@ -11,17 +11,24 @@ use crate::exit::Exit;
 
 /// Merge, write, summarize.
 pub fn run(args: &MergeArgs) -> Result<Exit> {
-    let merge = match join::open(&args.join)? {
+    let (merge, origins) = match join::open(&args.join)? {
         Ok(m) => m,
         Err(exit) => return Ok(exit),
     };
     let line = MergedLine {
         with_request: args.with_request,
         text: args.text,
-        input_name: merge.input_files() > 1,
+        // A split's chunks are named by the `chunk` field instead.
+        input_name: merge.input_files() > 1 && origins.is_none(),
     };
     let tally = join::write(&merge, &args.join, args.with_request, &|record, buf| {
-        line.render(record, buf);
+        match origins
+            .as_ref()
+            .and_then(|o| o.of(record.input, record.line))
+        {
+            Some((original, chunk)) => line.render_as(record, original, Some(chunk), buf),
+            None => line.render(record, buf),
+        }
         true
     })?;
     if let Some(path) = &args.unknown {

@@ -13,7 +13,7 @@ use crate::exit::Exit;
 /// Select, write, summarize.
 pub fn run(args: &RetryArgs) -> Result<Exit> {
     let merge = match join::open(&args.join)? {
-        Ok(m) => m,
+        Ok((m, _)) => m,
         Err(exit) => return Ok(exit),
     };
     let chosen = !args.status.is_empty() || !args.code.is_empty();

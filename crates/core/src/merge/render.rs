@@ -212,6 +212,13 @@ impl MergedLine {
     /// `{"custom_id","line","status","status_code","response","error"}` and
     /// the extras asked for. Raw JSON from the files is copied verbatim.
     pub fn render(&self, r: &Record<'_>, buf: &mut Vec<u8>) {
+        self.render_as(r, r.line, None, buf);
+    }
+
+    /// As [`MergedLine::render`], with `line` in place of the record's own
+    /// (the line in the file that was split, for a chunk) and, if given, a
+    /// `"chunk"` field naming the chunk the request was in.
+    pub fn render_as(&self, r: &Record<'_>, line: u64, chunk: Option<&str>, buf: &mut Vec<u8>) {
         let json = |buf: &mut Vec<u8>, s: &str| {
             // Serializing a str into a Vec cannot fail.
             let _ = serde_json::to_writer(&mut *buf, s);
@@ -221,7 +228,7 @@ impl MergedLine {
         buf.extend_from_slice(
             format!(
                 ",\"line\":{},\"status\":\"{}\",\"status_code\":",
-                r.line,
+                line,
                 r.status.as_str()
             )
             .as_bytes(),
@@ -260,6 +267,10 @@ impl MergedLine {
                 }
                 buf.push(b'}');
             }
+        }
+        if let Some(c) = chunk {
+            buf.extend_from_slice(b",\"chunk\":");
+            json(buf, c);
         }
         if self.input_name {
             buf.extend_from_slice(b",\"input\":");

@@ -277,6 +277,7 @@ fn merge_into(
 ) -> Result<Result<(batchkit_core::merge::Tally, bool), Exit>> {
     let join_args = JoinArgs {
         inputs: vec![input.to_owned()],
+        manifest: None,
         results,
         output: output.to_owned(),
         prefer: Prefer::First,
@@ -285,7 +286,7 @@ fn merge_into(
         fsync: false,
     };
     let merge = match join::open(&join_args)? {
-        Ok(m) => m,
+        Ok((m, _)) => m,
         Err(exit) => return Ok(Err(exit)),
     };
     let tally = join::write(&merge, &join_args, false, render)?;
