@@ -794,6 +794,13 @@ pub struct RetryArgs {
     /// --status: among every request that did not succeed).
     #[arg(long, value_delimiter = ',', value_name = "CODE")]
     pub code: Vec<String>,
+
+    /// Whose batch rules the retry file must meet (one endpoint, one model
+    /// for openai and azure, the request and size limits): when the
+    /// requests do not fit one batch, they are written as one file per
+    /// batch into a directory named after -o, with a manifest.
+    #[arg(long, value_name = "NAME", default_value = "openai")]
+    pub provider: Provider,
 }
 
 fn parse_status(s: &str) -> anyhow::Result<batchkit_core::results::Status> {

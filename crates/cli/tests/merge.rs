@@ -475,3 +475,77 @@ fn several_inputs_after_one_flag_and_misplaced_files() {
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(stderr.contains("looks like a request file"), "{stderr}");
 }
+
+#[test]
+fn a_retry_of_two_models_is_one_file_per_batch_that_validates() {
+    let dir = tempfile::tempdir().unwrap();
+    let reqs = dir.path().join("requests.jsonl");
+    let line = |id: &str, model: &str| {
+        format!(
+            r#"{{"custom_id":"{id}","method":"POST","url":"/v1/chat/completions","body":{{"model":"{model}","messages":[{{"role":"user","content":"x"}}]}}}}"#
+        )
+    };
+    std::fs::write(
+        &reqs,
+        [
+            line("a", "gpt-4o-mini"),
+            line("b", "gpt-4o"),
+            line("c", "gpt-4o"),
+        ]
+        .join("\n")
+            + "\n",
+    )
+    .unwrap();
+    let out = dir.path().join("retry.jsonl");
+    let o = run(&[
+        "retry",
+        "--input",
+        reqs.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        !out.exists(),
+        "a file OpenAI would reject (two models) is not left"
+    );
+    let chunks = dir.path().join("retry");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&chunks)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap() != "manifest.json")
+        .collect();
+    files.sort();
+    assert_eq!(files.len(), 2);
+    let mut ids = 0;
+    for f in &files {
+        let v = run(&["validate", "-q", f.to_str().unwrap()]);
+        assert_eq!(
+            v.status.code(),
+            Some(0),
+            "{}: {}",
+            f.display(),
+            String::from_utf8_lossy(&v.stderr)
+        );
+        ids += std::fs::read_to_string(f).unwrap().lines().count();
+    }
+    assert_eq!(ids, 3);
+    assert!(chunks.join("manifest.json").exists());
+    // With one model (vllm takes several per file) the single file stays.
+    let o = run(&[
+        "retry",
+        "--provider",
+        "vllm",
+        "--input",
+        reqs.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0));
+    assert_eq!(std::fs::read_to_string(&out).unwrap().lines().count(), 3);
+}

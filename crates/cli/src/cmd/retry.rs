@@ -3,8 +3,13 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use anyhow::Result;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use batchkit_core::Input;
 use batchkit_core::results::Status;
+use batchkit_core::split::{Plan, SplitConfig};
+use batchkit_core::tokens::TokenCounter;
 
 use crate::cli::RetryArgs;
 use crate::cmd::join;
@@ -64,6 +69,9 @@ pub fn run(args: &RetryArgs) -> Result<Exit> {
             codes(&skipped)
         );
     }
+    if tally.written > 0 && args.join.output.as_os_str() != "-" {
+        one_batch_or_split(args)?;
+    }
     let not_succeeded = tally.total() - tally.count(Status::Succeeded);
     if chosen && tally.written == 0 && not_succeeded > 0 {
         let mut asked = Vec::new();
@@ -81,4 +89,75 @@ pub fn run(args: &RetryArgs) -> Result<Exit> {
         );
     }
     Ok(Exit::Ok)
+}
+
+/// Leave the retry file as it is when it makes one batch the provider
+/// accepts; otherwise (several endpoints or models, or over a limit)
+/// replace it by one file per batch in a directory named after it, with a
+/// manifest, as `split` writes them: a retry file is never one the service
+/// would reject.
+fn one_batch_or_split(args: &RetryArgs) -> Result<()> {
+    let path = &args.join.output;
+    let profile = args.provider.profile();
+    let cfg = SplitConfig {
+        limits: profile.limits,
+        profile,
+        max_tokens: None,
+        endpoint: None,
+        tokens: TokenCounter { forced: None },
+        count_tokens: false,
+    };
+    let mapped = Input::open(path)?.into_mapped()?;
+    let bytes = mapped.bytes();
+    let Ok(plan) = Plan::new(bytes, &cfg, Vec::new(), &|_| {}) else {
+        // A line too large for any batch was too large in the first round
+        // too; `validate` on the retry file says which.
+        return Ok(());
+    };
+    if plan.chunks.len() <= 1 {
+        return Ok(());
+    }
+    let dir = PathBuf::from(path.to_string_lossy().trim_end_matches(".jsonl").to_owned());
+    let dir = if dir == *path {
+        path.with_extension("d")
+    } else {
+        dir
+    };
+    let earlier = crate::cmd::split::claim(&dir, false)?;
+    let stem = crate::cmd::split::stem(path);
+    let manifest = plan
+        .write(
+            bytes,
+            &dir,
+            &path.display().to_string(),
+            &stem,
+            &cfg,
+            false,
+            &|_| {},
+        )
+        .with_context(|| format!("cannot write {}", dir.display()))?;
+    crate::cmd::split::retire(&dir, &earlier, &manifest)?;
+    drop(mapped);
+    std::fs::remove_file(path).with_context(|| format!("cannot remove {}", path.display()))?;
+    let groups: Vec<String> = manifest
+        .chunks
+        .iter()
+        .map(|c| {
+            format!("{} {}", c.endpoint, c.model.as_deref().unwrap_or(""))
+                .trim_end()
+                .to_owned()
+        })
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    eprintln!(
+        "  they make {} batches under {} rules ({}), so they were written instead as one file per batch to {}/ (listed in {}/manifest.json); {} was not kept",
+        manifest.chunks.len(),
+        args.provider,
+        groups.join("; "),
+        dir.display(),
+        dir.display(),
+        path.display()
+    );
+    Ok(())
 }

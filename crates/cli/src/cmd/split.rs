@@ -180,7 +180,7 @@ pub fn run(args: &SplitArgs) -> Result<Exit> {
 /// The files an earlier split wrote into `dir` (from its manifest); any
 /// other file there is refused unless `force`, so a directory never mixes a
 /// split's chunks with files that would be uploaded along with them.
-fn claim(dir: &Path, force: bool) -> Result<Vec<String>> {
+pub(crate) fn claim(dir: &Path, force: bool) -> Result<Vec<String>> {
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -220,7 +220,7 @@ fn claim(dir: &Path, force: bool) -> Result<Vec<String>> {
 }
 
 /// Remove what the earlier split wrote and the new one did not replace.
-fn retire(dir: &Path, earlier: &[String], manifest: &Manifest) -> Result<()> {
+pub(crate) fn retire(dir: &Path, earlier: &[String], manifest: &Manifest) -> Result<()> {
     let kept: Vec<&str> = manifest
         .chunks
         .iter()
