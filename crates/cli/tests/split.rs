@@ -606,3 +606,53 @@ fn merge_with_the_manifest_gives_the_split_files_line_numbers() {
         original[10]
     );
 }
+
+#[test]
+fn set_aside_lines_are_explained_with_their_line_numbers() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("chunks");
+    let broken = testdata("example-broken.jsonl");
+    let split = || {
+        run(&[
+            "split",
+            &broken,
+            "--out-dir",
+            out.to_str().unwrap(),
+            "--skip-invalid",
+        ])
+    };
+    let o = split();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("set aside, by code: "),
+        "{}",
+        stderr(&o)
+    );
+    let report: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(out.join("example-broken.rejects.report.json")).unwrap(),
+    )
+    .unwrap();
+    let found: Vec<(u64, String)> = report["errors"]["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["line"].as_u64().unwrap(),
+                e["code"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let rejected = std::fs::read_to_string(out.join("example-broken.rejects.jsonl")).unwrap();
+    assert_eq!(found.len(), rejected.lines().count(), "{found:?}");
+    assert!(
+        found.contains(&(3, "duplicate_custom_id".to_owned())),
+        "{found:?}"
+    );
+    assert!(
+        found.contains(&(6, "invalid_json_line".to_owned())),
+        "{found:?}"
+    );
+    // The report is split's own: splitting again does not call it foreign.
+    assert_eq!(split().status.code(), Some(0));
+}

@@ -71,7 +71,8 @@ pub fn run(args: &SplitArgs) -> Result<Exit> {
         args.tokens.count_tokens,
     );
     let mut vcfg = cfg.validation();
-    vcfg.keep = (args.max_errors > 0).then_some(args.max_errors);
+    // Set-aside lines are each explained in the rejects report.
+    vcfg.keep = (args.max_errors > 0 && !args.skip_invalid).then_some(args.max_errors);
     let stem = stem(&name);
     let input_name = name.display().to_string();
     let direct = !args.buffered;
@@ -140,6 +141,7 @@ pub fn run(args: &SplitArgs) -> Result<Exit> {
     } else {
         Vec::new()
     };
+
     let facts = std::mem::take(&mut checked.facts);
     let groups = std::mem::take(&mut checked.groups);
     let blank = checked.summary.blank_lines;
@@ -171,10 +173,42 @@ pub fn run(args: &SplitArgs) -> Result<Exit> {
     };
     writing.finish_and_clear();
     if let (Some(dir), false) = (&args.out_dir, args.dry_run) {
+        if let Some(rejects) = &manifest.rejects {
+            let json = report::JsonReport::new(&name, &checked);
+            let path = dir.join(report_name(&rejects.path));
+            let mut out = batchkit_core::atomic::AtomicFile::create(&path)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            serde_json::to_writer_pretty(&mut out, &json)?;
+            writeln!(out)?;
+            out.commit()
+                .with_context(|| format!("cannot write {}", path.display()))?;
+        }
         retire(dir, &earlier, &manifest)?;
     }
     print_manifest(args, &manifest)?;
+    if let Some(rejects) = &manifest.rejects {
+        let codes: Vec<String> = checked
+            .counts
+            .iter()
+            .filter(|(c, n)| *n > 0 && c.severity() == batchkit_core::Severity::Error)
+            .map(|(c, n)| format!("{c}: {}", thousands(n)))
+            .collect();
+        let mut err = anstream::stderr().lock();
+        writeln!(err, "  set aside, by code: {}", codes.join(", "))?;
+        if !args.dry_run {
+            writeln!(
+                err,
+                "  each set-aside line's number and diagnostics: {} (`validate --format json`'s shape)",
+                report_name(&rejects.path)
+            )?;
+        }
+    }
     Ok(Exit::Ok)
+}
+
+/// The rejects report beside the rejects file: `X.rejects.report.json`.
+fn report_name(rejects: &str) -> String {
+    format!("{}.report.json", rejects.trim_end_matches(".jsonl"))
 }
 
 /// The files an earlier split wrote into `dir` (from its manifest); any
@@ -192,8 +226,10 @@ pub(crate) fn claim(dir: &Path, force: bool) -> Result<Vec<String>> {
         for c in v["chunks"].as_array().into_iter().flatten() {
             earlier.extend(c["path"].as_str().map(str::to_owned));
         }
-        earlier.extend(v["rejects"]["path"].as_str().map(str::to_owned));
-        earlier.extend(v["rejects"]["report"].as_str().map(str::to_owned));
+        if let Some(r) = v["rejects"]["path"].as_str() {
+            earlier.push(r.to_owned());
+            earlier.push(report_name(r));
+        }
     }
     let mut foreign: Vec<String> = Vec::new();
     for entry in entries {
@@ -227,7 +263,11 @@ pub(crate) fn retire(dir: &Path, earlier: &[String], manifest: &Manifest) -> Res
         .map(|c| c.path.as_str())
         .chain(manifest.rejects.as_ref().map(|r| r.path.as_str()))
         .collect();
-    for name in earlier.iter().filter(|n| !kept.contains(&n.as_str())) {
+    let kept_report = manifest.rejects.as_ref().map(|r| report_name(&r.path));
+    for name in earlier
+        .iter()
+        .filter(|n| !kept.contains(&n.as_str()) && kept_report.as_ref() != Some(n))
+    {
         match std::fs::remove_file(dir.join(name)) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                 return Err(e)
