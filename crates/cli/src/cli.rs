@@ -889,7 +889,11 @@ pub struct ValidateArgs {
 /// The rules and limits a batch is checked against.
 #[derive(Debug, Args)]
 pub struct RuleArgs {
-    /// Whose rules apply: openai, azure, groq, together, mistral, vllm.
+    /// Whose rules apply: openai (OpenAI's batch guide and API reference),
+    /// azure (Azure OpenAI global batch), groq, together, mistral (their
+    /// batch docs), vllm (`vllm run-batch`: each line runs by its own url,
+    /// and what fails only one request is a warning). See the README's
+    /// provider table.
     #[arg(long, default_value = "openai", value_name = "NAME")]
     pub provider: Provider,
 

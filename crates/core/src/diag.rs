@@ -81,6 +81,14 @@ codes! {
     BlankLine => "blank_line", Warning;
     /// The file's name does not end in `.jsonl`, which OpenAI's upload requires.
     InvalidFileFormat => "invalid_file_format", Warning;
+    /// A url the service does not serve, where it only fails that request (vLLM).
+    UnservedUrl => "unserved_url", Warning;
+    /// A `custom_id` used by an earlier line, where the service runs both (vLLM).
+    RepeatedCustomId => "repeated_custom_id", Warning;
+    /// No request, where the service accepts that (vLLM: nothing runs).
+    NoRequests => "no_requests", Warning;
+    /// `body.stream` is true, where the service only fails that request (vLLM).
+    StreamedRequest => "streamed_request", Warning;
 }
 
 impl fmt::Display for Code {

@@ -64,6 +64,11 @@ pub struct Profile {
     pub model_required: bool,
     /// Longest `custom_id` in characters, where the provider documents one.
     pub max_custom_id_chars: Option<usize>,
+    /// Each line runs on its own (vLLM `run-batch`): a line's url picks its
+    /// endpoint, so a file may mix endpoints, and what only fails that
+    /// request (a url it does not serve, a repeated `custom_id`) or nothing
+    /// at all (an empty file) is a warning, not a rejection.
+    pub per_line: bool,
 }
 
 const OPENAI_ENDPOINTS: &[&str] = &[
@@ -102,12 +107,19 @@ const MISTRAL_ENDPOINTS: &[&str] = &[
     "/v1/chat/moderations",
 ];
 
+/// What `vllm run-batch` serves (vllm `entrypoints/launchers/run_batch.py`
+/// and its tests, 2026): chat completions, embeddings, score and rerank
+/// (any url ending in `/score` or `/rerank`), transcriptions and
+/// translations. Not `/v1/completions` or `/v1/responses`: a line with one of
+/// those gets an error line.
 const VLLM_ENDPOINTS: &[&str] = &[
     "/v1/chat/completions",
-    "/v1/completions",
     "/v1/embeddings",
+    "/score",
     "/v1/score",
+    "/rerank",
     "/v1/rerank",
+    "/v2/rerank",
     "/v1/audio/transcriptions",
     "/v1/audio/translations",
 ];
@@ -151,6 +163,7 @@ impl Provider {
                 single_model: true,
                 model_required: true,
                 max_custom_id_chars: None,
+                per_line: false,
             },
             Provider::Azure => Profile {
                 provider: self,
@@ -160,6 +173,7 @@ impl Provider {
                 single_model: true,
                 model_required: true,
                 max_custom_id_chars: None,
+                per_line: false,
             },
             Provider::Groq => Profile {
                 provider: self,
@@ -169,6 +183,7 @@ impl Provider {
                 single_model: false,
                 model_required: true,
                 max_custom_id_chars: None,
+                per_line: false,
             },
             Provider::Together => Profile {
                 provider: self,
@@ -178,6 +193,7 @@ impl Provider {
                 single_model: false,
                 model_required: true,
                 max_custom_id_chars: Some(64),
+                per_line: false,
             },
             Provider::Mistral => Profile {
                 provider: self,
@@ -187,6 +203,7 @@ impl Provider {
                 single_model: false,
                 model_required: false,
                 max_custom_id_chars: None,
+                per_line: false,
             },
             Provider::Vllm => Profile {
                 provider: self,
@@ -196,6 +213,7 @@ impl Provider {
                 single_model: false,
                 model_required: true,
                 max_custom_id_chars: None,
+                per_line: true,
             },
         }
     }

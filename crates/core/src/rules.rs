@@ -429,7 +429,24 @@ fn check_view(ctx: &LineCtx<'_>, view: &envelope::LineView<'_>, pos: Pos<'_>, ou
                     // problem (the url) under noise, so skip endpoint checks.
                     _ => line_endpoint = Some(url),
                 }
-                if !ctx.single_endpoint && !ctx.profile.supports(url) {
+                if !ctx.single_endpoint && !ctx.profile.supports(url) && ctx.profile.per_line {
+                    line_endpoint = None;
+                    out.report(Code::UnservedUrl, pos, || {
+                        Diagnostic::new(
+                            Code::UnservedUrl,
+                            format!(
+                                "The URL '{url}' is not one {} serves: this request gets an error line, and the others run.",
+                                ctx.profile.provider
+                            ),
+                        )
+                        .param("url")
+                        .hint(format!(
+                            "{} serves: {}",
+                            ctx.profile.provider,
+                            ctx.profile.endpoints.join(", ")
+                        ))
+                    });
+                } else if !ctx.single_endpoint && !ctx.profile.supports(url) {
                     line_endpoint = None;
                     out.report(Code::UnsupportedEndpoint, pos, || {
                         Diagnostic::new(
@@ -497,7 +514,19 @@ fn check_body(
             .hint("keep one of them")
         });
     }
-    if body.stream.is_some_and(|s| s.is_true) {
+    if body.stream.is_some_and(|s| s.is_true) && ctx.profile.per_line {
+        out.report(Code::StreamedRequest, pos, || {
+            Diagnostic::new(
+                Code::StreamedRequest,
+                format!(
+                    "{} answers a streamed request with an error line ('Request must not be sent in stream mode') and runs the others.",
+                    ctx.profile.provider
+                ),
+            )
+            .param("body.stream")
+            .hint("remove \"stream\": true from the body")
+        });
+    } else if body.stream.is_some_and(|s| s.is_true) {
         out.report(Code::StreamingUnsupported, pos, || {
             let prefix = if kind == EndpointKind::Chat {
                 "Chat Completions: "

@@ -56,7 +56,8 @@ impl Config {
         Config {
             limits: profile.limits,
             single_model: profile.single_model,
-            single_endpoint: true,
+            // vLLM serves each line by its own url.
+            single_endpoint: !profile.per_line,
             endpoint: None,
             keep: Some(DEFAULT_KEEP),
             chunk_size: None,
@@ -501,13 +502,20 @@ impl<'c> Validator<'c> {
             );
         }
         if self.requests == 0 {
-            self.push(
+            let d = if self.cfg.profile.per_line {
+                Diagnostic::new(
+                    Code::NoRequests,
+                    format!(
+                        "The input file has no requests: {provider} runs nothing and writes an empty output file."
+                    ),
+                )
+            } else {
                 Diagnostic::new(
                     Code::EmptyFile,
                     "The input file is empty. Please ensure the batch contains at least one request.",
                 )
-                .hint("a batch file holds one JSON request per line"),
-            );
+            };
+            self.push(d.hint("a batch file holds one JSON request per line"));
         }
         self.diags.sort_by_key(|d| d.line.unwrap_or(u64::MAX));
         self.diags.truncate(self.keep());
@@ -548,7 +556,14 @@ impl<'c> Validator<'c> {
             self.cfg.keep
         };
         let (count, mut kept) = find_repeats(std::mem::take(&mut self.ids), keep);
-        if self.cfg.collect_bad_lines {
+        // vLLM runs every line, repeated ids too: a warning, not a bad line.
+        let lenient = self.cfg.profile.per_line;
+        let code = if lenient {
+            Code::RepeatedCustomId
+        } else {
+            Code::DuplicateCustomId
+        };
+        if self.cfg.collect_bad_lines && !lenient {
             self.bad_lines.extend(kept.iter().map(|r| r.line));
             self.bad_lines.sort_unstable();
             self.bad_lines.dedup();
@@ -556,20 +571,31 @@ impl<'c> Validator<'c> {
                 kept.truncate(k);
             }
         }
-        self.counts.add_n(Code::DuplicateCustomId, count);
+        self.counts.add_n(code, count);
+        if lenient {
+            kept.truncate(self.cfg.keep.unwrap_or(usize::MAX));
+        }
         for r in kept {
+            let hint = if lenient {
+                format!(
+                    "line {} already uses this custom_id; vLLM runs both, but `batchkit merge` cannot tell their results apart and refuses the file: give each request its own",
+                    r.first_line
+                )
+            } else {
+                format!(
+                    "line {} already uses this custom_id; give each request its own",
+                    r.first_line
+                )
+            };
             let mut d = Diagnostic::new(
-                Code::DuplicateCustomId,
+                code,
                 format!(
                     "The custom_id for this request is a duplicate of another request (line {}). The custom_id parameter must be unique for each request in a batch.",
                     r.first_line
                 ),
             )
             .param("custom_id")
-            .hint(format!(
-                "line {} already uses this custom_id; give each request its own",
-                r.first_line
-            ));
+            .hint(hint);
             d.line = Some(r.line);
             self.diags.push(d);
         }
