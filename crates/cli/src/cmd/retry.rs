@@ -99,6 +99,11 @@ pub fn run(args: &RetryArgs) -> Result<Exit> {
 fn one_batch_or_split(args: &RetryArgs) -> Result<()> {
     let path = &args.join.output;
     let profile = args.provider.profile();
+    // A service that runs each line by its own url (vLLM) takes any mix,
+    // and has no batch limits.
+    if profile.per_line {
+        return Ok(());
+    }
     let cfg = SplitConfig {
         limits: profile.limits,
         profile,
