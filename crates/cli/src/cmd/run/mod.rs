@@ -131,17 +131,12 @@ fn round(number: u32, manifest: &Manifest, dir: &str) -> Round {
 }
 
 /// Validate `bytes` with split's rules (several endpoints and models are
-/// fine: they are what chunks are for) and write the chunks into `dir`
-/// (replacing what a killed earlier attempt may have left there).
-fn split_into(
-    bytes: &[u8],
-    name: &Path,
-    cfg: &SplitConfig,
-    dir: &Path,
-    stem: &str,
-) -> Result<Result<Manifest, Exit>> {
+/// fine: they are what chunks are for) and plan the chunks; on errors, the
+/// report is printed and nothing is sent.
+fn plan_of(bytes: &[u8], name: &Path, cfg: &SplitConfig) -> Result<Result<Plan, Exit>> {
     let mut report = validate_bytes(bytes, &cfg.validation());
     if !report.is_valid() {
+        crate::exit::record(Exit::Invalid);
         let mut err = anstream::stderr().lock();
         crate::report::human_diagnostics(&mut err, name, &report)?;
         writeln!(
@@ -154,20 +149,29 @@ fn split_into(
     }
     let facts = std::mem::take(&mut report.facts);
     let groups = std::mem::take(&mut report.groups);
-    let plan = match Plan::from_facts(
-        bytes,
-        cfg,
-        facts,
-        groups,
-        report.summary.blank_lines,
-        Vec::new(),
-        &|_| {},
-    ) {
-        Ok(p) => p,
+    let blank = report.summary.blank_lines;
+    match Plan::from_facts(bytes, cfg, facts, groups, blank, Vec::new(), &|_| {}) {
+        Ok(p) => Ok(Ok(p)),
         Err(oversize) => {
+            crate::exit::record(Exit::Invalid);
             split::print_oversize(name, &oversize)?;
-            return Ok(Err(Exit::Invalid));
+            Ok(Err(Exit::Invalid))
         }
+    }
+}
+
+/// Plan `bytes` and write the chunks into `dir` (replacing what a killed
+/// earlier attempt may have left there).
+fn split_into(
+    bytes: &[u8],
+    name: &Path,
+    cfg: &SplitConfig,
+    dir: &Path,
+    stem: &str,
+) -> Result<Result<Manifest, Exit>> {
+    let plan = match plan_of(bytes, name, cfg)? {
+        Ok(p) => p,
+        Err(exit) => return Ok(Err(exit)),
     };
     if dir.exists() {
         std::fs::remove_dir_all(dir).with_context(|| format!("cannot clear {}", dir.display()))?;
@@ -197,27 +201,9 @@ fn dry_run(
     if !state.rounds.is_empty() {
         eprintln!("(a run is under way: {} rounds so far)", state.rounds.len());
     }
-    let mut report = validate_bytes(bytes, &cfg.validation());
-    if !report.is_valid() {
-        crate::report::human_diagnostics(&mut anstream::stderr().lock(), name, &report)?;
-        return Ok(Exit::Invalid);
-    }
-    let facts = std::mem::take(&mut report.facts);
-    let groups = std::mem::take(&mut report.groups);
-    let plan = match Plan::from_facts(
-        bytes,
-        cfg,
-        facts,
-        groups,
-        report.summary.blank_lines,
-        Vec::new(),
-        &|_| {},
-    ) {
+    let plan = match plan_of(bytes, name, cfg)? {
         Ok(p) => p,
-        Err(oversize) => {
-            split::print_oversize(name, &oversize)?;
-            return Ok(Exit::Invalid);
-        }
+        Err(exit) => return Ok(exit),
     };
     let manifest = plan.manifest(&name.display().to_string(), "chunk", cfg, None);
     let mut out = std::io::stdout().lock();
