@@ -55,7 +55,30 @@ pub enum Command {
     /// upload, create, wait, download, merge, resubmit what can succeed.
     #[command(after_long_help = RUN_EXAMPLES, after_help = RUN_EXAMPLES)]
     Run(RunArgs),
+    /// Print a shell completion script.
+    #[command(after_help = COMPLETIONS_EXAMPLES, after_long_help = COMPLETIONS_EXAMPLES)]
+    Completions {
+        /// The shell: bash, zsh, fish, powershell, elvish.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) of batchkit or of one of its commands.
+    #[command(after_help = MAN_EXAMPLES, after_long_help = MAN_EXAMPLES)]
+    Man {
+        /// A command (validate, split, ...); without one, batchkit's page.
+        command: Option<String>,
+    },
 }
+
+const COMPLETIONS_EXAMPLES: &str = "\
+Examples:
+  batchkit completions bash > ~/.local/share/bash-completion/completions/batchkit
+  batchkit completions zsh > ~/.zfunc/_batchkit
+  batchkit completions fish > ~/.config/fish/completions/batchkit.fish";
+
+const MAN_EXAMPLES: &str = "\
+Examples:
+  batchkit man | man -l -
+  batchkit man validate > ~/.local/share/man/man1/batchkit-validate.1";
 
 const RUN_EXAMPLES: &str = "\
 Examples:

@@ -41,6 +41,8 @@ fn main() -> ExitCode {
         Command::Files(args) => cmd::files::run(args),
         Command::Batches(args) => cmd::batches::run(args),
         Command::Run(args) => cmd::run::run(args),
+        Command::Completions { shell } => cmd::docs::completions(*shell),
+        Command::Man { command } => cmd::docs::man(command.as_deref()),
     };
     match result {
         Ok(exit) => exit.into(),

@@ -476,3 +476,54 @@ fn a_name_without_jsonl_is_warned_about_as_the_upload_would_refuse_it() {
     let out = batchkit().arg("validate").arg(&gz).output().expect("run");
     assert!(!String::from_utf8_lossy(&out.stderr).contains("invalid_file_format"));
 }
+
+#[test]
+fn completions_and_man_pages_follow_the_live_cli() {
+    let commands = [
+        "validate", "merge", "retry", "split", "stats", "serve", "files", "batches", "run",
+    ];
+    for shell in ["bash", "zsh", "fish", "powershell", "elvish"] {
+        let out = batchkit()
+            .args(["completions", shell])
+            .output()
+            .expect("run");
+        assert_eq!(out.status.code(), Some(0), "{shell}");
+        let script = String::from_utf8_lossy(&out.stdout);
+        for c in commands {
+            assert!(script.contains(c), "{shell} completion lacks {c}");
+        }
+        assert!(script.contains("max-errors"), "{shell}");
+    }
+    let top = batchkit().arg("man").output().expect("run");
+    let page = String::from_utf8_lossy(&top.stdout);
+    assert!(page.contains(".TH batchkit 1"), "{page}");
+    for c in commands {
+        assert!(
+            page.contains(&format!("batchkit\\-{c}")),
+            "the man page lists {c}"
+        );
+        // Every long option the live --help shows is in the command's page.
+        let help = batchkit().args([c, "--help"]).output().expect("run");
+        let help = String::from_utf8_lossy(&help.stdout).into_owned();
+        let man = batchkit().args(["man", c]).output().expect("run");
+        assert_eq!(man.status.code(), Some(0));
+        let man = String::from_utf8_lossy(&man.stdout).into_owned();
+        let flags: Vec<&str> = help
+            .split_whitespace()
+            .filter(|w| w.starts_with("--") && w.len() > 2)
+            .map(|w| w.trim_end_matches(|ch: char| !ch.is_ascii_alphanumeric()))
+            .filter(|w| {
+                w[2..]
+                    .chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || ch == '-')
+            })
+            .collect();
+        assert!(!flags.is_empty(), "{c}");
+        for flag in flags {
+            let escaped = flag.replace('-', "\\-");
+            assert!(man.contains(&escaped), "the man page of {c} lacks {flag}");
+        }
+    }
+    let nope = batchkit().args(["man", "nope"]).output().expect("run");
+    assert_eq!(nope.status.code(), Some(2));
+}

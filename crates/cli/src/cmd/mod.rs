@@ -1,6 +1,7 @@
 //! One module per subcommand; `join` is what merge and retry share.
 
 pub mod batches;
+pub mod docs;
 pub mod files;
 mod join;
 pub mod merge;
