@@ -7,6 +7,9 @@ use anyhow::{Context, bail};
 use batchkit_core::{Config, Provider};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+/// Diagnostics of one code printed in full before the rest are summed up.
+pub const DEFAULT_PER_CODE: usize = 3;
+
 /// Validate, split and merge the JSONL files of LLM Batch APIs.
 #[derive(Debug, Parser)]
 #[command(name = "batchkit", version, about, propagate_version = true)]
@@ -643,6 +646,11 @@ pub struct SplitArgs {
     #[arg(long, value_name = "N", default_value_t = batchkit_core::validate::DEFAULT_KEEP)]
     pub max_errors: usize,
 
+    /// Print the first N diagnostics of each code in full and the rest as
+    /// one line with their line numbers; 0 prints all in full.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_PER_CODE)]
+    pub max_per_code: usize,
+
     /// Output format (JSON: the manifest on stdout).
     #[arg(long, value_enum, default_value_t = Format::Human)]
     pub format: Format,
@@ -899,6 +907,12 @@ pub struct ValidateArgs {
     /// Print at most N diagnostics per file (all are counted); 0 prints all.
     #[arg(long, value_name = "N", default_value_t = batchkit_core::validate::DEFAULT_KEEP)]
     pub max_errors: usize,
+
+    /// Print the first N diagnostics of each code in full and the rest as
+    /// one line with their line numbers (all are counted, and all are in
+    /// the JSON output); 0 prints all in full.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_PER_CODE)]
+    pub max_per_code: usize,
 
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Human)]

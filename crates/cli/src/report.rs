@@ -20,14 +20,63 @@ const DIM: Style = Style::new().dimmed();
 const BOLD: Style = Style::new().bold();
 const GOOD: Style = AnsiColor::Green.on_default().bold();
 
-/// Write the diagnostics of `report` for people.
-pub fn human_diagnostics(w: &mut dyn Write, name: &Path, report: &Report) -> io::Result<()> {
-    let name = name.display();
+/// Line numbers shown in a collapsed group before `…`.
+const GROUP_LINES: usize = 12;
+
+fn label(severity: Severity) -> (&'static str, Style) {
+    match severity {
+        Severity::Error => ("error", ERROR),
+        Severity::Warning => ("warning", WARNING),
+    }
+}
+
+/// Write the diagnostics of `report` for people: the first `per_code` of
+/// each code in full (0: all), the rest of that code as one line with their
+/// count and line numbers, so one screen shows every kind of problem.
+pub fn human_diagnostics(
+    w: &mut dyn Write,
+    name: &Path,
+    report: &Report,
+    per_code: usize,
+) -> io::Result<()> {
+    let shown_name = name.display();
+    let mut printed: BTreeMap<batchkit_core::Code, usize> = BTreeMap::new();
+    let mut rest: BTreeMap<batchkit_core::Code, Vec<Option<u64>>> = BTreeMap::new();
     for d in &report.diagnostics {
-        let (label, style) = match d.severity() {
-            Severity::Error => ("error", ERROR),
-            Severity::Warning => ("warning", WARNING),
-        };
+        let n = printed.entry(d.code).or_default();
+        if per_code > 0 && *n >= per_code {
+            rest.entry(d.code).or_default().push(d.line);
+            continue;
+        }
+        *n += 1;
+        print_one(w, &shown_name, d)?;
+    }
+    for (code, lines) in &rest {
+        // Counted beyond the kept diagnostics too (--max-errors).
+        let more = report.counts.get(*code) - printed.get(code).copied().unwrap_or(0) as u64;
+        let (label, style) = label(code.severity());
+        let mut at: Vec<String> = lines
+            .iter()
+            .flatten()
+            .take(GROUP_LINES)
+            .map(|l| l.to_string())
+            .collect();
+        if more as usize > at.len() {
+            at.push("…".to_owned());
+        }
+        writeln!(
+            w,
+            "{BOLD}{shown_name}:{BOLD:#} {style}{label}[{code}]{style:#}: … and {} more at lines {} {DIM}(--max-per-code 0 shows all){DIM:#}",
+            thousands(more),
+            at.join(", ")
+        )?;
+    }
+    Ok(())
+}
+
+fn print_one(w: &mut dyn Write, name: &dyn std::fmt::Display, d: &Diagnostic) -> io::Result<()> {
+    {
+        let (label, style) = label(d.severity());
         let place = match d.line {
             Some(line) => format!("{name}:{line}"),
             None => name.to_string(),

@@ -527,3 +527,67 @@ fn completions_and_man_pages_follow_the_live_cli() {
     let nope = batchkit().args(["man", "nope"]).output().expect("run");
     assert_eq!(nope.status.code(), Some(2));
 }
+
+#[test]
+fn fifty_thousand_lines_with_52_problems_read_in_one_screen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("big.jsonl");
+    let mut text = String::new();
+    for i in 0..50_000 {
+        let model = if i % 1000 == 7 {
+            "gpt-4o"
+        } else {
+            "gpt-4o-mini"
+        };
+        let url = if i == 20_000 {
+            "/v1/chat/completion"
+        } else {
+            "/v1/chat/completions"
+        };
+        let id = if i == 30_000 {
+            "r5".to_owned()
+        } else {
+            format!("r{i}")
+        };
+        text.push_str(&format!(
+            r#"{{"custom_id":"{id}","method":"POST","url":"{url}","body":{{"model":"{model}","messages":[{{"role":"user","content":"q"}}]}}}}"#
+        ));
+        text.push('\n');
+    }
+    std::fs::write(&path, text).expect("write");
+    let out = batchkit().arg("validate").arg(&path).output().expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let report = stderr(&out);
+    assert!(
+        report.lines().count() <= 30,
+        "{} lines:\n{report}",
+        report.lines().count()
+    );
+    assert!(
+        report.contains("error[mismatched_model]: … and 47 more at lines 3008, 4008,"),
+        "{report}"
+    );
+    assert!(report.contains("(--max-per-code 0 shows all)"));
+    assert!(
+        report.contains("= hint: did you mean `/v1/chat/completions`?"),
+        "{report}"
+    );
+    assert!(
+        report.contains("mismatched_model: 50"),
+        "every one counted: {report}"
+    );
+    // All of them with --max-per-code 0, and in the JSON output.
+    let all = batchkit()
+        .args(["validate", "--max-per-code", "0"])
+        .arg(&path)
+        .output()
+        .expect("run");
+    assert_eq!(stderr(&all).matches("error[mismatched_model]").count(), 50);
+    let json = batchkit()
+        .args(["validate", "--format", "json"])
+        .arg(&path)
+        .output()
+        .expect("run");
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).expect("json");
+    assert_eq!(v["errors"]["data"].as_array().expect("list").len(), 52);
+}

@@ -247,6 +247,20 @@ impl Profile {
         self.endpoints.contains(&endpoint)
     }
 
+    /// The endpoint this provider serves that `endpoint` is most likely a
+    /// typo of (at most two edits away), if it does not serve `endpoint`.
+    pub fn near_miss(&self, endpoint: &str) -> Option<&'static str> {
+        if self.supports(endpoint) {
+            return None;
+        }
+        self.endpoints
+            .iter()
+            .map(|e| (edit_distance(e, endpoint), *e))
+            .filter(|(d, _)| *d <= 2)
+            .min_by_key(|(d, _)| *d)
+            .map(|(_, e)| e)
+    }
+
     /// The endpoint a `{custom_id, body}` batch uses when none is given.
     pub fn default_endpoint(&self) -> Option<&'static str> {
         match self.shape {
@@ -317,5 +331,41 @@ mod tests {
         assert_eq!(EndpointKind::of("/chat/completions"), EndpointKind::Chat);
         assert_eq!(EndpointKind::of("/v1/embeddings"), EndpointKind::Embeddings);
         assert_eq!(EndpointKind::of("/v1/score"), EndpointKind::Other);
+    }
+}
+
+/// Levenshtein distance over bytes (endpoints are ASCII), stopping early
+/// for strings of very different lengths.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len().abs_diff(b.len()) > 2 {
+        return usize::MAX;
+    }
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, &ca) in a.iter().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, &cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != cb);
+            cur[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+#[cfg(test)]
+mod near_miss_tests {
+    use super::*;
+
+    #[test]
+    fn near_misses() {
+        let p = Provider::OpenAi.profile();
+        assert_eq!(
+            p.near_miss("/v1/chat/completion"),
+            Some("/v1/chat/completions")
+        );
+        assert_eq!(p.near_miss("/v1/embedding"), Some("/v1/embeddings"));
+        assert_eq!(p.near_miss("/v1/chat/completions"), None);
+        assert_eq!(p.near_miss("/v2/something/else"), None);
     }
 }

@@ -417,12 +417,21 @@ fn check_view(ctx: &LineCtx<'_>, view: &envelope::LineView<'_>, pos: Pos<'_>, ou
                     Some(batch) if ctx.single_endpoint && batch != url => {
                         line_endpoint = None;
                         out.report(Code::InvalidUrl, pos, || {
+                            let hint = match ctx.profile.near_miss(url) {
+                                Some(meant) => format!("did you mean `{meant}`?"),
+                                None if !ctx.profile.supports(url) => format!(
+                                    "{} batches accept: {}",
+                                    ctx.profile.provider,
+                                    ctx.profile.endpoints.join(", ")
+                                ),
+                                None => "every line of a batch must use the same url; `batchkit split` separates endpoints".to_owned(),
+                            };
                             Diagnostic::new(
                                 Code::InvalidUrl,
                                 format!("The URL provided for this request does not match the batch endpoint ('{url}' here, '{batch}' for the batch)."),
                             )
                             .param("url")
-                            .hint("every line of a batch must use the same url; `batchkit split` separates endpoints")
+                            .hint(hint)
                         });
                     }
                     // Judging the body by either endpoint would bury the real
@@ -449,6 +458,14 @@ fn check_view(ctx: &LineCtx<'_>, view: &envelope::LineView<'_>, pos: Pos<'_>, ou
                 } else if !ctx.single_endpoint && !ctx.profile.supports(url) {
                     line_endpoint = None;
                     out.report(Code::UnsupportedEndpoint, pos, || {
+                        let hint = match ctx.profile.near_miss(url) {
+                            Some(meant) => format!("did you mean `{meant}`?"),
+                            None => format!(
+                                "{} batches accept: {}",
+                                ctx.profile.provider,
+                                ctx.profile.endpoints.join(", ")
+                            ),
+                        };
                         Diagnostic::new(
                             Code::UnsupportedEndpoint,
                             format!(
@@ -457,11 +474,7 @@ fn check_view(ctx: &LineCtx<'_>, view: &envelope::LineView<'_>, pos: Pos<'_>, ou
                             ),
                         )
                         .param("url")
-                        .hint(format!(
-                            "{} batches accept: {}",
-                            ctx.profile.provider,
-                            ctx.profile.endpoints.join(", ")
-                        ))
+                        .hint(hint)
                     });
                 }
             }

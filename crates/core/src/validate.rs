@@ -303,11 +303,14 @@ impl<'c> Validator<'c> {
                 ),
             )
             .param(if line.is_some() { "url" } else { "endpoint" })
-            .hint(format!(
-                "{} batches accept: {}; another provider's rules: --provider",
-                profile.provider,
-                profile.endpoints.join(", ")
-            ));
+            .hint(match profile.near_miss(&endpoint) {
+                Some(meant) => format!("did you mean `{meant}`?"),
+                None => format!(
+                    "{} batches accept: {}; another provider's rules: --provider",
+                    profile.provider,
+                    profile.endpoints.join(", ")
+                ),
+            });
             d.line = line;
             self.push(d);
         }

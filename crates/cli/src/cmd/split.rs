@@ -119,9 +119,12 @@ pub fn run(args: &SplitArgs) -> Result<Exit> {
                 serde_json::to_writer(&mut out, &report::JsonReport::new(&name, &checked))?;
                 writeln!(out)?;
             }
-            Format::Human => {
-                report::human_diagnostics(&mut anstream::stderr().lock(), &name, &checked)?
-            }
+            Format::Human => report::human_diagnostics(
+                &mut anstream::stderr().lock(),
+                &name,
+                &checked,
+                args.max_per_code,
+            )?,
         }
         let mut err = anstream::stderr().lock();
         writeln!(

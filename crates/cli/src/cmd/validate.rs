@@ -53,7 +53,7 @@ pub fn run(args: &ValidateArgs) -> Result<Exit> {
             }
             Format::Human => {
                 let mut err = anstream::stderr().lock();
-                report::human_diagnostics(&mut err, &name, &report)?;
+                report::human_diagnostics(&mut err, &name, &report, args.max_per_code)?;
                 if !args.quiet {
                     report::human_summary(&mut err, &name, &report)?;
                 }

@@ -138,7 +138,7 @@ fn plan_of(bytes: &[u8], name: &Path, cfg: &SplitConfig) -> Result<Result<Plan, 
     if !report.is_valid() {
         crate::exit::record(Exit::Invalid);
         let mut err = anstream::stderr().lock();
-        crate::report::human_diagnostics(&mut err, name, &report)?;
+        crate::report::human_diagnostics(&mut err, name, &report, crate::cli::DEFAULT_PER_CODE)?;
         writeln!(
             err,
             "error: {} has {} errors; nothing was sent",
