@@ -111,8 +111,13 @@ pub fn human_summary(w: &mut dyn Write, name: &Path, report: &Report) -> io::Res
     if shown < total {
         writeln!(
             w,
-            "{DIM}… {} more diagnostics not shown (--max-errors 0 shows all){DIM:#}",
-            total - shown
+            "{DIM}… {} more {} not shown (--max-errors 0 shows all){DIM:#}",
+            thousands(total - shown),
+            if total - shown == 1 {
+                "diagnostic"
+            } else {
+                "diagnostics"
+            }
         )?;
     }
     let models = if s.models.is_empty() {
@@ -131,10 +136,10 @@ pub fn human_summary(w: &mut dyn Write, name: &Path, report: &Report) -> io::Res
     writeln!(w, "{BOLD}{}{BOLD:#} ({} rules)", name.display(), s.provider)?;
     writeln!(
         w,
-        "  requests: {} in {} lines, {} bytes",
+        "  requests: {} in {}, {}",
         thousands(s.requests),
-        thousands(s.lines),
-        thousands(s.bytes)
+        count(s.lines, "line"),
+        count(s.bytes, "byte")
     )?;
     writeln!(w, "  endpoint: {}", s.endpoint.as_deref().unwrap_or("none"))?;
     writeln!(w, "  models:   {models}")?;
@@ -149,7 +154,7 @@ pub fn human_summary(w: &mut dyn Write, name: &Path, report: &Report) -> io::Res
     if report.is_valid() {
         let warn = match report.warnings() {
             0 => String::new(),
-            n => format!(" ({} warnings: {})", thousands(n), by_code.join(", ")),
+            n => format!(" ({}: {})", count(n, "warning"), by_code.join(", ")),
         };
         writeln!(
             w,
@@ -158,11 +163,20 @@ pub fn human_summary(w: &mut dyn Write, name: &Path, report: &Report) -> io::Res
     } else {
         writeln!(
             w,
-            "{ERROR}invalid{ERROR:#}: {} errors, {} warnings ({})",
-            thousands(report.errors()),
-            thousands(report.warnings()),
+            "{ERROR}invalid{ERROR:#}: {}, {} ({})",
+            count(report.errors(), "error"),
+            count(report.warnings(), "warning"),
             by_code.join(", ")
         )
+    }
+}
+
+/// `n` and the noun, singular or plural: `1 request`, `2,000 requests`.
+pub fn count(n: u64, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{} {noun}s", thousands(n))
     }
 }
 

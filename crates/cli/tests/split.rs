@@ -656,3 +656,39 @@ fn set_aside_lines_are_explained_with_their_line_numbers() {
     // The report is split's own: splitting again does not call it foreign.
     assert_eq!(split().status.code(), Some(0));
 }
+
+#[test]
+fn one_of_a_thing_is_singular() {
+    let dir = tempfile::tempdir().unwrap();
+    let one = dir.path().join("one.jsonl");
+    let line = std::fs::read_to_string(testdata("example.jsonl")).unwrap();
+    std::fs::write(&one, line.lines().next().unwrap().to_owned() + "\n").unwrap();
+    let out = dir.path().join("chunks");
+    let o = run(&[
+        "split",
+        one.to_str().unwrap(),
+        "--out-dir",
+        out.to_str().unwrap(),
+    ]);
+    let e = stderr(&o);
+    assert!(e.contains("wrote 1 chunk to"), "{e}");
+    assert!(e.contains("(1 request, openai provider limits)"), "{e}");
+    let v = run(&["validate", one.to_str().unwrap()]);
+    assert!(
+        stderr(&v).contains("requests: 1 in 1 line,"),
+        "{}",
+        stderr(&v)
+    );
+    let s = run(&["stats", one.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&s.stdout);
+    assert!(
+        text.contains(" 1 request ") && !text.contains("1 requests"),
+        "{text}"
+    );
+    // One definition of line length: stats and validate agree.
+    let longest = line.lines().next().unwrap().len();
+    assert!(
+        text.contains(&format!("longest line {longest} bytes")),
+        "{text}"
+    );
+}

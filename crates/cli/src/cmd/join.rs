@@ -15,7 +15,7 @@ use serde::Serialize;
 use crate::cli::{Format, JoinArgs};
 use crate::exit::Exit;
 use crate::progress;
-use crate::report::thousands;
+use crate::report::{count, thousands};
 
 const BOLD: Style = Style::new().bold();
 const DIM: Style = Style::new().dimmed();
@@ -91,8 +91,8 @@ pub fn open(args: &JoinArgs) -> Result<Result<(Merge, Option<Origins>), Exit>> {
             }
             writeln!(
                 err,
-                "{ERROR}error:{ERROR:#} the request files cannot be merged: {} problems",
-                thousands(count)
+                "{ERROR}error:{ERROR:#} the request files cannot be merged: {}",
+                crate::report::count(count, "problem")
             )?;
             writeln!(
                 err,
@@ -263,10 +263,10 @@ pub fn summarize(merge: &Merge, args: &JoinArgs, tally: &Tally, verb: &str) -> R
     }
     writeln!(
         err,
-        "{BOLD}{verb} {}{BOLD:#} ({} of {} requests)",
+        "{BOLD}{verb} {}{BOLD:#} ({} of {})",
         display(&args.output),
         thousands(tally.written),
-        thousands(tally.total())
+        count(tally.total(), "request")
     )?;
     let statuses: Vec<String> = Status::ALL
         .iter()

@@ -12,7 +12,7 @@ use batchkit_core::validate::validate_bytes_with_progress;
 use crate::cli::{Format, SplitArgs};
 use crate::exit::Exit;
 use crate::progress;
-use crate::report::{self, thousands};
+use crate::report::{self, count, thousands};
 
 const BOLD: Style = Style::new().bold();
 const ERROR: Style = AnsiColor::Red.on_default().bold();
@@ -52,8 +52,8 @@ pub fn print_oversize(name: &Path, lines: &[Oversize]) -> Result<()> {
     }
     writeln!(
         err,
-        "{ERROR}error:{ERROR:#} {} lines cannot fit in any chunk; shorten them or raise the limit",
-        thousands(lines.len() as u64)
+        "{ERROR}error:{ERROR:#} {} cannot fit in any chunk; shorten them or raise the limit",
+        count(lines.len() as u64, "line")
     )?;
     Ok(())
 }
@@ -129,9 +129,9 @@ pub fn run(args: &SplitArgs) -> Result<Exit> {
         let mut err = anstream::stderr().lock();
         writeln!(
             err,
-            "{ERROR}error:{ERROR:#} {} has {} errors; nothing was split",
+            "{ERROR}error:{ERROR:#} {} has {}; nothing was split",
             name.display(),
-            thousands(checked.errors())
+            count(checked.errors(), "error")
         )?;
         writeln!(
             err,
@@ -300,9 +300,9 @@ fn print_manifest(args: &SplitArgs, manifest: &Manifest) -> Result<()> {
                 .unwrap_or_default();
             writeln!(
                 err,
-                "{BOLD}{verb} {} chunks{place}{BOLD:#} ({} requests, {} provider limits)",
-                manifest.chunks.len(),
-                thousands(manifest.requests),
+                "{BOLD}{verb} {}{place}{BOLD:#} ({}, {} provider limits)",
+                count(manifest.chunks.len() as u64, "chunk"),
+                count(manifest.requests, "request"),
                 manifest.provider
             )?;
             for c in &manifest.chunks {
@@ -312,10 +312,10 @@ fn print_manifest(args: &SplitArgs, manifest: &Manifest) -> Result<()> {
                     .unwrap_or_default();
                 writeln!(
                     err,
-                    "  {}  {} requests, {} bytes{tokens}",
+                    "  {}  {}, {}{tokens}",
                     c.path,
-                    thousands(c.requests),
-                    thousands(c.bytes)
+                    count(c.requests, "request"),
+                    count(c.bytes, "byte")
                 )?;
             }
             if let Some(r) = &manifest.rejects {

@@ -12,7 +12,7 @@ use serde::Serialize;
 use crate::cli::{Format, StatsArgs};
 use crate::exit::Exit;
 use crate::progress;
-use crate::report::thousands;
+use crate::report::{count, thousands};
 
 #[derive(Serialize)]
 struct Stats {
@@ -127,10 +127,9 @@ pub fn run(args: &StatsArgs) -> Result<Exit> {
         })
         .collect();
     let mut per_request: Vec<u32> = Vec::new();
-    let (mut inputs, mut max_output, mut longest) = (0u64, 0u64, 0u64);
+    let (mut inputs, mut max_output) = (0u64, 0u64);
     let mut encodings: BTreeMap<&'static str, u64> = BTreeMap::new();
     for f in &plan.facts {
-        longest = longest.max(f.len as u64);
         let Some(g) = f.group() else { continue };
         let gs = &mut groups[g];
         gs.requests += 1;
@@ -163,7 +162,7 @@ pub fn run(args: &StatsArgs) -> Result<Exit> {
         lines: plan.facts.len() as u64,
         blank_lines: plan.blank_lines,
         bytes: bytes.len() as u64,
-        longest_line: longest,
+        longest_line: report.summary.longest_line,
         groups,
         tokens: Tokens {
             encodings,
@@ -200,12 +199,12 @@ fn print_human(s: &Stats) -> Result<()> {
     writeln!(out, "{} ({} limits)", s.file, s.provider)?;
     writeln!(
         out,
-        "  requests:   {} in {} lines ({} blank), {} bytes, longest line {} bytes",
+        "  requests:   {} in {} ({} blank), {}, longest line {}",
         thousands(s.requests),
-        thousands(s.lines),
+        count(s.lines, "line"),
         thousands(s.blank_lines),
-        thousands(s.bytes),
-        thousands(s.longest_line)
+        count(s.bytes, "byte"),
+        count(s.longest_line, "byte")
     )?;
     if s.errors.lines > 0 {
         let codes: Vec<String> = s
@@ -216,8 +215,8 @@ fn print_human(s: &Stats) -> Result<()> {
             .collect();
         writeln!(
             out,
-            "  errors:     {} lines would be rejected ({}); `batchkit validate {}` lists them",
-            thousands(s.errors.lines),
+            "  errors:     {} would be rejected ({}); `batchkit validate {}` lists them",
+            count(s.errors.lines, "line"),
             codes.join(", "),
             s.file
         )?;
@@ -225,19 +224,19 @@ fn print_human(s: &Stats) -> Result<()> {
     for g in &s.groups {
         writeln!(
             out,
-            "  {:<28} {:<28} {:>10} requests {:>14} bytes {:>14} tokens",
+            "  {:<28} {:<28} {:>19} {:>20} {:>21}",
             g.endpoint,
             g.model.as_deref().unwrap_or("-"),
-            thousands(g.requests),
-            thousands(g.bytes),
-            thousands(g.input_tokens)
+            count(g.requests, "request"),
+            count(g.bytes, "byte"),
+            count(g.input_tokens, "token")
         )?;
     }
     let t = &s.tokens;
     let encodings: Vec<String> = t
         .encodings
         .iter()
-        .map(|(e, n)| format!("{e} ({} requests)", thousands(*n)))
+        .map(|(e, n)| format!("{e} ({})", count(*n, "request")))
         .collect();
     writeln!(
         out,
