@@ -7,12 +7,23 @@ use anyhow::{Context, bail};
 use batchkit_core::{Config, Provider};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+const WORKFLOW: &str = "\
+The workflow:
+  batchkit validate requests.jsonl                         check it as the service would
+  batchkit split requests.jsonl --out-dir chunks           cut it into batches that fit
+  batchkit batches create --file chunks/... --endpoint E   upload and run each (or: batchkit run)
+  batchkit merge --manifest chunks/manifest.json results/*.jsonl -o merged.jsonl
+  batchkit retry --manifest chunks/manifest.json results/*.jsonl -o retry.jsonl
+
+One command for all of it: batchkit run requests.jsonl -o merged.jsonl
+`batchkit COMMAND --help` shows each command's options and examples.";
+
 /// Diagnostics of one code printed in full before the rest are summed up.
 pub const DEFAULT_PER_CODE: usize = 3;
 
 /// Validate, split and merge the JSONL files of LLM Batch APIs.
 #[derive(Debug, Parser)]
-#[command(name = "batchkit", version, about, propagate_version = true)]
+#[command(name = "batchkit", version, about, propagate_version = true, after_help = WORKFLOW, after_long_help = WORKFLOW)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -88,7 +99,7 @@ Examples:
   batchkit run requests.jsonl -o results.jsonl
   batchkit run requests.jsonl -o results.jsonl --dry-run        # the plan and token estimate
   OPENAI_BASE_URL=http://127.0.0.1:8090/v1 batchkit run requests.jsonl -o results.jsonl --provider vllm
-  batchkit run requests.jsonl -o results.jsonl --max-tokens 2000000   # enqueued-token quota per batch
+  batchkit run requests.jsonl -o results.jsonl --max-chunk-tokens 2000000   # enqueued-token quota per batch
 
 Every file id and batch id is recorded in the state file (default
 <output>.run.json, chunks and results in <output>.run/) as soon as it exists:
@@ -576,7 +587,7 @@ impl ServeArgs {
 const SPLIT_EXAMPLES: &str = "\
 Examples:
   batchkit split requests.jsonl --out-dir chunks/
-  batchkit split requests.jsonl --out-dir chunks/ --max-tokens 2000000   # enqueued-token quota
+  batchkit split requests.jsonl --out-dir chunks/ --max-chunk-tokens 2000000   # enqueued-token quota
   batchkit split requests.jsonl --out-dir chunks/ --skip-invalid         # bad lines to a reject file
   batchkit split requests.jsonl --dry-run
 
@@ -651,7 +662,7 @@ pub struct SplitArgs {
     #[arg(long, value_name = "N", default_value_t = DEFAULT_PER_CODE)]
     pub max_per_code: usize,
 
-    /// Output format (JSON: the manifest on stdout).
+    /// human: the chunks written, on stderr; json: the manifest, on stdout.
     #[arg(long, value_enum, default_value_t = Format::Human)]
     pub format: Format,
 }
@@ -659,11 +670,12 @@ pub struct SplitArgs {
 /// Token estimation.
 #[derive(Debug, Args)]
 pub struct TokenArgs {
-    /// Most estimated input tokens per chunk (for enqueued-token quotas).
-    #[arg(long, value_name = "N")]
+    /// Most estimated input tokens per chunk, for enqueued-token quotas
+    /// (not the body's `max_tokens`).
+    #[arg(long = "max-chunk-tokens", alias = "max-tokens", value_name = "N")]
     pub max_tokens: Option<u64>,
 
-    /// Estimate tokens even without --max-tokens (shown in the manifest).
+    /// Estimate tokens even without --max-chunk-tokens (shown in the manifest).
     #[arg(long)]
     pub count_tokens: bool,
 
@@ -682,8 +694,9 @@ pub struct StatsArgs {
     #[command(flatten)]
     pub rules: RuleArgs,
 
-    /// Most estimated input tokens per chunk, for the chunk count.
-    #[arg(long, value_name = "N")]
+    /// Most estimated input tokens per chunk, for the chunk count (not the
+    /// body's `max_tokens`).
+    #[arg(long = "max-chunk-tokens", alias = "max-tokens", value_name = "N")]
     pub max_tokens: Option<u64>,
 
     /// Tokenize with this encoding whatever the model: o200k_base, cl100k_base.
@@ -698,7 +711,8 @@ pub struct StatsArgs {
     #[arg(long, value_name = "USD")]
     pub price_output: Option<f64>,
 
-    /// Output format.
+    /// human: the report for people, on stdout; json: the same as one
+    /// object, on stdout.
     #[arg(long, value_enum, default_value_t = Format::Human)]
     pub format: Format,
 }
@@ -769,7 +783,8 @@ pub struct JoinArgs {
     #[arg(long, value_name = "N", default_value_t = 1000)]
     pub max_problems: usize,
 
-    /// Summary format: human on stderr, or JSON on stdout (when -o is a file).
+    /// human: the summary on stderr; json: the summary as one object on
+    /// stdout (when -o is a file).
     #[arg(long, value_enum, default_value_t = Format::Human)]
     pub format: Format,
 
@@ -877,9 +892,9 @@ Exit status:
 /// How reports are printed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Format {
-    /// Diagnostics and a summary for people, on stderr.
+    /// For people.
     Human,
-    /// One JSON object per input on stdout (the Batch API's `errors` shape).
+    /// For machines: JSON.
     Json,
 }
 
@@ -914,7 +929,8 @@ pub struct ValidateArgs {
     #[arg(long, value_name = "N", default_value_t = DEFAULT_PER_CODE)]
     pub max_per_code: usize,
 
-    /// Output format.
+    /// human: diagnostics and a summary for people, on stderr; json: one
+    /// object per file on stdout, in the Batch API's `errors` shape.
     #[arg(long, value_enum, default_value_t = Format::Human)]
     pub format: Format,
 

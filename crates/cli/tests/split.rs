@@ -692,3 +692,15 @@ fn one_of_a_thing_is_singular() {
         "{text}"
     );
 }
+
+#[test]
+fn the_chunk_token_limit_is_not_confused_with_max_tokens() {
+    let help = run(&["split", "--help"]);
+    let text = String::from_utf8_lossy(&help.stdout);
+    assert!(text.contains("--max-chunk-tokens"), "{text}");
+    assert!(
+        !text.contains("--max-tokens "),
+        "the old name is a hidden alias: {text}"
+    );
+    // The old name still works (see the token-limit test above).
+}
