@@ -465,12 +465,29 @@ impl<'c> Validator<'c> {
         self.report_repeats();
         let provider = self.cfg.profile.provider;
         let limits = self.cfg.limits;
+        let own = self.cfg.profile.limits;
+        // Say whose limit it is: the provider's, or the caller's own flag.
+        let whose = |mine: Option<u64>, flag: &str| -> String {
+            if mine == limits_of(&own, flag) {
+                format!("{provider} accepts")
+            } else {
+                format!("--{flag} allows")
+            }
+        };
+        fn limits_of(l: &Limits, flag: &str) -> Option<u64> {
+            match flag {
+                "max-requests" => l.max_requests,
+                "max-embedding-inputs" => l.max_embedding_inputs,
+                _ => l.max_bytes,
+            }
+        }
         if let (Some(line), Some(max)) = (self.requests_over_at, limits.max_requests) {
+            let who = whose(limits.max_requests, "max-requests");
             self.push(
                 Diagnostic::new(
                     Code::TooManyTasks,
                     format!(
-                        "The batch has {} requests; {provider} accepts at most {max} in one batch (the limit is passed on this line).",
+                        "The batch has {} requests; {who} at most {max} in one batch (the limit is passed on this line).",
                         self.requests
                     ),
                 )
@@ -479,11 +496,12 @@ impl<'c> Validator<'c> {
             );
         }
         if let (Some(line), Some(max)) = (self.inputs_over_at, limits.max_embedding_inputs) {
+            let who = whose(limits.max_embedding_inputs, "max-embedding-inputs");
             self.push(
                 Diagnostic::new(
                     Code::TooManyEmbeddingInputs,
                     format!(
-                        "The batch has {} embedding inputs; {provider} accepts at most {max} across all requests of one batch (the limit is passed on this line).",
+                        "The batch has {} embedding inputs; {who} at most {max} across all requests of one batch (the limit is passed on this line).",
                         self.embedding_inputs
                     ),
                 )
@@ -493,15 +511,21 @@ impl<'c> Validator<'c> {
             );
         }
         if let Some(max) = limits.max_bytes.filter(|&max| self.bytes > max) {
-            self.push(
-                Diagnostic::new(
-                    Code::FileTooLarge,
-                    format!(
-                        "The batch input file is larger than the {max} maximum for {provider} ({} bytes).",
-                        self.bytes
-                    ),
+            let message = if limits.max_bytes == own.max_bytes {
+                format!(
+                    "The batch input file is larger than the {max} maximum for {provider} ({} bytes).",
+                    self.bytes
                 )
-                .hint("cut the file into batches that fit: `batchkit split FILE --out-dir DIR`"),
+            } else {
+                format!(
+                    "The batch input file is larger than the {max} bytes --max-bytes allows ({} bytes).",
+                    self.bytes
+                )
+            };
+            self.push(
+                Diagnostic::new(Code::FileTooLarge, message).hint(
+                    "cut the file into batches that fit: `batchkit split FILE --out-dir DIR`",
+                ),
             );
         }
         if self.requests == 0 {
