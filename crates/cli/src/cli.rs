@@ -419,6 +419,26 @@ pub enum BatchesCommand {
     },
 }
 
+fn parse_price(s: &str) -> anyhow::Result<(String, f64, f64)> {
+    let bad = || {
+        format!(
+            "'{s}' is not MODEL=INPUT/OUTPUT (USD per million tokens, e.g. gpt-4o-mini=0.075/0.30)"
+        )
+    };
+    let (model, prices) = s.rsplit_once('=').with_context(bad)?;
+    let (input, output) = prices.split_once('/').with_context(bad)?;
+    let number = |v: &str| {
+        v.trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|p| p.is_finite() && *p >= 0.0)
+    };
+    match (number(input), number(output)) {
+        (Some(i), Some(o)) if !model.is_empty() => Ok((model.to_owned(), i, o)),
+        _ => anyhow::bail!(bad()),
+    }
+}
+
 fn parse_pair(s: &str) -> anyhow::Result<(String, String)> {
     let (k, v) = s
         .split_once('=')
@@ -606,6 +626,7 @@ const STATS_EXAMPLES: &str = "\
 Examples:
   batchkit stats requests.jsonl
   batchkit stats requests.jsonl --price-input 0.075 --price-output 0.30   # USD per 1M tokens, batch prices
+  batchkit stats a.jsonl b.jsonl --price gpt-4o-mini=0.075/0.30 --price gpt-4o=1.25/5
   batchkit stats --format json requests.jsonl | jq .tokens
 
 Input tokens are estimated offline with the model's BPE encoding (o200k_base
@@ -687,9 +708,9 @@ pub struct TokenArgs {
 /// Arguments of `batchkit stats`.
 #[derive(Debug, Args)]
 pub struct StatsArgs {
-    /// The request file, or `-` for standard input.
-    #[arg(value_name = "FILE")]
-    pub file: PathBuf,
+    /// Request files, or `-` for standard input.
+    #[arg(value_name = "FILE", required = true)]
+    pub files: Vec<PathBuf>,
 
     #[command(flatten)]
     pub rules: RuleArgs,
@@ -711,8 +732,13 @@ pub struct StatsArgs {
     #[arg(long, value_name = "USD")]
     pub price_output: Option<f64>,
 
+    /// One model's prices, input/output USD per million tokens (repeat for
+    /// several models; --price-input/--price-output cover the rest).
+    #[arg(long, value_name = "MODEL=IN/OUT", value_parser = parse_price)]
+    pub price: Vec<(String, f64, f64)>,
+
     /// human: the report for people, on stdout; json: the same as one
-    /// object, on stdout.
+    /// object per file, on stdout.
     #[arg(long, value_enum, default_value_t = Format::Human)]
     pub format: Format,
 }

@@ -286,6 +286,7 @@ struct Group {
     requests: u64,
     bytes: u64,
     input_tokens: u64,
+    max_output_tokens: u64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -305,6 +306,15 @@ struct Cost {
     input: Option<f64>,
     max_output: Option<f64>,
     total_at_most: Option<f64>,
+    by_model: Vec<ModelCost>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ModelCost {
+    model: Option<String>,
+    input: Option<f64>,
+    max_output: Option<f64>,
 }
 
 #[test]
@@ -703,4 +713,64 @@ fn the_chunk_token_limit_is_not_confused_with_max_tokens() {
         "the old name is a hidden alias: {text}"
     );
     // The old name still works (see the token-limit test above).
+}
+
+#[test]
+fn stats_over_several_files_with_a_price_per_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = mixed(dir.path());
+    let example = testdata("example.jsonl");
+    let o = run(&[
+        "stats",
+        "--format",
+        "json",
+        "--price",
+        "gpt-4o-mini=0.1/0.4",
+        "--price-input",
+        "1",
+        "--price-output",
+        "4",
+        input.to_str().unwrap(),
+        &example,
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    let all: Vec<Stats> = serde_json::Deserializer::from_str(&text)
+        .into_iter::<Stats>()
+        .map(|s| s.unwrap())
+        .collect();
+    assert_eq!(all.len(), 2, "one object per file");
+    let s = &all[0];
+    let c = s.cost_usd.as_ref().unwrap();
+    for g in &s.groups {
+        let m = c.by_model.iter().find(|m| m.model == g.model).unwrap();
+        let (pin, pout) = if g.model.as_deref() == Some("gpt-4o-mini") {
+            (0.1, 0.4)
+        } else {
+            (1.0, 4.0)
+        };
+        assert!(
+            (m.input.unwrap() - g.input_tokens as f64 * pin / 1e6).abs() < 1e-12,
+            "{g:?}"
+        );
+        assert!(
+            (m.max_output.unwrap() - g.max_output_tokens as f64 * pout / 1e6).abs() < 1e-12,
+            "{g:?}"
+        );
+    }
+    let sum: f64 = c.by_model.iter().map(|m| m.input.unwrap()).sum();
+    assert!((c.input.unwrap() - sum).abs() < 1e-12);
+    // Without a price for some model, there is no total.
+    let o = run(&[
+        "stats",
+        "--format",
+        "json",
+        "--price",
+        "gpt-4o-mini=0.1/0.4",
+        input.to_str().unwrap(),
+    ]);
+    let s: Stats = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(s.cost_usd.unwrap().total_at_most, None);
+    let bad = run(&["stats", "--price", "gpt-4o-mini=cheap", &example]);
+    assert_eq!(bad.status.code(), Some(2));
 }

@@ -46,6 +46,7 @@ struct GroupStats {
     requests: u64,
     bytes: u64,
     input_tokens: u64,
+    max_output_tokens: u64,
 }
 
 #[derive(Serialize)]
@@ -63,6 +64,54 @@ struct Cost {
     input: Option<f64>,
     max_output: Option<f64>,
     total_at_most: Option<f64>,
+    /// Per model, at its own price (`--price`) or the general one.
+    by_model: Vec<ModelCost>,
+}
+
+#[derive(Serialize)]
+struct ModelCost {
+    model: Option<String>,
+    input: Option<f64>,
+    max_output: Option<f64>,
+}
+
+/// Every group at its model's price (`--price MODEL=IN/OUT`) or the general
+/// one; a total only when every group has a price.
+fn cost(args: &StatsArgs, groups: &[GroupStats]) -> Cost {
+    let price = |tokens: u64, usd: Option<f64>| usd.map(|p| tokens as f64 * p / 1e6);
+    let mut by_model: Vec<ModelCost> = Vec::new();
+    for g in groups {
+        let own = args
+            .price
+            .iter()
+            .find(|(m, _, _)| Some(m.as_str()) == g.model.as_deref());
+        let (pin, pout) = match own {
+            Some((_, i, o)) => (Some(*i), Some(*o)),
+            None => (args.price_input, args.price_output),
+        };
+        let (input, max_output) = (price(g.input_tokens, pin), price(g.max_output_tokens, pout));
+        match by_model.iter_mut().find(|m| m.model == g.model) {
+            Some(m) => {
+                m.input = m.input.zip(input).map(|(a, b)| a + b);
+                m.max_output = m.max_output.zip(max_output).map(|(a, b)| a + b);
+            }
+            None => by_model.push(ModelCost {
+                model: g.model.clone(),
+                input,
+                max_output,
+            }),
+        }
+    }
+    let sum = |f: fn(&ModelCost) -> Option<f64>| -> Option<f64> {
+        by_model.iter().map(f).sum::<Option<f64>>()
+    };
+    let (input, max_output) = (sum(|m| m.input), sum(|m| m.max_output));
+    Cost {
+        input,
+        max_output,
+        total_at_most: input.zip(max_output).map(|(a, b)| a + b),
+        by_model,
+    }
 }
 
 fn percentile(sorted: &[u32], p: f64) -> u64 {
@@ -73,9 +122,17 @@ fn percentile(sorted: &[u32], p: f64) -> u64 {
     sorted[rank.min(sorted.len() - 1)] as u64
 }
 
-/// Count, estimate, print.
+/// Count, estimate and print each file; the exit status is the worst.
 pub fn run(args: &StatsArgs) -> Result<Exit> {
-    let input = Input::open(&args.file)?;
+    let mut worst = Exit::Ok;
+    for file in &args.files {
+        worst = worst.max(one(args, file)?);
+    }
+    Ok(worst)
+}
+
+fn one(args: &StatsArgs, file: &std::path::Path) -> Result<Exit> {
+    let input = Input::open(file)?;
     let name = input.name.clone();
     let mapped = input.into_mapped()?;
     let bytes = mapped.bytes();
@@ -135,6 +192,7 @@ pub fn run(args: &StatsArgs) -> Result<Exit> {
         gs.requests += 1;
         gs.bytes += f.len as u64;
         gs.input_tokens += f.tokens as u64;
+        gs.max_output_tokens += f.max_output as u64;
         per_request.push(f.tokens);
         inputs += f.inputs as u64;
         max_output += f.max_output as u64;
@@ -145,16 +203,9 @@ pub fn run(args: &StatsArgs) -> Result<Exit> {
     }
     per_request.sort_unstable();
     let total: u64 = per_request.iter().map(|&t| t as u64).sum();
-    let price = |tokens: u64, usd: Option<f64>| usd.map(|p| tokens as f64 * p / 1e6);
-    let cost = (args.price_input.is_some() || args.price_output.is_some()).then(|| {
-        let input = price(total, args.price_input);
-        let out = price(max_output, args.price_output);
-        Cost {
-            input,
-            max_output: out,
-            total_at_most: input.zip(out).map(|(a, b)| a + b),
-        }
-    });
+    let priced =
+        args.price_input.is_some() || args.price_output.is_some() || !args.price.is_empty();
+    let cost = priced.then(|| cost(args, &groups));
     let stats = Stats {
         file: name.display().to_string(),
         provider: cfg.profile.provider.name(),
@@ -271,6 +322,17 @@ fn print_human(s: &Stats) -> Result<()> {
             usd(c.max_output),
             usd(c.total_at_most)
         )?;
+        if c.by_model.len() > 1 {
+            for m in &c.by_model {
+                writeln!(
+                    out,
+                    "    {}: input {} + output at most {}",
+                    m.model.as_deref().unwrap_or("-"),
+                    usd(m.input),
+                    usd(m.max_output)
+                )?;
+            }
+        }
     }
     Ok(())
 }
