@@ -66,6 +66,9 @@ struct Cost {
     total_at_most: Option<f64>,
     /// Per model, at its own price (`--price`) or the general one.
     by_model: Vec<ModelCost>,
+    /// Some model has its own price (the per-model lines are shown).
+    #[serde(skip)]
+    own_prices: bool,
 }
 
 #[derive(Serialize)]
@@ -111,6 +114,7 @@ fn cost(args: &StatsArgs, groups: &[GroupStats]) -> Cost {
         max_output,
         total_at_most: input.zip(max_output).map(|(a, b)| a + b),
         by_model,
+        own_prices: !args.price.is_empty(),
     }
 }
 
@@ -322,7 +326,7 @@ fn print_human(s: &Stats) -> Result<()> {
             usd(c.max_output),
             usd(c.total_at_most)
         )?;
-        if c.by_model.len() > 1 {
+        if c.own_prices {
             for m in &c.by_model {
                 writeln!(
                     out,

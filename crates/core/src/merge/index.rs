@@ -186,7 +186,7 @@ impl Merge {
             bad_lines,
             |m, (f, line, b)| {
                 let note = if b.custom_id.is_some() {
-                    "; its request is marked failed"
+                    "; its request counts as failed unless another result file has a readable result for it"
                 } else {
                     "; no custom_id could be read from it"
                 };

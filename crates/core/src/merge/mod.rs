@@ -239,10 +239,10 @@ impl Merge {
     }
 
     /// Problems met (bad result lines, conflicts, unknown ids), in order of
-    /// kind, file and line; at most `keep` of them.
+    /// file and line, as a reader goes through them; at most `keep` of them.
     pub fn problems(&self) -> Vec<Problem> {
         let mut p = self.problems.clone();
-        p.sort_by(|a, b| (a.kind, &a.file, a.line).cmp(&(b.kind, &b.file, b.line)));
+        p.sort_by(|a, b| (&a.file, a.line, a.kind).cmp(&(&b.file, b.line, b.kind)));
         p
     }
 
