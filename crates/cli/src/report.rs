@@ -91,6 +91,9 @@ fn print_one(w: &mut dyn Write, name: &dyn std::fmt::Display, d: &Diagnostic) ->
         }
         if let Some(excerpt) = &d.excerpt {
             writeln!(w, "  {DIM}|{DIM:#} {excerpt}")?;
+            if let Some(caret) = d.caret {
+                writeln!(w, "  {DIM}|{DIM:#} {}{ERROR}^{ERROR:#}", " ".repeat(caret))?;
+            }
         }
         if let Some(hint) = &d.hint {
             writeln!(w, "  {DIM}= hint:{DIM:#} {hint}")?;

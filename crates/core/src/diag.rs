@@ -114,6 +114,8 @@ pub struct Diagnostic {
     pub custom_id: Option<String>,
     /// A short, printable excerpt of the offending text.
     pub excerpt: Option<String>,
+    /// Where in the excerpt (in characters) the offending text starts.
+    pub caret: Option<usize>,
     /// How to fix it.
     pub hint: Option<String>,
 }
@@ -130,6 +132,7 @@ impl Diagnostic {
             offset: None,
             custom_id: None,
             excerpt: None,
+            caret: None,
             hint: None,
         }
     }
@@ -206,6 +209,12 @@ impl CodeCounts {
 /// Make an excerpt of `line` around byte `at`: at most `width` characters,
 /// control characters shown as `\u{..}` escapes, with an ellipsis where cut.
 pub fn excerpt(line: &[u8], at: usize, width: usize) -> String {
+    excerpt_with_caret(line, at, width).0
+}
+
+/// As [`excerpt`], with the column (in characters of the excerpt) where byte
+/// `at` of the line is shown, for a caret under it.
+pub fn excerpt_with_caret(line: &[u8], at: usize, width: usize) -> (String, usize) {
     let text = String::from_utf8_lossy(line);
     let at = at.min(line.len());
     // Position in characters of byte `at` (lossy decoding may change lengths,
@@ -219,6 +228,7 @@ pub fn excerpt(line: &[u8], at: usize, width: usize) -> String {
         start
     };
     let mut out = String::new();
+    let mut caret = 0;
     if start > 0 {
         out.push('…');
     }
@@ -227,18 +237,72 @@ pub fn excerpt(line: &[u8], at: usize, width: usize) -> String {
             out.push('…');
             break;
         }
+        if start + shown == at_char {
+            caret = out.chars().count();
+        }
         if c.is_control() {
             out.extend(c.escape_default());
         } else {
             out.push(c);
         }
     }
-    out
+    if at_char >= total {
+        caret = out.chars().count();
+    }
+    (out, caret)
+}
+
+/// The byte offset in a request line of the value of `param` (`url`,
+/// `body.model`, ...), found by its keys in order; 0 if it is not there.
+/// For showing where a problem is, not for reading the value.
+pub fn locate(line: &[u8], param: &str) -> usize {
+    let mut pos = 0;
+    for key in param.split('.') {
+        let quoted = format!("\"{key}\"");
+        let found = line[pos.min(line.len())..]
+            .windows(quoted.len())
+            .enumerate()
+            .find_map(|(i, w)| {
+                if w != quoted.as_bytes() {
+                    return None;
+                }
+                let mut j = pos + i + quoted.len();
+                while j < line.len() && line[j].is_ascii_whitespace() {
+                    j += 1;
+                }
+                (j < line.len() && line[j] == b':').then_some(j + 1)
+            });
+        match found {
+            Some(after) => {
+                pos = after;
+                while pos < line.len() && line[pos].is_ascii_whitespace() {
+                    pos += 1;
+                }
+            }
+            None => return 0,
+        }
+    }
+    pos
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn carets_and_located_values() {
+        let line = br#"{"custom_id":"a","url":"/v1/chat/completion","body":{"model":"gpt-4o"}}"#;
+        let at = locate(line, "url");
+        assert_eq!(&line[at..at + 4], b"\"/v1");
+        let m = locate(line, "body.model");
+        assert_eq!(&line[m..m + 8], b"\"gpt-4o\"");
+        assert_eq!(locate(line, "body.stream"), 0);
+        let (text, caret) = excerpt_with_caret(line, at, 30);
+        assert_eq!(
+            &text[text.char_indices().nth(caret).unwrap().0..][..4],
+            "\"/v1"
+        );
+    }
 
     #[test]
     fn counts_by_severity() {

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use crate::dedup::IdEntry;
-use crate::diag::{Code, CodeCounts, Diagnostic, excerpt};
+use crate::diag::{Code, CodeCounts, Diagnostic, excerpt_with_caret, locate};
 use crate::envelope::{self, Body, BodyView, Kind, MessageProblem, Messages, Text};
 use crate::lines::is_blank;
 use crate::provider::{EndpointKind, LineShape, Profile};
@@ -134,8 +134,15 @@ impl ChunkOut {
             let mut d = build();
             d.code = code;
             d.line = Some(at.line);
-            d.offset = Some(at.offset + at.column as u64);
-            d.excerpt = Some(excerpt(at.text, at.column, EXCERPT_WIDTH));
+            // Point at the field the problem is about, where it is known.
+            let column = match (&d.param, at.column) {
+                (Some(param), 0) => locate(at.text, param),
+                _ => at.column,
+            };
+            d.offset = Some(at.offset + column as u64);
+            let (text, caret) = excerpt_with_caret(at.text, column, EXCERPT_WIDTH);
+            d.excerpt = Some(text);
+            d.caret = (column > 0).then_some(caret);
             self.diags.push(d);
         }
     }
