@@ -319,13 +319,7 @@ fn print_human(s: &Stats) -> Result<()> {
     }
     if let Some(c) = &s.cost_usd {
         let usd = |v: Option<f64>| v.map_or("n/a".to_owned(), usd);
-        writeln!(
-            out,
-            "  cost: input {} + output at most {} = at most {}",
-            usd(c.input),
-            usd(c.max_output),
-            usd(c.total_at_most)
-        )?;
+        writeln!(out, "  cost: {}", cost_text(c.input, c.max_output))?;
         if c.own_prices {
             for m in &c.by_model {
                 writeln!(
@@ -349,4 +343,15 @@ pub fn usd(v: f64) -> String {
     } else {
         format!("${v:.6}")
     }
+}
+
+/// `input $X + output at most $Y = at most $Z` (`n/a` for what has no price).
+pub fn cost_text(input: Option<f64>, max_output: Option<f64>) -> String {
+    let show = |v: Option<f64>| v.map_or("n/a".to_owned(), usd);
+    format!(
+        "input {} + output at most {} = at most {}",
+        show(input),
+        show(max_output),
+        show(input.zip(max_output).map(|(a, b)| a + b))
+    )
 }

@@ -229,24 +229,21 @@ fn dry_run(
             .sum();
         let price = |tokens: u64, usd: Option<f64>| usd.map(|p| tokens as f64 * p / 1e6);
         let (input, output) = (price(tokens, prices.0), price(max_output, prices.1));
-        let show = |v: Option<f64>| v.map_or("n/a".to_owned(), crate::cmd::stats::usd);
         writeln!(
             out,
-            "  cost: input {} + output at most {} = at most {}",
-            show(input),
-            show(output),
-            show(Some(input.unwrap_or(0.0) + output.unwrap_or(0.0)))
+            "  cost: {}",
+            crate::cmd::stats::cost_text(input, output)
         )?;
     }
     for c in &manifest.chunks {
         writeln!(
             out,
-            "  {}  {}  {} requests, {} bytes, ~{} tokens",
+            "  {}  {}  {}, {}, ~{}",
             c.endpoint,
             c.model.as_deref().unwrap_or("-"),
-            thousands(c.requests),
-            thousands(c.bytes),
-            thousands(c.estimated_tokens.unwrap_or(0))
+            crate::report::count(c.requests, "request"),
+            crate::report::count(c.bytes, "byte"),
+            crate::report::count(c.estimated_tokens.unwrap_or(0), "token")
         )?;
     }
     Ok(Exit::Ok)
