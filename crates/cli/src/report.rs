@@ -75,29 +75,27 @@ pub fn human_diagnostics(
 }
 
 fn print_one(w: &mut dyn Write, name: &dyn std::fmt::Display, d: &Diagnostic) -> io::Result<()> {
-    {
-        let (label, style) = label(d.severity());
-        let place = match d.line {
-            Some(line) => format!("{name}:{line}"),
-            None => name.to_string(),
-        };
-        writeln!(
-            w,
-            "{BOLD}{place}:{BOLD:#} {style}{label}[{}]{style:#}: {}",
-            d.code, d.message
-        )?;
-        if let Some(id) = &d.custom_id {
-            writeln!(w, "  {DIM}custom_id:{DIM:#} {}", quoted(id))?;
+    let (label, style) = label(d.severity());
+    let place = match d.line {
+        Some(line) => format!("{name}:{line}"),
+        None => name.to_string(),
+    };
+    writeln!(
+        w,
+        "{BOLD}{place}:{BOLD:#} {style}{label}[{}]{style:#}: {}",
+        d.code, d.message
+    )?;
+    if let Some(id) = &d.custom_id {
+        writeln!(w, "  {DIM}custom_id:{DIM:#} {}", quoted(id))?;
+    }
+    if let Some(excerpt) = &d.excerpt {
+        writeln!(w, "  {DIM}|{DIM:#} {excerpt}")?;
+        if let Some(caret) = d.caret {
+            writeln!(w, "  {DIM}|{DIM:#} {}{ERROR}^{ERROR:#}", " ".repeat(caret))?;
         }
-        if let Some(excerpt) = &d.excerpt {
-            writeln!(w, "  {DIM}|{DIM:#} {excerpt}")?;
-            if let Some(caret) = d.caret {
-                writeln!(w, "  {DIM}|{DIM:#} {}{ERROR}^{ERROR:#}", " ".repeat(caret))?;
-            }
-        }
-        if let Some(hint) = &d.hint {
-            writeln!(w, "  {DIM}= hint:{DIM:#} {hint}")?;
-        }
+    }
+    if let Some(hint) = &d.hint {
+        writeln!(w, "  {DIM}= hint:{DIM:#} {hint}")?;
     }
     Ok(())
 }

@@ -9,7 +9,7 @@ use axum::response::Json;
 use batchkit_core::params;
 use serde_json::{Map, Value};
 
-use super::{ApiJson, ApiQuery, AppState, Params, Tenant, limit, list_error, ok};
+use super::{ApiJson, ApiQuery, AppState, Params, Tenant, limit, list_error};
 use crate::error::ApiError;
 use crate::ids;
 use crate::objects::{BatchRecord, Stamps, Status, Usage};
@@ -223,7 +223,7 @@ pub(super) async fn create(
     state.engine.db(move |s| s.insert_batch(&r)).await?;
     tracing::info!(batch = %record.id, to = "validating", input = %record.input_file_id, endpoint = %record.endpoint, "batch created");
     state.engine.launch(&record.id);
-    Ok(ok(record.to_json()))
+    Ok(Json(record.to_json()))
 }
 
 /// `GET /v1/batches/{id}`.
@@ -235,7 +235,7 @@ pub(super) async fn get(
     let i = id.clone();
     let batch = state.engine.db(move |s| s.batch(&tenant, &i)).await?;
     batch
-        .map(|b| ok(b.to_json()))
+        .map(|b| Json(b.to_json()))
         .ok_or_else(|| ApiError::not_found("batch", &id))
 }
 
@@ -260,7 +260,7 @@ pub(super) async fn list(
         .await?
         .map_err(list_error)?;
     let items = batches.iter().map(BatchRecord::to_json).collect();
-    Ok(ok(crate::objects::list_json(items, more)))
+    Ok(Json(crate::objects::list_json(items, more)))
 }
 
 /// `POST /v1/batches/{id}/cancel`.
@@ -274,7 +274,7 @@ pub(super) async fn cancel(
         Cancel::Cancelling(batch) => {
             tracing::info!(batch = %id, to = "cancelling", "cancel asked");
             state.engine.cancelled(&id);
-            Ok(ok(batch.to_json()))
+            Ok(Json(batch.to_json()))
         }
         Cancel::Refused(status) => Err(ApiError::conflict(format!(
             "Cannot cancel a batch with status '{}'.",

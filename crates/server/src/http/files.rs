@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Json, Response};
 use serde_json::{Value, json};
 use tokio_util::io::ReaderStream;
 
-use super::{ApiQuery, AppState, Params, Tenant, limit, list_error, ok};
+use super::{ApiQuery, AppState, Params, Tenant, limit, list_error};
 use crate::error::ApiError;
 use crate::ids;
 use crate::objects::FileRecord;
@@ -243,7 +243,7 @@ pub(super) async fn upload(
     let r = record.clone();
     state.engine.db(move |s| s.insert_file(&r)).await?;
     tracing::info!(file = %record.id, bytes = record.bytes, purpose = %record.purpose, "file uploaded");
-    Ok(ok(record.to_json()))
+    Ok(Json(record.to_json()))
 }
 
 async fn find(state: &AppState, tenant: &str, id: &str) -> Result<FileRecord, ApiError> {
@@ -286,7 +286,7 @@ pub(super) async fn list(
         .await?
         .map_err(list_error)?;
     let items = files.iter().map(FileRecord::to_json).collect();
-    Ok(ok(crate::objects::list_json(items, more)))
+    Ok(Json(crate::objects::list_json(items, more)))
 }
 
 /// `GET /v1/files/{id}`.
@@ -295,7 +295,7 @@ pub(super) async fn get(
     Extension(Tenant(tenant)): Extension<Tenant>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    Ok(ok(find(&state, &tenant, &id).await?.to_json()))
+    Ok(Json(find(&state, &tenant, &id).await?.to_json()))
 }
 
 /// `GET /v1/files/{id}/content`, streamed from the store.
@@ -338,5 +338,5 @@ pub(super) async fn delete(
     state.engine.db(move |s| s.delete_file(&t, &i)).await?;
     state.engine.files.remove(&record.id)?;
     tracing::info!(file = %id, "file deleted");
-    Ok(ok(json!({"id": id, "object": "file", "deleted": true})))
+    Ok(Json(json!({"id": id, "object": "file", "deleted": true})))
 }

@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
-use serde_json::{Value, json};
+use serde_json::json;
 use sha2::{Digest, Sha256};
 use tower_http::trace::TraceLayer;
 
@@ -198,7 +198,3 @@ fn list_error(e: crate::store::ListError) -> ApiError {
 
 /// Query parameters as strings, checked one by one by the handlers.
 type Params = HashMap<String, String>;
-
-fn ok(v: Value) -> Json<Value> {
-    Json(v)
-}
