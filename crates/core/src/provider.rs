@@ -336,7 +336,7 @@ mod tests {
 
 /// Levenshtein distance over bytes (endpoints are ASCII), stopping early
 /// for strings of very different lengths.
-fn edit_distance(a: &str, b: &str) -> usize {
+pub(crate) fn edit_distance(a: &str, b: &str) -> usize {
     let (a, b) = (a.as_bytes(), b.as_bytes());
     if a.len().abs_diff(b.len()) > 2 {
         return usize::MAX;

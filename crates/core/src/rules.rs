@@ -81,6 +81,8 @@ pub(crate) struct ChunkOut {
     pub embedding_inputs: u64,
     pub longest_line: u64,
     pub ids: Vec<IdEntry>,
+    /// The offset in the chunk of the line of each entry of `ids`.
+    pub id_lines: Vec<u64>,
     pub diags: Vec<Diagnostic>,
     pub counts: CodeCounts,
     pub models: ModelTally,
@@ -146,6 +148,27 @@ impl ChunkOut {
             self.diags.push(d);
         }
     }
+}
+
+/// A line's `custom_id` (the line starts at `line` and may run on to the end
+/// of the block), with an excerpt centred on it: the id, its column, the
+/// excerpt and the caret's place in it.
+pub(crate) fn custom_id_of(line: &[u8]) -> Option<(String, usize, String, usize)> {
+    let line = crate::lines::Lines::new(line).next()?.bytes;
+    let skip = if line.starts_with(UTF8_BOM) {
+        UTF8_BOM.len()
+    } else {
+        0
+    };
+    let text = std::str::from_utf8(&line[skip..]).ok()?;
+    let id = envelope::parse_line(text)
+        .ok()?
+        .custom_id?
+        .as_str()?
+        .to_owned();
+    let column = locate(line, "custom_id");
+    let (excerpt, caret) = excerpt_with_caret(line, column, EXCERPT_WIDTH);
+    Some((id, column, excerpt, caret))
 }
 
 /// Where a problem is: the line (relative), its offset and text, and the
@@ -354,14 +377,101 @@ fn report_syntax(out: &mut ChunkOut, pos: Pos<'_>, skip: usize, e: &serde_json::
 }
 
 fn missing(out: &mut ChunkOut, pos: Pos<'_>, field: &'static str) {
-    out.report(Code::MissingRequiredParameter, pos, || {
-        Diagnostic::new(
-            Code::MissingRequiredParameter,
-            format!("Missing required parameter: '{field}'."),
-        )
-        .param(field)
-        .hint(format!("add \"{field}\" to the request"))
+    absent(
+        out,
+        pos,
+        Code::MissingRequiredParameter,
+        format!("Missing required parameter: '{field}'."),
+        field,
+        Some(format!("add \"{field}\" to the request")),
+    );
+}
+
+/// Report the missing parameter `param`; where the line has a key that is
+/// nearly its name (`customid`, `Custom-ID`, `mesages`), point at that key
+/// and ask "did you mean".
+fn absent(
+    out: &mut ChunkOut,
+    pos: Pos<'_>,
+    code: Code,
+    message: String,
+    param: &'static str,
+    otherwise: Option<String>,
+) {
+    // The line is parsed again only for a diagnostic that is kept.
+    let near = (out.diags.len() < out.keep)
+        .then(|| near_key(pos.text, param))
+        .flatten();
+    let at = match &near {
+        Some((_, column)) => pos.at(*column),
+        None => pos,
+    };
+    out.report(code, at, || {
+        let d = Diagnostic::new(code, message).param(param);
+        match (near, otherwise) {
+            (Some((key, _)), _) => {
+                let name = param.rsplit('.').next().unwrap_or(param);
+                d.hint(format!(
+                    "did you mean \"{name}\"? the request has \"{key}\""
+                ))
+            }
+            (None, Some(hint)) => d.hint(hint),
+            (None, None) => d,
+        }
     });
+}
+
+/// A key of the object that holds `param` (`body.model`: the body's keys)
+/// whose name is nearly `param`'s last segment, and the key's column.
+fn near_key(line: &[u8], param: &str) -> Option<(String, usize)> {
+    let skip = if line.starts_with(UTF8_BOM) {
+        UTF8_BOM.len()
+    } else {
+        0
+    };
+    let value: serde_json::Value = serde_json::from_slice(&line[skip..]).ok()?;
+    let mut path: Vec<&str> = param.split('.').collect();
+    let name = path.pop()?;
+    let mut object = value.as_object()?;
+    for key in &path {
+        object = object.get(*key)?.as_object()?;
+    }
+    let fold = |s: &str| -> String {
+        s.chars()
+            .filter(|c| !matches!(c, '_' | '-' | ' '))
+            .flat_map(char::to_lowercase)
+            .collect()
+    };
+    let wanted = fold(name);
+    let allowed = if name.len() >= 5 { 2 } else { 1 };
+    let key = object
+        .keys()
+        .filter(|k| k.as_str() != name)
+        .map(|k| {
+            let d = if fold(k) == wanted {
+                0
+            } else {
+                crate::provider::edit_distance(&k.to_lowercase(), name)
+            };
+            (d, k)
+        })
+        .filter(|(d, _)| *d <= allowed)
+        .min_by_key(|(d, _)| *d)?
+        .1
+        .clone();
+    let mut at = path.join(".");
+    if !at.is_empty() {
+        at.push('.');
+    }
+    at.push_str(&key);
+    // The key itself, the last one of that name before its value.
+    let value = locate(line, &at);
+    let quoted = format!("\"{key}\"");
+    let column = line[..value]
+        .windows(quoted.len())
+        .rposition(|w| w == quoted.as_bytes())
+        .unwrap_or(value);
+    Some((key, column))
 }
 
 fn wrong_type(out: &mut ChunkOut, pos: Pos<'_>, param: &str, expected: &str, kind: Kind) {
@@ -398,6 +508,7 @@ fn check_view(ctx: &LineCtx<'_>, view: &envelope::LineView<'_>, pos: Pos<'_>, ou
         }),
         Some(Text::Str(id)) => {
             out.ids.push(IdEntry::new(id, pos.line));
+            out.id_lines.push(pos.offset);
             check_custom_id_form(ctx, id, pos, out);
         }
     }
@@ -595,13 +706,14 @@ fn check_body(
 }
 
 fn required(out: &mut ChunkOut, pos: Pos<'_>, name: &str, param: &'static str) {
-    out.report(Code::InvalidRequest, pos, || {
-        Diagnostic::new(
-            Code::InvalidRequest,
-            format!("{name} parameter is required."),
-        )
-        .param(param)
-    });
+    absent(
+        out,
+        pos,
+        Code::InvalidRequest,
+        format!("{name} parameter is required."),
+        param,
+        None,
+    );
 }
 
 fn check_model(
@@ -615,11 +727,14 @@ fn check_model(
         None => {
             // Moderations default their model; Mistral sets it on the job.
             if ctx.profile.model_required && kind != EndpointKind::Moderations {
-                out.report(Code::InvalidRequest, pos, || {
-                    Diagnostic::new(Code::InvalidRequest, "Model parameter is required.")
-                        .param("body.model")
-                        .hint("add \"model\" to the body")
-                });
+                absent(
+                    out,
+                    pos,
+                    Code::InvalidRequest,
+                    "Model parameter is required.".to_owned(),
+                    "body.model",
+                    Some("add \"model\" to the body".to_owned()),
+                );
             }
         }
         Some(Text::Other(k)) => wrong_type(out, pos, "body.model", "a string", *k),

@@ -7,7 +7,7 @@
 
 use rayon::prelude::*;
 
-use crate::dedup::{IdEntry, find_repeats};
+use crate::dedup::{IdEntry, SeenFilter, find_repeats};
 use crate::diag::{Code, CodeCounts, Diagnostic, Severity};
 use crate::facts::{Fact, Group};
 use crate::input::{self, Input, InputError, Source};
@@ -223,6 +223,17 @@ pub fn validate_bytes_with_progress(
     v.finish()
 }
 
+/// A line whose `custom_id` may repeat an earlier one, kept to name it.
+#[derive(Debug)]
+struct NamedId {
+    line: u64,
+    id: Box<str>,
+    /// Where the id is in the input.
+    offset: u64,
+    excerpt: Box<str>,
+    caret: u32,
+}
+
 /// Incremental validation: feed blocks of whole lines in order, then finish.
 pub struct Validator<'c> {
     cfg: &'c Config,
@@ -238,6 +249,13 @@ pub struct Validator<'c> {
     /// large reallocations move pages (mremap) instead of copying, so peak
     /// memory stays at 24 bytes per request.
     ids: Vec<IdEntry>,
+    /// Asked about every id in input order; the ids it may have seen are
+    /// kept in `named`, so that a repeat can be named (stdin included)
+    /// without keeping the bytes of every id.
+    seen: SeenFilter,
+    /// The lines whose id [`Validator::seen`] may have seen, by line: every
+    /// repeated id is among them.
+    named: Vec<NamedId>,
     diags: Vec<Diagnostic>,
     counts: CodeCounts,
     models: ModelTally,
@@ -263,6 +281,8 @@ impl<'c> Validator<'c> {
             endpoint: None,
             model: None,
             ids: Vec::new(),
+            seen: SeenFilter::default(),
+            named: Vec::new(),
             diags: Vec::new(),
             counts: CodeCounts::default(),
             models: ModelTally::default(),
@@ -359,7 +379,7 @@ impl<'c> Validator<'c> {
             let chunk = &block[range.clone()];
             let starts_file = at_file_start && i == 0;
             self.note_limit_crossings(&ctx, chunk, starts_file, &out);
-            self.absorb(out, self.bytes + range.start as u64);
+            self.absorb(out, chunk, self.bytes + range.start as u64);
         }
         self.bytes += block.len() as u64;
     }
@@ -407,7 +427,7 @@ impl<'c> Validator<'c> {
         }
     }
 
-    fn absorb(&mut self, out: ChunkOut, offset_base: u64) {
+    fn absorb(&mut self, out: ChunkOut, chunk: &[u8], offset_base: u64) {
         let line_base = self.lines + 1;
         let room = self.keep().saturating_sub(self.diags.len());
         for mut d in out.diags.into_iter().take(room) {
@@ -415,8 +435,23 @@ impl<'c> Validator<'c> {
             d.offset = d.offset.map(|o| o + offset_base);
             self.diags.push(d);
         }
-        self.ids
-            .extend(out.ids.iter().map(|e| e.shifted(line_base)));
+        self.seen.reserve(out.ids.len(), &self.ids);
+        for (e, &at) in out.ids.iter().zip(&out.id_lines) {
+            let e = e.shifted(line_base);
+            if self.seen.insert(&e) {
+                let line = chunk.get(at as usize..).unwrap_or_default();
+                if let Some((id, column, excerpt, caret)) = rules::custom_id_of(line) {
+                    self.named.push(NamedId {
+                        line: e.line(),
+                        id: id.into_boxed_str(),
+                        offset: offset_base + at + column as u64,
+                        excerpt: excerpt.into_boxed_str(),
+                        caret: caret as u32,
+                    });
+                }
+            }
+            self.ids.push(e);
+        }
         self.bad_lines
             .extend(out.bad_lines.iter().map(|l| l + line_base));
         if !out.facts.is_empty() {
@@ -603,14 +638,20 @@ impl<'c> Validator<'c> {
             kept.truncate(self.cfg.keep.unwrap_or(usize::MAX));
         }
         for r in kept {
+            let named = self.named.binary_search_by_key(&r.line, |n| n.line);
+            let named = named.ok().and_then(|i| self.named.get(i));
+            let this = match named {
+                Some(n) => format!("`{}`", n.id),
+                None => "this custom_id".to_owned(),
+            };
             let hint = if lenient {
                 format!(
-                    "line {} already uses this custom_id; vLLM runs both, but `batchkit merge` cannot tell their results apart and refuses the file: give each request its own",
+                    "line {} already uses {this}; vLLM runs both, but `batchkit merge` cannot tell their results apart and refuses the file: give each request its own",
                     r.first_line
                 )
             } else {
                 format!(
-                    "line {} already uses this custom_id; give each request its own",
+                    "line {} already uses {this}; give each request its own",
                     r.first_line
                 )
             };
@@ -624,6 +665,12 @@ impl<'c> Validator<'c> {
             .param("custom_id")
             .hint(hint);
             d.line = Some(r.line);
+            if let Some(n) = named {
+                d.custom_id = Some(n.id.to_string());
+                d.offset = Some(n.offset);
+                d.excerpt = Some(n.excerpt.to_string());
+                d.caret = Some(n.caret as usize);
+            }
             self.diags.push(d);
         }
     }

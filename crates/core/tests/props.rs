@@ -137,5 +137,62 @@ fn duplicates_across_chunk_and_block_boundaries() {
     assert_eq!(dups.len(), 1_000);
     assert_eq!(dups[0], (4_001, "duplicate_custom_id"));
     assert!(report.diagnostics[0].message.contains("(line 1)"));
+    // Every repeat is named, across chunks and blocks alike.
+    for d in &report.diagnostics {
+        let line = d.line.unwrap_or(0) as usize;
+        let id = format!("id-{}", (line - 1) % 4_000);
+        assert_eq!(d.custom_id.as_deref(), Some(id.as_str()), "line {line}");
+    }
     assert_eq!(report, streamed(text.as_bytes(), &cfg));
+}
+
+#[test]
+fn a_misspelt_key_is_pointed_at() {
+    let text = concat!(
+        r#"{"Custom-ID":"a","method":"POST","url":"/v1/chat/completions","body":{"model":"m","messages":[{"role":"user","content":"x"}]}}"#,
+        "\n",
+        r#"{"custom_id":"b","method":"POST","url":"/v1/chat/completions","body":{"model":"m","mesages":[]}}"#,
+        "\n",
+        r#"{"custom_id":"c","method":"POST","url":"/v1/chat/completions","body":{"modle":"m","messages":[{"role":"user","content":"x"}]}}"#,
+        "\n",
+        r#"{"custom_id":"d","method":"POST","url":"/v1/chat/completions","body":{"model":"m","prompt":"x"}}"#,
+        "\n",
+    );
+    let mut cfg = Config::new(Provider::OpenAi);
+    cfg.single_model = false;
+    let report = validate_bytes(text.as_bytes(), &cfg);
+    let hints: Vec<(u64, Option<&str>, u64)> = report
+        .diagnostics
+        .iter()
+        .map(|d| {
+            (
+                d.line.unwrap_or(0),
+                d.hint.as_deref(),
+                d.offset.unwrap_or(0),
+            )
+        })
+        .collect();
+    let at = |key: &str| text.find(key).expect("key") as u64;
+    assert_eq!(
+        hints,
+        vec![
+            (
+                1,
+                Some(r#"did you mean "custom_id"? the request has "Custom-ID""#),
+                1
+            ),
+            (
+                2,
+                Some(r#"did you mean "messages"? the request has "mesages""#),
+                at("\"mesages\"")
+            ),
+            (
+                3,
+                Some(r#"did you mean "model"? the request has "modle""#),
+                at("\"modle\"")
+            ),
+            // `prompt` is no near miss of `messages`.
+            (4, None, at(r#"{"custom_id":"d""#)),
+        ]
+    );
 }
