@@ -21,9 +21,33 @@ One command for all of it: batchkit run requests.jsonl -o merged.jsonl
 /// Diagnostics of one code printed in full before the rest are summed up.
 pub const DEFAULT_PER_CODE: usize = 3;
 
+/// A help template that prints `text` (examples, exit statuses) verbatim
+/// after the options. clap re-wraps `after_help` to the terminal's width, at
+/// most 100 columns, which breaks example commands in two; the literal text
+/// of a template is printed as it is. (`after_help` still holds the text,
+/// for the man page.) The text must not hold `{` without a `}` after it:
+/// clap would drop that part.
+pub fn verbatim(text: &str) -> String {
+    format!(
+        "{{before-help}}{{about-with-newline}}\n{{usage-heading}} {{usage}}\n\n{{all-args}}\n\n{text}"
+    )
+}
+
+/// The examples of a command that talks to a service, and how it finds it.
+fn with_service_help(examples: &str) -> String {
+    format!("{examples}\n\n{SERVICE_HELP}")
+}
+
 /// Validate, split and merge the JSONL files of LLM Batch APIs.
 #[derive(Debug, Parser)]
-#[command(name = "batchkit", version, about, propagate_version = true, after_help = WORKFLOW, after_long_help = WORKFLOW)]
+#[command(
+    name = "batchkit",
+    version,
+    about,
+    propagate_version = true,
+    after_help = WORKFLOW,
+    help_template = verbatim(WORKFLOW)
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -41,42 +65,42 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Check a batch request file as the service would, before upload.
-    #[command(after_long_help = VALIDATE_EXAMPLES, after_help = VALIDATE_EXAMPLES)]
+    #[command(after_help = VALIDATE_EXAMPLES, help_template = verbatim(VALIDATE_EXAMPLES))]
     Validate(ValidateArgs),
     /// Join output and error files back to the requests, in input order.
-    #[command(after_long_help = MERGE_EXAMPLES, after_help = MERGE_EXAMPLES)]
+    #[command(after_help = MERGE_EXAMPLES, help_template = verbatim(MERGE_EXAMPLES))]
     Merge(MergeArgs),
     /// Write the requests that still need to run, ready to upload.
-    #[command(after_long_help = RETRY_EXAMPLES, after_help = RETRY_EXAMPLES)]
+    #[command(after_help = RETRY_EXAMPLES, help_template = verbatim(RETRY_EXAMPLES))]
     Retry(RetryArgs),
     /// Cut a request file into chunks that each fit every limit.
-    #[command(after_long_help = SPLIT_EXAMPLES, after_help = SPLIT_EXAMPLES)]
+    #[command(after_help = SPLIT_EXAMPLES, help_template = verbatim(SPLIT_EXAMPLES))]
     Split(SplitArgs),
     /// What a request file holds, in requests, bytes, tokens and money.
-    #[command(after_long_help = STATS_EXAMPLES, after_help = STATS_EXAMPLES)]
+    #[command(after_help = STATS_EXAMPLES, help_template = verbatim(STATS_EXAMPLES))]
     Stats(StatsArgs),
     /// Serve the Batch API (files and batches) in front of an
     /// OpenAI-compatible server such as vLLM, llama.cpp or Ollama.
-    #[command(after_long_help = SERVE_EXAMPLES, after_help = SERVE_EXAMPLES)]
+    #[command(after_help = SERVE_EXAMPLES, help_template = verbatim(SERVE_EXAMPLES))]
     Serve(ServeArgs),
     /// Upload, list, show, download and delete files on a Batch API service.
-    #[command(after_long_help = FILES_EXAMPLES, after_help = FILES_EXAMPLES)]
+    #[command(after_help = with_service_help(FILES_EXAMPLES), help_template = verbatim(&with_service_help(FILES_EXAMPLES)))]
     Files(FilesArgs),
     /// Create, show, list, cancel, wait for and download batches.
-    #[command(after_long_help = BATCHES_EXAMPLES, after_help = BATCHES_EXAMPLES)]
+    #[command(after_help = with_service_help(BATCHES_EXAMPLES), help_template = verbatim(&with_service_help(BATCHES_EXAMPLES)))]
     Batches(BatchesArgs),
     /// One command from a request file to merged results: validate, split,
     /// upload, create, wait, download, merge, resubmit what can succeed.
-    #[command(after_long_help = RUN_EXAMPLES, after_help = RUN_EXAMPLES)]
+    #[command(after_help = RUN_EXAMPLES, help_template = verbatim(RUN_EXAMPLES))]
     Run(RunArgs),
     /// Print a shell completion script.
-    #[command(after_help = COMPLETIONS_EXAMPLES, after_long_help = COMPLETIONS_EXAMPLES)]
+    #[command(after_help = COMPLETIONS_EXAMPLES, help_template = verbatim(COMPLETIONS_EXAMPLES))]
     Completions {
         /// The shell: bash, zsh, fish, powershell, elvish.
         shell: clap_complete::Shell,
     },
     /// Print the man page (roff) of batchkit or of one of its commands.
-    #[command(after_help = MAN_EXAMPLES, after_long_help = MAN_EXAMPLES)]
+    #[command(after_help = MAN_EXAMPLES, help_template = verbatim(MAN_EXAMPLES))]
     Man {
         /// A command (validate, split, ...); without one, batchkit's page.
         command: Option<String>,
@@ -280,7 +304,6 @@ pub enum ObjectFormat {
 
 /// Arguments of `batchkit files`.
 #[derive(Debug, Args)]
-#[command(after_long_help = SERVICE_HELP)]
 pub struct FilesArgs {
     #[command(flatten)]
     pub service: ServiceArgs,
@@ -334,7 +357,6 @@ pub enum FilesCommand {
 
 /// Arguments of `batchkit batches`.
 #[derive(Debug, Args)]
-#[command(after_long_help = SERVICE_HELP)]
 pub struct BatchesArgs {
     #[command(flatten)]
     pub service: ServiceArgs,
@@ -619,7 +641,8 @@ are fine: they are what grouping is for).
 
 Exit status:
   0  the chunks were written (or planned, with --dry-run)
-  1  the input has errors (without --skip-invalid), or a line breaks a limit alone
+  1  the input has errors (without --skip-invalid), or one line alone breaks
+     a limit
   2  usage error, or a file could not be read or written";
 
 const STATS_EXAMPLES: &str = "\
@@ -749,8 +772,9 @@ Examples:
   batchkit merge --input part.001.jsonl --input part.002.jsonl results/*.jsonl -o merged.jsonl --text
   batchkit merge --input requests.jsonl round1/*.jsonl round2/*.jsonl -o - | jq -c 'select(.status != \"succeeded\")'
 
-Each merged line: {\"custom_id\", \"line\", \"status\", \"status_code\", \"response\", \"error\"}, one per
-request, in input order; status is succeeded, failed, expired, cancelled or missing.
+Each merged line is {\"custom_id\", \"line\", \"status\", \"status_code\",
+\"response\", \"error\"}, one per request, in input order; status is succeeded,
+failed, expired, cancelled or missing.
 Result files may come in any order, from several batches and retry rounds: a
 success wins over a failure; among failures the last file given wins; two
 different successes are reported as a conflict (the first is kept unless
@@ -758,7 +782,8 @@ different successes are reported as a conflict (the first is kept unless
 
 Exit status:
   0  merged, and every request succeeded
-  1  merged, and some request did not succeed (or results conflict or are unknown)
+  1  merged, and some request did not succeed (or results conflict or are
+     unknown)
   2  usage error, unreadable file, or request files that cannot be merged";
 
 const RETRY_EXAMPLES: &str = "\

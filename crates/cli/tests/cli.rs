@@ -342,6 +342,58 @@ fn help_has_examples_and_exit_codes() {
 }
 
 #[test]
+fn help_examples_are_printed_verbatim_at_any_width() {
+    let help = |args: &[&str], columns: &str| {
+        let o = batchkit()
+            .args(args)
+            .env("COLUMNS", columns)
+            .output()
+            .expect("run");
+        assert_eq!(o.status.code(), Some(0));
+        String::from_utf8(o.stdout).expect("utf-8")
+    };
+    let commands = [
+        "validate",
+        "merge",
+        "retry",
+        "split",
+        "stats",
+        "serve",
+        "files",
+        "batches",
+        "run",
+        "completions",
+        "man",
+    ];
+    for name in commands {
+        for flag in ["-h", "--help"] {
+            let narrow = help(&[name, flag], "50");
+            let wide = help(&[name, flag], "250");
+            let tail = |t: &str| t[t.find("\nExamples:").expect("examples")..].to_owned();
+            assert_eq!(
+                tail(&narrow),
+                tail(&wide),
+                "`{name} {flag}` examples depend on the width"
+            );
+            // The options above them still wrap to the terminal.
+            let head = &narrow[..narrow.find("\nExamples:").expect("examples")];
+            let over: Vec<&str> = head
+                .lines()
+                .filter(|l| !l.starts_with("Usage:") && l.chars().count() > 50)
+                .collect();
+            assert!(over.is_empty(), "`{name} {flag}` at 50 columns: {over:?}");
+        }
+    }
+    let run = help(&["run", "--help"], "50");
+    assert!(run.contains("\n  batchkit run requests.jsonl -o results.jsonl --max-chunk-tokens 2000000   # enqueued-token quota per batch\n"), "{run}");
+    // The service commands say where the key and address come from.
+    assert!(help(&["files", "--help"], "80").contains("OPENAI_API_KEY"));
+    // The top level shows the workflow, verbatim too.
+    let top = help(&["--help"], "50");
+    assert!(top.contains("  batchkit split requests.jsonl --out-dir chunks           cut it into batches that fit\n"), "{top}");
+}
+
+#[test]
 fn a_closed_stdout_keeps_the_verdict() {
     // `batchkit validate --format json - | head -c 10`: the rejection stands.
     let mut child = batchkit()
@@ -558,8 +610,10 @@ fn fifty_thousand_lines_with_52_problems_read_in_one_screen() {
     let out = batchkit().arg("validate").arg(&path).output().expect("run");
     assert_eq!(out.status.code(), Some(1));
     let report = stderr(&out);
+    // One screen: five diagnostics of five lines, the collapsed rest and the
+    // summary fit a 32-row terminal.
     assert!(
-        report.lines().count() <= 30,
+        report.lines().count() <= 32,
         "{} lines:\n{report}",
         report.lines().count()
     );
@@ -568,6 +622,10 @@ fn fifty_thousand_lines_with_52_problems_read_in_one_screen() {
         "{report}"
     );
     assert!(report.contains("(--max-per-code 0 shows all)"));
+    assert!(
+        report.contains("  custom_id: \"r5\"\n") && report.contains("line 6 already uses `r5`"),
+        "the repeated id is named: {report}"
+    );
     assert!(
         report.contains("= hint: did you mean `/v1/chat/completions`?"),
         "{report}"
@@ -590,4 +648,70 @@ fn fifty_thousand_lines_with_52_problems_read_in_one_screen() {
         .expect("run");
     let v: serde_json::Value = serde_json::from_slice(&json.stdout).expect("json");
     assert_eq!(v["errors"]["data"].as_array().expect("list").len(), 52);
+}
+
+#[test]
+fn a_repeated_id_is_named_from_a_file_and_from_stdin() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("dups.jsonl");
+    let line = |id: &str| {
+        format!(
+            r#"{{"method":"POST","custom_id":"{id}","url":"/v1/chat/completions","body":{{"model":"m","messages":[{{"role":"user","content":"x"}}]}}}}"#
+        ) + "\n"
+    };
+    // 30,000 ids (so the filter grows), three repeated: one spelled with an
+    // escape the second time, one three times.
+    let mut text = String::new();
+    for i in 0..30_000 {
+        text.push_str(&line(&match i {
+            10_000 => "ü-7".to_owned(),
+            20_000 => "\\u00fc-7".to_owned(),
+            25_000 | 29_999 => "r-3".to_owned(),
+            _ => format!("r-{i}"),
+        }));
+    }
+    std::fs::write(&path, &text).expect("write");
+    let args = ["validate", "--format", "json"];
+    let from_file = report(&run(&[&args[..], &[path.to_str().unwrap()]].concat()));
+    let from_stdin = report(&run_stdin(&[&args[..], &["-"]].concat(), text.as_bytes()));
+    for r in [&from_file, &from_stdin] {
+        let named: Vec<(Option<u64>, Option<&str>)> = r
+            .errors
+            .data
+            .iter()
+            .map(|d| (d.line, d.custom_id.as_deref()))
+            .collect();
+        assert_eq!(
+            named,
+            vec![
+                (Some(20_001), Some("ü-7")),
+                (Some(25_001), Some("r-3")),
+                (Some(30_000), Some("r-3")),
+            ]
+        );
+    }
+    // The offset points at the id's value in the file.
+    let d = &from_file.errors.data[0];
+    let at = d.offset.expect("offset") as usize;
+    assert!(
+        text[at..].starts_with("\"\\u00fc-7\""),
+        "{}",
+        &text[at..at + 12]
+    );
+    // The human report shows it with a caret under it.
+    let human = stderr(&run(&["validate", path.to_str().unwrap()]));
+    assert!(human.contains("  custom_id: \"ü-7\"\n"), "{human}");
+    let shown = human
+        .lines()
+        .skip_while(|l| !l.contains("custom_id: \"ü-7\""))
+        .nth(1)
+        .expect("excerpt");
+    let caret = human
+        .lines()
+        .skip_while(|l| !l.contains("custom_id: \"ü-7\""))
+        .nth(2)
+        .expect("caret");
+    let column = caret.chars().position(|c| c == '^').expect("caret");
+    let under: String = shown.chars().skip(column).take(10).collect();
+    assert_eq!(under, "\"\\u00fc-7\"", "{shown}\n{caret}");
 }
