@@ -29,6 +29,8 @@ pub(crate) struct LineCtx<'a> {
     pub collect_bad: bool,
     /// Record each line's facts for planning chunks (for `split`).
     pub collect_facts: bool,
+    /// Whether to note where each id's line starts (to name repeats).
+    pub id_lines: bool,
 }
 
 /// One line's facts, relative to its chunk until absorbed.
@@ -508,7 +510,9 @@ fn check_view(ctx: &LineCtx<'_>, view: &envelope::LineView<'_>, pos: Pos<'_>, ou
         }),
         Some(Text::Str(id)) => {
             out.ids.push(IdEntry::new(id, pos.line));
-            out.id_lines.push(pos.offset);
+            if ctx.id_lines {
+                out.id_lines.push(pos.offset);
+            }
             check_custom_id_form(ctx, id, pos, out);
         }
     }

@@ -187,21 +187,16 @@ pub fn validate(
     cfg: &Config,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<Report, InputError> {
-    let mut v = Validator::new(cfg);
     match input.source {
-        Source::Mapped(map) => {
-            let bytes = map.bytes();
-            for block in chunk_ranges(bytes, MAPPED_BLOCK) {
-                v.feed(&bytes[block], progress);
-            }
-        }
+        Source::Mapped(map) => Ok(validate_bytes_with_progress(map.bytes(), cfg, progress)),
         Source::Stream(reader) => {
+            let mut v = Validator::new(cfg);
             input::for_each_block(reader, &input.name, cfg.block_size, |block| {
                 v.feed(block, progress);
             })?;
+            Ok(v.finish())
         }
     }
-    Ok(v.finish())
 }
 
 /// Validate bytes held in memory.
@@ -216,11 +211,11 @@ pub fn validate_bytes_with_progress(
     cfg: &Config,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Report {
-    let mut v = Validator::new(cfg);
+    let mut v = Validator::over_whole(cfg);
     for block in chunk_ranges(bytes, MAPPED_BLOCK) {
         v.feed(&bytes[block], progress);
     }
-    v.finish()
+    v.finish_over(bytes)
 }
 
 /// A line whose `custom_id` may repeat an earlier one, kept to name it.
@@ -256,6 +251,10 @@ pub struct Validator<'c> {
     /// The lines whose id [`Validator::seen`] may have seen, by line: every
     /// repeated id is among them.
     named: Vec<NamedId>,
+    /// Whether `seen` is asked (a stream); over a whole input in memory the
+    /// repeats are named by a second look at their lines instead, which
+    /// costs nothing when there are none.
+    name_in_pass: bool,
     diags: Vec<Diagnostic>,
     counts: CodeCounts,
     models: ModelTally,
@@ -283,6 +282,7 @@ impl<'c> Validator<'c> {
             ids: Vec::new(),
             seen: SeenFilter::default(),
             named: Vec::new(),
+            name_in_pass: true,
             diags: Vec::new(),
             counts: CodeCounts::default(),
             models: ModelTally::default(),
@@ -298,6 +298,15 @@ impl<'c> Validator<'c> {
             v.set_endpoint(endpoint.to_owned(), None);
         }
         v
+    }
+
+    /// Start a validation of an input held whole (mapped or in memory),
+    /// to be finished by [`Validator::finish_over`] with the same bytes.
+    pub fn over_whole(cfg: &'c Config) -> Self {
+        Validator {
+            name_in_pass: false,
+            ..Validator::new(cfg)
+        }
     }
 
     fn keep(&self) -> usize {
@@ -353,6 +362,7 @@ impl<'c> Validator<'c> {
             single_endpoint: self.cfg.single_endpoint,
             collect_bad: self.cfg.collect_bad_lines,
             collect_facts: self.cfg.collect_facts,
+            id_lines: self.name_in_pass,
         };
         let threads = rayon::current_num_threads().max(1);
         // At most 512 KiB, so that a chunk is still in the core's cache when
@@ -435,22 +445,11 @@ impl<'c> Validator<'c> {
             d.offset = d.offset.map(|o| o + offset_base);
             self.diags.push(d);
         }
-        self.seen.reserve(out.ids.len(), &self.ids);
-        for (e, &at) in out.ids.iter().zip(&out.id_lines) {
-            let e = e.shifted(line_base);
-            if self.seen.insert(&e) {
-                let line = chunk.get(at as usize..).unwrap_or_default();
-                if let Some((id, column, excerpt, caret)) = rules::custom_id_of(line) {
-                    self.named.push(NamedId {
-                        line: e.line(),
-                        id: id.into_boxed_str(),
-                        offset: offset_base + at + column as u64,
-                        excerpt: excerpt.into_boxed_str(),
-                        caret: caret as u32,
-                    });
-                }
-            }
-            self.ids.push(e);
+        if self.name_in_pass {
+            self.note_candidates(&out.ids, &out.id_lines, chunk, line_base, offset_base);
+        } else {
+            self.ids
+                .extend(out.ids.iter().map(|e| e.shifted(line_base)));
         }
         self.bad_lines
             .extend(out.bad_lines.iter().map(|l| l + line_base));
@@ -483,6 +482,41 @@ impl<'c> Validator<'c> {
         self.longest_line = self.longest_line.max(out.longest_line);
     }
 
+    /// Add the chunk's ids, keeping (with its bytes) each one that
+    /// [`Validator::seen`] may have seen before.
+    fn note_candidates(
+        &mut self,
+        ids: &[IdEntry],
+        id_lines: &[u64],
+        chunk: &[u8],
+        line_base: u64,
+        offset_base: u64,
+    ) {
+        self.seen.reserve(ids.len(), &self.ids);
+        for (e, &at) in ids.iter().zip(id_lines) {
+            let e = e.shifted(line_base);
+            if self.seen.insert(&e) {
+                let line = chunk.get(at as usize..).unwrap_or_default();
+                self.name(e.line(), line, offset_base + at);
+            }
+            self.ids.push(e);
+        }
+    }
+
+    /// Keep the id of `line` (the text from the line's start, at `offset` in
+    /// the input), to name it if it is a repeat.
+    fn name(&mut self, line: u64, text: &[u8], offset: u64) {
+        if let Some((id, column, excerpt, caret)) = rules::custom_id_of(text) {
+            self.named.push(NamedId {
+                line,
+                id: id.into_boxed_str(),
+                offset: offset + column as u64,
+                excerpt: excerpt.into_boxed_str(),
+                caret: caret as u32,
+            });
+        }
+    }
+
     /// Errors found so far. Repeated `custom_id`s and the whole-file
     /// limits are only found by [`Validator::finish`].
     pub fn errors(&self) -> u64 {
@@ -496,8 +530,19 @@ impl<'c> Validator<'c> {
     }
 
     /// Run the whole-file rules and produce the report.
-    pub fn finish(mut self) -> Report {
-        self.report_repeats();
+    pub fn finish(self) -> Report {
+        self.finish_with(None)
+    }
+
+    /// Like [`Validator::finish`], for a validation started by
+    /// [`Validator::over_whole`]: `bytes` is the whole input fed, read again
+    /// at the lines whose `custom_id` repeats, to name it.
+    pub fn finish_over(self, bytes: &[u8]) -> Report {
+        self.finish_with(Some(bytes))
+    }
+
+    fn finish_with(mut self, whole: Option<&[u8]>) -> Report {
+        self.report_repeats(whole);
         let provider = self.cfg.profile.provider;
         let limits = self.cfg.limits;
         let own = self.cfg.profile.limits;
@@ -610,7 +655,21 @@ impl<'c> Validator<'c> {
         }
     }
 
-    fn report_repeats(&mut self) {
+    /// Name the repeats in `kept` (sorted by line) by reading their lines
+    /// in `bytes` again: one scan for line ends up to the last of them.
+    fn name_repeats(&mut self, bytes: &[u8], kept: &[crate::dedup::Repeat]) {
+        let mut wanted = kept.iter().map(|r| r.line).peekable();
+        for (i, line) in crate::lines::Lines::new(bytes).enumerate() {
+            let Some(&next) = wanted.peek() else { break };
+            if i as u64 + 1 == next {
+                wanted.next();
+                let text = bytes.get(line.offset..).unwrap_or_default();
+                self.name(next, text, line.offset as u64);
+            }
+        }
+    }
+
+    fn report_repeats(&mut self, whole: Option<&[u8]>) {
         // Every repeated line is needed when bad lines are collected.
         let keep = if self.cfg.collect_bad_lines {
             None
@@ -636,6 +695,9 @@ impl<'c> Validator<'c> {
         self.counts.add_n(code, count);
         if lenient {
             kept.truncate(self.cfg.keep.unwrap_or(usize::MAX));
+        }
+        if let (Some(bytes), false) = (whole, self.name_in_pass) {
+            self.name_repeats(bytes, &kept);
         }
         for r in kept {
             let named = self.named.binary_search_by_key(&r.line, |n| n.line);

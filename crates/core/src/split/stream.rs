@@ -82,7 +82,7 @@ pub fn validate_and_write(
     let stop = AtomicBool::new(false);
     std::thread::scope(|scope| {
         let writers = Writers::spawn(scope, bytes, dir, direct, &stop, written);
-        let mut v = Validator::new(vcfg);
+        let mut v = Validator::over_whole(vcfg);
         let mut regroup = Regroup::default();
         let mut cutter = Cutter::new(cfg);
         let (mut counted, mut placed) = (0, 0);
@@ -125,7 +125,7 @@ pub fn validate_and_write(
                 writers.close(chunk);
             }
         }
-        let mut report = v.finish();
+        let mut report = v.finish_over(bytes);
         let input_ok = report.is_valid() && cutter.oversize.is_empty();
         let complete = live && input_ok;
         if complete {
