@@ -11,8 +11,9 @@ memory batchkit needs beyond its input.
     python3 benches/compare.py validate --bytes 200e6 --rounds 5
     python3 benches/compare.py merge --requests 100000
 
-Needs: cargo, jq, and `pip install openbatch tiktoken` for those rows
-(a missing tool's row says so instead of failing the run).
+Needs cargo, jq and Python 3; it installs the rest on first use: openbatch,
+tiktoken and orjson (benches/requirements.txt) into benches/.venv, and jaq
+(`cargo install jaq`) into benches/.tools.
 """
 import argparse
 import json
@@ -29,6 +30,32 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "benches" / "data"
 BIN = ROOT / "target" / "release"
+
+
+VENV = ROOT / "benches" / ".venv"
+TOOLS = ROOT / "benches" / ".tools"
+JAQ_VERSION = "3.1.2"
+
+
+def python():
+    """The venv's Python, with benches/requirements.txt installed."""
+    py = VENV / "bin" / "python"
+    stamp = VENV / "requirements.txt"
+    wanted = (ROOT / "benches" / "requirements.txt").read_text()
+    if not py.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
+    if not stamp.exists() or stamp.read_text() != wanted:
+        subprocess.run([str(py), "-m", "pip", "install", "-q", "-r", str(ROOT / "benches" / "requirements.txt")], check=True)
+        stamp.write_text(wanted)
+    return str(py)
+
+
+def jaq():
+    """jaq, the Rust jq clone, built from crates.io into benches/.tools."""
+    exe = TOOLS / "bin" / "jaq"
+    if not exe.exists():
+        subprocess.run(["cargo", "install", "-q", "--locked", "--root", str(TOOLS), "jaq", "--version", JAQ_VERSION], check=True)
+    return str(exe)
 
 
 def build():
@@ -154,14 +181,15 @@ def bench_validate(args):
         ("batchkit validate (stdin)", [bk, "validate", *lift, "-"], path),
         ("batchkit validate -j1 (file)", [bk, "-j", "1", "validate", *lift, str(path)], None),
     ]
-    if shutil.which("jq"):
-        tools.append(("jq -c .custom_id", ["jq", "-c", ".custom_id", str(path)], None))
-    py = sys.executable
-    tools.append(("python json.loads + set", [py, str(ROOT / "benches/baselines/py_json_loop.py"), str(path)], None))
-    if subprocess.run([py, "-c", "import openbatch"], capture_output=True).returncode == 0:
-        tools.append(("openbatch validate_batch_file", [py, str(ROOT / "benches/baselines/openbatch_validate.py"), str(path)], None))
-    else:
-        print("(openbatch skipped: `pip install openbatch` to include it)", file=sys.stderr)
+    if not shutil.which("jq"):
+        sys.exit("jq not found: `apt-get install jq`")
+    tools.append(("jq -c .custom_id", ["jq", "-c", ".custom_id", str(path)], None))
+    tools.append(("jaq -c .custom_id", [jaq(), "-c", ".custom_id", str(path)], None))
+    py = python()
+    base = ROOT / "benches" / "baselines"
+    tools.append(("python json.loads + set", [py, str(base / "py_json_loop.py"), str(path)], None))
+    tools.append(("python orjson.loads + set", [py, str(base / "py_json_loop.py"), "--orjson", str(path)], None))
+    tools.append(("openbatch validate_batch_file", [py, str(base / "openbatch_validate.py"), str(path)], None))
     tools = [t for t in tools if not any(s in t[0] for s in args.skip)]
     subprocess.run(["cat", str(path)], stdout=subprocess.DEVNULL, check=True)  # warm the page cache
     results = run_rounds(tools, args.rounds)
@@ -181,7 +209,7 @@ def bench_merge(args):
     tools = [
         ("batchkit merge", [bk, "merge", "-i", str(req), str(out), str(err), "-o", str(merged)], None),
         ("batchkit retry", [bk, "retry", "-i", str(req), str(out), str(err), "-o", str(d / "retry.tmp.jsonl")], None),
-        ("python dict merge", [sys.executable, str(ROOT / "benches/baselines/py_merge.py"), str(req), str(d / "py.tmp.jsonl"), str(out), str(err)], None),
+        ("python dict merge", [python(), str(ROOT / "benches/baselines/py_merge.py"), str(req), str(d / "py.tmp.jsonl"), str(out), str(err)], None),
     ]
     tools = [t for t in tools if not any(s in t[0] for s in args.skip)]
     for p in (req, out, err):
@@ -232,11 +260,8 @@ def bench_tokens(args):
     size = path.stat().st_size
     lines = count_lines(path)
     bk = str(BIN / "batchkit")
-    py = sys.executable
+    py = python()
     script = str(ROOT / "benches/baselines/tiktoken_count.py")
-    if subprocess.run([py, "-c", "import tiktoken"], capture_output=True).returncode != 0:
-        print("(tokens skipped: `pip install tiktoken` to include it)", file=sys.stderr)
-        return
     ours = json.loads(subprocess.run([bk, "stats", "--format", "json", str(path)], capture_output=True, check=True).stdout)
     theirs = int(subprocess.run([py, script, str(path)], capture_output=True, check=True).stdout)
     tools = [

@@ -4,7 +4,7 @@
 
 use batchkit_benches::{Shape, corpus};
 use batchkit_core::dedup::{IdEntry, find_repeats};
-use batchkit_core::envelope::parse_line;
+use batchkit_core::envelope::{parse_line, view_from};
 use batchkit_core::split::{Plan, SplitConfig, validate_and_write};
 use batchkit_core::tokens::TokenCounter;
 use batchkit_core::{Config, Provider, validate_bytes};
@@ -48,6 +48,72 @@ fn parse(c: &mut Criterion) {
         b.iter(|| text.lines().filter(|l| parse_line(l).is_ok()).count())
     });
     g.finish();
+}
+
+/// The same envelope (custom_id, method, url, body.model, body.stream and
+/// the endpoint's body checks, through batchkit's own visitor) parsed by
+/// serde_json, as `validate` does (one UTF-8 pass over the chunk, then
+/// `from_str` per line), and by simd-json's serde deserializer over its
+/// tape. simd-json unescapes in place, so each round copies the chunk into a
+/// mutable buffer first (counted in its time), and reuses one set of
+/// buffers for all lines; `simd_json_tape_only` builds the tape and reads
+/// nothing, its lower bound. One thread: the per-core speed.
+fn parsers(c: &mut Criterion) {
+    for (name, shape) in [
+        ("chat", Shape::Chat),
+        ("short", Shape::Short),
+        ("embeddings", Shape::Embeddings),
+        ("long", Shape::Long),
+    ] {
+        let data = corpus(42, shape, 8 << 20);
+        let mut g = c.benchmark_group(format!("parsers/{name}"));
+        g.throughput(Throughput::Bytes(data.len() as u64));
+        g.sample_size(10);
+        let with_serde_json = || {
+            let text = simdutf8::basic::from_utf8(&data).unwrap_or_default();
+            text.lines().filter(|l| parse_line(l).is_ok()).count()
+        };
+        let mut buffers = simd_json::Buffers::new(64 << 10);
+        let mut chunk = Vec::with_capacity(data.len());
+        let mut with_simd_json = || {
+            chunk.clear();
+            chunk.extend_from_slice(&data);
+            let mut ok = 0;
+            for line in chunk.split_mut(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+                if let Ok(mut de) =
+                    simd_json::Deserializer::from_slice_with_buffers(line, &mut buffers)
+                {
+                    ok += usize::from(view_from(&mut de).is_ok());
+                }
+            }
+            ok
+        };
+        // simd-json's floor: the tape alone, no field read, no body check.
+        let mut tape_buffers = simd_json::Buffers::new(64 << 10);
+        let mut tape_chunk = Vec::with_capacity(data.len());
+        let mut tape_only = || {
+            tape_chunk.clear();
+            tape_chunk.extend_from_slice(&data);
+            let mut ok = 0;
+            for line in tape_chunk
+                .split_mut(|&b| b == b'\n')
+                .filter(|l| !l.is_empty())
+            {
+                ok += usize::from(simd_json::to_tape_with_buffers(line, &mut tape_buffers).is_ok());
+            }
+            ok
+        };
+        // Both read every line of the corpus.
+        let lines = data.iter().filter(|&&b| b == b'\n').count();
+        assert_eq!(
+            (with_serde_json(), with_simd_json(), tape_only()),
+            (lines, lines, lines)
+        );
+        g.bench_function("serde_json", |b| b.iter(with_serde_json));
+        g.bench_function("simd_json", |b| b.iter(&mut with_simd_json));
+        g.bench_function("simd_json_tape_only", |b| b.iter(&mut tape_only));
+        g.finish();
+    }
 }
 
 fn dedup(c: &mut Criterion) {
@@ -137,5 +203,5 @@ fn tokens(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, validate, parse, dedup, split, tokens);
+criterion_group!(benches, validate, parse, parsers, dedup, split, tokens);
 criterion_main!(benches);

@@ -83,6 +83,10 @@ pub enum Shape {
     Chat,
     /// Short chat lines (about 150 bytes), for line-count stress tests.
     Short,
+    /// Embeddings requests: an array of 1 to 64 short inputs each.
+    Embeddings,
+    /// Long chat lines (documents of 15 to 60 KB), escapes in one of ten.
+    Long,
 }
 
 fn words(rng: &mut Rng, n: u64, out: &mut String) {
@@ -106,8 +110,26 @@ pub fn line(rng: &mut Rng, i: u64, shape: Shape, out: &mut String) {
         );
         return;
     }
+    if shape == Shape::Embeddings {
+        let _ = write!(
+            out,
+            r#"{{"custom_id":"emb-{i}","method":"POST","url":"/v1/embeddings","body":{{"model":"text-embedding-3-small","input":["#
+        );
+        let mut text = String::new();
+        for k in 0..1 + rng.below(64) {
+            text.clear();
+            let n = 5 + rng.below(30);
+            words(rng, n, &mut text);
+            out.push_str(if k == 0 { "\"" } else { ",\"" });
+            out.push_str(&text);
+            out.push('"');
+        }
+        out.push_str("]}}");
+        return;
+    }
     // Log-normal-ish length: most lines a few hundred bytes, some many KB.
     let n = match rng.below(100) {
+        _ if shape == Shape::Long => 2_500 + rng.below(7_500),
         0..=49 => 20 + rng.below(40),
         50..=89 => 50 + rng.below(60),
         90..=98 => 110 + rng.below(300),
@@ -173,7 +195,7 @@ mod tests {
         assert_eq!(a, corpus(7, Shape::Chat, 200_000));
         let mut cfg = Config::new(Provider::OpenAi);
         cfg.limits = Default::default();
-        for shape in [Shape::Chat, Shape::Short] {
+        for shape in [Shape::Chat, Shape::Short, Shape::Embeddings, Shape::Long] {
             let report = validate_bytes(&corpus(7, shape, 200_000), &cfg);
             assert!(report.is_valid(), "{:?}", report.diagnostics.first());
         }

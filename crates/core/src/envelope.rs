@@ -162,6 +162,14 @@ pub fn parse_line(line: &str) -> Result<LineView<'_>, serde_json::Error> {
     Ok(view)
 }
 
+/// Read a [`LineView`] from any serde deserializer, with the same checks as
+/// [`parse_line`] (repeated keys, the body's shape); the caller checks that
+/// nothing follows the object. This is how the parsers are compared
+/// (`cargo bench --bench validate -- parsers`).
+pub fn view_from<'de, D: Deserializer<'de>>(de: D) -> Result<LineView<'de>, D::Error> {
+    de.deserialize_map(LineVisitor)
+}
+
 /// Check that `text` is one complete JSON value of any kind, and say which.
 pub fn parse_any(text: &str) -> Result<Kind, serde_json::Error> {
     let mut de = serde_json::Deserializer::from_str(text);
