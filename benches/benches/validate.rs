@@ -76,32 +76,18 @@ fn parsers(c: &mut Criterion) {
         let mut buffers = simd_json::Buffers::new(64 << 10);
         let mut chunk = Vec::with_capacity(data.len());
         let mut with_simd_json = || {
-            chunk.clear();
-            chunk.extend_from_slice(&data);
-            let mut ok = 0;
-            for line in chunk.split_mut(|&b| b == b'\n').filter(|l| !l.is_empty()) {
-                if let Ok(mut de) =
-                    simd_json::Deserializer::from_slice_with_buffers(line, &mut buffers)
-                {
-                    ok += usize::from(view_from(&mut de).is_ok());
-                }
-            }
-            ok
+            lines_parsed(&data, &mut chunk, |line| {
+                simd_json::Deserializer::from_slice_with_buffers(line, &mut buffers)
+                    .is_ok_and(|mut de| view_from(&mut de).is_ok())
+            })
         };
         // simd-json's floor: the tape alone, no field read, no body check.
         let mut tape_buffers = simd_json::Buffers::new(64 << 10);
         let mut tape_chunk = Vec::with_capacity(data.len());
         let mut tape_only = || {
-            tape_chunk.clear();
-            tape_chunk.extend_from_slice(&data);
-            let mut ok = 0;
-            for line in tape_chunk
-                .split_mut(|&b| b == b'\n')
-                .filter(|l| !l.is_empty())
-            {
-                ok += usize::from(simd_json::to_tape_with_buffers(line, &mut tape_buffers).is_ok());
-            }
-            ok
+            lines_parsed(&data, &mut tape_chunk, |line| {
+                simd_json::to_tape_with_buffers(line, &mut tape_buffers).is_ok()
+            })
         };
         // Both read every line of the corpus.
         let lines = data.iter().filter(|&&b| b == b'\n').count();
@@ -114,6 +100,22 @@ fn parsers(c: &mut Criterion) {
         g.bench_function("simd_json_tape_only", |b| b.iter(&mut tape_only));
         g.finish();
     }
+}
+
+/// Copy `data` into `chunk` (simd-json parses in place) and count the
+/// non-empty lines that `parse` accepts.
+fn lines_parsed(
+    data: &[u8],
+    chunk: &mut Vec<u8>,
+    mut parse: impl FnMut(&mut [u8]) -> bool,
+) -> usize {
+    chunk.clear();
+    chunk.extend_from_slice(data);
+    chunk
+        .split_mut(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| usize::from(parse(l)))
+        .sum()
 }
 
 fn dedup(c: &mut Criterion) {

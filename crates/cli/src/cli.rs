@@ -27,7 +27,7 @@ pub const DEFAULT_PER_CODE: usize = 3;
 /// of a template is printed as it is. (`after_help` still holds the text,
 /// for the man page.) The text must not hold `{` without a `}` after it:
 /// clap would drop that part.
-pub fn verbatim(text: &str) -> String {
+fn verbatim(text: &str) -> String {
     format!(
         "{{before-help}}{{about-with-newline}}\n{{usage-heading}} {{usage}}\n\n{{all-args}}\n\n{text}"
     )

@@ -152,17 +152,17 @@ impl ChunkOut {
     }
 }
 
+/// The line without a leading byte order mark.
+fn without_bom(line: &[u8]) -> &[u8] {
+    line.strip_prefix(UTF8_BOM).unwrap_or(line)
+}
+
 /// A line's `custom_id` (the line starts at `line` and may run on to the end
 /// of the block), with an excerpt centred on it: the id, its column, the
 /// excerpt and the caret's place in it.
 pub(crate) fn custom_id_of(line: &[u8]) -> Option<(String, usize, String, usize)> {
     let line = crate::lines::Lines::new(line).next()?.bytes;
-    let skip = if line.starts_with(UTF8_BOM) {
-        UTF8_BOM.len()
-    } else {
-        0
-    };
-    let text = std::str::from_utf8(&line[skip..]).ok()?;
+    let text = std::str::from_utf8(without_bom(line)).ok()?;
     let id = envelope::parse_line(text)
         .ok()?
         .custom_id?
@@ -426,12 +426,7 @@ fn absent(
 /// A key of the object that holds `param` (`body.model`: the body's keys)
 /// whose name is nearly `param`'s last segment, and the key's column.
 fn near_key(line: &[u8], param: &str) -> Option<(String, usize)> {
-    let skip = if line.starts_with(UTF8_BOM) {
-        UTF8_BOM.len()
-    } else {
-        0
-    };
-    let value: serde_json::Value = serde_json::from_slice(&line[skip..]).ok()?;
+    let value: serde_json::Value = serde_json::from_slice(without_bom(line)).ok()?;
     let mut path: Vec<&str> = param.split('.').collect();
     let name = path.pop()?;
     let mut object = value.as_object()?;

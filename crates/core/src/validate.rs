@@ -244,17 +244,14 @@ pub struct Validator<'c> {
     /// large reallocations move pages (mremap) instead of copying, so peak
     /// memory stays at 24 bytes per request.
     ids: Vec<IdEntry>,
-    /// Asked about every id in input order; the ids it may have seen are
-    /// kept in `named`, so that a repeat can be named (stdin included)
-    /// without keeping the bytes of every id.
-    seen: SeenFilter,
-    /// The lines whose id [`Validator::seen`] may have seen, by line: every
-    /// repeated id is among them.
+    /// For a stream: asked about every id in input order; the ids it may
+    /// have seen are kept in `named`, so that a repeat can be named without
+    /// keeping the bytes of every id. `None` over a whole input in memory,
+    /// where the repeats are named by a second look at their lines
+    /// ([`Validator::finish_over`]), which costs nothing when there are none.
+    seen: Option<SeenFilter>,
+    /// The ids that may repeat (or do), by line.
     named: Vec<NamedId>,
-    /// Whether `seen` is asked (a stream); over a whole input in memory the
-    /// repeats are named by a second look at their lines instead, which
-    /// costs nothing when there are none.
-    name_in_pass: bool,
     diags: Vec<Diagnostic>,
     counts: CodeCounts,
     models: ModelTally,
@@ -280,9 +277,8 @@ impl<'c> Validator<'c> {
             endpoint: None,
             model: None,
             ids: Vec::new(),
-            seen: SeenFilter::default(),
+            seen: Some(SeenFilter::default()),
             named: Vec::new(),
-            name_in_pass: true,
             diags: Vec::new(),
             counts: CodeCounts::default(),
             models: ModelTally::default(),
@@ -304,7 +300,7 @@ impl<'c> Validator<'c> {
     /// to be finished by [`Validator::finish_over`] with the same bytes.
     pub fn over_whole(cfg: &'c Config) -> Self {
         Validator {
-            name_in_pass: false,
+            seen: None,
             ..Validator::new(cfg)
         }
     }
@@ -362,7 +358,7 @@ impl<'c> Validator<'c> {
             single_endpoint: self.cfg.single_endpoint,
             collect_bad: self.cfg.collect_bad_lines,
             collect_facts: self.cfg.collect_facts,
-            id_lines: self.name_in_pass,
+            id_lines: self.seen.is_some(),
         };
         let threads = rayon::current_num_threads().max(1);
         // At most 512 KiB, so that a chunk is still in the core's cache when
@@ -439,17 +435,20 @@ impl<'c> Validator<'c> {
 
     fn absorb(&mut self, out: ChunkOut, chunk: &[u8], offset_base: u64) {
         let line_base = self.lines + 1;
+        match self.seen.take() {
+            Some(mut seen) => {
+                self.note_candidates(&mut seen, &out, chunk, line_base, offset_base);
+                self.seen = Some(seen);
+            }
+            None => self
+                .ids
+                .extend(out.ids.iter().map(|e| e.shifted(line_base))),
+        }
         let room = self.keep().saturating_sub(self.diags.len());
         for mut d in out.diags.into_iter().take(room) {
             d.line = d.line.map(|l| l + line_base);
             d.offset = d.offset.map(|o| o + offset_base);
             self.diags.push(d);
-        }
-        if self.name_in_pass {
-            self.note_candidates(&out.ids, &out.id_lines, chunk, line_base, offset_base);
-        } else {
-            self.ids
-                .extend(out.ids.iter().map(|e| e.shifted(line_base)));
         }
         self.bad_lines
             .extend(out.bad_lines.iter().map(|l| l + line_base));
@@ -482,20 +481,20 @@ impl<'c> Validator<'c> {
         self.longest_line = self.longest_line.max(out.longest_line);
     }
 
-    /// Add the chunk's ids, keeping (with its bytes) each one that
-    /// [`Validator::seen`] may have seen before.
+    /// Add the chunk's ids, keeping (with its bytes) each one that `seen`
+    /// may have seen before.
     fn note_candidates(
         &mut self,
-        ids: &[IdEntry],
-        id_lines: &[u64],
+        seen: &mut SeenFilter,
+        out: &ChunkOut,
         chunk: &[u8],
         line_base: u64,
         offset_base: u64,
     ) {
-        self.seen.reserve(ids.len(), &self.ids);
-        for (e, &at) in ids.iter().zip(id_lines) {
+        seen.reserve(out.ids.len(), &self.ids);
+        for (e, &at) in out.ids.iter().zip(&out.id_lines) {
             let e = e.shifted(line_base);
-            if self.seen.insert(&e) {
+            if seen.insert(&e) {
                 let line = chunk.get(at as usize..).unwrap_or_default();
                 self.name(e.line(), line, offset_base + at);
             }
@@ -696,7 +695,7 @@ impl<'c> Validator<'c> {
         if lenient {
             kept.truncate(self.cfg.keep.unwrap_or(usize::MAX));
         }
-        if let (Some(bytes), false) = (whole, self.name_in_pass) {
+        if let (Some(bytes), None) = (whole, &self.seen) {
             self.name_repeats(bytes, &kept);
         }
         for r in kept {
