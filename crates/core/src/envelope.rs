@@ -3,14 +3,19 @@
 //! The parser reads each line once. It keeps only what the rules need: the
 //! envelope strings (borrowed when they hold no escapes), and for the body the
 //! model, the stream flag, the shape of `messages`, and the count of embedding
-//! inputs. Everything else is syntax-checked by `serde_json` and dropped, so
-//! no DOM is ever built. Keys are matched after unescaping, so `"cust\u006fm_id"`
+//! inputs. Everything else is syntax-checked and dropped, so no DOM is ever
+//! built. A byte scanner (`scan`) reads almost every line; what it cannot
+//! answer exactly, `serde_json` reads, with the same visitor. Keys are matched after unescaping, so `"cust\u006fm_id"`
 //! is `custom_id`, as it is to every JSON parser the services use.
 
 use std::borrow::Cow;
 use std::fmt;
 
 use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+
+mod scan;
+
+pub(crate) use scan::scan_line;
 
 /// The type of a JSON value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -155,7 +160,21 @@ pub struct LineView<'a> {
 
 /// Parse one line (without its line ending) into a [`LineView`]. The line
 /// must be a JSON object with nothing but whitespace after it.
+///
+/// A byte scanner reads the line; where it cannot answer exactly (a syntax
+/// error, an escaped key or envelope string, a number read for its value
+/// that is not a short integer, deep nesting) `serde_json` reads it, as
+/// [`parse_line_serde`] does. The result is the same either way.
 pub fn parse_line(line: &str) -> Result<LineView<'_>, serde_json::Error> {
+    match scan::scan_line(line.as_bytes()) {
+        Some((view, _)) => Ok(view),
+        None => parse_line_serde(line),
+    }
+}
+
+/// [`parse_line`] by `serde_json` alone: the reference the scanner is held
+/// to, and the source of every syntax error's message and column.
+pub fn parse_line_serde(line: &str) -> Result<LineView<'_>, serde_json::Error> {
     let mut de = serde_json::Deserializer::from_str(line);
     let view = de.deserialize_map(LineVisitor)?;
     de.end()?;

@@ -215,10 +215,7 @@ fn walk(
     out: &mut ChunkOut,
     stop: impl Fn(&ChunkOut) -> bool,
 ) -> Option<u64> {
-    // One UTF-8 pass over the whole chunk; on failure, find the bad lines.
-    let text = simdutf8::basic::from_utf8(chunk).ok();
     for (i, line) in crate::lines::Lines::new(chunk).enumerate() {
-        let as_str = text.and_then(|t| t.get(line.offset..line.offset + line.bytes.len()));
         let pos = Pos {
             line: out.lines,
             offset: line.offset as u64,
@@ -226,7 +223,7 @@ fn walk(
             column: 0,
         };
         let errors_before = out.errors;
-        let group = check_line(ctx, line.bytes, as_str, starts_file && i == 0, pos, out);
+        let group = check_line(ctx, line.bytes, starts_file && i == 0, pos, out);
         if ctx.collect_facts {
             let mut end = line.offset + line.bytes.len();
             if chunk.get(end) == Some(&b'\r') {
@@ -256,7 +253,6 @@ fn walk(
 fn check_line(
     ctx: &LineCtx<'_>,
     raw: &[u8],
-    as_str: Option<&str>,
     first_of_file: bool,
     pos: Pos<'_>,
     out: &mut ChunkOut,
@@ -283,49 +279,14 @@ fn check_line(
         });
     }
     let body_bytes = &raw[skip..];
-    let text = match as_str {
-        Some(s) => &s[skip..],
-        None => match simdutf8::compat::from_utf8(body_bytes) {
-            Ok(s) => s,
-            Err(e) => {
-                let at = skip + e.valid_up_to();
-                out.report(Code::InvalidJsonLine, pos.at(at), || {
-                    Diagnostic::new(
-                        Code::InvalidJsonLine,
-                        format!("{NOT_JSON}: invalid UTF-8 at column {}.", at + 1),
-                    )
-                    .hint("batch files must be UTF-8; re-encode the file (e.g. `iconv -f latin1 -t utf-8`)")
-                });
-                return None;
-            }
-        },
+    // The scanner reads almost every line, checking UTF-8 as it goes; a line
+    // it declines is read again by serde_json, which says what is wrong.
+    let (view, escapes) = match envelope::scan_line(body_bytes) {
+        Some(found) => found,
+        None => read_slowly(body_bytes, skip, pos, out)?,
     };
-
-    let first_char = text
-        .bytes()
-        .find(|b| !matches!(b, b' ' | b'\t' | b'\r' | b'\n'));
-    if first_char != Some(b'{') {
-        match envelope::parse_any(text) {
-            Ok(kind) => out.report(Code::InvalidRequest, pos, || {
-                Diagnostic::new(
-                    Code::InvalidRequest,
-                    format!("Each line must be a JSON object, but this line is {}.", kind.described()),
-                )
-                .hint("write one request object per line: {\"custom_id\": ..., \"method\": \"POST\", \"url\": ..., \"body\": {...}}")
-            }),
-            Err(e) => report_syntax(out, pos, skip, &e),
-        }
-        return None;
-    }
-    let view = match envelope::parse_line(text) {
-        Ok(v) => v,
-        Err(e) => {
-            report_syntax(out, pos, skip, &e);
-            return None;
-        }
-    };
-    if memchr::memchr(b'\\', text.as_bytes()).is_some() {
-        if let Some(at) = envelope::find_lone_surrogate(text.as_bytes()) {
+    if escapes {
+        if let Some(at) = envelope::find_lone_surrogate(body_bytes) {
             let at = skip + at;
             out.report(Code::InvalidJsonLine, pos.at(at), || {
                 Diagnostic::new(
@@ -345,6 +306,54 @@ fn check_line(
         }
     }
     ctx.collect_facts.then(|| line_group(ctx, &view, out))
+}
+
+/// Read a line the scanner declined: check its UTF-8, that it is an
+/// object, and its syntax, reporting the first problem; or read it with
+/// `serde_json` when it is fine after all.
+fn read_slowly<'a>(
+    body_bytes: &'a [u8],
+    skip: usize,
+    pos: Pos<'_>,
+    out: &mut ChunkOut,
+) -> Option<(envelope::LineView<'a>, bool)> {
+    let text = match simdutf8::compat::from_utf8(body_bytes) {
+        Ok(s) => s,
+        Err(e) => {
+            let at = skip + e.valid_up_to();
+            out.report(Code::InvalidJsonLine, pos.at(at), || {
+                Diagnostic::new(
+                    Code::InvalidJsonLine,
+                    format!("{NOT_JSON}: invalid UTF-8 at column {}.", at + 1),
+                )
+                .hint("batch files must be UTF-8; re-encode the file (e.g. `iconv -f latin1 -t utf-8`)")
+            });
+            return None;
+        }
+    };
+    let first_char = text
+        .bytes()
+        .find(|b| !matches!(b, b' ' | b'\t' | b'\r' | b'\n'));
+    if first_char != Some(b'{') {
+        match envelope::parse_any(text) {
+            Ok(kind) => out.report(Code::InvalidRequest, pos, || {
+                Diagnostic::new(
+                    Code::InvalidRequest,
+                    format!("Each line must be a JSON object, but this line is {}.", kind.described()),
+                )
+                .hint("write one request object per line: {\"custom_id\": ..., \"method\": \"POST\", \"url\": ..., \"body\": {...}}")
+            }),
+            Err(e) => report_syntax(out, pos, skip, &e),
+        }
+        return None;
+    }
+    match envelope::parse_line_serde(text) {
+        Ok(view) => Some((view, memchr::memchr(b'\\', body_bytes).is_some())),
+        Err(e) => {
+            report_syntax(out, pos, skip, &e);
+            None
+        }
+    }
 }
 
 /// The group and embedding inputs of a parsed line, for planning chunks.
