@@ -215,7 +215,24 @@ fn walk(
     out: &mut ChunkOut,
     stop: impl Fn(&ChunkOut) -> bool,
 ) -> Option<u64> {
-    for (i, line) in crate::lines::Lines::new(chunk).enumerate() {
+    let mut at = 0;
+    let mut i = 0;
+    while at < chunk.len() {
+        // The scanner finds the line's end as it reads it; a line it
+        // declines is found by a search for its end and read slowly.
+        let (end, scanned) = match envelope::scan_to_newline(&chunk[at..]) {
+            Some((view, escapes, len)) => (at + len, Some((view, escapes))),
+            None => (
+                memchr::memchr(b'\n', &chunk[at..]).map_or(chunk.len(), |p| at + p),
+                None,
+            ),
+        };
+        let mut bytes = &chunk[at..end];
+        if let [rest @ .., b'\r'] = bytes {
+            bytes = rest;
+        }
+        let line = crate::lines::Line { offset: at, bytes };
+        at = end + 1;
         let pos = Pos {
             line: out.lines,
             offset: line.offset as u64,
@@ -223,7 +240,7 @@ fn walk(
             column: 0,
         };
         let errors_before = out.errors;
-        let group = check_line(ctx, line.bytes, starts_file && i == 0, pos, out);
+        let group = check_line(ctx, line.bytes, scanned, starts_file && i == 0, pos, out);
         if ctx.collect_facts {
             let mut end = line.offset + line.bytes.len();
             if chunk.get(end) == Some(&b'\r') {
@@ -244,49 +261,34 @@ fn walk(
             out.bad_lines.push(pos.line);
         }
         if stop(out) {
-            return Some(i as u64);
+            return Some(i);
         }
+        i += 1;
     }
     None
 }
 
-fn check_line(
+/// Check one line; `scanned` is the scanner's reading of it, if it gave one.
+fn check_line<'a>(
     ctx: &LineCtx<'_>,
-    raw: &[u8],
+    raw: &'a [u8],
+    scanned: Option<(envelope::LineView<'a>, bool)>,
     first_of_file: bool,
     pos: Pos<'_>,
     out: &mut ChunkOut,
 ) -> Option<(u32, u32)> {
     out.lines += 1;
     out.longest_line = out.longest_line.max(raw.len() as u64);
-    if is_blank(raw) {
-        out.blank += 1;
-        out.report(Code::BlankLine, pos, || {
-            Diagnostic::new(Code::BlankLine, "This line is blank.")
-                .hint("the services skip blank lines, but some tools choke on them; delete it")
-        });
-        return None;
-    }
-    out.requests += 1;
     let first_diag = out.diags.len();
-
-    let mut skip = 0;
-    if first_of_file && raw.starts_with(UTF8_BOM) {
-        skip = UTF8_BOM.len();
-        out.report(Code::InvalidJsonLine, pos, || {
-            Diagnostic::new(Code::InvalidJsonLine, format!("{NOT_JSON}: it starts with a UTF-8 byte order mark (BOM)."))
-                .hint("save the file as UTF-8 without BOM (e.g. `sed -i '1s/^\\xEF\\xBB\\xBF//' FILE`); Azure reports a BOM as a misleading model error")
-        });
-    }
-    let body_bytes = &raw[skip..];
-    // The scanner reads almost every line, checking UTF-8 as it goes; a line
-    // it declines is read again by serde_json, which says what is wrong.
-    let (view, escapes) = match envelope::scan_line(body_bytes) {
-        Some(found) => found,
-        None => read_slowly(body_bytes, skip, pos, out)?,
+    let (view, escapes, skip) = match scanned {
+        Some((view, escapes)) => {
+            out.requests += 1;
+            (view, escapes, 0)
+        }
+        None => read_declined(raw, first_of_file, pos, out)?,
     };
     if escapes {
-        if let Some(at) = envelope::find_lone_surrogate(body_bytes) {
+        if let Some(at) = envelope::find_lone_surrogate(&raw[skip..]) {
             let at = skip + at;
             out.report(Code::InvalidJsonLine, pos.at(at), || {
                 Diagnostic::new(
@@ -306,6 +308,36 @@ fn check_line(
         }
     }
     ctx.collect_facts.then(|| line_group(ctx, &view, out))
+}
+
+/// Count and read a line the scanner declined: a blank line, a line with a
+/// byte order mark, or one to read slowly. Returns the view, whether the
+/// line holds an escape, and the length of the mark skipped.
+fn read_declined<'a>(
+    raw: &'a [u8],
+    first_of_file: bool,
+    pos: Pos<'_>,
+    out: &mut ChunkOut,
+) -> Option<(envelope::LineView<'a>, bool, usize)> {
+    if is_blank(raw) {
+        out.blank += 1;
+        out.report(Code::BlankLine, pos, || {
+            Diagnostic::new(Code::BlankLine, "This line is blank.")
+                .hint("the services skip blank lines, but some tools choke on them; delete it")
+        });
+        return None;
+    }
+    out.requests += 1;
+    let mut skip = 0;
+    if first_of_file && raw.starts_with(UTF8_BOM) {
+        skip = UTF8_BOM.len();
+        out.report(Code::InvalidJsonLine, pos, || {
+            Diagnostic::new(Code::InvalidJsonLine, format!("{NOT_JSON}: it starts with a UTF-8 byte order mark (BOM)."))
+                .hint("save the file as UTF-8 without BOM (e.g. `sed -i '1s/^\\xEF\\xBB\\xBF//' FILE`); Azure reports a BOM as a misleading model error")
+        });
+    }
+    let (view, escapes) = read_slowly(&raw[skip..], skip, pos, out)?;
+    Some((view, escapes, skip))
 }
 
 /// Read a line the scanner declined: check its UTF-8, that it is an

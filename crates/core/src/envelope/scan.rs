@@ -26,12 +26,25 @@ use super::{Body, BodyView, Inputs, Kind, LineView, MessageProblem, Messages, Sh
 /// is 128), so the scanner's recursion is bounded.
 pub(super) const MAX_DEPTH: u32 = 100;
 
-/// Read `text` (one line without its ending) as a request object followed
+/// Read `line` (one line without its ending) as a request object followed
 /// only by whitespace. Returns the view and whether the line holds a
 /// backslash escape, or `None` to leave the line to `serde_json`.
 pub(crate) fn scan_line(line: &[u8]) -> Option<(LineView<'_>, bool)> {
+    match scan_to_newline(line)? {
+        (view, escapes, end) if end == line.len() => Some((view, escapes)),
+        // A newline inside: whitespace to `serde_json`, not to a line.
+        _ => None,
+    }
+}
+
+/// Read the line at the start of `buf`, which runs to the first `\n` or to
+/// the end: a request object and whitespace. Returns the view, whether the
+/// line holds an escape, and where it ends (the `\n`'s index, or
+/// `buf.len()`), so that a file is read without a separate search for line
+/// ends. `None` leaves the line to `serde_json`.
+pub(crate) fn scan_to_newline(buf: &[u8]) -> Option<(LineView<'_>, bool, usize)> {
     let mut s = Scanner {
-        b: line,
+        b: buf,
         i: 0,
         escapes: false,
     };
@@ -41,7 +54,10 @@ pub(crate) fn scan_line(line: &[u8]) -> Option<(LineView<'_>, bool)> {
     }
     let view = s.line()?;
     s.ws();
-    (s.i == s.b.len()).then_some((view, s.escapes))
+    match s.peek() {
+        None | Some(b'\n') => Some((view, s.escapes, s.i)),
+        Some(_) => None,
+    }
 }
 
 /// A value read for its kind.
@@ -79,9 +95,9 @@ impl<'a> Scanner<'a> {
         Some(c)
     }
 
-    /// Skip JSON whitespace.
+    /// Skip JSON whitespace, but for `\n`, which ends the line.
     fn ws(&mut self) {
-        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.peek() {
+        while let Some(b' ' | b'\t' | b'\r') = self.peek() {
             self.i += 1;
         }
     }
