@@ -549,9 +549,10 @@ impl<'de> Deserialize<'de> for Inputs {
 /// `text` must be valid JSON, so every backslash starts an escape.
 pub fn find_lone_surrogate(text: &[u8]) -> Option<usize> {
     let hex4 = |at: usize| -> Option<u16> {
-        let digits = text.get(at..at + 4)?;
-        let s = std::str::from_utf8(digits).ok()?;
-        u16::from_str_radix(s, 16).ok()
+        text.get(at..at + 4)?.iter().try_fold(0u16, |unit, &c| {
+            let digit = (c as char).to_digit(16)?;
+            Some(unit << 4 | digit as u16)
+        })
     };
     let mut i = 0;
     while let Some(pos) = memchr::memchr(b'\\', &text[i..]) {
