@@ -462,7 +462,53 @@ fn at_least_one_digit(b: &[u8], i: usize) -> Option<usize> {
 /// whether a byte above 0x7f may be in it (it may say so of a few bytes
 /// after the run, which only costs a UTF-8 check).
 #[cfg(target_arch = "x86_64")]
+#[inline(always)]
 fn plain_run(b: &[u8]) -> (usize, bool) {
+    // Most runs end within 16 bytes (keys, short values, the text between
+    // escapes): look at those inline, and call out only for a long run.
+    let Some(first) = b.first_chunk::<16>() else {
+        return plain_run_scalar(b);
+    };
+    let (stops, high) = stops16(first);
+    if stops != 0 {
+        return (stops.trailing_zeros() as usize, high != 0);
+    }
+    let (run, rest_high) = plain_run_long(&b[16..]);
+    (16 + run, high != 0 || rest_high)
+}
+
+/// The stop bytes (`"`, `\\`, control) and the bytes above 0x7f of a block,
+/// as bit masks.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn stops16(block: &[u8; 16]) -> (u32, u32) {
+    use std::arch::x86_64::{
+        __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_min_epu8, _mm_movemask_epi8, _mm_or_si128,
+        _mm_set1_epi8,
+    };
+    #[allow(unsafe_code)]
+    // SAFETY: SSE2 is part of x86_64, so the intrinsics exist on every
+    // machine this is built for; `block` is 16 readable bytes and `loadu`
+    // needs no alignment.
+    unsafe {
+        let v = _mm_loadu_si128(block.as_ptr().cast::<__m128i>());
+        // A byte is a control byte when min(byte, 0x1f) is the byte.
+        let hits = _mm_or_si128(
+            _mm_or_si128(
+                _mm_cmpeq_epi8(v, _mm_set1_epi8(b'"' as i8)),
+                _mm_cmpeq_epi8(v, _mm_set1_epi8(b'\\' as i8)),
+            ),
+            _mm_cmpeq_epi8(_mm_min_epu8(v, _mm_set1_epi8(0x1f)), v),
+        );
+        (_mm_movemask_epi8(hits) as u32, _mm_movemask_epi8(v) as u32)
+    }
+}
+
+/// [`plain_run`] past its first block: 32 bytes at a time where the CPU
+/// has AVX2.
+#[cfg(target_arch = "x86_64")]
+#[inline(never)]
+fn plain_run_long(b: &[u8]) -> (usize, bool) {
     if b.len() >= 32 && std::arch::is_x86_feature_detected!("avx2") {
         #[allow(unsafe_code)]
         // SAFETY: the CPU has AVX2, checked just above.
@@ -508,30 +554,14 @@ fn plain_run_avx2(b: &[u8]) -> (usize, bool) {
 /// [`plain_run`] 16 bytes at a time (SSE2 is part of x86_64).
 #[cfg(target_arch = "x86_64")]
 fn plain_run_sse2(b: &[u8]) -> (usize, bool) {
-    use std::arch::x86_64::{
-        __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_min_epu8, _mm_movemask_epi8, _mm_or_si128,
-        _mm_set1_epi8,
-    };
     let mut blocks = b.chunks_exact(16);
     let mut done = 0;
     let mut high = 0;
     for block in &mut blocks {
-        #[allow(unsafe_code)]
-        // SAFETY: SSE2 is part of x86_64, so the intrinsics exist on every
-        // machine this is built for; `block` is 16 readable bytes and
-        // `loadu` needs no alignment.
-        let (stops, top_bits) = unsafe {
-            let v = _mm_loadu_si128(block.as_ptr().cast::<__m128i>());
-            // A byte is a control byte when min(byte, 0x1f) is the byte.
-            let hits = _mm_or_si128(
-                _mm_or_si128(
-                    _mm_cmpeq_epi8(v, _mm_set1_epi8(b'"' as i8)),
-                    _mm_cmpeq_epi8(v, _mm_set1_epi8(b'\\' as i8)),
-                ),
-                _mm_cmpeq_epi8(_mm_min_epu8(v, _mm_set1_epi8(0x1f)), v),
-            );
-            (_mm_movemask_epi8(hits) as u32, _mm_movemask_epi8(v) as u32)
+        let Ok(block) = <&[u8; 16]>::try_from(block) else {
+            break;
         };
+        let (stops, top_bits) = stops16(block);
         high |= top_bits;
         if stops != 0 {
             return (done + stops.trailing_zeros() as usize, high != 0);
