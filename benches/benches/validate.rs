@@ -4,7 +4,8 @@
 
 use batchkit_benches::{Shape, corpus};
 use batchkit_core::dedup::{IdEntry, find_repeats};
-use batchkit_core::envelope::{parse_line, view_from};
+use batchkit_core::envelope::{parse_line, parse_line_serde, scan_bytes, view_from};
+use batchkit_core::lines::Lines;
 use batchkit_core::split::{Plan, SplitConfig, validate_and_write};
 use batchkit_core::tokens::TokenCounter;
 use batchkit_core::{Config, Provider, validate_bytes};
@@ -51,10 +52,12 @@ fn parse(c: &mut Criterion) {
 }
 
 /// The same envelope (custom_id, method, url, body.model, body.stream and
-/// the endpoint's body checks, through batchkit's own visitor) parsed by
-/// serde_json, as `validate` does (one UTF-8 pass over the chunk, then
-/// `from_str` per line), and by simd-json's serde deserializer over its
-/// tape. simd-json unescapes in place, so each round copies the chunk into a
+/// the endpoint's body checks) read by batchkit's scanner over the raw
+/// bytes, as `validate` does (UTF-8 checked in the strings that need it);
+/// by serde_json through batchkit's visitor (one UTF-8 pass over the
+/// chunk, then `from_str` per line), as `validate` did before the scanner
+/// and still does for the lines the scanner declines; and by simd-json's
+/// serde deserializer over its tape. simd-json unescapes in place, so each round copies the chunk into a
 /// mutable buffer first (counted in its time), and reuses one set of
 /// buffers for all lines; `simd_json_tape_only` builds the tape and reads
 /// nothing, its lower bound. One thread: the per-core speed.
@@ -69,9 +72,14 @@ fn parsers(c: &mut Criterion) {
         let mut g = c.benchmark_group(format!("parsers/{name}"));
         g.throughput(Throughput::Bytes(data.len() as u64));
         g.sample_size(10);
+        let with_scanner = || {
+            Lines::new(&data)
+                .filter(|l| !l.bytes.is_empty() && scan_bytes(l.bytes).is_some())
+                .count()
+        };
         let with_serde_json = || {
             let text = simdutf8::basic::from_utf8(&data).unwrap_or_default();
-            text.lines().filter(|l| parse_line(l).is_ok()).count()
+            text.lines().filter(|l| parse_line_serde(l).is_ok()).count()
         };
         let mut buffers = simd_json::Buffers::new(64 << 10);
         let mut chunk = Vec::with_capacity(data.len());
@@ -89,12 +97,18 @@ fn parsers(c: &mut Criterion) {
                 simd_json::to_tape_with_buffers(line, &mut tape_buffers).is_ok()
             })
         };
-        // Both read every line of the corpus.
+        // All read every line of the corpus (the scanner declines none).
         let lines = data.iter().filter(|&&b| b == b'\n').count();
         assert_eq!(
-            (with_serde_json(), with_simd_json(), tape_only()),
-            (lines, lines, lines)
+            (
+                with_scanner(),
+                with_serde_json(),
+                with_simd_json(),
+                tape_only()
+            ),
+            (lines, lines, lines, lines)
         );
+        g.bench_function("batchkit_scanner", |b| b.iter(with_scanner));
         g.bench_function("serde_json", |b| b.iter(with_serde_json));
         g.bench_function("simd_json", |b| b.iter(&mut with_simd_json));
         g.bench_function("simd_json_tape_only", |b| b.iter(&mut tape_only));

@@ -172,6 +172,15 @@ pub fn parse_line(line: &str) -> Result<LineView<'_>, serde_json::Error> {
     }
 }
 
+/// The scanner alone, over raw bytes (it checks UTF-8 where it matters, in
+/// strings with bytes above 0x7f): the view, or `None` where it declines,
+/// and then [`parse_line_serde`] over the UTF-8-checked text has the answer.
+/// `validate` reads lines this way; the parsers bench measures it
+/// (`cargo bench --bench validate -- parsers`).
+pub fn scan_bytes(line: &[u8]) -> Option<LineView<'_>> {
+    scan::scan_line(line).map(|(view, _)| view)
+}
+
 /// [`parse_line`] by `serde_json` alone: the reference the scanner is held
 /// to, and the source of every syntax error's message and column.
 pub fn parse_line_serde(line: &str) -> Result<LineView<'_>, serde_json::Error> {

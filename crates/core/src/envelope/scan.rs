@@ -47,6 +47,7 @@ pub(crate) fn scan_to_newline(buf: &[u8]) -> Option<(LineView<'_>, bool, usize)>
         b: buf,
         i: 0,
         escapes: false,
+        unchecked: None,
     };
     s.ws();
     if s.peek()? != b'{' {
@@ -55,8 +56,8 @@ pub(crate) fn scan_to_newline(buf: &[u8]) -> Option<(LineView<'_>, bool, usize)>
     let view = s.line()?;
     s.ws();
     match s.peek() {
-        None | Some(b'\n') => Some((view, s.escapes, s.i)),
-        Some(_) => None,
+        None | Some(b'\n') if s.utf8_checked() => Some((view, s.escapes, s.i)),
+        _ => None,
     }
 }
 
@@ -82,6 +83,9 @@ struct Scanner<'a> {
     i: usize,
     /// Some string held a backslash escape.
     escapes: bool,
+    /// From the first string with a byte above 0x7f to the end of the last:
+    /// the bytes still to be checked as UTF-8.
+    unchecked: Option<(usize, usize)>,
 }
 
 impl<'a> Scanner<'a> {
@@ -102,9 +106,10 @@ impl<'a> Scanner<'a> {
         }
     }
 
-    /// At `"`: consume the string. Returns its content's range and whether
-    /// it holds an escape. Its bytes above 0x7f must be UTF-8.
-    fn string(&mut self) -> Option<(usize, usize, bool)> {
+    /// At `"`: consume the string. Returns its content's range, whether it
+    /// holds an escape and whether it may hold bytes above 0x7f; those are
+    /// checked as UTF-8 with the rest of the line ([`Scanner::unchecked`]).
+    fn string(&mut self) -> Option<(usize, usize, bool, bool)> {
         let start = self.i + 1;
         let mut i = start;
         let mut escaped = false;
@@ -133,34 +138,51 @@ impl<'a> Scanner<'a> {
                 _ => return None,
             }
         }
-        // Escapes are ASCII, so the content is UTF-8 when its raw bytes are.
-        if high && simdutf8::basic::from_utf8(&self.b[start..i]).is_err() {
-            return None;
+        if high {
+            let from = self.unchecked.map_or(start, |(from, _)| from);
+            self.unchecked = Some((from, i));
         }
         self.i = i + 1;
         self.escapes |= escaped;
-        Some((start, i, escaped))
+        Some((start, i, escaped, high))
+    }
+
+    /// Check the bytes above 0x7f met in strings, in one pass from the first
+    /// such string to the last. Outside strings the scanner accepts only
+    /// ASCII, and escapes are ASCII, so the line is UTF-8 when this span is.
+    fn utf8_checked(&self) -> bool {
+        self.unchecked.is_none_or(|(from, to)| {
+            let span = self.b.get(from..to);
+            span.is_some_and(|span| simdutf8::basic::from_utf8(span).is_ok())
+        })
     }
 
     /// At `"`: the bytes of a string whose value is read (a key). Escaped
     /// ones are left to `serde_json`, which decodes them and rejects lone
     /// surrogates.
     fn plain_bytes(&mut self) -> Option<&'a [u8]> {
-        let (start, end, escaped) = self.string()?;
+        let (start, end, escaped, _) = self.string()?;
         if escaped {
             return None;
         }
         self.b.get(start..end)
     }
 
-    /// At `"`: a string value that is read, as [`Scanner::plain_bytes`].
+    /// At `"`: a string value that is read, as [`Scanner::plain_bytes`];
+    /// one with bytes above 0x7f is checked as UTF-8 at once.
     fn plain_string(&mut self) -> Option<&'a str> {
-        let bytes = self.plain_bytes()?;
-        debug_assert!(std::str::from_utf8(bytes).is_ok());
+        let (start, end, escaped, high) = self.string()?;
+        if escaped {
+            return None;
+        }
+        let bytes = self.b.get(start..end)?;
+        if high {
+            return std::str::from_utf8(bytes).ok();
+        }
+        debug_assert!(bytes.is_ascii());
         #[allow(unsafe_code)]
-        // SAFETY: `string` returns a range only when its bytes are UTF-8:
-        // every byte of it passed through `plain_run`, which notices any
-        // byte above 0x7f, and such a range was checked by simdutf8.
+        // SAFETY: every byte of the range passed through `plain_run`, which
+        // reports any byte above 0x7f; there was none, so it is ASCII.
         Some(unsafe { std::str::from_utf8_unchecked(bytes) })
     }
 
