@@ -271,9 +271,11 @@ def bench_merge(args):
         ("python dict merge", [python(), str(ROOT / "benches/baselines/py_merge.py"), str(req), str(d / "py.tmp.jsonl"), str(out), str(err)], None),
     ]
     tools = [t for t in tools if not any(s in t[0] for s in args.skip)]
-    for p in (req, out, err):
-        subprocess.run(["cat", str(p)], stdout=subprocess.DEVNULL, check=True)
-    results = run_rounds(tools, args.rounds, before=settle)
+    def before():
+        settle()
+        warm(req, out, err)
+
+    results = run_rounds(tools, args.rounds, before=before)
     print(f"\n### merge\n\n{args.requests:,} requests; requests + shuffled output + error files:"
           f" {size / 1e6:.0f} MB; {machine()}; median of {args.rounds} interleaved rounds.\n")
     table(tools, results, size, args.requests, unit="requests")
