@@ -1,12 +1,14 @@
 //! Properties of the validator over generated inputs: it never panics, and
 //! its report does not depend on the thread count, the chunk size, or on
-//! whether the input is mapped or streamed in blocks.
+//! whether the input is mapped or streamed in blocks; and the lines it finds
+//! while reading them are the lines `Lines` finds.
 
 // Tests may unwrap: a panic is a failure report.
 #![allow(clippy::unwrap_used)]
 
 use std::io::Cursor;
 
+use batchkit_core::lines::{Line, Lines, is_blank};
 use batchkit_core::{Config, Input, Provider, Report, validate, validate_bytes};
 use proptest::prelude::*;
 
@@ -102,6 +104,53 @@ proptest! {
         prop_assert!(kept <= 25);
         prop_assert!(kept == 25 || kept == reference.errors() + reference.warnings());
         prop_assert_eq!(reference.summary.bytes, bytes.len() as u64);
+    }
+
+    /// The scanner finds line ends as it reads; the lines it finds are the
+    /// lines `Lines` finds, whatever ends them (`\n`, `\r\n`, `\r\r\n`,
+    /// the end of the file) and whatever surrounds the object.
+    #[test]
+    fn lines_are_found_as_lines_finds_them(
+        lines in proptest::collection::vec(
+            (line_strategy(), prop_oneof![Just(""), Just(" "), Just("\t"), Just("\r"), Just(" \r")]),
+            0..30,
+        ),
+        eol in prop_oneof![Just(&b"\n"[..]), Just(&b"\r\n"[..])],
+        final_eol in any::<bool>(),
+    ) {
+        let mut bytes = Vec::new();
+        for (i, (line, pad)) in lines.iter().enumerate() {
+            if i > 0 {
+                bytes.extend_from_slice(eol);
+            }
+            bytes.extend_from_slice(pad.as_bytes());
+            bytes.extend_from_slice(line);
+            bytes.extend_from_slice(pad.as_bytes());
+        }
+        if final_eol && !bytes.is_empty() {
+            bytes.extend_from_slice(eol);
+        }
+        let mut cfg = config(None, 1 << 20);
+        cfg.keep = None;
+        let report = validate_bytes(&bytes, &cfg);
+        let found: Vec<Line<'_>> = Lines::new(&bytes).collect();
+        prop_assert_eq!(report.summary.lines, found.len() as u64);
+        let blank = found.iter().filter(|l| is_blank(l.bytes)).count() as u64;
+        prop_assert_eq!(report.summary.blank_lines, blank);
+        let longest = found.iter().map(|l| l.bytes.len() as u64).max().unwrap_or(0);
+        prop_assert_eq!(report.summary.longest_line, longest);
+        // Every diagnostic of a line points into that line.
+        for d in &report.diagnostics {
+            let (Some(line), Some(offset)) = (d.line, d.offset) else {
+                continue;
+            };
+            let l = &found[line as usize - 1];
+            let start = l.offset as u64;
+            prop_assert!(
+                (start..=start + l.bytes.len() as u64).contains(&offset),
+                "line {} at {}..{} but the diagnostic is at {}", line, start, start + l.bytes.len() as u64, offset
+            );
+        }
     }
 
     #[test]
