@@ -61,6 +61,43 @@ pub(crate) fn scan_to_newline(buf: &[u8]) -> Option<(LineView<'_>, bool, usize)>
     }
 }
 
+/// The `custom_id` of a result line that is plainly a success: a JSON
+/// object with a plain string `custom_id`, a `response` object whose
+/// `status_code` is absent, null or 2xx and whose `body` is not null, an
+/// `error` that is absent or null, and no `result`, none of these keys
+/// twice. That is what [`crate::results::classify`] calls succeeded; for
+/// anything else (other shapes, errors, escapes, repeated keys) this says
+/// `None` and `classify` reads the line.
+pub(crate) fn scan_success_id(line: &[u8]) -> Option<&str> {
+    let mut s = Scanner {
+        b: line,
+        i: 0,
+        escapes: false,
+        unchecked: None,
+    };
+    s.ws();
+    if s.peek()? != b'{' {
+        return None;
+    }
+    let (mut id, mut response, mut error) = (None, None, None);
+    s.object(|s, key| {
+        match key {
+            b"custom_id" if id.is_none() && s.peek()? == b'"' => id = Some(s.plain_string()?),
+            b"response" if response.is_none() => response = Some(s.success_response()?),
+            b"error" if error.is_none() => {
+                s.literal(b"null")?;
+                error = Some(());
+            }
+            b"custom_id" | b"response" | b"error" | b"result" => return None,
+            _ => s.skip(1)?,
+        }
+        Some(())
+    })?;
+    s.ws();
+    let ok = s.peek().is_none() && s.utf8_checked() && response == Some(true);
+    ok.then_some(id?)
+}
+
 /// A value read for its kind.
 enum Val<'a> {
     Str(&'a str),
@@ -374,6 +411,40 @@ impl<'a> Scanner<'a> {
         })?;
         v.duplicate_key = dup;
         Some(v)
+    }
+
+    /// At the value of a result's `response`: whether it is an object
+    /// whose last `status_code` is absent, null or 2xx and whose last `body`
+    /// is there and not null. `None` for anything else.
+    fn success_response(&mut self) -> Option<bool> {
+        if self.peek()? != b'{' {
+            return None;
+        }
+        let (mut ok_code, mut has_body) = (true, false);
+        self.object(|s, key| {
+            match key {
+                b"status_code" => {
+                    ok_code = if s.peek()? == b'n' {
+                        s.literal(b"null")?;
+                        true
+                    } else {
+                        let start = s.i;
+                        if !s.number()? {
+                            return None;
+                        }
+                        let code = std::str::from_utf8(&s.b[start..s.i]).ok()?;
+                        (200..300).contains(&code.parse::<i64>().ok()?)
+                    };
+                }
+                b"body" => {
+                    has_body = s.peek()? != b'n';
+                    s.skip(2)?;
+                }
+                _ => s.skip(2)?,
+            }
+            Some(())
+        })?;
+        Some(ok_code && has_body)
     }
 
     /// At the value of `body`.
@@ -710,14 +781,14 @@ mod tests {
         })
     }
 
-    /// A line with a few bytes changed, inserted or removed.
-    fn mutated() -> impl Strategy<Value = Vec<u8>> {
+    /// `lines` with a few bytes changed, inserted or removed.
+    fn damaged(lines: impl Strategy<Value = Vec<u8>>) -> impl Strategy<Value = Vec<u8>> {
         let edit = (
             any::<prop::sample::Index>(),
             0u8..3,
             prop::sample::select(&b"\"\\{}[],:0e-.tn \x01\xc3\xe6\x80\xff"[..]),
         );
-        (line(), proptest::collection::vec(edit, 0..4)).prop_map(|(mut line, edits)| {
+        (lines, proptest::collection::vec(edit, 0..4)).prop_map(|(mut line, edits)| {
             for (at, op, byte) in edits {
                 if line.is_empty() {
                     break;
@@ -763,7 +834,7 @@ mod tests {
         }
 
         #[test]
-        fn the_scanner_agrees_on_damaged_lines(line in mutated()) {
+        fn the_scanner_agrees_on_damaged_lines(line in damaged(line())) {
             agrees(&line)?;
         }
 
@@ -771,6 +842,117 @@ mod tests {
         fn the_scanner_agrees_on_any_bytes(line in proptest::collection::vec(any::<u8>(), 0..64)) {
             agrees(&line)?;
         }
+
+        #[test]
+        fn a_success_to_the_scanner_is_a_success_to_classify(line in result_line()) {
+            success_agrees(&line)?;
+        }
+
+        #[test]
+        fn a_damaged_result_line_agrees_too(line in damaged(result_line())) {
+            success_agrees(&line)?;
+        }
+    }
+
+    /// A result line: the success shape and its near misses.
+    fn result_line() -> impl Strategy<Value = Vec<u8>> {
+        let code = prop_oneof![
+            Just("200"),
+            Just("201"),
+            Just("299"),
+            Just("300"),
+            Just("404"),
+            Just("-1"),
+            Just("null"),
+            Just("2e2"),
+            Just("\"200\""),
+            Just("true"),
+        ];
+        let body = prop_oneof![
+            4 => value(),
+            1 => Just("null".to_owned()),
+        ];
+        let response_field = prop_oneof![
+            (Just("status_code"), code.prop_map(str::to_owned)),
+            (Just("body"), body),
+            (Just("request_id"), value()),
+        ];
+        let response = prop_oneof![
+            6 => proptest::collection::vec(response_field, 0..4).prop_map(|fields| {
+                let fields: Vec<String> =
+                    fields.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
+                format!("{{{}}}", fields.join(","))
+            }),
+            1 => value(),
+        ];
+        let field = prop_oneof![
+            3 => (Just("custom_id"), prop_oneof![
+                4 => "[a-z0-9-]{1,12}".prop_map(|s| format!("\"{s}\"")),
+                1 => value(),
+            ]),
+            3 => (Just("response"), response),
+            2 => (Just("error"), prop_oneof![3 => Just("null".to_owned()), 1 => value()]),
+            1 => (Just("result"), value()),
+            1 => (Just("id"), value()),
+        ];
+        let any_fields = proptest::collection::vec(field, 0..6).prop_map(|fields| {
+            let fields: Vec<String> = fields.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
+            format!("{{{}}}", fields.join(",")).into_bytes()
+        });
+        // The shape OpenAI writes, with one part varied at a time.
+        let id = prop_oneof![
+            8 => "[a-z0-9-]{1,12}".prop_map(|s| format!("\"{s}\"")),
+            1 => Just(r#""r\u002d1""#.to_owned()),
+            1 => Just("null".to_owned()),
+        ];
+        let code = prop_oneof![
+            8 => Just("200"), 1 => Just("500"), 1 => Just("null"), 1 => Just("200.0"),
+        ];
+        let error = prop_oneof![8 => Just("null".to_owned()), 1 => value()];
+        let tail = prop_oneof![
+            8 => Just(String::new()),
+            1 => Just(r#","result":null"#.to_owned()),
+            1 => Just(r#","custom_id":"again""#.to_owned()),
+            1 => Just(r#","error":null"#.to_owned()),
+        ];
+        let openai = (id, code, value(), error, tail).prop_map(|(id, code, body, error, tail)| {
+            format!(
+                r#"{{"id":"batch_req_1","custom_id":{id},"response":{{"status_code":{code},"request_id":"req_1","body":{body}}},"error":{error}{tail}}}"#
+            )
+            .into_bytes()
+        });
+        prop_oneof![any_fields, openai]
+    }
+
+    /// Where the scanner calls a result line a success, `classify` does too,
+    /// with the same id.
+    fn success_agrees(line: &[u8]) -> Result<bool, TestCaseError> {
+        let Some(id) = scan_success_id(line) else {
+            return Ok(false);
+        };
+        let text = std::str::from_utf8(line);
+        prop_assert!(text.is_ok(), "accepted bytes that are not UTF-8");
+        let outcome = crate::results::classify(text.unwrap_or_default());
+        prop_assert!(outcome.is_ok(), "classify rejects it: {:?}", outcome.err());
+        let outcome = outcome.map_err(|e| TestCaseError::fail(e.reason))?;
+        prop_assert_eq!(outcome.status, crate::results::Status::Succeeded);
+        prop_assert_eq!(outcome.custom_id.as_ref(), id);
+        Ok(true)
+    }
+
+    #[test]
+    fn result_lines_reach_both_answers() {
+        let mut runner = proptest::test_runner::TestRunner::deterministic();
+        let (mut read, n) = (0, 2000);
+        for _ in 0..n {
+            let Ok(tree) = result_line().new_tree(&mut runner) else {
+                continue;
+            };
+            read += usize::from(scan_success_id(&tree.current()).is_some());
+        }
+        assert!(read > n / 20 && read < n * 9 / 10, "read {read} of {n}");
+        let success = r#"{"id":"batch_req_1","custom_id":"r-1","response":{"status_code":200,"request_id":"q","body":{"choices":[{"message":{"content":"caf\u00e9 日本"}}]}},"error":null}"#;
+        assert_eq!(scan_success_id(success.as_bytes()), Some("r-1"));
     }
 
     /// The generated lines reach both answers: read, and left to serde_json.

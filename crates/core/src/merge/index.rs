@@ -8,6 +8,7 @@ use super::key::{BROKEN, Key, result_ref};
 use super::side::{Side, classify_bytes, parse_request_id};
 use super::{Merge, MergeConfig, MergeError, Problem, ProblemKind, WINDOW};
 use crate::lines::{Lines, is_blank};
+use crate::results::{BadResult, Status};
 
 /// The first `keep` items pushed, and a count of the rest.
 struct Capped<T> {
@@ -164,22 +165,46 @@ impl Merge {
             index_side(
                 side,
                 &mut keys,
-                |line, _, offset| match classify_bytes(line) {
-                    Ok(o) => Ok(Key::new(
-                        &o.custom_id,
-                        result_ref(f, offset, o.status as u64),
+                |line, _, offset| match crate::envelope::scan_success_id(line) {
+                    // Most lines are plain successes, which the scanner
+                    // reads several times faster; classify reads the rest.
+                    Some(id) => Ok(Key::new(
+                        id,
+                        result_ref(f, offset, Status::Succeeded as u64),
                     )),
-                    Err(b) => {
-                        let salvaged = b
-                            .custom_id
-                            .as_ref()
-                            .map(|id| Key::new(id, result_ref(f, offset, BROKEN)));
-                        Err((salvaged, b))
-                    }
+                    None => classify_line(line, f, offset),
                 },
                 |line, b| bad_lines.push((f, line, b)),
             );
         }
+        self.report_bad_results(cfg, bad_lines);
+        keys.par_sort_unstable();
+        keys
+    }
+}
+
+fn classify_line(line: &[u8], f: usize, offset: usize) -> Result<Key, (Option<Key>, BadResult)> {
+    match classify_bytes(line) {
+        Ok(o) => Ok(Key::new(
+            &o.custom_id,
+            result_ref(f, offset, o.status as u64),
+        )),
+        Err(b) => {
+            let salvaged = b
+                .custom_id
+                .as_ref()
+                .map(|id| Key::new(id, result_ref(f, offset, BROKEN)));
+            Err((salvaged, b))
+        }
+    }
+}
+
+impl Merge {
+    fn report_bad_results(
+        &mut self,
+        cfg: &MergeConfig,
+        bad_lines: Capped<(usize, u64, BadResult)>,
+    ) {
         self.bad_line_problems(
             cfg.keep,
             ProblemKind::BadResultLine,
@@ -199,7 +224,5 @@ impl Merge {
                 }
             },
         );
-        keys.par_sort_unstable();
-        keys
     }
 }
