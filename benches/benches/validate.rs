@@ -57,9 +57,9 @@ fn parse(c: &mut Criterion) {
 /// by serde_json through batchkit's visitor (one UTF-8 pass over the
 /// chunk, then `from_str` per line), as `validate` did before the scanner
 /// and still does for the lines the scanner declines; and by simd-json's
-/// serde deserializer over its tape. simd-json unescapes in place, so each round copies the chunk into a
-/// mutable buffer first (counted in its time), and reuses one set of
-/// buffers for all lines; `simd_json_tape_only` builds the tape and reads
+/// serde deserializer over its tape. simd-json unescapes in place, so each
+/// round copies the chunk into a mutable buffer first (counted in its time),
+/// and reuses one set of buffers for all lines; `simd_json_tape_only` builds the tape and reads
 /// nothing, its lower bound. One thread: the per-core speed.
 fn parsers(c: &mut Criterion) {
     for (name, shape) in [

@@ -227,32 +227,26 @@ fn walk(
                 None,
             ),
         };
-        let mut bytes = &chunk[at..end];
-        if let [rest @ .., b'\r'] = bytes {
-            bytes = rest;
-        }
-        let line = crate::lines::Line { offset: at, bytes };
+        let start = at;
+        let bytes = chunk[start..end]
+            .strip_suffix(b"\r")
+            .unwrap_or(&chunk[start..end]);
+        // The next line starts after the `\n` (or past the chunk's end).
         at = end + 1;
         let pos = Pos {
             line: out.lines,
-            offset: line.offset as u64,
-            text: line.bytes,
+            offset: start as u64,
+            text: bytes,
             column: 0,
         };
         let errors_before = out.errors;
-        let group = check_line(ctx, line.bytes, scanned, starts_file && i == 0, pos, out);
+        let group = check_line(ctx, bytes, scanned, starts_file && i == 0, pos, out);
         if ctx.collect_facts {
-            let mut end = line.offset + line.bytes.len();
-            if chunk.get(end) == Some(&b'\r') {
-                end += 1;
-            }
-            if chunk.get(end) == Some(&b'\n') {
-                end += 1;
-            }
             let (group, inputs) = group.unwrap_or((u32::MAX, 0));
             out.facts.push(LineFact {
-                offset: line.offset as u64,
-                len: (end - line.offset).min(u32::MAX as usize) as u32,
+                offset: start as u64,
+                // The line with its ending.
+                len: (at.min(chunk.len()) - start).min(u32::MAX as usize) as u32,
                 group,
                 inputs,
             });
@@ -285,7 +279,7 @@ fn check_line<'a>(
             out.requests += 1;
             (view, escapes, 0)
         }
-        None => read_declined(raw, first_of_file, pos, out)?,
+        None => read_slowly(raw, first_of_file, pos, out)?,
     };
     if escapes {
         if let Some(at) = envelope::find_lone_surrogate(&raw[skip..]) {
@@ -311,9 +305,11 @@ fn check_line<'a>(
 }
 
 /// Count and read a line the scanner declined: a blank line, a line with a
-/// byte order mark, or one to read slowly. Returns the view, whether the
-/// line holds an escape, and the length of the mark skipped.
-fn read_declined<'a>(
+/// byte order mark, or one whose UTF-8, shape and syntax are checked here,
+/// reporting the first problem, and which `serde_json` reads when it is fine
+/// after all. Returns the view, whether the line holds an escape, and the
+/// length of the mark skipped.
+fn read_slowly<'a>(
     raw: &'a [u8],
     first_of_file: bool,
     pos: Pos<'_>,
@@ -336,19 +332,7 @@ fn read_declined<'a>(
                 .hint("save the file as UTF-8 without BOM (e.g. `sed -i '1s/^\\xEF\\xBB\\xBF//' FILE`); Azure reports a BOM as a misleading model error")
         });
     }
-    let (view, escapes) = read_slowly(&raw[skip..], skip, pos, out)?;
-    Some((view, escapes, skip))
-}
-
-/// Read a line the scanner declined: check its UTF-8, that it is an
-/// object, and its syntax, reporting the first problem; or read it with
-/// `serde_json` when it is fine after all.
-fn read_slowly<'a>(
-    body_bytes: &'a [u8],
-    skip: usize,
-    pos: Pos<'_>,
-    out: &mut ChunkOut,
-) -> Option<(envelope::LineView<'a>, bool)> {
+    let body_bytes = &raw[skip..];
     let text = match simdutf8::compat::from_utf8(body_bytes) {
         Ok(s) => s,
         Err(e) => {
@@ -380,7 +364,7 @@ fn read_slowly<'a>(
         return None;
     }
     match envelope::parse_line_serde(text) {
-        Ok(view) => Some((view, memchr::memchr(b'\\', body_bytes).is_some())),
+        Ok(view) => Some((view, memchr::memchr(b'\\', body_bytes).is_some(), skip)),
         Err(e) => {
             report_syntax(out, pos, skip, &e);
             None

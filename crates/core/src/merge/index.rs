@@ -177,34 +177,6 @@ impl Merge {
                 |line, b| bad_lines.push((f, line, b)),
             );
         }
-        self.report_bad_results(cfg, bad_lines);
-        keys.par_sort_unstable();
-        keys
-    }
-}
-
-fn classify_line(line: &[u8], f: usize, offset: usize) -> Result<Key, (Option<Key>, BadResult)> {
-    match classify_bytes(line) {
-        Ok(o) => Ok(Key::new(
-            &o.custom_id,
-            result_ref(f, offset, o.status as u64),
-        )),
-        Err(b) => {
-            let salvaged = b
-                .custom_id
-                .as_ref()
-                .map(|id| Key::new(id, result_ref(f, offset, BROKEN)));
-            Err((salvaged, b))
-        }
-    }
-}
-
-impl Merge {
-    fn report_bad_results(
-        &mut self,
-        cfg: &MergeConfig,
-        bad_lines: Capped<(usize, u64, BadResult)>,
-    ) {
         self.bad_line_problems(
             cfg.keep,
             ProblemKind::BadResultLine,
@@ -224,5 +196,25 @@ impl Merge {
                 }
             },
         );
+        keys.par_sort_unstable();
+        keys
+    }
+}
+
+/// The key of a result line `classify` reads (or, for a broken line, the
+/// key its salvaged id gives, if any).
+fn classify_line(line: &[u8], f: usize, offset: usize) -> Result<Key, (Option<Key>, BadResult)> {
+    match classify_bytes(line) {
+        Ok(o) => Ok(Key::new(
+            &o.custom_id,
+            result_ref(f, offset, o.status as u64),
+        )),
+        Err(b) => {
+            let salvaged = b
+                .custom_id
+                .as_ref()
+                .map(|id| Key::new(id, result_ref(f, offset, BROKEN)));
+            Err((salvaged, b))
+        }
     }
 }
