@@ -15,7 +15,7 @@ use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAcces
 
 mod scan;
 
-pub(crate) use scan::{scan_success_id, scan_to_newline};
+pub(crate) use scan::{scan_request_id, scan_success, scan_to_newline};
 
 /// The type of a JSON value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

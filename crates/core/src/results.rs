@@ -86,8 +86,8 @@ pub struct Outcome<'a> {
     pub status: Status,
     /// The HTTP status, where the line has one.
     pub status_code: Option<i64>,
-    /// The response body, verbatim, where there is one.
-    pub response: Option<&'a RawValue>,
+    /// The response body's JSON text, verbatim, where there is one.
+    pub response: Option<&'a str>,
     /// The error, unless it succeeded.
     pub error: Option<ResultError>,
 }
@@ -280,15 +280,16 @@ pub fn classify(line: &str) -> Result<Outcome<'_>, BadResult> {
     match parsed.response {
         Some(Response::Wrapped { status_code, body }) => {
             out.status_code = status_code;
-            out.response = body.filter(|b| b.get() != "null");
+            out.response = body.map(RawValue::get).filter(|b| *b != "null");
             read_response(&mut out);
         }
         Some(Response::Bare) => {
             // vLLM versions that write the bare completion as the response.
-            let bare: Option<&RawValue> = serde_json::from_str::<BareLine<'_>>(line)
+            let bare: Option<&str> = serde_json::from_str::<BareLine<'_>>(line)
                 .ok()
                 .and_then(|b| b.response)
-                .filter(|r| r.get().starts_with('{'));
+                .map(RawValue::get)
+                .filter(|r| r.starts_with('{'));
             out.response = bare;
             read_response(&mut out);
         }
@@ -322,7 +323,7 @@ fn read_response(out: &mut Outcome<'_>) {
         // The real error of a model-rejected request is inside the body.
         let inner = out
             .response
-            .and_then(|b| serde_json::from_str::<BodyWithError<'_>>(b.get()).ok())
+            .and_then(|b| serde_json::from_str::<BodyWithError<'_>>(b).ok())
             .and_then(|b| b.error.map(|e| e.to_error()));
         out.error = inner;
     }
@@ -332,7 +333,7 @@ fn classify_anthropic<'a>(result: &AnthropicResult<'a>, out: &mut Outcome<'a>) {
     match result.kind.as_ref() {
         "succeeded" => {
             out.status = Status::Succeeded;
-            out.response = result.message;
+            out.response = result.message.map(RawValue::get);
         }
         "expired" => {
             out.status = Status::Expired;
@@ -388,8 +389,9 @@ pub fn salvage_custom_id(line: &str) -> Option<String> {
 
 /// The answer text of a response body: chat `choices[0].message.content`,
 /// completions `choices[0].text`, Responses API output text items, or
-/// Anthropic message text blocks. `None` for other bodies.
-pub fn answer_text(body: &RawValue) -> Option<String> {
+/// Anthropic message text blocks. `None` for other bodies. `body` is the
+/// body's JSON text.
+pub fn answer_text(body: &str) -> Option<String> {
     #[derive(Deserialize)]
     struct Body<'a> {
         #[serde(borrow, default)]
@@ -425,7 +427,7 @@ pub fn answer_text(body: &RawValue) -> Option<String> {
         #[serde(borrow, default)]
         text: Option<Cow<'a, str>>,
     }
-    let body: Body<'_> = serde_json::from_str(body.get()).ok()?;
+    let body: Body<'_> = serde_json::from_str(body).ok()?;
     if let Some(first) = body.choices.as_ref().and_then(|c| c.first()) {
         if let Some(content) = first.message.as_ref().and_then(|m| m.content.as_ref()) {
             return Some(content.to_string());
@@ -548,10 +550,7 @@ mod tests {
 
     #[test]
     fn answer_texts() {
-        let text = |body: &str| {
-            let raw: Box<RawValue> = serde_json::from_str(body).expect("json");
-            answer_text(&raw)
-        };
+        let text = answer_text;
         assert_eq!(
             text(r#"{"choices":[{"message":{"role":"assistant","content":"Paris"}}]}"#).as_deref(),
             Some("Paris")

@@ -290,3 +290,70 @@ proptest! {
         prop_assert_eq!(got, ids);
     }
 }
+
+/// Files of many chunks and windows (over 16 MiB): line numbers count from
+/// the file's start across chunk ends, blank lines included, in the merged
+/// lines and in the problems.
+#[test]
+fn line_numbers_hold_across_chunks() {
+    let dir = tempfile::tempdir().unwrap();
+    let pad = "x".repeat(600);
+    let (mut input, mut results, mut lines) = (String::new(), String::new(), Vec::new());
+    let mut line = 0u64;
+    for i in 0..40_000u64 {
+        if i % 997 == 0 {
+            input.push_str("  \n");
+            line += 1;
+        }
+        input.push_str(&format!(
+            "{{\"custom_id\":\"r{i}\",\"body\":{{\"p\":\"{pad}\"}}}}\n"
+        ));
+        line += 1;
+        lines.push(line);
+        if i != 30_000 {
+            results.push_str(&format!(
+                "{{\"custom_id\":\"r{i}\",\"response\":{{\"status_code\":200,\"body\":{{\"p\":\"{pad}\"}}}},\"error\":null}}\n"
+            ));
+        }
+    }
+    // A broken result line far into the file, after 39,000 good ones.
+    results.push_str("{\"custom_id\":\"r30000\" broken\n");
+    let (input_path, results_path) = (dir.path().join("in.jsonl"), dir.path().join("out.jsonl"));
+    std::fs::write(&input_path, &input).unwrap();
+    std::fs::write(&results_path, &results).unwrap();
+    assert!(input.len() > 20 << 20);
+    let merge = Merge::new(&[input_path], &[results_path], &MergeConfig::default()).unwrap();
+    let problems = merge.problems();
+    assert_eq!(problems.len(), 1);
+    assert_eq!(problems[0].line, 40_000);
+    assert_eq!(merge.result_lines(), 40_000);
+    let mut out = Vec::new();
+    merge
+        .write(
+            &mut out,
+            false,
+            &|r, buf| {
+                MergedLine::default().render(r, buf);
+                true
+            },
+            &|_| {},
+        )
+        .unwrap();
+    let got: Vec<(u64, String)> = out
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_slice(l).unwrap();
+            (
+                v["line"].as_u64().unwrap(),
+                v["status"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(got.len(), 40_000);
+    for (i, (line, status)) in got.iter().enumerate() {
+        assert_eq!(*line, lines[i]);
+        let want = if i == 30_000 { "failed" } else { "succeeded" };
+        assert_eq!(status, want, "request {i}");
+    }
+}

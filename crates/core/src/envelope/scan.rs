@@ -21,6 +21,7 @@
 //! differential tests below hold it to `serde_json`'s answers.
 
 use std::borrow::Cow;
+use std::ops::Range;
 
 use super::{Body, BodyView, Inputs, Kind, LineView, MessageProblem, Messages, Shape, Text, set};
 
@@ -51,15 +52,48 @@ pub(crate) fn scan_to_newline(buf: &[u8]) -> Option<(LineView<'_>, bool, usize)>
     Some((view, s.escapes, end))
 }
 
-/// The `custom_id` of a result line that is plainly a success: a JSON
-/// object with a plain string `custom_id`, a `response` object whose
-/// `status_code` is absent, null or 2xx and whose `body` is not null, an
-/// `error` that is absent or null, and no `result`, none of these keys
-/// twice. That is what [`crate::results::classify`] calls succeeded; for
-/// anything else (other shapes, errors, escapes, repeated keys) this says
-/// `None` and `classify` reads the line.
-pub(crate) fn scan_success_id(line: &[u8]) -> Option<&str> {
-    let mut s = Scanner::at_object(line)?;
+/// The `custom_id` of the request line at the start of `buf`, which runs
+/// to the first `\n` or to the end, and where the line ends: a JSON object
+/// with one `custom_id`, a plain string, and any other fields, followed by
+/// whitespace. That is what a merge reads of a request line; for anything
+/// else (no `custom_id`, one with escapes or of another type, two of them,
+/// a syntax error) this says `None` and `serde_json` reads the line.
+pub(crate) fn scan_request_id(buf: &[u8]) -> Option<(&str, usize)> {
+    let mut s = Scanner::at_object(buf)?;
+    let mut id = None;
+    s.object(|s, key| {
+        match key {
+            b"custom_id" if id.is_none() && s.peek()? == b'"' => id = Some(s.plain_string()?),
+            b"custom_id" => return None,
+            _ => s.skip(1)?,
+        }
+        Some(())
+    })?;
+    let end = s.line_end()?;
+    Some((id?, end))
+}
+
+/// A result line that is plainly a success, as [`scan_success`] reads it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Success<'a> {
+    /// The request's id.
+    pub(crate) custom_id: &'a str,
+    /// The response's `status_code`, if it has one (then 2xx).
+    pub(crate) status_code: Option<i64>,
+    /// Where the response's `body` is in the line, verbatim.
+    pub(crate) body: Range<usize>,
+}
+
+/// The result line at the start of `buf` (to the first `\n` or the end)
+/// when it is plainly a success, and where it ends: a JSON object with a
+/// plain string `custom_id`, a `response` object whose `status_code` is
+/// absent, null or 2xx and whose `body` is not null, an `error` that is
+/// absent or null, and no `result`, none of these keys twice. That is what
+/// [`crate::results::classify`] calls succeeded, with the same status code
+/// and body; for anything else (other shapes, errors, escapes, repeated
+/// keys) this says `None` and `classify` reads the line.
+pub(crate) fn scan_success(buf: &[u8]) -> Option<(Success<'_>, usize)> {
+    let mut s = Scanner::at_object(buf)?;
     let (mut id, mut response, mut error) = (None, None, None);
     s.object(|s, key| {
         match key {
@@ -74,8 +108,14 @@ pub(crate) fn scan_success_id(line: &[u8]) -> Option<&str> {
         }
         Some(())
     })?;
-    let ok = s.line_end()? == line.len() && response == Some(true);
-    ok.then_some(id?)
+    let end = s.line_end()?;
+    let (status_code, body) = response?;
+    let success = Success {
+        custom_id: id?,
+        status_code,
+        body,
+    };
+    Some((success, end))
 }
 
 /// A value read for its kind.
@@ -415,38 +455,42 @@ impl<'a> Scanner<'a> {
         Some(v)
     }
 
-    /// At the value of a result's `response`: whether it is an object
-    /// whose last `status_code` is absent, null or 2xx and whose last `body`
-    /// is there and not null. `None` for anything else.
-    fn success_response(&mut self) -> Option<bool> {
+    /// At the value of a result's `response`: an object whose last
+    /// `status_code` is absent, null or 2xx and whose last `body` is there
+    /// and not null. Returns the status code and where the body is; `None`
+    /// for anything else.
+    fn success_response(&mut self) -> Option<(Option<i64>, Range<usize>)> {
         if self.peek()? != b'{' {
             return None;
         }
-        let (mut ok_code, mut has_body) = (true, false);
+        let (mut code, mut body) = (None, None);
         self.object(|s, key| {
             match key {
                 b"status_code" => {
-                    ok_code = if s.peek()? == b'n' {
+                    code = if s.peek()? == b'n' {
                         s.literal(b"null")?;
-                        true
+                        None
                     } else {
                         let start = s.i;
                         if !s.number()? {
                             return None;
                         }
-                        let code = std::str::from_utf8(&s.b[start..s.i]).ok()?;
-                        (200..300).contains(&code.parse::<i64>().ok()?)
+                        let digits = std::str::from_utf8(&s.b[start..s.i]).ok()?;
+                        Some(digits.parse::<i64>().ok()?)
                     };
                 }
                 b"body" => {
-                    has_body = s.peek()? != b'n';
+                    let start = s.i;
+                    let null = s.peek()? == b'n';
                     s.skip(2)?;
+                    body = (!null).then_some(start..s.i);
                 }
                 _ => s.skip(2)?,
             }
             Some(())
         })?;
-        Some(ok_code && has_body)
+        let ok_code = code.is_none_or(|c| (200..300).contains(&c));
+        Some((code, body.filter(|_| ok_code)?))
     }
 
     /// At the value of `body`.
@@ -846,6 +890,21 @@ mod tests {
         }
 
         #[test]
+        fn request_ids_agree_with_serde_json(line in line()) {
+            request_id_agrees(&line)?;
+        }
+
+        #[test]
+        fn request_ids_agree_on_damaged_lines(line in damaged(line())) {
+            request_id_agrees(&line)?;
+        }
+
+        #[test]
+        fn request_ids_agree_on_any_bytes(line in proptest::collection::vec(any::<u8>(), 0..64)) {
+            request_id_agrees(&line)?;
+        }
+
+        #[test]
         fn a_success_to_the_scanner_is_a_success_to_classify(line in result_line()) {
             success_agrees(&line)?;
         }
@@ -926,20 +985,49 @@ mod tests {
         prop_oneof![any_fields, openai]
     }
 
+    /// A whole line as [`scan_success`] reads it.
+    fn success_of(line: &[u8]) -> Option<Success<'_>> {
+        scan_success(line)
+            .filter(|(_, end)| *end == line.len())
+            .map(|(s, _)| s)
+    }
+
     /// Where the scanner calls a result line a success, `classify` does too,
-    /// with the same id.
+    /// with the same id, status code and body.
     fn success_agrees(line: &[u8]) -> Result<bool, TestCaseError> {
-        let Some(id) = scan_success_id(line) else {
+        let Some(success) = success_of(line) else {
             return Ok(false);
         };
         let text = std::str::from_utf8(line);
         prop_assert!(text.is_ok(), "accepted bytes that are not UTF-8");
-        let outcome = crate::results::classify(text.unwrap_or_default());
+        let text = text.unwrap_or_default();
+        let outcome = crate::results::classify(text);
         prop_assert!(outcome.is_ok(), "classify rejects it: {:?}", outcome.err());
         let outcome = outcome.map_err(|e| TestCaseError::fail(e.reason))?;
         prop_assert_eq!(outcome.status, crate::results::Status::Succeeded);
-        prop_assert_eq!(outcome.custom_id.as_ref(), id);
+        prop_assert_eq!(outcome.custom_id.as_ref(), success.custom_id);
+        prop_assert_eq!(outcome.status_code, success.status_code);
+        prop_assert_eq!(outcome.response, text.get(success.body.clone()));
         Ok(true)
+    }
+
+    /// Where the scanner reads a request line's id, `serde_json` reads the
+    /// same id; where `serde_json` reads one from a line without escapes,
+    /// the scanner does too.
+    fn request_id_agrees(line: &[u8]) -> Result<(), TestCaseError> {
+        let scanned = scan_request_id(line)
+            .filter(|(_, end)| *end == line.len())
+            .map(|(id, _)| id);
+        let reference = crate::merge::parse_request_id(line).ok();
+        match scanned {
+            Some(id) => prop_assert_eq!(Some(id), reference.as_deref()),
+            None => prop_assert!(
+                reference.is_none() || line.contains(&b'\\') || line.contains(&b'\n'),
+                "declined a plain line serde_json reads: {:?}",
+                String::from_utf8_lossy(line)
+            ),
+        }
+        Ok(())
     }
 
     #[test]
@@ -950,11 +1038,13 @@ mod tests {
             let Ok(tree) = result_line().new_tree(&mut runner) else {
                 continue;
             };
-            read += usize::from(scan_success_id(&tree.current()).is_some());
+            read += usize::from(success_of(&tree.current()).is_some());
         }
         assert!(read > n / 20 && read < n * 9 / 10, "read {read} of {n}");
         let success = r#"{"id":"batch_req_1","custom_id":"r-1","response":{"status_code":200,"request_id":"q","body":{"choices":[{"message":{"content":"caf\u00e9 日本"}}]}},"error":null}"#;
-        assert_eq!(scan_success_id(success.as_bytes()), Some("r-1"));
+        let read = success_of(success.as_bytes()).expect("a success");
+        assert_eq!((read.custom_id, read.status_code), ("r-1", Some(200)));
+        assert!(success[read.body].starts_with(r#"{"choices""#));
     }
 
     /// The generated lines reach both answers: read, and left to serde_json.

@@ -4,10 +4,10 @@
 
 use rayon::prelude::*;
 
-use super::key::{BROKEN, Key, result_ref};
+use super::key::{BROKEN, Key, pack_success, result_ref};
 use super::side::{Side, classify_bytes, parse_request_id};
 use super::{Merge, MergeConfig, MergeError, Problem, ProblemKind, WINDOW};
-use crate::lines::{Lines, is_blank};
+use crate::lines::is_blank;
 use crate::results::{BadResult, Status};
 
 /// The first `keep` items pushed, and a count of the rest.
@@ -35,51 +35,89 @@ impl<T> Capped<T> {
     }
 }
 
-/// Index every non-blank line of `side`, in parallel windows of chunks:
-/// `per_line(line, line index, byte offset)` gives the line's key, or a
-/// problem (and perhaps a key anyway). Keys are appended in input order;
-/// problems are handed to `on_bad` in order with their 1-based line.
+/// What one line gave: its key, or a problem (and perhaps a key anyway).
+type Read<B> = Result<Key, (Option<Key>, B)>;
+
+/// Index every non-blank line of `side`, in parallel windows of chunks,
+/// and count its lines (setting each chunk's first line and the file's
+/// count). `read(rest, line index, byte offset)` reads the line at the
+/// start of `rest` (which runs to the chunk's end) and says what it gave
+/// (`None` for a blank line) and where it ends: the index of its `\n` in
+/// `rest`, or `rest.len()`. The line index it is given counts from the
+/// chunk's start; with `line_keys`, the keys hold it in their low bits and
+/// it is made the file's. Keys are appended in input order; problems are
+/// handed to `on_bad` in order with their 1-based line.
 fn index_side<B: Send>(
-    side: &Side,
+    side: &mut Side,
     keys: &mut Vec<Key>,
-    per_line: impl Fn(&[u8], u64, usize) -> Result<Key, (Option<Key>, B)> + Sync,
+    line_keys: bool,
+    read: impl Fn(&[u8], u64, usize) -> (Option<Read<B>>, usize) + Sync,
     mut on_bad: impl FnMut(u64, B),
 ) {
     struct Part<B> {
         keys: Vec<Key>,
         bad: Vec<(u64, B)>,
+        lines: u64,
     }
-    for window in side.chunks.chunks(WINDOW) {
+    let bytes = side.bytes.bytes();
+    let mut base = 0;
+    for window in side.chunks.chunks_mut(WINDOW) {
         let parts: Vec<Part<B>> = window
             .par_iter()
-            .map(|(range, base)| {
+            .map(|(range, _)| {
                 let mut part = Part {
                     keys: Vec::new(),
                     bad: Vec::new(),
+                    lines: 0,
                 };
-                for (i, line) in Lines::new(&side.bytes.bytes()[range.clone()]).enumerate() {
-                    if is_blank(line.bytes) {
-                        continue;
-                    }
-                    let index = base + i as u64;
-                    match per_line(line.bytes, index, range.start + line.offset) {
-                        Ok(k) => part.keys.push(k),
-                        Err((k, b)) => {
+                let chunk = &bytes[range.clone()];
+                let mut at = 0;
+                while at < chunk.len() {
+                    let (got, end) = read(&chunk[at..], part.lines, range.start + at);
+                    match got {
+                        None => {}
+                        Some(Ok(k)) => part.keys.push(k),
+                        Some(Err((k, b))) => {
                             part.keys.extend(k);
-                            part.bad.push((index + 1, b));
+                            part.bad.push((part.lines + 1, b));
                         }
                     }
+                    // The next line starts after the `\n`.
+                    at += end + 1;
+                    part.lines += 1;
                 }
                 part
             })
             .collect();
-        for part in parts {
-            keys.extend_from_slice(&part.keys);
+        for ((_, first_line), part) in window.iter_mut().zip(parts) {
+            *first_line = base;
+            let shift = if line_keys { base } else { 0 };
+            keys.extend(part.keys.iter().map(|k| Key {
+                at: k.at + shift,
+                ..*k
+            }));
             for (line, b) in part.bad {
-                on_bad(line, b);
+                on_bad(base + line, b);
             }
+            base += part.lines;
         }
     }
+    side.lines = base;
+}
+
+/// The line at the start of `rest`, without its ending, and where it ends
+/// (as [`index_side`]'s `read` says it): for the lines the scanners decline.
+fn first_line(rest: &[u8]) -> (&[u8], usize) {
+    let end = memchr::memchr(b'\n', rest).unwrap_or(rest.len());
+    let line = &rest[..end];
+    (line.strip_suffix(b"\r").unwrap_or(line), end)
+}
+
+/// What `read` gives for a line the scanner declined: nothing for a blank
+/// line, else what `slow` reads of it.
+fn read_slowly<B>(rest: &[u8], slow: impl FnOnce(&[u8]) -> Read<B>) -> (Option<Read<B>>, usize) {
+    let (line, end) = first_line(rest);
+    ((!is_blank(line)).then(|| slow(line)), end)
 }
 
 impl Merge {
@@ -104,16 +142,25 @@ impl Merge {
     pub(super) fn index_inputs(&mut self, cfg: &MergeConfig) -> Result<Vec<Key>, MergeError> {
         // One entry per line at most: reserving it all keeps the vector from
         // doubling (untouched capacity costs no memory).
-        let mut keys = Vec::with_capacity(self.inputs.iter().map(|s| s.lines as usize).sum());
+        let mut keys = Vec::new();
         let mut bad_lines = Capped::new(cfg.keep);
-        for (f, side) in self.inputs.iter().enumerate() {
+        for (f, side) in self.inputs.iter_mut().enumerate() {
             index_side(
                 side,
                 &mut keys,
-                |line, index, _| {
-                    parse_request_id(line)
-                        .map(|id| Key::new(&id, ((f as u64) << 48) | index))
-                        .map_err(|e| (None, e))
+                true,
+                |rest, index, _| {
+                    let at = ((f as u64) << 48) | index;
+                    // Most lines are read by the scanner, several times
+                    // faster; serde_json reads (and words the errors of) the rest.
+                    match crate::envelope::scan_request_id(rest) {
+                        Some((id, end)) => (Some(Ok(Key::new(id, at))), end),
+                        None => read_slowly(rest, |line| {
+                            parse_request_id(line)
+                                .map(|id| Key::new(&id, at))
+                                .map_err(|e| (None, e))
+                        }),
+                    }
                 },
                 |line, e| bad_lines.push((f, line, e)),
             );
@@ -159,20 +206,22 @@ impl Merge {
     }
 
     pub(super) fn index_results(&mut self, cfg: &MergeConfig) -> Vec<Key> {
-        let mut keys = Vec::with_capacity(self.result_lines as usize);
+        let mut keys = Vec::new();
         let mut bad_lines = Capped::new(cfg.keep);
-        for (f, side) in self.results.iter().enumerate() {
+        for (f, side) in self.results.iter_mut().enumerate() {
             index_side(
                 side,
                 &mut keys,
-                |line, _, offset| match crate::envelope::scan_success_id(line) {
+                false,
+                |rest, _, offset| match crate::envelope::scan_success(rest) {
                     // Most lines are plain successes, which the scanner
                     // reads several times faster; classify reads the rest.
-                    Some(id) => Ok(Key::new(
-                        id,
-                        result_ref(f, offset, Status::Succeeded as u64),
-                    )),
-                    None => classify_line(line, f, offset),
+                    Some((s, end)) => {
+                        let at = result_ref(f, offset, Status::Succeeded as u64);
+                        let success = pack_success(s.status_code, s.body);
+                        (Some(Ok(Key::with_success(s.custom_id, at, success))), end)
+                    }
+                    None => read_slowly(rest, |line| classify_line(line, f, offset)),
                 },
                 |line, b| bad_lines.push((f, line, b)),
             );

@@ -4,7 +4,7 @@
 use std::io::{self, Write};
 use std::path::PathBuf;
 
-use super::key::{BROKEN, Key, ref_file, ref_offset, ref_status};
+use super::key::{BROKEN, Chosen, Key, ref_file, ref_offset, ref_status};
 use super::side::classify_bytes;
 use super::{Merge, MergeConfig, Problem, ProblemKind};
 use crate::results::Status;
@@ -20,18 +20,18 @@ impl Merge {
                 self.unknown.push(results[r].at);
                 r += 1;
             }
-            let mut best: Option<u64> = None;
+            let mut best: Option<&Key> = None;
             while r < results.len() && results[r].same_id(input) {
-                let cand = results[r].at;
+                let cand = &results[r];
                 r += 1;
                 best = Some(match best {
                     None => cand,
-                    Some(b) => match (ref_status(b), ref_status(cand)) {
+                    Some(b) => match (ref_status(b.at), ref_status(cand.at)) {
                         (Status::Succeeded, Status::Succeeded) => {
-                            if self.response_of(b) != self.response_of(cand) {
+                            if self.response_of(b.at) != self.response_of(cand.at) {
                                 conflict_count += 1;
                                 if conflicts.len() < cfg.keep {
-                                    conflicts.push((b, cand));
+                                    conflicts.push((b.at, cand.at));
                                 }
                                 if cfg.prefer_last { cand } else { b }
                             } else {
@@ -42,7 +42,7 @@ impl Merge {
                         (_, Status::Succeeded) => cand,
                         // A readable result beats a broken line; otherwise
                         // the latest attempt counts.
-                        _ if cand & 7 == BROKEN && b & 7 != BROKEN => b,
+                        _ if cand.at & 7 == BROKEN && b.at & 7 != BROKEN => b,
                         _ => cand,
                     },
                 });
@@ -50,7 +50,10 @@ impl Merge {
             if let Some(b) = best {
                 let file = (input.at >> 48) as usize;
                 let line = (input.at & ((1 << 48) - 1)) as usize;
-                self.chosen[file][line] = b;
+                self.chosen[file][line] = Chosen {
+                    at: b.at,
+                    success: b.success,
+                };
             }
         }
         self.unknown.extend(results[r..].iter().map(|k| k.at));
@@ -64,7 +67,7 @@ impl Merge {
     pub(super) fn response_of(&self, r: u64) -> Option<String> {
         let line = self.results[ref_file(r)].line_at(ref_offset(r));
         let o = classify_bytes(line).ok()?;
-        o.response.map(|b| b.get().to_owned())
+        o.response.map(str::to_owned)
     }
 
     fn locate(&self, refs: &[u64]) -> Vec<(PathBuf, u64)> {

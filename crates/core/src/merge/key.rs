@@ -1,6 +1,8 @@
 //! Keys: a 128-bit fingerprint of a `custom_id` and where its line is, and
 //! the packing of a result's location and status into one `u64`.
 
+use std::ops::Range;
+
 use crate::results::Status;
 
 pub(super) const NONE: u64 = u64::MAX;
@@ -14,15 +16,22 @@ pub(super) struct Key {
     pub(super) lo: u64,
     /// Inputs: file << 48 | line index. Results: file << 48 | offset << 3 | status.
     pub(super) at: u64,
+    /// Results that are plain successes: [`pack_success`]; 0 otherwise.
+    pub(super) success: u64,
 }
 
 impl Key {
     pub(super) fn new(custom_id: &str, at: u64) -> Key {
+        Key::with_success(custom_id, at, 0)
+    }
+
+    pub(super) fn with_success(custom_id: &str, at: u64, success: u64) -> Key {
         let h = xxhash_rust::xxh3::xxh3_128(custom_id.as_bytes());
         Key {
             hi: (h >> 64) as u64,
             lo: h as u64,
             at,
+            success,
         }
     }
 
@@ -47,5 +56,78 @@ pub(super) fn ref_status(r: u64) -> Status {
     match r & 7 {
         BROKEN => Status::Failed,
         b => Status::from_bits(b),
+    }
+}
+
+/// A result chosen for a request: its location and status (as in
+/// [`Key::at`]) and, for a plain success, what [`pack_success`] kept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Chosen {
+    pub(super) at: u64,
+    pub(super) success: u64,
+}
+
+impl Chosen {
+    pub(super) const NONE: Chosen = Chosen {
+        at: NONE,
+        success: 0,
+    };
+}
+
+const START_BITS: u32 = 24;
+const LEN_BITS: u32 = 32;
+
+/// A plain success's status code and where its body is in its line, in
+/// one `u64`, so that rendering copies the body without reading the line
+/// again: the code (0 for none, else the code less 199: 1 to 100) in the
+/// top 8 bits, the body's start in the line in 24 bits, its length in 32.
+/// 0, which no body has (it is at least one byte), when it does not fit:
+/// the line is then read again.
+pub(super) fn pack_success(status_code: Option<i64>, body: Range<usize>) -> u64 {
+    let code = match status_code {
+        None => 0,
+        Some(c @ 200..=299) => (c - 199) as u64,
+        Some(_) => return 0,
+    };
+    let (start, len) = (body.start as u64, body.len() as u64);
+    if len == 0 || start >= 1 << START_BITS || len >= 1 << LEN_BITS {
+        return 0;
+    }
+    (code << (START_BITS + LEN_BITS)) | (start << LEN_BITS) | len
+}
+
+/// The status code and body range (in the line) [`pack_success`] packed.
+pub(super) fn unpack_success(packed: u64) -> Option<(Option<i64>, Range<usize>)> {
+    let len = (packed & ((1 << LEN_BITS) - 1)) as usize;
+    if len == 0 {
+        return None;
+    }
+    let start = ((packed >> LEN_BITS) & ((1 << START_BITS) - 1)) as usize;
+    let code = (packed >> (START_BITS + LEN_BITS)) as i64;
+    Some(((code > 0).then_some(code + 199), start..start + len))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_success_unpacks_as_packed_or_not_at_all() {
+        for code in [None, Some(200), Some(201), Some(299)] {
+            for body in [0..1, 17..4000, 5..5 + (1 << 20), ((1 << 24) - 1)..(1 << 24)] {
+                let packed = pack_success(code, body.clone());
+                assert_eq!(unpack_success(packed), Some((code, body)));
+            }
+        }
+        for (code, body) in [
+            (Some(300), 1..2),
+            (Some(199), 1..2),
+            (None, 3..3),
+            (None, (1 << 24)..(1 << 24) + 1),
+            (Some(200), 0..(1 << 32)),
+        ] {
+            assert_eq!(pack_success(code, body), 0);
+        }
+        assert_eq!(unpack_success(0), None);
     }
 }

@@ -25,8 +25,10 @@ mod render;
 mod side;
 
 pub use render::{MergedLine, Record, Tally};
+#[cfg(test)]
+pub(crate) use side::parse_request_id;
 
-use key::NONE;
+use key::Chosen;
 use side::Side;
 
 /// Chunks handled in parallel at a time: bounds the memory held for chunk
@@ -161,8 +163,8 @@ impl FileKind {
 pub struct Merge {
     inputs: Vec<Side>,
     results: Vec<Side>,
-    /// Per input file, per line: the chosen result, or `NONE`.
-    chosen: Vec<Vec<u64>>,
+    /// Per input file, per line: the chosen result, or [`Chosen::NONE`].
+    chosen: Vec<Vec<Chosen>>,
     unknown: Vec<u64>,
     problems: Vec<Problem>,
     problem_counts: BTreeMap<ProblemKind, u64>,
@@ -214,11 +216,8 @@ impl Merge {
             }
         }
         let mut m = Merge {
-            chosen: inputs
-                .iter()
-                .map(|s| vec![NONE; s.lines as usize])
-                .collect(),
-            result_lines: results.iter().map(|s| s.lines).sum(),
+            chosen: Vec::new(),
+            result_lines: 0,
             inputs,
             results,
             unknown: Vec::new(),
@@ -227,6 +226,12 @@ impl Merge {
         };
         let input_keys = m.index_inputs(cfg)?;
         let result_keys = m.index_results(cfg);
+        m.chosen = m
+            .inputs
+            .iter()
+            .map(|s| vec![Chosen::NONE; s.lines as usize])
+            .collect();
+        m.result_lines = m.results.iter().map(|s| s.lines).sum();
         m.join(input_keys, result_keys, cfg);
         Ok(m)
     }

@@ -1,6 +1,7 @@
 //! Rendering: every request walked in input order with its chosen result,
 //! rendered in parallel and written in order.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::io::{self, Write};
 use std::ops::Range;
@@ -9,7 +10,7 @@ use std::path::Path;
 use rayon::prelude::*;
 use serde_json::value::RawValue;
 
-use super::key::{NONE, ref_file, ref_offset};
+use super::key::{Chosen, NONE, ref_file, ref_offset, unpack_success};
 use super::side::{classify_bytes, known_request_id, parse_request};
 use super::{INVALID_RESULT_LINE, Merge, WINDOW};
 use crate::lines::{Lines, is_blank};
@@ -113,22 +114,35 @@ impl Merge {
         progress: &(dyn Fn(u64) + Sync),
     ) -> io::Result<Tally> {
         let mut tally = Tally::default();
-        for (f, side) in self.inputs.iter().enumerate() {
-            for window in side.chunks.chunks(WINDOW) {
-                let parts: Vec<(Vec<u8>, Tally)> = window
-                    .par_iter()
-                    .map(|(range, base)| {
-                        let part = self.render_chunk(f, range.clone(), *base, request_body, render);
-                        progress(range.len() as u64);
-                        part
-                    })
-                    .collect();
-                for (bytes, t) in parts {
-                    out.write_all(&bytes)?;
-                    tally.merge(t);
-                }
-            }
+        let windows = self
+            .inputs
+            .iter()
+            .enumerate()
+            .flat_map(|(f, side)| side.chunks.chunks(WINDOW).map(move |window| (f, window)));
+        // Each window is rendered in the pool while the one before it is
+        // written from this thread, so writing costs no rendering time.
+        let mut ready: Vec<(Vec<u8>, Tally)> = Vec::new();
+        for (f, window) in windows {
+            let mut next = Vec::new();
+            let mut written = Ok(());
+            rayon::in_place_scope(|s| {
+                s.spawn(|_| {
+                    next = window
+                        .par_iter()
+                        .map(|(range, base)| {
+                            let part =
+                                self.render_chunk(f, range.clone(), *base, request_body, render);
+                            progress(range.len() as u64);
+                            part
+                        })
+                        .collect();
+                });
+                written = write_parts(out, std::mem::take(&mut ready), &mut tally);
+            });
+            written?;
+            ready = next;
         }
+        write_parts(out, ready, &mut tally)?;
         Ok(tally)
     }
 
@@ -161,7 +175,7 @@ impl Merge {
             };
             let index = base + i as u64;
             let chosen = self.chosen[f][index as usize];
-            let (status, outcome, broken) = self.read_result(chosen);
+            let (status, outcome, broken) = self.read_result(chosen, &custom_id);
             let record = Record {
                 input: &side.name,
                 line: index + 1,
@@ -184,16 +198,52 @@ impl Merge {
         (buf, tally)
     }
 
-    fn read_result(&self, chosen: u64) -> (Status, Option<Outcome<'_>>, Option<BadResult>) {
-        if chosen == NONE {
+    /// The chosen result of the request `custom_id`: a plain success from
+    /// what indexing kept of it, any other from its line, read again.
+    fn read_result<'a>(
+        &'a self,
+        chosen: Chosen,
+        custom_id: &Cow<'a, str>,
+    ) -> (Status, Option<Outcome<'a>>, Option<BadResult>) {
+        if chosen.at == NONE {
             return (Status::Missing, None, None);
         }
-        let line = self.results[ref_file(chosen)].line_at(ref_offset(chosen));
+        let bytes = self.results[ref_file(chosen.at)].bytes.bytes();
+        let offset = ref_offset(chosen.at);
+        if let Some((status_code, body)) = unpack_success(chosen.success) {
+            let body = bytes.get(offset + body.start..offset + body.end);
+            // Checked as UTF-8 when indexed; checked again (it is quick on
+            // a body) so that no assumption about the mapping is needed.
+            if let Some(Ok(body)) = body.map(simdutf8::basic::from_utf8) {
+                let outcome = Outcome {
+                    custom_id: custom_id.clone(),
+                    status: Status::Succeeded,
+                    status_code,
+                    response: Some(body),
+                    error: None,
+                };
+                return (Status::Succeeded, Some(outcome), None);
+            }
+        }
+        let line = self.results[ref_file(chosen.at)].line_at(offset);
         match classify_bytes(line) {
             Ok(o) => (o.status, Some(o), None),
             Err(b) => (Status::Failed, None, Some(b)),
         }
     }
+}
+
+/// Write rendered chunks in order and add up their counts.
+fn write_parts(
+    out: &mut dyn Write,
+    parts: Vec<(Vec<u8>, Tally)>,
+    tally: &mut Tally,
+) -> io::Result<()> {
+    for (bytes, t) in parts {
+        out.write_all(&bytes)?;
+        tally.merge(t);
+    }
+    Ok(())
 }
 
 /// What a merged line holds beyond the six standard fields.
@@ -239,7 +289,7 @@ impl MergedLine {
         }
         buf.extend_from_slice(b",\"response\":");
         let response = r.outcome.as_ref().and_then(|o| o.response);
-        buf.extend_from_slice(response.map_or("null", RawValue::get).as_bytes());
+        buf.extend_from_slice(response.unwrap_or("null").as_bytes());
         buf.extend_from_slice(b",\"error\":");
         let error = match (&r.broken, r.outcome.as_ref().and_then(|o| o.error.as_ref())) {
             (Some(b), _) => Some((Some(INVALID_RESULT_LINE), Some(b.reason.as_str()))),

@@ -5,12 +5,11 @@ use std::borrow::Cow;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-use rayon::prelude::*;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::input::{Input, InputError, Mapped};
-use crate::lines::{chunk_ranges, count_lines};
+use crate::lines::chunk_ranges;
 use crate::results::{self, BadResult, Outcome};
 
 const CHUNK: usize = 1 << 20;
@@ -18,8 +17,10 @@ const CHUNK: usize = 1 << 20;
 pub(super) struct Side {
     pub(super) name: PathBuf,
     pub(super) bytes: Mapped,
-    /// Newline-aligned chunks and the 0-based line index each starts at.
+    /// Newline-aligned chunks and the 0-based line index each starts at
+    /// (0 until indexing has counted the lines).
     pub(super) chunks: Vec<(Range<usize>, u64)>,
+    /// Lines in the file, blank ones included (known once indexed).
     pub(super) lines: u64,
 }
 
@@ -28,22 +29,15 @@ impl Side {
         let input = Input::open(path)?;
         let name = input.name.clone();
         let bytes = input.into_mapped()?;
-        let ranges = chunk_ranges(bytes.bytes(), CHUNK);
-        let counts: Vec<u64> = ranges
-            .par_iter()
-            .map(|r| count_lines(&bytes.bytes()[r.clone()]))
+        let chunks = chunk_ranges(bytes.bytes(), CHUNK)
+            .into_iter()
+            .map(|r| (r, 0))
             .collect();
-        let mut base = 0;
-        let mut chunks = Vec::with_capacity(ranges.len());
-        for (r, n) in ranges.into_iter().zip(counts) {
-            chunks.push((r, base));
-            base += n;
-        }
         Ok(Side {
             name,
             bytes,
             chunks,
-            lines: base,
+            lines: 0,
         })
     }
 
@@ -120,7 +114,7 @@ pub(super) fn parse_request(line: &[u8]) -> Result<Request<'_>, String> {
     serde_json::from_str(utf8(line)?).map_err(|e| e.to_string())
 }
 
-pub(super) fn parse_request_id(line: &[u8]) -> Result<Cow<'_, str>, String> {
+pub(crate) fn parse_request_id(line: &[u8]) -> Result<Cow<'_, str>, String> {
     let r: RequestId<'_> = serde_json::from_str(utf8(line)?).map_err(|e| e.to_string())?;
     Ok(r.custom_id)
 }
