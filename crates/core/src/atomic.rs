@@ -18,7 +18,41 @@ pub enum Output {
     /// A file, written atomically.
     File(AtomicFile),
     /// Standard output (not atomic; used for `-`).
-    Stdout(BufWriter<io::Stdout>),
+    Stdout(BufWriter<StdoutFd>),
+}
+
+/// Standard output written straight to its file descriptor: `io::Stdout`
+/// is line-buffered and searches every large write for its last newline.
+pub struct StdoutFd(StdoutInner);
+
+#[cfg(unix)]
+type StdoutInner = File;
+#[cfg(not(unix))]
+type StdoutInner = io::Stdout;
+
+impl StdoutFd {
+    fn open() -> io::Result<StdoutFd> {
+        let out = io::stdout();
+        // What was printed before goes first.
+        out.lock().flush()?;
+        #[cfg(unix)]
+        {
+            use std::os::fd::AsFd;
+            Ok(StdoutFd(File::from(out.as_fd().try_clone_to_owned()?)))
+        }
+        #[cfg(not(unix))]
+        Ok(StdoutFd(out))
+    }
+}
+
+impl Write for StdoutFd {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
+    }
 }
 
 impl Output {
@@ -28,7 +62,7 @@ impl Output {
         if path.as_os_str() == "-" {
             Ok(Output::Stdout(BufWriter::with_capacity(
                 1 << 20,
-                io::stdout(),
+                StdoutFd::open()?,
             )))
         } else {
             let mut f = AtomicFile::create(path)?;

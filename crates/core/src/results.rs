@@ -86,8 +86,9 @@ pub struct Outcome<'a> {
     pub status: Status,
     /// The HTTP status, where the line has one.
     pub status_code: Option<i64>,
-    /// The response body's JSON text, verbatim, where there is one.
-    pub response: Option<&'a str>,
+    /// The response body's JSON text, verbatim, where there is one (UTF-8:
+    /// checked when the line was read).
+    pub response: Option<&'a [u8]>,
     /// The error, unless it succeeded.
     pub error: Option<ResultError>,
 }
@@ -246,6 +247,10 @@ impl ErrorObject<'_> {
     }
 }
 
+fn raw_bytes(raw: &RawValue) -> &[u8] {
+    raw.get().as_bytes()
+}
+
 fn is_null(raw: Option<&RawValue>) -> bool {
     raw.is_none_or(|r| r.get() == "null")
 }
@@ -280,16 +285,16 @@ pub fn classify(line: &str) -> Result<Outcome<'_>, BadResult> {
     match parsed.response {
         Some(Response::Wrapped { status_code, body }) => {
             out.status_code = status_code;
-            out.response = body.map(RawValue::get).filter(|b| *b != "null");
+            out.response = body.map(raw_bytes).filter(|b| *b != b"null");
             read_response(&mut out);
         }
         Some(Response::Bare) => {
             // vLLM versions that write the bare completion as the response.
-            let bare: Option<&str> = serde_json::from_str::<BareLine<'_>>(line)
+            let bare: Option<&[u8]> = serde_json::from_str::<BareLine<'_>>(line)
                 .ok()
                 .and_then(|b| b.response)
-                .map(RawValue::get)
-                .filter(|r| r.starts_with('{'));
+                .map(raw_bytes)
+                .filter(|r| r.starts_with(b"{"));
             out.response = bare;
             read_response(&mut out);
         }
@@ -323,7 +328,7 @@ fn read_response(out: &mut Outcome<'_>) {
         // The real error of a model-rejected request is inside the body.
         let inner = out
             .response
-            .and_then(|b| serde_json::from_str::<BodyWithError<'_>>(b).ok())
+            .and_then(|b| serde_json::from_slice::<BodyWithError<'_>>(b).ok())
             .and_then(|b| b.error.map(|e| e.to_error()));
         out.error = inner;
     }
@@ -333,7 +338,7 @@ fn classify_anthropic<'a>(result: &AnthropicResult<'a>, out: &mut Outcome<'a>) {
     match result.kind.as_ref() {
         "succeeded" => {
             out.status = Status::Succeeded;
-            out.response = result.message.map(RawValue::get);
+            out.response = result.message.map(raw_bytes);
         }
         "expired" => {
             out.status = Status::Expired;
@@ -391,7 +396,7 @@ pub fn salvage_custom_id(line: &str) -> Option<String> {
 /// completions `choices[0].text`, Responses API output text items, or
 /// Anthropic message text blocks. `None` for other bodies. `body` is the
 /// body's JSON text.
-pub fn answer_text(body: &str) -> Option<String> {
+pub fn answer_text(body: &[u8]) -> Option<String> {
     #[derive(Deserialize)]
     struct Body<'a> {
         #[serde(borrow, default)]
@@ -427,7 +432,7 @@ pub fn answer_text(body: &str) -> Option<String> {
         #[serde(borrow, default)]
         text: Option<Cow<'a, str>>,
     }
-    let body: Body<'_> = serde_json::from_str(body).ok()?;
+    let body: Body<'_> = serde_json::from_slice(body).ok()?;
     if let Some(first) = body.choices.as_ref().and_then(|c| c.first()) {
         if let Some(content) = first.message.as_ref().and_then(|m| m.content.as_ref()) {
             return Some(content.to_string());
@@ -550,7 +555,7 @@ mod tests {
 
     #[test]
     fn answer_texts() {
-        let text = answer_text;
+        let text = |body: &str| answer_text(body.as_bytes());
         assert_eq!(
             text(r#"{"choices":[{"message":{"role":"assistant","content":"Paris"}}]}"#).as_deref(),
             Some("Paris")

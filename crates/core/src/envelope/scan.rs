@@ -1007,7 +1007,7 @@ mod tests {
         prop_assert_eq!(outcome.status, crate::results::Status::Succeeded);
         prop_assert_eq!(outcome.custom_id.as_ref(), success.custom_id);
         prop_assert_eq!(outcome.status_code, success.status_code);
-        prop_assert_eq!(outcome.response, text.get(success.body.clone()));
+        prop_assert_eq!(outcome.response, line.get(success.body.clone()));
         Ok(true)
     }
 

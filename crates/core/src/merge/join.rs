@@ -64,10 +64,10 @@ impl Merge {
         self.report_unknown(cfg);
     }
 
-    pub(super) fn response_of(&self, r: u64) -> Option<String> {
+    pub(super) fn response_of(&self, r: u64) -> Option<Vec<u8>> {
         let line = self.results[ref_file(r)].line_at(ref_offset(r));
         let o = classify_bytes(line).ok()?;
-        o.response.map(str::to_owned)
+        o.response.map(<[u8]>::to_vec)
     }
 
     fn locate(&self, refs: &[u64]) -> Vec<(PathBuf, u64)> {

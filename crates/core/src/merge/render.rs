@@ -121,28 +121,41 @@ impl Merge {
             .flat_map(|(f, side)| side.chunks.chunks(WINDOW).map(move |window| (f, window)));
         // Each window is rendered in the pool while the one before it is
         // written from this thread, so writing costs no rendering time.
+        // Written buffers are rendered into again: fresh ones would cost a
+        // page fault per page.
         let mut ready: Vec<(Vec<u8>, Tally)> = Vec::new();
+        let mut free: Vec<Vec<u8>> = Vec::new();
         for (f, window) in windows {
+            let bufs: Vec<Vec<u8>> = (0..window.len())
+                .map(|_| free.pop().unwrap_or_default())
+                .collect();
             let mut next = Vec::new();
             let mut written = Ok(());
             rayon::in_place_scope(|s| {
                 s.spawn(|_| {
                     next = window
                         .par_iter()
-                        .map(|(range, base)| {
-                            let part =
-                                self.render_chunk(f, range.clone(), *base, request_body, render);
+                        .zip(bufs)
+                        .map(|((range, base), buf)| {
+                            let part = self.render_chunk(
+                                f,
+                                range.clone(),
+                                *base,
+                                request_body,
+                                render,
+                                buf,
+                            );
                             progress(range.len() as u64);
                             part
                         })
                         .collect();
                 });
-                written = write_parts(out, std::mem::take(&mut ready), &mut tally);
+                written = write_parts(out, std::mem::take(&mut ready), &mut tally, &mut free);
             });
             written?;
             ready = next;
         }
-        write_parts(out, ready, &mut tally)?;
+        write_parts(out, ready, &mut tally, &mut free)?;
         Ok(tally)
     }
 
@@ -153,9 +166,11 @@ impl Merge {
         base: u64,
         request_body: bool,
         render: &(dyn Fn(&Record<'_>, &mut Vec<u8>) -> bool + Sync),
+        mut buf: Vec<u8>,
     ) -> (Vec<u8>, Tally) {
         let side = &self.inputs[f];
-        let mut buf = Vec::with_capacity(range.len() * 2);
+        buf.clear();
+        buf.reserve(range.len() * 2);
         let mut tally = Tally::default();
         for (i, line) in Lines::new(&side.bytes.bytes()[range]).enumerate() {
             if is_blank(line.bytes) {
@@ -211,10 +226,8 @@ impl Merge {
         let bytes = self.results[ref_file(chosen.at)].bytes.bytes();
         let offset = ref_offset(chosen.at);
         if let Some((status_code, body)) = unpack_success(chosen.success) {
-            let body = bytes.get(offset + body.start..offset + body.end);
-            // Checked as UTF-8 when indexed; checked again (it is quick on
-            // a body) so that no assumption about the mapping is needed.
-            if let Some(Ok(body)) = body.map(simdutf8::basic::from_utf8) {
+            // Checked (syntax and UTF-8) when the line was indexed.
+            if let Some(body) = bytes.get(offset + body.start..offset + body.end) {
                 let outcome = Outcome {
                     custom_id: custom_id.clone(),
                     status: Status::Succeeded,
@@ -233,15 +246,18 @@ impl Merge {
     }
 }
 
-/// Write rendered chunks in order and add up their counts.
+/// Write rendered chunks in order, add up their counts and keep their
+/// buffers in `free` to be rendered into again.
 fn write_parts(
     out: &mut dyn Write,
     parts: Vec<(Vec<u8>, Tally)>,
     tally: &mut Tally,
+    free: &mut Vec<Vec<u8>>,
 ) -> io::Result<()> {
     for (bytes, t) in parts {
         out.write_all(&bytes)?;
         tally.merge(t);
+        free.push(bytes);
     }
     Ok(())
 }
@@ -289,7 +305,7 @@ impl MergedLine {
         }
         buf.extend_from_slice(b",\"response\":");
         let response = r.outcome.as_ref().and_then(|o| o.response);
-        buf.extend_from_slice(response.unwrap_or("null").as_bytes());
+        buf.extend_from_slice(response.unwrap_or(b"null"));
         buf.extend_from_slice(b",\"error\":");
         let error = match (&r.broken, r.outcome.as_ref().and_then(|o| o.error.as_ref())) {
             (Some(b), _) => Some((Some(INVALID_RESULT_LINE), Some(b.reason.as_str()))),
