@@ -30,6 +30,7 @@ pub mod input;
 pub mod lines;
 pub mod merge;
 pub mod params;
+mod prefetch;
 pub mod provider;
 pub mod results;
 mod rules;

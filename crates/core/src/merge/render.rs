@@ -13,6 +13,11 @@ use serde_json::value::RawValue;
 use super::key::{Chosen, NONE, ref_file, ref_offset, unpack_success};
 use super::side::{classify_bytes, known_request_id, parse_request};
 use super::{INVALID_RESULT_LINE, Merge, WINDOW};
+
+/// How many requests ahead the render asks for a result line.
+const PREFETCH_AHEAD: usize = 8;
+/// How many cache lines of it.
+const PREFETCH_LINES: usize = 4;
 use crate::lines::{Lines, is_blank};
 use crate::results::{self, BadResult, Outcome, Status};
 
@@ -172,7 +177,14 @@ impl Merge {
         buf.clear();
         buf.reserve(range.len() * 2);
         let mut tally = Tally::default();
+        let chosen = &self.chosen[f];
         for (i, line) in Lines::new(&side.bytes.bytes()[range]).enumerate() {
+            let index = base + i as u64;
+            // The results are read in the inputs' order, which is not
+            // theirs: ask for the lines a few requests ahead early.
+            if let Some(&ahead) = chosen.get(index as usize + PREFETCH_AHEAD) {
+                self.prefetch(ahead);
+            }
             if is_blank(line.bytes) {
                 continue;
             }
@@ -188,9 +200,7 @@ impl Merge {
                     Err(_) => continue,
                 }
             };
-            let index = base + i as u64;
-            let chosen = self.chosen[f][index as usize];
-            let (status, outcome, broken) = self.read_result(chosen, &custom_id);
+            let (status, outcome, broken) = self.read_result(chosen[index as usize], &custom_id);
             let record = Record {
                 input: &side.name,
                 line: index + 1,
@@ -211,6 +221,22 @@ impl Merge {
             }
         }
         (buf, tally)
+    }
+
+    /// Ask for the start of a chosen result's line (or body) to be brought
+    /// into the cache.
+    fn prefetch(&self, chosen: Chosen) {
+        if chosen.at == NONE {
+            return;
+        }
+        let bytes = self.results[ref_file(chosen.at)].bytes.bytes();
+        let start = ref_offset(chosen.at)
+            + unpack_success(chosen.success).map_or(0, |(_, body)| body.start);
+        if let Some(rest) = bytes.get(start..) {
+            for line in rest.chunks(64).take(PREFETCH_LINES) {
+                crate::prefetch::read(line);
+            }
+        }
     }
 
     /// The chosen result of the request `custom_id`: a plain success from
@@ -291,14 +317,11 @@ impl MergedLine {
         };
         buf.extend_from_slice(b"{\"custom_id\":");
         json(buf, r.custom_id);
-        buf.extend_from_slice(
-            format!(
-                ",\"line\":{},\"status\":\"{}\",\"status_code\":",
-                line,
-                r.status.as_str()
-            )
-            .as_bytes(),
-        );
+        buf.extend_from_slice(b",\"line\":");
+        buf.extend_from_slice(itoa::Buffer::new().format(line).as_bytes());
+        buf.extend_from_slice(b",\"status\":\"");
+        buf.extend_from_slice(r.status.as_str().as_bytes());
+        buf.extend_from_slice(b"\",\"status_code\":");
         match r.outcome.as_ref().and_then(|o| o.status_code) {
             Some(c) => buf.extend_from_slice(itoa::Buffer::new().format(c).as_bytes()),
             None => buf.extend_from_slice(b"null"),
