@@ -82,6 +82,14 @@ pub fn is_blank(line: &[u8]) -> bool {
     line.iter().all(|b| matches!(b, b' ' | b'\t' | b'\r'))
 }
 
+/// The line at the start of `buf`, without its `\n` or `\r\n`, and where
+/// it ends: the index of its `\n`, or `buf.len()`.
+pub(crate) fn first_line(buf: &[u8]) -> (&[u8], usize) {
+    let end = memchr::memchr(b'\n', buf).unwrap_or(buf.len());
+    let line = &buf[..end];
+    (line.strip_suffix(b"\r").unwrap_or(line), end)
+}
+
 /// Number of lines in `buf`, counted as [`Lines`] counts them.
 pub fn count_lines(buf: &[u8]) -> u64 {
     let newlines = memchr::memchr_iter(b'\n', buf).count() as u64;

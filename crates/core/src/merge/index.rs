@@ -7,7 +7,7 @@ use rayon::prelude::*;
 use super::key::{BROKEN, Key, pack_success, result_ref};
 use super::side::{Side, classify_bytes, parse_request_id};
 use super::{Merge, MergeConfig, MergeError, Problem, ProblemKind, WINDOW};
-use crate::lines::is_blank;
+use crate::lines::{first_line, is_blank};
 use crate::results::{BadResult, Status};
 
 /// The first `keep` items pushed, and a count of the rest.
@@ -105,14 +105,6 @@ fn index_side<B: Send>(
     side.lines = base;
 }
 
-/// The line at the start of `rest`, without its ending, and where it ends
-/// (as [`index_side`]'s `read` says it): for the lines the scanners decline.
-fn first_line(rest: &[u8]) -> (&[u8], usize) {
-    let end = memchr::memchr(b'\n', rest).unwrap_or(rest.len());
-    let line = &rest[..end];
-    (line.strip_suffix(b"\r").unwrap_or(line), end)
-}
-
 /// What `read` gives for a line the scanner declined: nothing for a blank
 /// line, else what `slow` reads of it.
 fn read_slowly<B>(rest: &[u8], slow: impl FnOnce(&[u8]) -> Read<B>) -> (Option<Read<B>>, usize) {
@@ -140,8 +132,6 @@ impl Merge {
     }
 
     pub(super) fn index_inputs(&mut self, cfg: &MergeConfig) -> Result<Vec<Key>, MergeError> {
-        // One entry per line at most: reserving it all keeps the vector from
-        // doubling (untouched capacity costs no memory).
         let mut keys = Vec::new();
         let mut bad_lines = Capped::new(cfg.keep);
         for (f, side) in self.inputs.iter_mut().enumerate() {

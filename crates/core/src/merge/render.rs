@@ -13,13 +13,13 @@ use serde_json::value::RawValue;
 use super::key::{Chosen, NONE, ref_file, ref_offset, unpack_success};
 use super::side::{classify_bytes, known_request_id, parse_request};
 use super::{INVALID_RESULT_LINE, Merge, WINDOW};
+use crate::lines::{Lines, is_blank};
+use crate::results::{self, BadResult, Outcome, Status};
 
 /// How many requests ahead the render asks for a result line.
 const PREFETCH_AHEAD: usize = 8;
 /// How many cache lines of it.
 const PREFETCH_LINES: usize = 4;
-use crate::lines::{Lines, is_blank};
-use crate::results::{self, BadResult, Outcome, Status};
 
 /// One request and its outcome, handed to a renderer.
 pub struct Record<'a> {

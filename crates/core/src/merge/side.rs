@@ -62,9 +62,7 @@ impl Side {
 
     pub(super) fn line_at(&self, offset: usize) -> &[u8] {
         let rest = &self.bytes.bytes()[offset.min(self.bytes.bytes().len())..];
-        let end = memchr::memchr(b'\n', rest).unwrap_or(rest.len());
-        let line = &rest[..end];
-        line.strip_suffix(b"\r").unwrap_or(line)
+        crate::lines::first_line(rest).0
     }
 
     /// 1-based line numbers of byte offsets (one pass over the file).
