@@ -4,7 +4,7 @@
 
 use rayon::prelude::*;
 
-use super::key::{BROKEN, Key, pack_success, result_ref};
+use super::key::{BROKEN, Key, ResultKey, pack_success, result_ref};
 use super::side::{Side, classify_bytes, parse_request_id};
 use super::{Merge, MergeConfig, MergeError, Problem, ProblemKind, WINDOW};
 use crate::lines::{first_line, is_blank};
@@ -36,7 +36,7 @@ impl<T> Capped<T> {
 }
 
 /// What one line gave: its key, or a problem (and perhaps a key anyway).
-type Read<B> = Result<Key, (Option<Key>, B)>;
+type Read<K, B> = Result<K, (Option<K>, B)>;
 
 /// Index every non-blank line of `side`, in parallel windows of chunks,
 /// and count its lines (setting each chunk's first line and the file's
@@ -47,22 +47,22 @@ type Read<B> = Result<Key, (Option<Key>, B)>;
 /// chunk's start; with `line_keys`, the keys hold it in their low bits and
 /// it is made the file's. Keys are appended in input order; problems are
 /// handed to `on_bad` in order with their 1-based line.
-fn index_side<B: Send>(
+fn index_side<P: Copy + Send, B: Send>(
     side: &mut Side,
-    keys: &mut Vec<Key>,
+    keys: &mut Vec<Key<P>>,
     line_keys: bool,
-    read: impl Fn(&[u8], u64, usize) -> (Option<Read<B>>, usize) + Sync,
+    read: impl Fn(&[u8], u64, usize) -> (Option<Read<Key<P>, B>>, usize) + Sync,
     mut on_bad: impl FnMut(u64, B),
 ) {
-    struct Part<B> {
-        keys: Vec<Key>,
+    struct Part<K, B> {
+        keys: Vec<K>,
         bad: Vec<(u64, B)>,
         lines: u64,
     }
     let bytes = side.bytes.bytes();
     let mut base = 0;
     for window in side.chunks.chunks_mut(WINDOW) {
-        let parts: Vec<Part<B>> = window
+        let parts: Vec<Part<Key<P>, B>> = window
             .par_iter()
             .map(|(range, _)| {
                 let mut part = Part {
@@ -107,7 +107,10 @@ fn index_side<B: Send>(
 
 /// What `read` gives for a line the scanner declined: nothing for a blank
 /// line, else what `slow` reads of it.
-fn read_slowly<B>(rest: &[u8], slow: impl FnOnce(&[u8]) -> Read<B>) -> (Option<Read<B>>, usize) {
+fn read_slowly<K, B>(
+    rest: &[u8],
+    slow: impl FnOnce(&[u8]) -> Read<K, B>,
+) -> (Option<Read<K, B>>, usize) {
     let (line, end) = first_line(rest);
     ((!is_blank(line)).then(|| slow(line)), end)
 }
@@ -195,7 +198,7 @@ impl Merge {
         Ok(keys)
     }
 
-    pub(super) fn index_results(&mut self, cfg: &MergeConfig) -> Vec<Key> {
+    pub(super) fn index_results(&mut self, cfg: &MergeConfig) -> Vec<ResultKey> {
         let mut keys = Vec::new();
         let mut bad_lines = Capped::new(cfg.keep);
         for (f, side) in self.results.iter_mut().enumerate() {
@@ -209,7 +212,7 @@ impl Merge {
                     Some((s, end)) => {
                         let at = result_ref(f, offset, Status::Succeeded as u64);
                         let success = pack_success(s.status_code, s.body);
-                        (Some(Ok(Key::with_success(s.custom_id, at, success))), end)
+                        (Some(Ok(Key::with(s.custom_id, at, success))), end)
                     }
                     None => read_slowly(rest, |line| classify_line(line, f, offset)),
                 },
@@ -242,17 +245,18 @@ impl Merge {
 
 /// The key of a result line `classify` reads (or, for a broken line, the
 /// key its salvaged id gives, if any).
-fn classify_line(line: &[u8], f: usize, offset: usize) -> Result<Key, (Option<Key>, BadResult)> {
+fn classify_line(line: &[u8], f: usize, offset: usize) -> Read<ResultKey, BadResult> {
     match classify_bytes(line) {
-        Ok(o) => Ok(Key::new(
+        Ok(o) => Ok(Key::with(
             &o.custom_id,
             result_ref(f, offset, o.status as u64),
+            0,
         )),
         Err(b) => {
             let salvaged = b
                 .custom_id
                 .as_ref()
-                .map(|id| Key::new(id, result_ref(f, offset, BROKEN)));
+                .map(|id| Key::with(id, result_ref(f, offset, BROKEN), 0));
             Err((salvaged, b))
         }
     }

@@ -4,61 +4,76 @@
 use std::io::{self, Write};
 use std::path::PathBuf;
 
-use super::key::{BROKEN, Chosen, Key, ref_file, ref_offset, ref_status};
+use rayon::prelude::*;
+
+use super::key::{BROKEN, Chosen, Key, ResultKey, ref_file, ref_offset, ref_status};
 use super::side::classify_bytes;
 use super::{Merge, MergeConfig, Problem, ProblemKind};
 use crate::results::Status;
 
 impl Merge {
-    pub(super) fn join(&mut self, inputs: Vec<Key>, results: Vec<Key>, cfg: &MergeConfig) {
+    /// Give every request its best result, turning the input keys into
+    /// [`Chosen`] in place (the same size, so no second array is needed),
+    /// then put them back in input order.
+    pub(super) fn join(&mut self, inputs: Vec<Key>, results: Vec<ResultKey>, cfg: &MergeConfig) {
         let mut conflicts: Vec<(u64, u64)> = Vec::new();
         let mut conflict_count = 0u64;
+        let mut unknown = std::mem::take(&mut self.unknown);
         let mut r = 0;
-        for input in &inputs {
-            // Results of ids that sort before this input's are unknown.
-            while r < results.len() && (results[r].hi, results[r].lo) < (input.hi, input.lo) {
-                self.unknown.push(results[r].at);
-                r += 1;
-            }
-            let mut best: Option<&Key> = None;
-            while r < results.len() && results[r].same_id(input) {
-                let cand = &results[r];
-                r += 1;
-                best = Some(match best {
-                    None => cand,
-                    Some(b) => match (ref_status(b.at), ref_status(cand.at)) {
-                        (Status::Succeeded, Status::Succeeded) => {
-                            if self.response_of(b.at) != self.response_of(cand.at) {
-                                conflict_count += 1;
-                                if conflicts.len() < cfg.keep {
-                                    conflicts.push((b.at, cand.at));
+        let this = &*self;
+        let mut chosen: Vec<Chosen> = inputs
+            .into_iter()
+            .map(|input| {
+                // Results of ids that sort before this input's are unknown.
+                while r < results.len() && results[r].id() < input.id() {
+                    unknown.push(results[r].at);
+                    r += 1;
+                }
+                let mut best: Option<&ResultKey> = None;
+                while r < results.len() && results[r].same_id(&input) {
+                    let cand = &results[r];
+                    r += 1;
+                    best = Some(match best {
+                        None => cand,
+                        Some(b) => match (ref_status(b.at), ref_status(cand.at)) {
+                            (Status::Succeeded, Status::Succeeded) => {
+                                if this.response_of(b.at) != this.response_of(cand.at) {
+                                    conflict_count += 1;
+                                    if conflicts.len() < cfg.keep {
+                                        conflicts.push((b.at, cand.at));
+                                    }
+                                    if cfg.prefer_last { cand } else { b }
+                                } else {
+                                    b
                                 }
-                                if cfg.prefer_last { cand } else { b }
-                            } else {
-                                b
                             }
-                        }
-                        (Status::Succeeded, _) => b,
-                        (_, Status::Succeeded) => cand,
-                        // A readable result beats a broken line; otherwise
-                        // the latest attempt counts.
-                        _ if cand.at & 7 == BROKEN && b.at & 7 != BROKEN => b,
-                        _ => cand,
+                            (Status::Succeeded, _) => b,
+                            (_, Status::Succeeded) => cand,
+                            // A readable result beats a broken line; otherwise
+                            // the latest attempt counts.
+                            _ if cand.at & 7 == BROKEN && b.at & 7 != BROKEN => b,
+                            _ => cand,
+                        },
+                    });
+                }
+                match best {
+                    Some(b) => Chosen {
+                        request: input.at,
+                        at: b.at,
+                        success: b.more,
                     },
-                });
-            }
-            if let Some(b) = best {
-                let file = (input.at >> 48) as usize;
-                let line = (input.at & ((1 << 48) - 1)) as usize;
-                self.chosen[file][line] = Chosen {
-                    at: b.at,
-                    success: b.success,
-                };
-            }
-        }
-        self.unknown.extend(results[r..].iter().map(|k| k.at));
+                    None => Chosen {
+                        request: input.at,
+                        ..Chosen::NONE
+                    },
+                }
+            })
+            .collect();
+        unknown.extend(results[r..].iter().map(|k| k.at));
         drop(results);
-        drop(inputs);
+        chosen.par_sort_unstable_by_key(|c| c.request);
+        self.chosen = chosen;
+        self.unknown = unknown;
         self.unknown.sort_unstable();
         self.report_conflicts(conflicts, conflict_count, cfg);
         self.report_unknown(cfg);

@@ -10,33 +10,43 @@ pub(super) const NONE: u64 = u64::MAX;
 pub(super) const BROKEN: u64 = 5;
 const OFFSET_BITS: u32 = 45;
 
+/// The key of a line: inputs carry nothing more (24 bytes), results what
+/// [`pack_success`] kept of a plain success, or 0 (32 bytes).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub(super) struct Key {
+pub(super) struct Key<P = ()> {
     pub(super) hi: u64,
     pub(super) lo: u64,
     /// Inputs: file << 48 | line index. Results: file << 48 | offset << 3 | status.
     pub(super) at: u64,
-    /// Results that are plain successes: [`pack_success`]; 0 otherwise.
-    pub(super) success: u64,
+    pub(super) more: P,
 }
 
-impl Key {
-    pub(super) fn new(custom_id: &str, at: u64) -> Key {
-        Key::with_success(custom_id, at, 0)
-    }
+/// The key of a result line.
+pub(super) type ResultKey = Key<u64>;
 
-    pub(super) fn with_success(custom_id: &str, at: u64, success: u64) -> Key {
+impl<P> Key<P> {
+    pub(super) fn with(custom_id: &str, at: u64, more: P) -> Key<P> {
         let h = xxhash_rust::xxh3::xxh3_128(custom_id.as_bytes());
         Key {
             hi: (h >> 64) as u64,
             lo: h as u64,
             at,
-            success,
+            more,
         }
     }
 
-    pub(super) fn same_id(&self, other: &Key) -> bool {
+    pub(super) fn same_id<Q>(&self, other: &Key<Q>) -> bool {
         (self.hi, self.lo) == (other.hi, other.lo)
+    }
+
+    pub(super) fn id(&self) -> (u64, u64) {
+        (self.hi, self.lo)
+    }
+}
+
+impl Key {
+    pub(super) fn new(custom_id: &str, at: u64) -> Key {
+        Key::with(custom_id, at, ())
     }
 }
 
@@ -59,16 +69,22 @@ pub(super) fn ref_status(r: u64) -> Status {
     }
 }
 
-/// A result chosen for a request: its location and status (as in
-/// [`Key::at`]) and, for a plain success, what [`pack_success`] kept.
+/// A request and the result chosen for it: the request's place (as an
+/// input [`Key::at`]), the result's location and status (as a result's
+/// [`Key::at`], or [`NONE`]) and, for a plain success, what
+/// [`pack_success`] kept. The same size as an input key, so the join
+/// turns the sorted input keys into these in place.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct Chosen {
+    pub(super) request: u64,
     pub(super) at: u64,
     pub(super) success: u64,
 }
 
 impl Chosen {
+    /// No result for any request.
     pub(super) const NONE: Chosen = Chosen {
+        request: NONE,
         at: NONE,
         success: 0,
     };

@@ -3,10 +3,12 @@
 //!
 //! Nothing is held as a JSON value. Inputs and results are mapped; each
 //! input line becomes a 24-byte (fingerprint, position) entry and each result
-//! line a 24-byte (fingerprint, file, offset, status) entry. Both lists are
-//! sorted and walked together once, leaving 8 bytes per input line: the
-//! chosen result's location. The merged file is then written by streaming the
-//! inputs in order and re-reading only the chosen result lines.
+//! line a 32-byte (fingerprint, file, offset, status, where a plain
+//! success's body is) entry. Both lists are sorted and walked together once,
+//! turning each input entry in place into a 24-byte (position, chosen
+//! result) entry, sorted back into input order. The merged file is then
+//! written by streaming the inputs in order and re-reading only the chosen
+//! result lines (or, for a plain success, only its body).
 //!
 //! The parts, one concern a file: `side` opens a file and reads ids from its
 //! lines, `key` packs fingerprints and result locations, `index` turns the
@@ -163,8 +165,8 @@ impl FileKind {
 pub struct Merge {
     inputs: Vec<Side>,
     results: Vec<Side>,
-    /// Per input file, per line: the chosen result, or [`Chosen::NONE`].
-    chosen: Vec<Vec<Chosen>>,
+    /// Every request with its chosen result, in input order.
+    chosen: Vec<Chosen>,
     unknown: Vec<u64>,
     problems: Vec<Problem>,
     problem_counts: BTreeMap<ProblemKind, u64>,
@@ -226,11 +228,6 @@ impl Merge {
         };
         let input_keys = m.index_inputs(cfg)?;
         let result_keys = m.index_results(cfg);
-        m.chosen = m
-            .inputs
-            .iter()
-            .map(|s| vec![Chosen::NONE; s.lines as usize])
-            .collect();
         m.result_lines = m.results.iter().map(|s| s.lines).sum();
         m.join(input_keys, result_keys, cfg);
         Ok(m)

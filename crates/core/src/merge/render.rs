@@ -177,17 +177,28 @@ impl Merge {
         buf.clear();
         buf.reserve(range.len() * 2);
         let mut tally = Tally::default();
-        let chosen = &self.chosen[f];
+        // The requests of this chunk and on, in input order.
+        let first = ((f as u64) << 48) | base;
+        let chosen = &self.chosen[self.chosen.partition_point(|c| c.request < first)..];
+        let mut next = 0;
         for (i, line) in Lines::new(&side.bytes.bytes()[range]).enumerate() {
             let index = base + i as u64;
-            // The results are read in the inputs' order, which is not
-            // theirs: ask for the lines a few requests ahead early.
-            if let Some(&ahead) = chosen.get(index as usize + PREFETCH_AHEAD) {
-                self.prefetch(ahead);
-            }
             if is_blank(line.bytes) {
                 continue;
             }
+            // The results are read in the inputs' order, which is not
+            // theirs: ask for the lines a few requests ahead early.
+            if let Some(&ahead) = chosen.get(next + PREFETCH_AHEAD) {
+                self.prefetch(ahead);
+            }
+            let here = ((f as u64) << 48) | index;
+            while chosen.get(next).is_some_and(|c| c.request < here) {
+                next += 1;
+            }
+            let this = match chosen.get(next) {
+                Some(&c) if c.request == here => c,
+                _ => Chosen::NONE,
+            };
             // Indexing parsed every line already; a failure here cannot happen.
             let (custom_id, body) = if request_body {
                 match parse_request(line.bytes) {
@@ -200,7 +211,7 @@ impl Merge {
                     Err(_) => continue,
                 }
             };
-            let (status, outcome, broken) = self.read_result(chosen[index as usize], &custom_id);
+            let (status, outcome, broken) = self.read_result(this, &custom_id);
             let record = Record {
                 input: &side.name,
                 line: index + 1,
