@@ -285,24 +285,14 @@ fn read_blocks(
 }
 
 /// Read into `buf` until it holds `target` bytes or the input ends.
-/// Returns whether the input ended.
+/// Returns whether the input ended. The room is not zeroed first: files,
+/// pipes and stdin read into it as it is (`Read::read_buf`), which saves a
+/// pass over every block.
 fn fill(reader: &mut dyn Read, buf: &mut Vec<u8>, target: usize) -> io::Result<bool> {
-    let start = buf.len();
-    buf.resize(target, 0);
-    let mut len = start;
-    let result = loop {
-        if len == target {
-            break Ok(false);
-        }
-        match reader.read(&mut buf[len..]) {
-            Ok(0) => break Ok(true),
-            Ok(n) => len += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => break Err(e),
-        }
-    };
-    buf.truncate(len);
-    result
+    let want = target.saturating_sub(buf.len());
+    buf.reserve_exact(want);
+    let got = reader.take(want as u64).read_to_end(buf)?;
+    Ok(got < want)
 }
 
 #[cfg(test)]
