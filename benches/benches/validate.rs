@@ -2,14 +2,22 @@
 //! duplicate detection, split planning, token counting) on deterministic
 //! corpora, reported as bytes (or ids) per second.
 
-use batchkit_benches::{Shape, corpus};
+use std::borrow::Cow;
+
+use batchkit_benches::{Shape, corpus, results_corpus};
 use batchkit_core::dedup::{IdEntry, find_repeats};
 use batchkit_core::envelope::{parse_line, parse_line_serde, scan_bytes, view_from};
 use batchkit_core::lines::Lines;
+use batchkit_core::results::{classify, scan_success};
 use batchkit_core::split::{Plan, SplitConfig, validate_and_write};
 use batchkit_core::tokens::TokenCounter;
 use batchkit_core::{Config, Provider, validate_bytes};
-use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::measurement::WallTime;
+use criterion::{
+    BatchSize, BenchmarkGroup, Criterion, Throughput, criterion_group, criterion_main,
+};
+use serde::Deserialize;
+use serde::de::IgnoredAny;
 
 const CORPUS_BYTES: u64 = 32 << 20;
 
@@ -83,36 +91,152 @@ fn parsers(c: &mut Criterion) {
         };
         let mut buffers = simd_json::Buffers::new(64 << 10);
         let mut chunk = Vec::with_capacity(data.len());
-        let mut with_simd_json = || {
+        let with_simd_json = || {
             lines_parsed(&data, &mut chunk, |line| {
                 simd_json::Deserializer::from_slice_with_buffers(line, &mut buffers)
                     .is_ok_and(|mut de| view_from(&mut de).is_ok())
             })
         };
-        // simd-json's floor: the tape alone, no field read, no body check.
-        let mut tape_buffers = simd_json::Buffers::new(64 << 10);
-        let mut tape_chunk = Vec::with_capacity(data.len());
-        let mut tape_only = || {
-            lines_parsed(&data, &mut tape_chunk, |line| {
-                simd_json::to_tape_with_buffers(line, &mut tape_buffers).is_ok()
-            })
-        };
         // All read every line of the corpus (the scanner declines none).
-        let lines = data.iter().filter(|&&b| b == b'\n').count();
-        assert_eq!(
-            (
-                with_scanner(),
-                with_serde_json(),
-                with_simd_json(),
-                tape_only()
-            ),
-            (lines, lines, lines, lines)
+        bench_readers(
+            &mut g,
+            &data,
+            vec![
+                ("batchkit_scanner", Box::new(with_scanner)),
+                ("serde_json", Box::new(with_serde_json)),
+                ("simd_json", Box::new(with_simd_json)),
+            ],
         );
-        g.bench_function("batchkit_scanner", |b| b.iter(with_scanner));
-        g.bench_function("serde_json", |b| b.iter(with_serde_json));
-        g.bench_function("simd_json", |b| b.iter(&mut with_simd_json));
-        g.bench_function("simd_json_tape_only", |b| b.iter(&mut tape_only));
         g.finish();
+    }
+}
+
+/// What simd-json is asked of a result line: less than merge needs, so a
+/// lower bound of its cost. serde's derive cannot hand out the body's raw
+/// text from simd-json (it has no `RawValue`), which merge copies verbatim,
+/// nor does this read the error's code and message as `classify` does.
+#[derive(Deserialize)]
+struct ResultFields<'a> {
+    #[serde(borrow)]
+    custom_id: Option<Cow<'a, str>>,
+    response: Option<ResponseFields>,
+    #[allow(dead_code)]
+    error: Option<IgnoredAny>,
+}
+
+#[derive(Deserialize)]
+struct ResponseFields {
+    status_code: Option<i64>,
+    #[allow(dead_code)]
+    body: Option<IgnoredAny>,
+}
+
+/// The other two uses the issue named for simd-json, on their own data, one
+/// thread. Result lines (90% chat successes of about 700 bytes, the rest
+/// rejections, expiries and cancellations): merge's reading (the scanner
+/// for plain successes, `classify` for the rest), `classify` alone
+/// (`serde_json`), and simd-json's serde deserializer for a subset of the
+/// fields and over its tape alone. Request lines for token counting:
+/// `TokenCounter` reading each line with `serde_json` and with simd-json,
+/// then counting its tokens.
+fn other_parsers(c: &mut Criterion) {
+    let data = results_corpus(42, 8 << 20);
+    let mut g = c.benchmark_group("parsers/results");
+    g.throughput(Throughput::Bytes(data.len() as u64));
+    g.sample_size(10);
+    let with_merge_path = || {
+        Lines::new(&data)
+            .filter(|l| match scan_success(l.bytes) {
+                Some((id, _, body)) => !id.is_empty() && !body.is_empty(),
+                None => {
+                    simdutf8::basic::from_utf8(l.bytes).is_ok_and(|text| classify(text).is_ok())
+                }
+            })
+            .count()
+    };
+    let with_serde_json = || {
+        let text = simdutf8::basic::from_utf8(&data).unwrap_or_default();
+        text.lines().filter(|l| classify(l).is_ok()).count()
+    };
+    let mut buffers = simd_json::Buffers::new(64 << 10);
+    let mut chunk = Vec::with_capacity(data.len());
+    let with_simd_json = || {
+        lines_parsed(&data, &mut chunk, |line| {
+            simd_json::serde::from_slice_with_buffers::<ResultFields<'_>>(line, &mut buffers)
+                .is_ok_and(|r| {
+                    r.custom_id.is_some()
+                        && r.response.is_none_or(|resp| resp.status_code != Some(0))
+                })
+        })
+    };
+    bench_readers(
+        &mut g,
+        &data,
+        vec![
+            ("merge_scanner_then_classify", Box::new(with_merge_path)),
+            ("serde_json_classify", Box::new(with_serde_json)),
+            ("simd_json_fields", Box::new(with_simd_json)),
+        ],
+    );
+    g.finish();
+
+    let data = corpus(42, Shape::Chat, 4 << 20);
+    let counter = TokenCounter { forced: None };
+    let mut g = c.benchmark_group("parsers/tokens");
+    g.throughput(Throughput::Bytes(data.len() as u64));
+    g.sample_size(10);
+    let with_serde_json = || {
+        let text = simdutf8::basic::from_utf8(&data).unwrap_or_default();
+        text.lines()
+            .map(|l| counter.count_line(l).input)
+            .sum::<u64>()
+    };
+    let mut buffers = simd_json::Buffers::new(64 << 10);
+    let mut chunk = Vec::with_capacity(data.len());
+    let mut with_simd_json = || {
+        chunk.clear();
+        chunk.extend_from_slice(&data);
+        chunk
+            .split_mut(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|line| {
+                simd_json::Deserializer::from_slice_with_buffers(line, &mut buffers)
+                    .map_or(0, |mut de| counter.count_from(&mut de).input)
+            })
+            .sum::<u64>()
+    };
+    assert_eq!(with_serde_json(), with_simd_json());
+    g.bench_function("serde_json", |b| b.iter(with_serde_json));
+    g.bench_function("simd_json", |b| b.iter(&mut with_simd_json));
+    g.finish();
+}
+
+/// A reader of a whole corpus: how many of its lines it read.
+type Reader<'a> = Box<dyn FnMut() -> usize + 'a>;
+
+/// Hold each reader to the corpus's line count, then bench them all, with
+/// simd-json's bare tape last: its floor, reading no field.
+fn bench_readers<'a>(
+    g: &mut BenchmarkGroup<'_, WallTime>,
+    data: &'a [u8],
+    mut readers: Vec<(&str, Reader<'a>)>,
+) {
+    let mut buffers = simd_json::Buffers::new(64 << 10);
+    let mut chunk = Vec::with_capacity(data.len());
+    readers.push((
+        "simd_json_tape_only",
+        Box::new(move || {
+            lines_parsed(data, &mut chunk, |line| {
+                simd_json::to_tape_with_buffers(line, &mut buffers).is_ok()
+            })
+        }),
+    ));
+    let lines = data.iter().filter(|&&b| b == b'\n').count();
+    for (name, read) in &mut readers {
+        assert_eq!(read(), lines, "{name} reads every line");
+    }
+    for (name, mut read) in readers {
+        g.bench_function(name, |b| b.iter(&mut read));
     }
 }
 
@@ -219,5 +343,14 @@ fn tokens(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, validate, parse, parsers, dedup, split, tokens);
+criterion_group!(
+    benches,
+    validate,
+    parse,
+    parsers,
+    other_parsers,
+    dedup,
+    split,
+    tokens
+);
 criterion_main!(benches);

@@ -154,6 +154,68 @@ pub fn line(rng: &mut Rng, i: u64, shape: Shape, out: &mut String) {
     );
 }
 
+/// Write result line `i` (no newline) to `out`, as a finished OpenAI batch
+/// writes it: about 90% chat successes, then model rejections (400),
+/// expired and cancelled requests. Returns whether the line belongs in the
+/// output file (`true`) or the error file.
+pub fn result_line(rng: &mut Rng, i: u64, out: &mut String) -> bool {
+    use std::fmt::Write as _;
+    let id = format!("request-{i}");
+    match rng.below(100) {
+        0..=89 => {
+            let words = 20 + rng.below(80);
+            let mut content = String::new();
+            for w in 0..words {
+                content.push_str(if w % 7 == 0 { "réponse " } else { "answer " });
+            }
+            let _ = write!(
+                out,
+                r#"{{"id":"batch_req_{i}","custom_id":"{id}","response":{{"status_code":200,"request_id":"req_{i}","body":{{"id":"chatcmpl-{i}","object":"chat.completion","created":1732000000,"model":"gpt-4o-mini-2024-07-18","choices":[{{"index":0,"message":{{"role":"assistant","content":"{content}","refusal":null}},"logprobs":null,"finish_reason":"stop"}}],"usage":{{"prompt_tokens":{},"completion_tokens":{words},"total_tokens":{}}},"system_fingerprint":"fp_0ba0d124f1"}}}},"error":null}}"#,
+                30 + rng.below(400),
+                words + 500
+            );
+            true
+        }
+        90..=94 => {
+            let _ = write!(
+                out,
+                r#"{{"id":"batch_req_{i}","custom_id":"{id}","response":{{"status_code":400,"request_id":"req_{i}","body":{{"error":{{"message":"This model's maximum context length is 128000 tokens.","type":"invalid_request_error","param":"messages","code":"context_length_exceeded"}}}}}},"error":null}}"#
+            );
+            false
+        }
+        95..=97 => {
+            let _ = write!(
+                out,
+                r#"{{"id":"batch_req_{i}","custom_id":"{id}","response":null,"error":{{"code":"batch_expired","message":"This request could not be executed before the completion window expired."}}}}"#
+            );
+            false
+        }
+        _ => {
+            let _ = write!(
+                out,
+                r#"{{"id":"batch_req_{i}","custom_id":"{id}","response":null,"error":{{"code":"batch_cancelled","message":"This request was cancelled."}}}}"#
+            );
+            false
+        }
+    }
+}
+
+/// About `bytes` bytes of result lines in memory: output and error lines
+/// mixed, as merge reads them.
+pub fn results_corpus(seed: u64, bytes: usize) -> Vec<u8> {
+    let mut rng = Rng::new(seed);
+    let (mut out, mut line) = (Vec::new(), String::new());
+    let mut i = 0;
+    while out.len() < bytes {
+        line.clear();
+        result_line(&mut rng, i, &mut line);
+        out.extend_from_slice(line.as_bytes());
+        out.push(b'\n');
+        i += 1;
+    }
+    out
+}
+
 /// Write a corpus of about `bytes` bytes (or `lines` lines, whichever ends
 /// first) to `w`. Returns the lines and bytes written.
 pub fn write_corpus(

@@ -211,7 +211,25 @@ impl TokenCounter {
     /// Tokens of one request line (without its ending). A line that is not
     /// a request counts 0.
     pub fn count_line(&self, line: &str) -> RequestTokens {
-        let Ok(Line { body: Some(body) }) = serde_json::from_str::<Line<'_>>(line) else {
+        match serde_json::from_str::<Line<'_>>(line) {
+            Ok(parsed) => self.count_parsed(parsed),
+            Err(_) => RequestTokens::default(),
+        }
+    }
+
+    /// As [`TokenCounter::count_line`], with the line read by any serde
+    /// deserializer (the caller checks what follows the object). The
+    /// parsers bench compares `serde_json` and simd-json this way
+    /// (`cargo bench --bench validate -- parsers/tokens`).
+    pub fn count_from<'de, D: serde::Deserializer<'de>>(&self, de: D) -> RequestTokens {
+        match Line::deserialize(de) {
+            Ok(parsed) => self.count_parsed(parsed),
+            Err(_) => RequestTokens::default(),
+        }
+    }
+
+    fn count_parsed(&self, parsed: Line<'_>) -> RequestTokens {
+        let Line { body: Some(body) } = parsed else {
             return RequestTokens::default();
         };
         let enc = self.encoding(body.model.as_deref());
