@@ -194,16 +194,10 @@ fn other_parsers(c: &mut Criterion) {
     let mut buffers = simd_json::Buffers::new(64 << 10);
     let mut chunk = Vec::with_capacity(data.len());
     let mut with_simd_json = || {
-        chunk.clear();
-        chunk.extend_from_slice(&data);
-        chunk
-            .split_mut(|&b| b == b'\n')
-            .filter(|l| !l.is_empty())
-            .map(|line| {
-                simd_json::Deserializer::from_slice_with_buffers(line, &mut buffers)
-                    .map_or(0, |mut de| counter.count_from(&mut de).input)
-            })
-            .sum::<u64>()
+        lines_summed(&data, &mut chunk, |line| {
+            simd_json::Deserializer::from_slice_with_buffers(line, &mut buffers)
+                .map_or(0, |mut de| counter.count_from(&mut de).input)
+        })
     };
     assert_eq!(with_serde_json(), with_simd_json());
     g.bench_function("serde_json", |b| b.iter(with_serde_json));
@@ -247,12 +241,22 @@ fn lines_parsed(
     chunk: &mut Vec<u8>,
     mut parse: impl FnMut(&mut [u8]) -> bool,
 ) -> usize {
+    lines_summed(data, chunk, |l| usize::from(parse(l)))
+}
+
+/// Copy `data` into `chunk` and add up what `read` gives for each non-empty
+/// line.
+fn lines_summed<T: std::iter::Sum>(
+    data: &[u8],
+    chunk: &mut Vec<u8>,
+    read: impl FnMut(&mut [u8]) -> T,
+) -> T {
     chunk.clear();
     chunk.extend_from_slice(data);
     chunk
         .split_mut(|&b| b == b'\n')
         .filter(|l| !l.is_empty())
-        .map(|l| usize::from(parse(l)))
+        .map(read)
         .sum()
 }
 

@@ -36,7 +36,7 @@ impl<P> Key<P> {
     }
 
     pub(super) fn same_id<Q>(&self, other: &Key<Q>) -> bool {
-        (self.hi, self.lo) == (other.hi, other.lo)
+        self.id() == other.id()
     }
 
     pub(super) fn id(&self) -> (u64, u64) {
