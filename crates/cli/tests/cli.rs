@@ -715,3 +715,119 @@ fn a_repeated_id_is_named_from_a_file_and_from_stdin() {
     let under: String = shown.chars().skip(column).take(10).collect();
     assert_eq!(under, "\"\\u00fc-7\"", "{shown}\n{caret}");
 }
+
+/// Wait for `child` at most `secs` seconds; kill it and fail if it hangs.
+fn wait_or_kill(mut child: std::process::Child, secs: u64, what: &str) -> Output {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while child.try_wait().expect("wait").is_none() {
+        if std::time::Instant::now() > until {
+            let _ = child.kill();
+            panic!("{what}: still running after {secs} s (hung)");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("output")
+}
+
+/// Gzip data through a named pipe or a process substitution once failed
+/// ("invalid gzip header") or hung for ever: the input was opened a second
+/// time after its magic bytes were read. Every input is opened once.
+#[cfg(unix)]
+#[test]
+fn gzip_through_a_fifo_or_process_substitution() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let plain = std::fs::read(testdata("example.jsonl")).expect("read");
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    enc.write_all(&plain).expect("compress");
+    let gz = enc.finish().expect("gzip");
+    let gz_path = dir.path().join("x.jsonl.gz");
+    std::fs::write(&gz_path, &gz).expect("write");
+    let expected = run(&["validate", "--format", "json", gz_path.to_str().unwrap()]);
+    assert_eq!(expected.status.code(), Some(0), "{}", stderr(&expected));
+    let mut expected = report(&expected);
+    expected.file.clear();
+    let same = |o: Output, what: &str| {
+        assert_eq!(o.status.code(), Some(0), "{what}: {}", stderr(&o));
+        let mut r = report(&o);
+        r.file.clear();
+        assert_eq!(r, expected, "{what}");
+    };
+
+    // A named pipe whose writer writes everything and goes away.
+    for data in [&gz, &plain] {
+        let fifo = dir.path().join("pipe");
+        let _ = std::fs::remove_file(&fifo);
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .expect("mkfifo");
+        assert!(made.success());
+        let child = batchkit()
+            .args(["validate", "--format", "json", fifo.to_str().unwrap()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        let data = data.clone();
+        let fifo_path = fifo.clone();
+        let writer = std::thread::spawn(move || {
+            let mut w = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&fifo_path)
+                .expect("open fifo");
+            let _ = w.write_all(&data);
+        });
+        same(wait_or_kill(child, 30, "validate FIFO"), "fifo");
+        writer.join().expect("writer");
+    }
+
+    // Process substitution, as a shell user writes it.
+    let script = format!(
+        "exec {} validate --format json <(gzip -dc {} | gzip -c)",
+        env!("CARGO_BIN_EXE_batchkit"),
+        gz_path.display()
+    );
+    let child = std::process::Command::new("bash")
+        .args(["-c", &script])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("bash");
+    same(
+        wait_or_kill(child, 30, "validate <(...)"),
+        "process substitution",
+    );
+}
+
+/// Gzip data with something else after it once said "unexpected end of
+/// file"; now it says what and where, and still exits 2.
+#[test]
+fn gzip_with_trailing_bytes_says_so() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let plain = std::fs::read(testdata("example.jsonl")).expect("read");
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    enc.write_all(&plain).expect("compress");
+    let mut gz = enc.finish().expect("gzip");
+    let end = gz.len();
+    gz.extend_from_slice(b"this is not gzip\n");
+    let path = dir.path().join("x.jsonl.gz");
+    std::fs::write(&path, &gz).expect("write");
+    let o = run(&["validate", path.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains(&format!(
+            "after the gzip data (from compressed byte {end}) are not gzip data"
+        )),
+        "{err}"
+    );
+    // A truncated member says it is damaged, not "unexpected end of file" alone.
+    std::fs::write(&path, &gz[..end / 2]).expect("write");
+    let o = run(&["validate", path.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("the gzip data is damaged"),
+        "{}",
+        stderr(&o)
+    );
+}

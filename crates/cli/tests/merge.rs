@@ -549,3 +549,189 @@ fn a_retry_of_two_models_is_one_file_per_batch_that_validates() {
     assert_eq!(o.status.code(), Some(0));
     assert_eq!(std::fs::read_to_string(&out).unwrap().lines().count(), 3);
 }
+
+/// A request line whose JSON repeats a key (`"body"` twice) is still one
+/// request: `merge --with-request` once wrote "1 of 1 requests" for a
+/// two-line file and dropped the other line with exit 0.
+#[test]
+fn a_repeated_key_does_not_drop_the_request_with_request_bodies() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    let results = dir.path().join("out.jsonl");
+    std::fs::write(
+        &input,
+        concat!(
+            "{\"custom_id\":\"a\",\"method\":\"POST\",\"url\":\"/v1/embeddings\",\"body\":{\"model\":\"e\",\"input\":\"x\"}}\n",
+            "{\"custom_id\":\"b\",\"method\":\"POST\",\"url\":\"/v1/embeddings\",\"body\":{\"model\":\"e\",\"input\":\"old\"},\"body\":{\"model\":\"e\",\"input\":\"new\"}}\n",
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        &results,
+        concat!(
+            "{\"custom_id\":\"b\",\"response\":{\"status_code\":200,\"body\":{}},\"error\":null}\n",
+            "{\"custom_id\":\"a\",\"response\":{\"status_code\":200,\"body\":{}},\"error\":null}\n",
+        ),
+    )
+    .unwrap();
+    for with_request in [false, true] {
+        let mut args = vec![
+            "merge",
+            "-i",
+            input.to_str().unwrap(),
+            results.to_str().unwrap(),
+        ];
+        if with_request {
+            args.push("--with-request");
+        }
+        args.extend(["-o", "-"]);
+        let o = run(&args);
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(0), "{stderr}");
+        let records: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let ids: Vec<&str> = records
+            .iter()
+            .map(|r| r["custom_id"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids, ["a", "b"], "--with-request {with_request}: {stderr}");
+        if with_request {
+            // The last `body` counts, as in Python's json and JSON.parse.
+            assert_eq!(records[1]["request"]["input"], "new", "{:?}", records[1]);
+        }
+    }
+}
+
+/// An output that names an input once replaced it (atomically, but the
+/// input was gone): `merge -o requests.jsonl`, `merge -o` one of the result
+/// files, `retry -o requests.jsonl`. Refused with exit 2 whatever the path's
+/// spelling, and the input is left as it was.
+#[test]
+fn an_output_that_is_an_input_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("requests.jsonl");
+    let results = dir.path().join("results.jsonl");
+    std::fs::create_dir(dir.path().join("sub")).unwrap();
+    let request = "{\"custom_id\":\"a\",\"method\":\"POST\",\"url\":\"/v1/embeddings\",\"body\":{\"model\":\"e\",\"input\":\"x\"}}\n";
+    let result =
+        "{\"custom_id\":\"a\",\"response\":{\"status_code\":500,\"body\":{}},\"error\":null}\n";
+    std::fs::write(&input, request).unwrap();
+    std::fs::write(&results, result).unwrap();
+    #[cfg(unix)]
+    std::os::unix::fs::symlink(&input, dir.path().join("link.jsonl")).unwrap();
+    let (i, r) = (input.to_str().unwrap(), results.to_str().unwrap());
+    let spelled = dir.path().join("sub/../requests.jsonl");
+    let linked = dir.path().join("link.jsonl");
+    let cases: Vec<(&str, Vec<&str>, &str)> = vec![
+        (
+            "merge",
+            vec!["merge", "-i", i, r, "-o", i],
+            "requests.jsonl",
+        ),
+        ("merge", vec!["merge", "-i", i, r, "-o", r], "results.jsonl"),
+        (
+            "merge",
+            vec!["merge", "-i", i, r, "-o", spelled.to_str().unwrap()],
+            "requests.jsonl",
+        ),
+        (
+            "merge --unknown",
+            vec!["merge", "-i", i, r, "-o", "-", "--unknown", r],
+            "results.jsonl",
+        ),
+        (
+            "retry",
+            vec!["retry", "-i", i, r, "-o", i],
+            "requests.jsonl",
+        ),
+        (
+            "retry",
+            vec!["retry", "-i", i, r, "-o", linked.to_str().unwrap()],
+            "link.jsonl",
+        ),
+    ];
+    for (what, args, named) in cases {
+        let o = run(&args);
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{what} {args:?}: {stderr}");
+        assert!(
+            stderr.contains(named) && stderr.contains("is one of the files read"),
+            "{what}: {stderr}"
+        );
+        assert_eq!(std::fs::read_to_string(&input).unwrap(), request, "{what}");
+        assert_eq!(std::fs::read_to_string(&results).unwrap(), result, "{what}");
+    }
+    // Standard input is compared as well: `retry -i - < requests.jsonl -o requests.jsonl`.
+    let o = common::batchkit()
+        .args(["retry", "-i", "-", r, "-o", i])
+        .stdin(std::fs::File::open(&input).unwrap())
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(std::fs::read_to_string(&input).unwrap(), request);
+}
+
+/// A killed merge once left a `.NAME.XXXX.tmp` of up to the output's size
+/// beside the target, which no later run removed (15 killed merges left
+/// 600 MB). Now the output is written into an unnamed file: at every kill
+/// point the folder holds the inputs and the old output or the new one,
+/// whole, and nothing else.
+#[test]
+fn a_killed_merge_leaves_the_old_output_or_the_new_one_and_no_temporary_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, results) = (dir.path().join("in.jsonl"), dir.path().join("res.jsonl"));
+    let (mut requests, mut outcomes) = (String::new(), String::new());
+    for i in 0..300_000 {
+        requests.push_str(&format!("{{\"custom_id\":\"r{i}\",\"method\":\"POST\",\"url\":\"/v1/embeddings\",\"body\":{{\"model\":\"e\",\"input\":\"text {i}\"}}}}\n"));
+    }
+    for i in (0..300_000).rev() {
+        outcomes.push_str(&format!("{{\"custom_id\":\"r{i}\",\"response\":{{\"status_code\":200,\"body\":{{\"data\":[{{\"embedding\":[0.1,0.2,{i}]}}]}}}},\"error\":null}}\n"));
+    }
+    std::fs::write(&input, requests).unwrap();
+    std::fs::write(&results, outcomes).unwrap();
+    let out = dir.path().join("merged.jsonl");
+    let args = [
+        "merge",
+        "-i",
+        input.to_str().unwrap(),
+        results.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ];
+    let o = run(&args);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let whole = std::fs::read(&out).unwrap();
+    let mut kinds = std::collections::BTreeSet::new();
+    common::kill_at_fractions(
+        &args,
+        &[0.1, 0.3, 0.5, 0.7, 0.9],
+        || std::fs::write(&out, "old\n").unwrap(),
+        |f| {
+            assert_eq!(
+                common::names(dir.path()),
+                ["in.jsonl", "merged.jsonl", "res.jsonl"],
+                "killed at {f}"
+            );
+            let now = std::fs::read(&out).unwrap();
+            let kind = if now == b"old\n" { "old" } else { "new" };
+            assert!(
+                kind == "old" || now == whole,
+                "killed at {f}: a torn output"
+            );
+            kinds.insert(kind);
+        },
+    );
+    assert!(kinds.contains("old"), "some kill landed before the rename");
+}

@@ -774,3 +774,104 @@ fn stats_over_several_files_with_a_price_per_model() {
     let bad = run(&["stats", "--price", "gpt-4o-mini=cheap", &example]);
     assert_eq!(bad.status.code(), Some(2));
 }
+
+/// `n` chat requests of about 200 bytes each, in `dir/big.jsonl`.
+fn big(dir: &Path, n: usize) -> PathBuf {
+    let mut text = String::with_capacity(n * 220);
+    for i in 0..n {
+        text.push_str(&format!(
+            r#"{{"custom_id":"r{i}","method":"POST","url":"/v1/chat/completions","body":{{"model":"gpt-4o-mini","messages":[{{"role":"user","content":"question number {i} about something long enough"}}],"max_tokens":10}}}}"#
+        ));
+        text.push('\n');
+    }
+    let path = dir.join("big.jsonl");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Whether `out` holds exactly one whole split of `input`: the manifest,
+/// its chunks and nothing else; each chunk is the input's lines that the
+/// manifest says it holds, and the chunks hold every request once.
+/// Returns the chunks' request limit it was made with.
+fn whole_split(out: &Path, input: &[u8]) -> u64 {
+    let manifest: Manifest =
+        serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
+    let mut listed: Vec<String> = manifest.chunks.iter().map(|c| c.path.clone()).collect();
+    listed.push("manifest.json".to_owned());
+    listed.sort();
+    assert_eq!(common::names(out), listed, "only the split's files");
+    let lines: Vec<&[u8]> = input.split_inclusive(|&b| b == b'\n').collect();
+    let mut requests = 0;
+    for c in &manifest.chunks {
+        let got = std::fs::read(out.join(&c.path)).unwrap();
+        let want: Vec<u8> = c
+            .lines
+            .iter()
+            .flat_map(|&[a, b]| lines[a as usize - 1..b as usize].concat())
+            .collect();
+        assert!(
+            got == want,
+            "{} is not the lines the manifest lists",
+            c.path
+        );
+        assert_eq!(got.len() as u64, c.bytes, "{}", c.path);
+        requests += c.requests;
+    }
+    assert_eq!(requests, lines.len() as u64, "every request in one chunk");
+    manifest.limits.max_requests.unwrap()
+}
+
+/// A re-split killed midway once left the old manifest beside chunks of the
+/// new split (7 chunks no longer matching it, 84,000 of 1,000,000 requests
+/// missing), and every killed split left its temporary chunks behind for
+/// good. Now, at every kill point, the folder holds the old split or the new
+/// one, whole, and nothing else; the next split removes what killed ones
+/// left beside it.
+#[test]
+fn a_killed_resplit_leaves_the_old_split_or_the_new_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = big(dir.path(), 400_000);
+    let bytes = std::fs::read(&input).unwrap();
+    let out = dir.path().join("chunks");
+    let split = |max: &str| {
+        run(&[
+            "split",
+            input.to_str().unwrap(),
+            "--out-dir",
+            out.to_str().unwrap(),
+            "--max-requests",
+            max,
+            "--force",
+        ])
+    };
+    assert_eq!(split("30000").status.code(), Some(0));
+    assert_eq!(whole_split(&out, &bytes), 30000);
+    let args = [
+        "split",
+        input.to_str().unwrap(),
+        "--out-dir",
+        out.to_str().unwrap(),
+        "--max-requests",
+        "7000",
+        "--force",
+    ];
+    let mut seen = std::collections::BTreeSet::new();
+    common::kill_at_fractions(
+        &args,
+        &[0.1, 0.3, 0.5, 0.7, 0.85, 0.95],
+        || {
+            // Each killed run starts from the old split.
+            assert_eq!(split("30000").status.code(), Some(0));
+        },
+        |f| {
+            let limit = whole_split(&out, &bytes);
+            assert!([30000, 7000].contains(&limit), "killed at {f}: {limit}");
+            seen.insert(limit);
+        },
+    );
+    assert!(seen.contains(&30000), "some kill landed before the swap");
+    // The next complete split leaves nothing of the killed ones.
+    assert_eq!(split("9000").status.code(), Some(0));
+    assert_eq!(whole_split(&out, &bytes), 9000);
+    assert_eq!(common::names(dir.path()), ["big.jsonl", "chunks"]);
+}

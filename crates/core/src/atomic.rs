@@ -103,6 +103,46 @@ impl Write for Output {
     }
 }
 
+/// Whether `output` names the same file as one of `inputs` (compared by
+/// device and inode, so `./x`, `dir/../x`, a symbolic link or a hard link
+/// to `x` all count; `-` as an input is standard input, compared the same
+/// way when it is a file). An output that does not exist yet names no
+/// input. Returns the input it names.
+pub fn names_an_input<'a>(output: &Path, inputs: &[&'a Path]) -> Option<&'a Path> {
+    if output.as_os_str() == "-" {
+        return None;
+    }
+    let out = file_identity(output)?;
+    inputs
+        .iter()
+        .copied()
+        .find(|input| file_identity(input) == Some(out))
+}
+
+/// Device and inode of `path` (`-`: of standard input).
+#[cfg(unix)]
+fn file_identity(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    if path.as_os_str() == "-" {
+        let st = rustix::fs::fstat(std::io::stdin()).ok()?;
+        // Only a regular file on stdin can be replaced by an output.
+        let file =
+            rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::RegularFile;
+        return file.then_some((st.st_dev as u64, st.st_ino as u64));
+    }
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.dev(), m.ino()))
+}
+
+#[cfg(not(unix))]
+fn file_identity(path: &Path) -> Option<(u64, u64)> {
+    // Without inodes, compare the resolved paths.
+    let p = std::fs::canonicalize(path).ok()?;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    std::hash::Hash::hash(&p, &mut h);
+    Some((0, std::hash::Hasher::finish(&h)))
+}
+
 /// A new temporary file in `dir`, named `<prefix>…tmp`, with permission
 /// bits `mode` on Unix (temporary files start private, 0600, and an output
 /// should look like any other file).
@@ -124,11 +164,136 @@ pub(crate) fn temp_file(dir: &Path, prefix: &str, mode: u32) -> io::Result<Named
 
 /// A file that appears under its name only when [`AtomicFile::commit`]
 /// succeeds. Dropped without commit, the temporary file is removed.
+///
+/// On Linux the data goes into an unnamed file (`O_TMPFILE`) in the
+/// target's folder, which the kernel frees if the process dies at any
+/// point: a killed run leaves nothing behind. Only when complete is it
+/// given a name and renamed over the target. Where the file system has no
+/// unnamed files, a named temporary file (`.NAME.XXXXXX.tmp`) is used, which
+/// a kill -9 can leave behind.
 pub struct AtomicFile {
     target: PathBuf,
-    writer: BufWriter<NamedTempFile>,
+    writer: BufWriter<Temp>,
     /// Sync the data (and the rename) to disk on commit.
     pub durable: bool,
+}
+
+/// The file being written.
+enum Temp {
+    /// Unnamed, in `dir`: linked into it on commit.
+    #[cfg(target_os = "linux")]
+    Unnamed { file: File, dir: PathBuf },
+    /// Named, removed when dropped.
+    Named(NamedTempFile),
+}
+
+impl Temp {
+    fn file(&self) -> &File {
+        match self {
+            #[cfg(target_os = "linux")]
+            Temp::Unnamed { file, .. } => file,
+            Temp::Named(t) => t.as_file(),
+        }
+    }
+
+    /// A new temporary file in `dir` for `target`, with mode `mode`.
+    fn create(dir: &Path, name: &str, mode: u32) -> io::Result<Temp> {
+        #[cfg(target_os = "linux")]
+        if let Some(file) = unnamed_file(dir, mode)? {
+            return Ok(Temp::Unnamed {
+                file,
+                dir: dir.to_owned(),
+            });
+        }
+        temp_file(dir, &format!(".{name}."), mode).map(Temp::Named)
+    }
+
+    /// Give the file the name `target`, replacing what was there.
+    fn persist(self, target: &Path) -> io::Result<()> {
+        match self {
+            #[cfg(target_os = "linux")]
+            Temp::Unnamed { file, dir } => {
+                // A name cannot be linked over an existing file: link it
+                // under a fresh name, then rename that over the target.
+                let name = target
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                let named = link_unnamed(&file, &dir, &name)?;
+                std::fs::rename(&named, target).inspect_err(|_| {
+                    let _ = std::fs::remove_file(&named);
+                })
+            }
+            Temp::Named(t) => t.persist(target).map(drop).map_err(|e| e.error),
+        }
+    }
+}
+
+impl Write for Temp {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            #[cfg(target_os = "linux")]
+            Temp::Unnamed { file, .. } => file.write(buf),
+            Temp::Named(t) => t.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            #[cfg(target_os = "linux")]
+            Temp::Unnamed { file, .. } => file.flush(),
+            Temp::Named(t) => t.flush(),
+        }
+    }
+}
+
+/// An unnamed file in `dir` (`O_TMPFILE`), or `None` where the file system
+/// or kernel has none, or where it could not be given a name later (no
+/// `/proc/self/fd`).
+#[cfg(target_os = "linux")]
+fn unnamed_file(dir: &Path, mode: u32) -> io::Result<Option<File>> {
+    use rustix::fs::{Mode, OFlags};
+    use rustix::io::Errno;
+    if !Path::new("/proc/self/fd").is_dir() {
+        return Ok(None);
+    }
+    let flags = OFlags::WRONLY | OFlags::TMPFILE | OFlags::CLOEXEC;
+    match rustix::fs::open(dir, flags, Mode::from_raw_mode(0o600)) {
+        Ok(fd) => {
+            let file = File::from(fd);
+            // Like any other output, whatever the umask (see `create`).
+            rustix::fs::fchmod(&file, Mode::from_raw_mode(mode))?;
+            Ok(Some(file))
+        }
+        // Not offered here: an old kernel, or a file system without it.
+        Err(Errno::OPNOTSUPP | Errno::ISDIR | Errno::INVAL | Errno::NOSYS) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Link the unnamed `file` into `dir` as `.NAME.N.tmp` (a name no one else
+/// uses); return that path.
+#[cfg(target_os = "linux")]
+fn link_unnamed(file: &File, dir: &Path, name: &str) -> io::Result<PathBuf> {
+    use std::os::fd::AsRawFd;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let source = format!("/proc/self/fd/{}", file.as_raw_fd());
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let path = dir.join(format!(".{name}.{}-{n}.tmp", std::process::id()));
+        match rustix::fs::linkat(
+            rustix::fs::CWD,
+            source.as_str(),
+            rustix::fs::CWD,
+            &path,
+            rustix::fs::AtFlags::SYMLINK_FOLLOW,
+        ) {
+            Ok(()) => return Ok(path),
+            Err(rustix::io::Errno::EXIST) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 impl AtomicFile {
@@ -147,11 +312,11 @@ impl AtomicFile {
         #[cfg(unix)]
         let mode = {
             use std::os::unix::fs::PermissionsExt;
-            std::fs::metadata(target).map_or(0o644, |m| m.permissions().mode())
+            std::fs::metadata(target).map_or(0o644, |m| m.permissions().mode() & 0o7777)
         };
         #[cfg(not(unix))]
         let mode = 0o644;
-        let tmp = temp_file(dir, &format!(".{name}."), mode)?;
+        let tmp = Temp::create(dir, &name, mode)?;
         Ok(AtomicFile {
             target: target.to_owned(),
             writer: BufWriter::with_capacity(1 << 20, tmp),
@@ -163,9 +328,9 @@ impl AtomicFile {
     pub fn commit(self) -> io::Result<()> {
         let tmp = self.writer.into_inner().map_err(|e| e.into_error())?;
         if self.durable {
-            tmp.as_file().sync_all()?;
+            tmp.file().sync_all()?;
         }
-        tmp.persist(&self.target).map_err(|e| e.error)?;
+        tmp.persist(&self.target)?;
         if self.durable {
             // Make the rename itself durable where the platform allows it.
             let dir = self.target.parent().filter(|p| !p.as_os_str().is_empty());
@@ -194,6 +359,27 @@ impl Write for AtomicFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A killed run cannot leave a temporary file behind where the file
+    /// system has unnamed files: nothing has a name until the commit.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn nothing_is_named_until_the_commit() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let target = dir.path().join("out.jsonl");
+        let mut f = AtomicFile::create(&target).expect("create");
+        if !matches!(f.writer.get_ref(), Temp::Unnamed { .. }) {
+            return; // this file system has no O_TMPFILE
+        }
+        f.write_all(&[b'x'; 1 << 21]).expect("write");
+        assert_eq!(std::fs::read_dir(dir.path()).expect("list").count(), 0);
+        f.commit().expect("commit");
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .expect("list")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert_eq!(names, ["out.jsonl"]);
+    }
 
     #[test]
     fn appears_only_on_commit() {

@@ -78,6 +78,8 @@ impl Input {
                 size_hint: None,
             });
         }
+        // Opened once: a named pipe or `<(...)` cannot be opened again (the
+        // second open would read nothing, or wait for a writer for ever).
         let mut file = File::open(path).map_err(|e| InputError::io(path, e))?;
         let meta = file.metadata().map_err(|e| InputError::io(path, e))?;
         if meta.is_dir() {
@@ -86,25 +88,24 @@ impl Input {
                 io::Error::new(io::ErrorKind::InvalidInput, "is a directory"),
             ));
         }
+        if !meta.is_file() {
+            // A pipe or device given by name: stream it.
+            widen_pipe(&file);
+            return Ok(Input {
+                name: path.to_owned(),
+                source: Source::Stream(sniff_gzip(Box::new(file), path)?),
+                size_hint: None,
+            });
+        }
         let mut magic = [0u8; 2];
         let n = read_full(&mut file, &mut magic).map_err(|e| InputError::io(path, e))?;
         if n == 2 && magic == GZIP_MAGIC {
-            let file = File::open(path).map_err(|e| InputError::io(path, e))?;
-            let decoder =
-                flate2::read::MultiGzDecoder::new(BufReader::with_capacity(1 << 20, file));
+            use std::io::Seek;
+            file.rewind().map_err(|e| InputError::io(path, e))?;
             return Ok(Input {
                 name: path.to_owned(),
-                source: Source::Stream(Box::new(decoder)),
+                source: Source::Stream(gzip(Box::new(file))),
                 size_hint: Some(meta.len()),
-            });
-        }
-        if !meta.is_file() {
-            // A pipe or device given by name: stream it, the magic bytes first.
-            let head = io::Cursor::new(magic[..n].to_vec());
-            return Ok(Input {
-                name: path.to_owned(),
-                source: Source::Stream(Box::new(head.chain(file))),
-                size_hint: None,
             });
         }
         let map = if meta.len() == 0 {
@@ -180,10 +181,111 @@ fn sniff_gzip(
     let n = read_full(&mut reader, &mut magic).map_err(|e| InputError::io(path, e))?;
     let whole = io::Cursor::new(magic[..n].to_vec()).chain(reader);
     if n == 2 && magic == GZIP_MAGIC {
-        let decoder = flate2::read::MultiGzDecoder::new(BufReader::with_capacity(1 << 20, whole));
-        Ok(Box::new(decoder))
+        Ok(gzip(Box::new(whole)))
     } else {
         Ok(Box::new(whole))
+    }
+}
+
+/// The decompressed bytes of gzip data (one member or several, as `gzip -d`
+/// reads them).
+fn gzip(compressed: Box<dyn Read + Send>) -> Box<dyn Read + Send> {
+    Box::new(GzipMembers::new(BufReader::with_capacity(
+        1 << 20,
+        compressed,
+    )))
+}
+
+/// Gzip members one after another; bytes after the last member that do not
+/// start another are an error that says so (a plain multi-member decoder
+/// takes them for a member and reports "invalid gzip header" or "unexpected
+/// end of file", which sends the user looking in the wrong place).
+struct GzipMembers<R: io::BufRead> {
+    /// The member being read; `None` between members.
+    member: Option<flate2::bufread::GzDecoder<Counted<R>>>,
+    /// Between members (or at the start): the compressed input.
+    rest: Option<Counted<R>>,
+}
+
+/// A buffered reader that counts the bytes consumed (for error positions).
+struct Counted<R> {
+    inner: R,
+    consumed: u64,
+}
+
+impl<R: io::BufRead> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.consumed += n as u64;
+        Ok(n)
+    }
+}
+
+impl<R: io::BufRead> io::BufRead for Counted<R> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        self.inner.fill_buf()
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.consumed += n as u64;
+        self.inner.consume(n);
+    }
+}
+
+impl<R: io::BufRead> GzipMembers<R> {
+    fn new(inner: R) -> Self {
+        GzipMembers {
+            member: None,
+            rest: Some(Counted { inner, consumed: 0 }),
+        }
+    }
+}
+
+impl<R: io::BufRead> Read for GzipMembers<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        loop {
+            if let Some(member) = &mut self.member {
+                let at = member.get_ref().consumed;
+                match member.read(buf) {
+                    Ok(0) => {
+                        self.rest = self.member.take().map(|m| m.into_inner());
+                        continue;
+                    }
+                    Ok(n) => return Ok(n),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        return Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            format!(
+                                "the gzip data is damaged near compressed byte {at} ({e}); the file may be truncated or corrupt (check it with `gzip -t`)"
+                            ),
+                        ));
+                    }
+                }
+            }
+            let Some(mut rest) = self.rest.take() else {
+                return Ok(0);
+            };
+            let head = io::BufRead::fill_buf(&mut rest)?;
+            if head.is_empty() {
+                return Ok(0);
+            }
+            let starts_member = head.first() == Some(&GZIP_MAGIC[0])
+                && (head.len() < 2 || head[1] == GZIP_MAGIC[1]);
+            if !starts_member {
+                let at = rest.consumed;
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "the bytes after the gzip data (from compressed byte {at}) are not gzip data: the file was appended to or is damaged (`gzip -t` checks it)"
+                    ),
+                ));
+            }
+            self.member = Some(flate2::bufread::GzDecoder::new(rest));
+        }
     }
 }
 

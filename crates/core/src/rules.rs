@@ -17,12 +17,19 @@ const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
 pub(crate) const MAX_MODELS: usize = 64;
 
 /// What every line is judged against.
+#[derive(Clone, Copy)]
 pub(crate) struct LineCtx<'a> {
     pub profile: &'a Profile,
     /// The batch endpoint: `--endpoint`, else the first line's `url`.
     pub endpoint: Option<&'a str>,
     /// The batch model (first `body.model`), when one model is required.
     pub model: Option<(&'a str, u64)>,
+    /// Where, in the chunk, the lines start that the endpoint and the model
+    /// apply to: the lines before the first line with a `url` (or a model)
+    /// are judged without it, so that no diagnostic depends on whether that
+    /// line is in the same block (`0`: every line, `u64::MAX`: none).
+    pub endpoint_from: u64,
+    pub model_from: u64,
     pub single_model: bool,
     pub single_endpoint: bool,
     /// Record the lines that have errors (for `split --skip-invalid`).
@@ -31,6 +38,35 @@ pub(crate) struct LineCtx<'a> {
     pub collect_facts: bool,
     /// Whether to note where each id's line starts (to name repeats).
     pub id_lines: bool,
+}
+
+impl<'a> LineCtx<'a> {
+    /// The context of a line at `offset` in the chunk that comes before
+    /// the line the endpoint or the model was read from; `None` when the
+    /// line is at or after both (the usual case, one comparison).
+    fn before_references(&self, offset: u64) -> Option<LineCtx<'a>> {
+        if offset >= self.endpoint_from && offset >= self.model_from {
+            return None;
+        }
+        let mut earlier = *self;
+        if offset < self.endpoint_from {
+            earlier.endpoint = None;
+        }
+        if offset < self.model_from {
+            earlier.model = None;
+        }
+        Some(earlier)
+    }
+
+    /// The context for a chunk that starts `start` bytes after the point
+    /// `endpoint_from` and `model_from` are counted from.
+    pub(crate) fn for_chunk(&self, start: u64) -> LineCtx<'a> {
+        LineCtx {
+            endpoint_from: self.endpoint_from.saturating_sub(start),
+            model_from: self.model_from.saturating_sub(start),
+            ..*self
+        }
+    }
 }
 
 /// One line's facts, relative to its chunk until absorbed.
@@ -240,7 +276,11 @@ fn walk(
             column: 0,
         };
         let errors_before = out.errors;
-        let group = check_line(ctx, bytes, scanned, starts_file && i == 0, pos, out);
+        let first = starts_file && i == 0;
+        let group = match ctx.before_references(start as u64) {
+            None => check_line(ctx, bytes, scanned, first, pos, out),
+            Some(earlier) => check_line(&earlier, bytes, scanned, first, pos, out),
+        };
         if ctx.collect_facts {
             let (group, inputs) = group.unwrap_or((u32::MAX, 0));
             out.facts.push(LineFact {
@@ -814,8 +854,9 @@ fn check_messages(messages: Option<Messages>, pos: Pos<'_>, out: &mut ChunkOut) 
 /// 0-based index of the line each came from.
 #[derive(Default, Debug)]
 pub(crate) struct FirstSeen {
-    pub url: Option<(String, u64)>,
-    pub model: Option<(String, u64)>,
+    /// The value, its line's index and its line's byte offset in the buffer.
+    pub url: Option<(String, u64, u64)>,
+    pub model: Option<(String, u64, u64)>,
 }
 
 /// Scan lines from the start of `buf` until both a string `url` (if
@@ -839,16 +880,16 @@ pub(crate) fn first_seen(buf: &[u8], want_url: bool, want_model: bool) -> FirstS
         let Ok(view) = envelope::parse_line(text) else {
             continue;
         };
-        let i = i as u64;
+        let (i, at) = (i as u64, line.offset as u64);
         if want_url && seen.url.is_none() {
             if let Some(Text::Str(u)) = &view.url {
-                seen.url = Some((u.to_string(), i));
+                seen.url = Some((u.to_string(), i, at));
             }
         }
         if want_model && seen.model.is_none() {
             if let Some(Body::Object(b)) = &view.body {
                 if let Some(Text::Str(m)) = &b.model {
-                    seen.model = Some((m.to_string(), i));
+                    seen.model = Some((m.to_string(), i, at));
                 }
             }
         }

@@ -22,9 +22,11 @@ use crate::provider::{Limits, Profile};
 use crate::tokens::TokenCounter;
 
 mod chunkfile;
+mod outdir;
 mod stream;
 mod writers;
 
+pub use outdir::Staging;
 pub use stream::{OnePass, Staged, validate_and_write};
 use writers::Writers;
 

@@ -240,6 +240,10 @@ pub struct Validator<'c> {
     longest_line: u64,
     endpoint: Option<String>,
     model: Option<(String, u64)>,
+    /// Where (a byte offset in the input) the lines start that the endpoint
+    /// and the model apply to; `u64::MAX` until they are known.
+    endpoint_from: u64,
+    model_from: u64,
     /// One entry per `custom_id`, appended in input order. A single vector:
     /// large reallocations move pages (mremap) instead of copying, so peak
     /// memory stays at 24 bytes per request.
@@ -276,6 +280,8 @@ impl<'c> Validator<'c> {
             longest_line: 0,
             endpoint: None,
             model: None,
+            endpoint_from: u64::MAX,
+            model_from: u64::MAX,
             ids: Vec::new(),
             seen: Some(SeenFilter::default()),
             named: Vec::new(),
@@ -292,6 +298,7 @@ impl<'c> Validator<'c> {
         let given = cfg.endpoint.as_deref().or(cfg.profile.default_endpoint());
         if let Some(endpoint) = given {
             v.set_endpoint(endpoint.to_owned(), None);
+            v.endpoint_from = 0;
         }
         v
     }
@@ -354,6 +361,16 @@ impl<'c> Validator<'c> {
             profile: &cfg.profile,
             endpoint: endpoint.as_deref(),
             model: model.as_ref().map(|(m, l)| (m.as_str(), *l)),
+            // Counted from this block's start from here on; 0 when there is
+            // nothing to hide from earlier lines.
+            endpoint_from: match endpoint {
+                Some(_) => self.endpoint_from.saturating_sub(self.bytes),
+                None => 0,
+            },
+            model_from: match model {
+                Some(_) => self.model_from.saturating_sub(self.bytes),
+                None => 0,
+            },
             single_model: self.cfg.single_model,
             single_endpoint: self.cfg.single_endpoint,
             collect_bad: self.cfg.collect_bad_lines,
@@ -377,6 +394,7 @@ impl<'c> Validator<'c> {
             .enumerate()
             .map(|(i, r)| {
                 let mut out = ChunkOut::new(keep);
+                let ctx = ctx.for_chunk(r.start as u64);
                 rules::check_chunk(&ctx, &block[r.clone()], at_file_start && i == 0, &mut out);
                 progress(r.len() as u64);
                 out
@@ -385,7 +403,7 @@ impl<'c> Validator<'c> {
         for (i, (range, out)) in ranges.iter().zip(outs).enumerate() {
             let chunk = &block[range.clone()];
             let starts_file = at_file_start && i == 0;
-            self.note_limit_crossings(&ctx, chunk, starts_file, &out);
+            self.note_limit_crossings(&ctx.for_chunk(range.start as u64), chunk, starts_file, &out);
             self.absorb(out, chunk, self.bytes + range.start as u64);
         }
         self.bytes += block.len() as u64;
@@ -399,11 +417,13 @@ impl<'c> Validator<'c> {
             return;
         }
         let seen = rules::first_seen(block, want_url, want_model);
-        if let Some((url, i)) = seen.url {
+        if let Some((url, i, at)) = seen.url {
             self.set_endpoint(url, Some(self.lines + i + 1));
+            self.endpoint_from = self.bytes + at;
         }
-        if let Some((model, i)) = seen.model {
+        if let Some((model, i, at)) = seen.model {
             self.model = Some((model, self.lines + i + 1));
+            self.model_from = self.bytes + at;
         }
     }
 

@@ -35,9 +35,17 @@ fn line_strategy() -> impl Strategy<Value = Vec<u8>> {
         )
         .into_bytes()
     });
+    // Lines before the first one with a url or a model must be judged the
+    // same whether or not that line is in the same block.
+    let partial = prop_oneof![
+        Just(br#"{"custom_id":"n","method":"POST","body":{"model":"gpt-4o"}}"#.to_vec()),
+        Just(br#"{"custom_id":"m","method":"POST","url":"/v1/embeddings","body":{"input":"x"}}"#.to_vec()),
+        Just(br#"{"custom_id":"k","method":"POST","url":"/v1/completions","body":{"model":"gpt-4o"}}"#.to_vec()),
+    ];
     prop_oneof![
         4 => good,
         1 => emb,
+        1 => partial,
         1 => Just(Vec::new()),
         1 => Just(b"\xEF\xBB\xBF{}".to_vec()),
         1 => Just(b"{\"custom_id\":\"\\ud800\"}".to_vec()),
@@ -160,6 +168,44 @@ proptest! {
         let stream = streamed(&bytes, &config(Some(16), 64));
         prop_assert_eq!(report, stream);
     }
+}
+
+/// The file's endpoint and model come from the first lines that have them,
+/// wherever the blocks are cut: a line before them is judged without them.
+/// They were once looked for in the current block only, so a file whose
+/// first url came after the first 8 MiB got an extra `invalid_request` on
+/// line 1 when mapped (64 MiB blocks) and not from stdin (8 MiB).
+#[test]
+fn the_first_url_and_model_count_from_their_line_on_whatever_the_blocks() {
+    let mut text = br#"{"custom_id":"a","method":"POST","body":{"temperature":1}}"#.to_vec();
+    text.extend(std::iter::repeat_n(b'\n', 9 << 20));
+    text.extend_from_slice(br#"{"custom_id":"b","method":"POST","url":"/v1/chat/completions","body":{"model":"gpt-4o","messages":[{"role":"user","content":"x"}]}}"#);
+    text.extend_from_slice(b"\n");
+    let cfg = |block: usize| {
+        let mut cfg = Config::new(Provider::OpenAi);
+        // Line 1's diagnostics, then the first blank line's.
+        cfg.keep = Some(3);
+        cfg.block_size = block;
+        cfg
+    };
+    let mapped = validate_bytes(&text, &cfg(8 << 20));
+    assert_eq!(mapped, streamed(&text, &cfg(8 << 20)));
+    assert_eq!(mapped, streamed(&text, &cfg(4096)));
+    let codes: Vec<_> = mapped
+        .diagnostics
+        .iter()
+        .map(|d| (d.code.as_str(), d.line))
+        .collect();
+    assert_eq!(
+        codes,
+        [
+            ("missing_required_parameter", Some(1)),
+            ("invalid_request", Some(1)),
+            ("blank_line", Some(2))
+        ],
+        "{:#?}",
+        mapped.diagnostics
+    );
 }
 
 #[test]

@@ -74,7 +74,9 @@ impl Origins {
 }
 
 /// Join the files, or explain why they cannot be joined (`Err(exit)`).
-pub fn open(args: &JoinArgs) -> Result<Result<(Merge, Option<Origins>), Exit>> {
+/// `outputs` are the files the command will write besides `-o`: none of
+/// them may be one of the files read.
+pub fn open(args: &JoinArgs, outputs: &[&Path]) -> Result<Result<(Merge, Option<Origins>), Exit>> {
     let (inputs, origins) = match &args.manifest {
         Some(m) => {
             let (inputs, origins) = Origins::read(m)?;
@@ -82,6 +84,15 @@ pub fn open(args: &JoinArgs) -> Result<Result<(Merge, Option<Origins>), Exit>> {
         }
         None => (args.inputs.clone(), None),
     };
+    let read: Vec<&Path> = inputs
+        .iter()
+        .chain(&args.results)
+        .chain(&args.manifest)
+        .map(PathBuf::as_path)
+        .collect();
+    for out in std::iter::once(args.output.as_path()).chain(outputs.iter().copied()) {
+        refuse_to_replace(out, &read)?;
+    }
     match Merge::new(&inputs, &args.results, &args.to_config()) {
         Ok(m) => Ok(Ok((m, origins))),
         Err(MergeError::InvalidInput { problems, count }) => {
@@ -102,6 +113,23 @@ pub fn open(args: &JoinArgs) -> Result<Result<(Merge, Option<Origins>), Exit>> {
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// Fail when `output` is one of the files `read` (whatever the spelling
+/// of either path): the atomic rename would replace that input.
+pub fn refuse_to_replace(output: &Path, read: &[&Path]) -> Result<()> {
+    if let Some(input) = batchkit_core::atomic::names_an_input(output, read) {
+        let same = if input == output {
+            String::new()
+        } else {
+            format!(" (the same file as {})", input.display())
+        };
+        anyhow::bail!(
+            "the output {}{same} is one of the files read; writing it would replace that input\n  = hint: write to another path",
+            output.display()
+        );
+    }
+    Ok(())
 }
 
 /// Render every request through `render` into `args.output`, atomically.

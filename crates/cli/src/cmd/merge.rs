@@ -11,7 +11,8 @@ use crate::exit::Exit;
 
 /// Merge, write, summarize.
 pub fn run(args: &MergeArgs) -> Result<Exit> {
-    let (merge, origins) = match join::open(&args.join)? {
+    let unknown: Vec<&std::path::Path> = args.unknown.iter().map(|p| p.as_path()).collect();
+    let (merge, origins) = match join::open(&args.join, &unknown)? {
         Ok(m) => m,
         Err(exit) => return Ok(exit),
     };

@@ -17,7 +17,7 @@ use crate::exit::Exit;
 
 /// Select, write, summarize.
 pub fn run(args: &RetryArgs) -> Result<Exit> {
-    let merge = match join::open(&args.join)? {
+    let merge = match join::open(&args.join, &[])? {
         Ok((m, _)) => m,
         Err(exit) => return Ok(exit),
     };
@@ -128,20 +128,21 @@ fn one_batch_or_split(args: &RetryArgs) -> Result<()> {
     } else {
         dir
     };
-    let earlier = crate::cmd::split::claim(&dir, false)?;
+    let staging = batchkit_core::split::Staging::new(&dir, crate::cmd::split::claim(&dir, false)?)
+        .with_context(|| format!("cannot write {}", dir.display()))?;
     let stem = crate::cmd::split::stem(path);
     let manifest = plan
         .write(
             bytes,
-            &dir,
+            staging.path(),
             &path.display().to_string(),
             &stem,
             &cfg,
             false,
             &|_| {},
         )
+        .and_then(|m| staging.commit().map(|()| m))
         .with_context(|| format!("cannot write {}", dir.display()))?;
-    crate::cmd::split::retire(&dir, &earlier, &manifest)?;
     drop(mapped);
     std::fs::remove_file(path).with_context(|| format!("cannot remove {}", path.display()))?;
     let groups: Vec<String> = manifest

@@ -77,28 +77,42 @@ pub fn run(args: &SplitArgs) -> Result<Exit> {
     let input_name = name.display().to_string();
     let direct = !args.buffered;
     let total = Some(bytes.len() as u64);
-    let earlier = match (&args.out_dir, args.dry_run) {
-        (Some(dir), false) => claim(dir, args.force)?,
-        _ => Vec::new(),
+    // The new split is written beside the output folder and replaces it
+    // whole once complete: a kill leaves the old split or the new one.
+    let mut staging = match (&args.out_dir, args.dry_run) {
+        (Some(dir), false) => Some(
+            split::Staging::new(dir, claim(dir, args.force)?)
+                .with_context(|| format!("cannot write chunks to {}", dir.display()))?,
+        ),
+        _ => None,
     };
+    let write_to = staging.as_ref().map(|s| s.path().to_owned());
 
     // One pass: the validation also collects what planning needs, and
     // when writing, chunks are written while the rest is still checked.
-    let (mut checked, counted) = match (&args.out_dir, args.dry_run) {
-        (Some(dir), false) => {
+    let (mut checked, counted) = match (&args.out_dir, &write_to) {
+        (Some(dir), Some(into)) => {
             let [bar, writing] = progress::bytes_bars(total, ["checking", "writing chunks"]);
-            let one =
-                split::validate_and_write(bytes, &cfg, &vcfg, dir, direct, &|n| bar.inc(n), &|n| {
-                    writing.inc(n)
-                })
-                .with_context(|| format!("cannot write chunks to {}", dir.display()))?;
+            let one = split::validate_and_write(
+                bytes,
+                &cfg,
+                &vcfg,
+                into,
+                direct,
+                &|n| bar.inc(n),
+                &|n| writing.inc(n),
+            )
+            .with_context(|| format!("cannot write chunks to {}", dir.display()))?;
             bar.finish_and_clear();
             writing.finish_and_clear();
             if let Some(staged) = one.staged {
                 let manifest = staged
-                    .commit(dir, &input_name, &stem, &cfg)
+                    .commit(into, &input_name, &stem, &cfg)
+                    .and_then(|m| match staging.take() {
+                        Some(staging) => staging.commit().map(|()| m),
+                        None => Ok(m),
+                    })
                     .with_context(|| format!("cannot write chunks to {}", dir.display()))?;
-                retire(dir, &earlier, &manifest)?;
                 print_manifest(args, &manifest)?;
                 return Ok(Exit::Ok);
             }
@@ -166,27 +180,29 @@ pub fn run(args: &SplitArgs) -> Result<Exit> {
         }
     };
     let writing = progress::bytes_bar(total, "writing chunks");
-    let manifest = match (&args.out_dir, args.dry_run) {
-        (Some(dir), false) => plan
-            .write(bytes, dir, &input_name, &stem, &cfg, direct, &|n| {
+    let manifest = match (&args.out_dir, &write_to) {
+        (Some(dir), Some(into)) => plan
+            .write(bytes, into, &input_name, &stem, &cfg, direct, &|n| {
                 writing.inc(n)
             })
             .with_context(|| format!("cannot write chunks to {}", dir.display()))?,
         _ => plan.manifest(&input_name, &stem, &cfg, None),
     };
     writing.finish_and_clear();
-    if let (Some(dir), false) = (&args.out_dir, args.dry_run) {
+    if let (Some(dir), Some(staging)) = (&args.out_dir, staging) {
         if let Some(rejects) = &manifest.rejects {
             let json = report::JsonReport::new(&name, &checked);
-            let path = dir.join(report_name(&rejects.path));
-            let mut out = batchkit_core::atomic::AtomicFile::create(&path)
-                .with_context(|| format!("cannot write {}", path.display()))?;
+            let name = report_name(&rejects.path);
+            let mut out = batchkit_core::atomic::AtomicFile::create(&staging.path().join(&name))
+                .with_context(|| format!("cannot write {}", dir.join(&name).display()))?;
             serde_json::to_writer_pretty(&mut out, &json)?;
             writeln!(out)?;
             out.commit()
-                .with_context(|| format!("cannot write {}", path.display()))?;
+                .with_context(|| format!("cannot write {}", dir.join(&name).display()))?;
         }
-        retire(dir, &earlier, &manifest)?;
+        staging
+            .commit()
+            .with_context(|| format!("cannot write chunks to {}", dir.display()))?;
     }
     print_manifest(args, &manifest)?;
     if let Some(rejects) = &manifest.rejects {
@@ -214,10 +230,11 @@ fn report_name(rejects: &str) -> String {
     format!("{}.report.json", rejects.trim_end_matches(".jsonl"))
 }
 
-/// The files an earlier split wrote into `dir` (from its manifest); any
-/// other file there is refused unless `force`, so a directory never mixes a
-/// split's chunks with files that would be uploaded along with them.
-pub(crate) fn claim(dir: &Path, force: bool) -> Result<Vec<String>> {
+/// The entries of `dir` that no earlier split wrote there (by its
+/// manifest), which the new split keeps beside its chunks. They are refused
+/// unless `force`, so a folder never mixes a split's chunks with files that
+/// would be uploaded along with them.
+pub(crate) fn claim(dir: &Path, force: bool) -> Result<Vec<std::ffi::OsString>> {
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -234,52 +251,33 @@ pub(crate) fn claim(dir: &Path, force: bool) -> Result<Vec<String>> {
             earlier.push(report_name(r));
         }
     }
-    let mut foreign: Vec<String> = Vec::new();
+    let mut foreign = Vec::new();
     for entry in entries {
-        let name = entry?.file_name().to_string_lossy().into_owned();
-        // A killed split's temporary chunks are its own; the next split
-        // replaces them.
-        let own_temp = name.starts_with(".batchkit-split.") && name.ends_with(".tmp");
-        if name != "manifest.json" && !own_temp && !earlier.contains(&name) {
+        let name = entry?.file_name();
+        let text = name.to_string_lossy();
+        // Temporary chunks of splits killed before this version wrote them
+        // beside the output folder go with the old split.
+        let own_temp = text.starts_with(".batchkit-split.") && text.ends_with(".tmp");
+        if text != "manifest.json" && !own_temp && !earlier.iter().any(|e| *e == text) {
             foreign.push(name);
         }
     }
     foreign.sort();
     if !foreign.is_empty() && !force {
-        let shown: Vec<&str> = foreign.iter().take(5).map(String::as_str).collect();
+        let shown: Vec<String> = foreign
+            .iter()
+            .take(5)
+            .map(|n| n.to_string_lossy().into_owned())
+            .collect();
         anyhow::bail!(
-            "{} holds {} files that no earlier split wrote there ({}{}); split into an empty or new directory, or pass --force to leave them beside the chunks",
+            "{} holds {} that no earlier split wrote there ({}{}); split into an empty or new directory, or pass --force to leave them beside the chunks",
             dir.display(),
-            foreign.len(),
+            count(foreign.len() as u64, "file"),
             shown.join(", "),
             if foreign.len() > 5 { ", ..." } else { "" }
         );
     }
-    Ok(earlier)
-}
-
-/// Remove what the earlier split wrote and the new one did not replace.
-pub(crate) fn retire(dir: &Path, earlier: &[String], manifest: &Manifest) -> Result<()> {
-    let kept: Vec<&str> = manifest
-        .chunks
-        .iter()
-        .map(|c| c.path.as_str())
-        .chain(manifest.rejects.as_ref().map(|r| r.path.as_str()))
-        .collect();
-    let kept_report = manifest.rejects.as_ref().map(|r| report_name(&r.path));
-    for name in earlier
-        .iter()
-        .filter(|n| !kept.contains(&n.as_str()) && kept_report.as_ref() != Some(n))
-    {
-        match std::fs::remove_file(dir.join(name)) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(e)
-                    .with_context(|| format!("cannot remove {} from an earlier split", name));
-            }
-            _ => {}
-        }
-    }
-    Ok(())
+    Ok(foreign)
 }
 
 /// Print what was written (or would be), as JSON or for people.

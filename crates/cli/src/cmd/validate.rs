@@ -25,6 +25,8 @@ pub fn run(args: &ValidateArgs) -> Result<Exit> {
             }
         };
         let name = input.name.clone();
+        // A pipe (stdin, a FIFO, `<(...)`) has no name that gets uploaded.
+        let uploadable = input.size_hint.is_some();
         let bar = progress::bytes_bar(input.size_hint, &format!("validating {}", name.display()));
         let result = validate(input, &cfg, &|n| bar.inc(n));
         bar.finish_and_clear();
@@ -37,7 +39,9 @@ pub fn run(args: &ValidateArgs) -> Result<Exit> {
                 continue;
             }
         };
-        report.check_file_name(&name);
+        if uploadable {
+            report.check_file_name(&name);
+        }
         worst = worst.max(if report.is_valid() {
             Exit::Ok
         } else {

@@ -44,3 +44,47 @@ pub fn run_stdin(args: &[&str], input: &[u8]) -> Output {
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
+
+/// Run `batchkit args` to the end once to learn how long it takes, then
+/// again once per fraction in `fractions`, killed with SIGKILL after that
+/// fraction of the full run's time; `check` looks at what each killed run
+/// left (it gets the fraction). `prepare` runs before every start. Kill
+/// points come from the measured duration, not fixed sleeps, so they land
+/// inside the run on a fast machine and a slow one alike.
+pub fn kill_at_fractions(
+    args: &[&str],
+    fractions: &[f64],
+    mut prepare: impl FnMut(),
+    mut check: impl FnMut(f64),
+) -> std::time::Duration {
+    prepare();
+    let started = std::time::Instant::now();
+    let o = run(args);
+    let full = started.elapsed();
+    assert!(o.status.success(), "the full run failed: {}", stderr(&o));
+    for &f in fractions {
+        prepare();
+        let mut child = batchkit()
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn batchkit");
+        std::thread::sleep(full.mul_f64(f));
+        // It may have finished already; then its result is what is checked.
+        let _ = child.kill();
+        let _ = child.wait();
+        check(f);
+    }
+    full
+}
+
+/// The names in `dir`, sorted.
+pub fn names(dir: &std::path::Path) -> Vec<String> {
+    let mut n: Vec<String> = std::fs::read_dir(dir)
+        .expect("list a folder")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    n.sort();
+    n
+}

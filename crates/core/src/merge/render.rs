@@ -81,6 +81,10 @@ pub struct Tally {
     pub by_code: BTreeMap<String, u64>,
     /// Requests written by the renderer (for `retry`: the selected ones).
     pub written: u64,
+    /// The first request line (1-based) whose id could not be read again
+    /// when rendering; indexing read it, so this means the input changed
+    /// under the merge. [`Merge::write`] fails rather than leave it out.
+    unread: Option<(usize, u64)>,
 }
 
 impl Tally {
@@ -92,6 +96,7 @@ impl Tally {
             *self.by_code.entry(code).or_default() += n;
         }
         self.written += other.written;
+        self.unread = self.unread.or(other.unread);
     }
 
     /// Requests in all.
@@ -161,7 +166,13 @@ impl Merge {
             ready = next;
         }
         write_parts(out, ready, &mut tally, &mut free)?;
-        Ok(tally)
+        match tally.unread {
+            None => Ok(tally),
+            Some((f, line)) => Err(io::Error::other(format!(
+                "{}:{line}: the request line could not be read again while writing (was the input changed during the merge?); nothing was written in its place",
+                self.inputs[f].name.display()
+            ))),
+        }
     }
 
     fn render_chunk(
@@ -199,17 +210,22 @@ impl Merge {
                 Some(&c) if c.request == here => c,
                 _ => Chosen::NONE,
             };
-            // Indexing parsed every line already; a failure here cannot happen.
-            let (custom_id, body) = if request_body {
-                match parse_request(line.bytes) {
-                    Ok(r) => (r.custom_id, r.body),
-                    Err(_) => continue,
-                }
-            } else {
-                match known_request_id(line.bytes) {
+            // Indexing read every line's id already, so the id is there;
+            // a body that cannot be read (JSON that reads as an id but not
+            // as a request) leaves the record without it, never the line out.
+            let parsed = match request_body {
+                true => parse_request(line.bytes).map(|r| (r.custom_id, r.body)),
+                false => Err(String::new()),
+            };
+            let (custom_id, body) = match parsed {
+                Ok(read) => read,
+                Err(_) => match known_request_id(line.bytes) {
                     Ok(id) => (id, None),
-                    Err(_) => continue,
-                }
+                    Err(_) => {
+                        tally.unread.get_or_insert((f, index + 1));
+                        continue;
+                    }
+                },
             };
             let (status, outcome, broken) = self.read_result(this, &custom_id);
             let record = Record {

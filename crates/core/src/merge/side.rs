@@ -83,12 +83,75 @@ impl Side {
 }
 
 /// One input request line, as the merged file needs it.
-#[derive(Deserialize)]
 pub(super) struct Request<'a> {
-    #[serde(borrow)]
     pub(super) custom_id: Cow<'a, str>,
-    #[serde(borrow, default)]
     pub(super) body: Option<&'a RawValue>,
+}
+
+/// Read by hand rather than derived: a derived reader refuses a repeated
+/// key, and a request whose `body` appears twice is still a request (the
+/// last one counts, as in Python's `json` and JavaScript's `JSON.parse`).
+/// Indexing reads only the id, so such a line is indexed; refusing it here
+/// would drop it from the merged output.
+impl<'de: 'a, 'a> Deserialize<'de> for Request<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Fields;
+        impl<'de> serde::de::Visitor<'de> for Fields {
+            type Value = Request<'de>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a request object")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut custom_id: Option<Cow<'de, str>> = None;
+                let mut body = None;
+                while let Some(key) = map.next_key::<Field>()? {
+                    match key {
+                        Field::CustomId => {
+                            let id: Borrowed<'de> = map.next_value()?;
+                            if custom_id.is_some() {
+                                return Err(serde::de::Error::duplicate_field("custom_id"));
+                            }
+                            custom_id = Some(id.0);
+                        }
+                        Field::Body => body = Some(map.next_value::<&'de RawValue>()?),
+                        Field::Other => {
+                            map.next_value::<serde::de::IgnoredAny>()?;
+                        }
+                    }
+                }
+                let custom_id =
+                    custom_id.ok_or_else(|| serde::de::Error::missing_field("custom_id"))?;
+                Ok(Request { custom_id, body })
+            }
+        }
+        d.deserialize_map(Fields)
+    }
+}
+
+/// The keys [`Request`] reads.
+#[derive(Deserialize)]
+#[serde(field_identifier, rename_all = "snake_case")]
+enum Field {
+    CustomId,
+    Body,
+    #[serde(other)]
+    Other,
+}
+
+/// A string borrowed from the line where it has no escapes.
+struct Borrowed<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Borrowed<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        struct Inner<'a>(#[serde(borrow)] Cow<'a, str>);
+        Inner::deserialize(d).map(|i| Borrowed(i.0))
+    }
 }
 
 /// Only the id: other fields are skipped, which is faster than capturing them.

@@ -268,7 +268,7 @@ fn merge_into(
         format: Format::Human,
         fsync: false,
     };
-    let merge = match join::open(&join_args)? {
+    let merge = match join::open(&join_args, &[])? {
         Ok((m, _)) => m,
         Err(exit) => return Ok(Err(exit)),
     };
