@@ -600,6 +600,13 @@ pub struct ServeArgs {
         default_value = "openai"
     )]
     pub provider: Provider,
+
+    /// Seconds a client may take to send a request's headers, and may
+    /// keep an idle connection open between requests; slower connections
+    /// are closed so that they cannot hold the server's connections.
+    #[arg(long, env = "BATCHKIT_HEADER_TIMEOUT", value_name = "SECS", default_value_t = 30,
+        value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_timeout: u64,
 }
 
 impl ServeArgs {
@@ -622,6 +629,7 @@ impl ServeArgs {
         cfg.retry_base_delay = std::time::Duration::from_millis(self.retry_base_delay_ms);
         cfg.max_upload_bytes = self.max_upload_bytes;
         cfg.provider = self.provider;
+        cfg.header_timeout = std::time::Duration::from_secs(self.header_timeout);
         cfg
     }
 }

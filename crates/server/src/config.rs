@@ -37,6 +37,9 @@ pub struct ServerConfig {
     pub provider: Provider,
     /// How long a cancelled or expired batch waits for requests in flight.
     pub cancel_grace: Duration,
+    /// How long a client may take to send a request's headers, and may
+    /// keep an idle connection open between requests.
+    pub header_timeout: Duration,
 }
 
 impl ServerConfig {
@@ -56,6 +59,7 @@ impl ServerConfig {
             max_upload_bytes: 200 * 1024 * 1024,
             provider: Provider::OpenAi,
             cancel_grace: Duration::from_secs(2),
+            header_timeout: Duration::from_secs(30),
         }
     }
 

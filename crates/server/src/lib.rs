@@ -28,6 +28,7 @@ pub mod engine;
 pub mod error;
 pub mod http;
 pub mod ids;
+pub mod lock;
 pub mod metrics;
 pub mod objects;
 pub mod store;
@@ -54,6 +55,17 @@ pub enum ServeError {
         /// Why.
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// Another server holds the data directory.
+    #[error(
+        "the data directory {} is in use by another batchkit serve ({holder}); stop that one first, or give this one its own --data-dir",
+        path.display()
+    )]
+    InUse {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// Who holds it: its pid and address.
+        holder: String,
+    },
     /// The address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -71,6 +83,8 @@ pub enum ServeError {
 pub struct Server {
     listener: tokio::net::TcpListener,
     engine: Arc<Engine>,
+    /// Held while serving: no other server may use the data directory.
+    _lock: lock::DataDirLock,
 }
 
 impl Server {
@@ -85,15 +99,19 @@ impl Server {
             source: e,
         };
         std::fs::create_dir_all(&dir).map_err(|e| data_err(e.into()))?;
+        // Before anything is opened or resumed.
+        let mut lock = lock::DataDirLock::acquire(&dir)?;
         let store =
             SqliteStore::open(&dir.join("batchkit.sqlite3")).map_err(|e| data_err(e.into()))?;
         let files = DiskFiles::open(&dir).map_err(|e| data_err(e.into()))?;
+        http::listen::raise_open_files_limit();
         let listener = tokio::net::TcpListener::bind(cfg.listen)
             .await
             .map_err(|source| ServeError::Bind {
                 addr: cfg.listen,
                 source,
             })?;
+        lock.record(listener.local_addr().unwrap_or(cfg.listen));
         let engine = Engine::new(
             Arc::new(store),
             Arc::new(files),
@@ -105,7 +123,11 @@ impl Server {
             .start()
             .await
             .map_err(|e| ServeError::Other(format!("cannot resume batches: {e}")))?;
-        Ok(Server { listener, engine })
+        Ok(Server {
+            listener,
+            engine,
+            _lock: lock,
+        })
     }
 
     /// The address it listens on (the port chosen, for `:0`).
@@ -123,10 +145,9 @@ impl Server {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServeError> {
         let app = http::router(self.engine.clone());
-        let served = axum::serve(self.listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await;
+        let header_timeout = self.engine.cfg.header_timeout;
+        http::listen::serve(self.listener, app, header_timeout, shutdown).await;
         self.engine.shutdown().await;
-        served.map_err(|e| ServeError::Other(format!("the server failed: {e}")))
+        Ok(())
     }
 }

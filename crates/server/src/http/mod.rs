@@ -22,6 +22,7 @@ use crate::error::ApiError;
 
 mod batches;
 mod files;
+pub mod listen;
 
 /// What every handler can reach.
 pub struct AppState {
