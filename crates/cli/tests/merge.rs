@@ -735,3 +735,35 @@ fn a_killed_merge_leaves_the_old_output_or_the_new_one_and_no_temporary_file() {
     );
     assert!(kinds.contains("old"), "some kill landed before the rename");
 }
+
+/// `retry --code batch_expird` (a typo) once said nothing when every
+/// request had succeeded; it says no request matches, and why.
+#[test]
+fn a_code_that_matches_nothing_says_so_when_all_succeeded() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    let results = dir.path().join("out.jsonl");
+    std::fs::write(&input, "{\"custom_id\":\"a\",\"method\":\"POST\",\"url\":\"/v1/embeddings\",\"body\":{\"model\":\"e\",\"input\":\"x\"}}\n").unwrap();
+    std::fs::write(
+        &results,
+        "{\"custom_id\":\"a\",\"response\":{\"status_code\":200,\"body\":{}},\"error\":null}\n",
+    )
+    .unwrap();
+    let out = dir.path().join("retry.jsonl");
+    let o = run(&[
+        "retry",
+        "--code",
+        "batch_expird",
+        "-i",
+        input.to_str().unwrap(),
+        results.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains("warning: no request matches --code batch_expird: every request succeeded"),
+        "{stderr}"
+    );
+}

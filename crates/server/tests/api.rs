@@ -727,3 +727,83 @@ async fn the_upstream_key_is_sent_and_a_wrong_one_is_a_failed_request() {
         "{err:?}"
     );
 }
+
+/// Edges found by the fuzz and fault campaign, each once answered wrongly:
+/// an id that is not UTF-8 once decoded got a plain-text 400; a 50 MB body
+/// to `/v1/batches` got a 413 saying "The body is not valid JSON"; two
+/// `file` parts in one upload kept the last silently; a 64 KB file name was
+/// accepted and echoed in every file object.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn odd_requests_get_the_envelope_and_a_true_message() {
+    let h = Harness::new(|_| {}).await;
+    for path in [
+        "/v1/batches/%ff%fe",
+        "/v1/files/%ff%fe",
+        "/v1/files/%ff%fe/content",
+    ] {
+        let r = h.client.get(h.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), 400, "{path}");
+        let e: Value = r.json().await.unwrap();
+        assert_eq!(e["error"]["type"], "invalid_request_error", "{path}: {e}");
+    }
+
+    let huge = format!("{{\"input_file_id\":\"{}\"}}", "x".repeat(50 << 20));
+    let r = h
+        .client
+        .post(h.url("/v1/batches"))
+        .header("content-type", "application/json")
+        .body(huge)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    let e: Value = r.json().await.unwrap();
+    let message = e["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("larger than") && !message.contains("not valid JSON"),
+        "{message}"
+    );
+
+    let part = |name: &str, text: &str| {
+        reqwest::multipart::Part::bytes(chat_file(&[text.to_owned()])).file_name(name.to_owned())
+    };
+    let form = reqwest::multipart::Form::new()
+        .text("purpose", "batch")
+        .part("file", part("a.jsonl", "one"))
+        .part("file", part("b.jsonl", "two"));
+    let r = h
+        .client
+        .post(h.url("/v1/files"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let e: Value = r.json().await.unwrap();
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("more than one 'file' part"),
+        "{e}"
+    );
+
+    let long = format!("{}.jsonl", "n".repeat(64 << 10));
+    let (s, e) = h
+        .upload_as(None, &long, &chat_file(&["hi".to_owned()]))
+        .await;
+    assert_eq!(s, 400, "{e}");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("at most 255"),
+        "{e}"
+    );
+    let (_, list) = h.get("/v1/files").await;
+    assert_eq!(
+        list["data"].as_array().unwrap().len(),
+        0,
+        "nothing was kept"
+    );
+}

@@ -73,7 +73,7 @@ pub fn run(args: &RetryArgs) -> Result<Exit> {
         one_batch_or_split(args)?;
     }
     let not_succeeded = tally.total() - tally.count(Status::Succeeded);
-    if chosen && tally.written == 0 && not_succeeded > 0 {
+    if chosen && tally.written == 0 {
         let mut asked = Vec::new();
         if !args.status.is_empty() {
             let s: Vec<&str> = args.status.iter().map(|s| s.as_str()).collect();
@@ -82,11 +82,19 @@ pub fn run(args: &RetryArgs) -> Result<Exit> {
         if !args.code.is_empty() {
             asked.push(format!("--code {}", args.code.join(",")));
         }
-        eprintln!(
-            "warning: no request matches {}; the {not_succeeded} that did not succeed have the codes: {}",
-            asked.join(" "),
-            codes(&tally.by_code)
-        );
+        if not_succeeded > 0 {
+            eprintln!(
+                "warning: no request matches {}; the {not_succeeded} that did not succeed have the codes: {}",
+                asked.join(" "),
+                codes(&tally.by_code)
+            );
+        } else {
+            // A typo (`--code batch_expird`) must not pass for "nothing to do".
+            eprintln!(
+                "warning: no request matches {}: every request succeeded, so no request has an error code",
+                asked.join(" ")
+            );
+        }
     }
     Ok(Exit::Ok)
 }

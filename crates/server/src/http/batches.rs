@@ -4,12 +4,12 @@
 use std::sync::Arc;
 
 use axum::Extension;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::Json;
 use batchkit_core::params;
 use serde_json::{Map, Value};
 
-use super::{ApiJson, ApiQuery, AppState, Params, Tenant, limit, list_error};
+use super::{ApiJson, ApiPath, ApiQuery, AppState, Params, Tenant, limit, list_error};
 use crate::error::ApiError;
 use crate::ids;
 use crate::objects::{BatchRecord, Stamps, Status, Usage};
@@ -230,7 +230,7 @@ pub(super) async fn create(
 pub(super) async fn get(
     State(state): State<Arc<AppState>>,
     Extension(Tenant(tenant)): Extension<Tenant>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     let i = id.clone();
     let batch = state.engine.db(move |s| s.batch(&tenant, &i)).await?;
@@ -267,7 +267,7 @@ pub(super) async fn list(
 pub(super) async fn cancel(
     State(state): State<Arc<AppState>>,
     Extension(Tenant(tenant)): Extension<Tenant>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     let (i, now) = (id.clone(), ids::now());
     match state.engine.db(move |s| s.cancel(&tenant, &i, now)).await? {

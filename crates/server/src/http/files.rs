@@ -7,13 +7,13 @@ use std::sync::Arc;
 use axum::Extension;
 use axum::body::Body;
 use axum::extract::multipart::MultipartError;
-use axum::extract::{DefaultBodyLimit, Multipart, Path, State};
+use axum::extract::{DefaultBodyLimit, Multipart, State};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Json, Response};
 use serde_json::{Value, json};
 use tokio_util::io::ReaderStream;
 
-use super::{ApiQuery, AppState, Params, Tenant, limit, list_error};
+use super::{ApiPath, ApiQuery, AppState, Params, Tenant, limit, list_error};
 use crate::error::ApiError;
 use crate::ids;
 use crate::objects::FileRecord;
@@ -61,6 +61,10 @@ fn multipart_error(e: MultipartError, cap: u64) -> ApiError {
     err
 }
 
+/// The longest file name accepted (a name longer than any file system
+/// allows is a mistake, and it is echoed in every file object).
+const MAX_FILENAME: usize = 255;
+
 /// The uploaded file, spooled into the scratch directory.
 struct Spooled {
     path: tempfile::TempPath,
@@ -74,6 +78,15 @@ async fn spool(
 ) -> Result<Spooled, ApiError> {
     let cap = state.engine.cfg.max_upload_bytes;
     let filename = field.file_name().unwrap_or("upload.jsonl").to_owned();
+    if filename.len() > MAX_FILENAME {
+        return Err(ApiError::invalid_param(
+            "file",
+            format!(
+                "The file name is {} bytes long; at most {MAX_FILENAME} are accepted.",
+                filename.len()
+            ),
+        ));
+    }
     let (file, path) = tempfile::Builder::new()
         .prefix("upload-")
         .tempfile_in(state.engine.files.scratch_dir())?
@@ -164,6 +177,13 @@ pub(super) async fn upload(
             })
         };
         match name.as_str() {
+            // A second part would silently replace the first.
+            "file" if spooled.is_some() => {
+                return Err(ApiError::invalid_param(
+                    "file",
+                    "The upload has more than one 'file' part; send one file per upload.",
+                ));
+            }
             "file" => spooled = Some(spool(&state, &mut field).await?),
             "purpose" => purpose = Some(text(field).await?),
             "expires_after[anchor]" => anchor = Some(text(field).await?),
@@ -293,7 +313,7 @@ pub(super) async fn list(
 pub(super) async fn get(
     State(state): State<Arc<AppState>>,
     Extension(Tenant(tenant)): Extension<Tenant>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     Ok(Json(find(&state, &tenant, &id).await?.to_json()))
 }
@@ -302,7 +322,7 @@ pub(super) async fn get(
 pub(super) async fn content(
     State(state): State<Arc<AppState>>,
     Extension(Tenant(tenant)): Extension<Tenant>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     let record = find(&state, &tenant, &id).await?;
     let file = state
@@ -325,7 +345,7 @@ pub(super) async fn content(
 pub(super) async fn delete(
     State(state): State<Arc<AppState>>,
     Extension(Tenant(tenant)): Extension<Tenant>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     let record = find(&state, &tenant, &id).await?;
     let (t, i) = (tenant.clone(), id.clone());

@@ -74,6 +74,7 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .merge(api)
         .fallback(no_route)
         .method_not_allowed_fallback(no_method)
+        .layer(axum::extract::DefaultBodyLimit::max(JSON_BODY_LIMIT))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }
@@ -150,6 +151,9 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
                     JsonRejection::MissingJsonContentType(_) => {
                         "Expected a JSON body with 'Content-Type: application/json'.".to_owned()
                     }
+                    _ if status == axum::http::StatusCode::PAYLOAD_TOO_LARGE => format!(
+                        "The request body is larger than the {JSON_BODY_LIMIT} bytes a JSON request may have."
+                    ),
                     _ => format!("The body is not valid JSON: {}", e.body_text()),
                 };
                 let mut err = ApiError::invalid(message);
@@ -157,6 +161,29 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
                 Err(err)
             }
         }
+    }
+}
+
+/// The largest JSON request body (axum's default body limit).
+pub const JSON_BODY_LIMIT: usize = 2 * 1024 * 1024;
+
+/// A path parameter; one that cannot be decoded (`%ff%fe` is not UTF-8)
+/// is a 400 with the envelope, not axum's plain text.
+pub struct ApiPath<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|p| ApiPath(p.0))
+            .map_err(|e| {
+                let mut err =
+                    ApiError::invalid(format!("The path cannot be read: {}", e.body_text()));
+                err.status = e.status();
+                err
+            })
     }
 }
 
