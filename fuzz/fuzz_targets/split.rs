@@ -1,0 +1,59 @@
+//! `split --skip-invalid`: every line is in exactly one chunk, set aside
+//! as invalid, or blank; and every chunk fits the limits unless a line is
+//! too large on its own (then the split is refused).
+#![no_main]
+
+use batchkit_core::Provider;
+use batchkit_core::lines::{Lines, is_blank};
+use batchkit_core::split::{Plan, SplitConfig};
+use batchkit_core::tokens::TokenCounter;
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let mut profile = Provider::OpenAi.profile();
+    profile.limits.max_requests = Some(5);
+    profile.limits.max_bytes = Some(2_000);
+    profile.limits.max_embedding_inputs = Some(8);
+    let cfg = SplitConfig {
+        limits: profile.limits,
+        profile,
+        max_tokens: None,
+        endpoint: None,
+        tokens: TokenCounter { forced: None },
+        count_tokens: false,
+    };
+    let mut vcfg = cfg.validation();
+    vcfg.keep = Some(0);
+    vcfg.collect_bad_lines = true;
+    let report = batchkit_core::validate::validate_bytes(data, &vcfg);
+    let rejected = report.bad_lines.clone();
+    let Ok(plan) = Plan::new(data, &cfg, rejected.clone(), &|_| {}) else {
+        return;
+    };
+    let lines: Vec<&[u8]> = Lines::new(data).map(|l| l.bytes).collect();
+    let mut seen = vec![0u8; lines.len()];
+    for c in &plan.chunks {
+        assert!(c.requests <= 5 && c.bytes <= 2_000, "{c:?}");
+        let mut n = 0;
+        for r in &c.lines {
+            for i in r.clone() {
+                seen[i as usize] += 1;
+                n += 1;
+            }
+        }
+        assert_eq!(n, c.requests);
+    }
+    for &line in &rejected {
+        seen[line as usize - 1] += 1;
+    }
+    for (i, line) in lines.iter().enumerate() {
+        let want = u8::from(!is_blank(line) || rejected.contains(&(i as u64 + 1)));
+        assert_eq!(
+            seen[i],
+            want,
+            "line {}: {:?}",
+            i + 1,
+            String::from_utf8_lossy(line)
+        );
+    }
+});
