@@ -385,3 +385,113 @@ fn slow_and_idle_connections_are_cut_and_others_are_served() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// A disk that filled while `serve` recorded results once left the batch
+/// `in_progress`, retrying for ever with no sign anywhere. The results are
+/// still kept (retried until the disk has room, then the batch completes
+/// with every request once), and meanwhile the log says so once,
+/// `/health` answers 503 `degraded`, and a metric counts the failures.
+/// The data directory is a small tmpfs mounted for the test (as root; the
+/// test says so and stops where mounting is not allowed).
+#[cfg(target_os = "linux")]
+#[test]
+fn a_full_disk_is_reported_and_nothing_is_lost() {
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
+        .arg(&data)
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("not run: this user cannot mount a tmpfs to fill");
+        return;
+    }
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(data.clone());
+    let server = Serve::start(&data, &["--concurrency", "8"]);
+    let n = 48;
+    let file = server.upload(&requests(n, |i| {
+        format!("slow:1500 question {i} {}", "x".repeat(400))
+    }));
+    let id = server.create(&file);
+    server.wait(&id, |b| b["status"] == "in_progress");
+    // Fill the disk while the first answers are on their way.
+    let filler = data.join("filler");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let block = vec![0u8; 64 << 10];
+        while f.write_all(&block).is_ok() {}
+        let _ = f.sync_all();
+    }
+    let client = reqwest::blocking::Client::new();
+    let started = Instant::now();
+    let degraded = loop {
+        let r = client.get(server.url("/health")).send().unwrap();
+        let status = r.status().as_u16();
+        let body: Value = r.json().unwrap();
+        if status == 503 {
+            break body;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "never degraded: {body}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(degraded["status"], "degraded");
+    let problem = degraded["problems"][0]["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(problem.contains("full"), "{degraded}");
+    let metrics = client
+        .get(server.url("/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let errors: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("batchkit_store_write_errors_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0);
+    assert!(errors >= 1.0, "{metrics}");
+    // Still failing a while later: logged once, not at every retry.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(server.batch(&id)["status"], "in_progress");
+    let said = |what: &str| {
+        server
+            .log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(what))
+            .count()
+    };
+    assert_eq!(
+        said("cannot write the results of"),
+        1,
+        "{:?}",
+        server.log.lock().unwrap()
+    );
+    // Room again: every request ends up recorded once.
+    std::fs::remove_file(&filler).unwrap();
+    let done = server.wait(&id, terminal);
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(done["request_counts"]["completed"], n as u64, "{done}");
+    let out = server.content(done["output_file_id"].as_str().unwrap());
+    assert_eq!(out.lines().count(), n);
+    let health = client.get(server.url("/health")).send().unwrap();
+    assert_eq!(health.status().as_u16(), 200);
+    assert_eq!(said("are written again"), 1);
+}

@@ -22,6 +22,8 @@ pub struct Metrics {
     pub failed: Counter,
     /// Seconds per upstream attempt.
     pub latency: Histogram,
+    /// Writes to the stores that failed (each retry counted).
+    pub store_errors: Counter,
     batches: Family<Vec<(String, String)>, Gauge>,
 }
 
@@ -39,6 +41,7 @@ impl Metrics {
         let in_flight = Gauge::default();
         let retried = Counter::default();
         let failed = Counter::default();
+        let store_errors = Counter::default();
         let latency = Histogram::new(exponential_buckets(0.001, 2.0, 18));
         let batches = Family::<Vec<(String, String)>, Gauge>::default();
         registry.register(
@@ -66,6 +69,11 @@ impl Metrics {
             "Time per upstream attempt",
             latency.clone(),
         );
+        registry.register(
+            "store_write_errors",
+            "Writes of records or files that failed and are being retried (a full disk, say)",
+            store_errors.clone(),
+        );
         registry.register("batches", "Batches by status", batches.clone());
         Metrics {
             registry,
@@ -74,6 +82,7 @@ impl Metrics {
             retried,
             failed,
             latency,
+            store_errors,
             batches,
         }
     }

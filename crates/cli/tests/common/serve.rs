@@ -23,6 +23,8 @@ pub struct Serve {
     pub child: Child,
     pub base: String,
     pub data: PathBuf,
+    /// What the server logged after its first line.
+    pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Serve {
@@ -55,17 +57,21 @@ impl Serve {
                 break addr.to_owned();
             }
         };
-        // Keep draining stderr so the server never blocks on it.
+        // Keep draining stderr so the server never blocks on it; the
+        // lines are kept for the tests that read the log.
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = log.clone();
         std::thread::spawn(move || {
-            let mut sink = String::new();
-            while stderr.read_line(&mut sink).is_ok_and(|n| n > 0) {
-                sink.clear();
+            let mut line = String::new();
+            while stderr.read_line(&mut line).is_ok_and(|n| n > 0) {
+                kept.lock().unwrap().push(std::mem::take(&mut line));
             }
         });
         Serve {
             child,
             base,
             data: data.to_owned(),
+            log,
         }
     }
 

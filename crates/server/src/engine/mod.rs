@@ -19,6 +19,7 @@ use crate::metrics::Metrics;
 use crate::store::{FileStore, JobStore, StoreError, StoreResult};
 
 mod finalize;
+pub mod health;
 pub mod lines;
 mod runner;
 pub mod upstream;
@@ -38,6 +39,8 @@ pub struct Engine {
     pub cfg: Arc<ServerConfig>,
     /// Counters.
     pub metrics: Arc<Metrics>,
+    /// Writes that keep failing (a full disk), for `/health`.
+    pub health: health::Health,
     upstream: Upstream,
     /// Upstream requests in flight, across batches. Tokio's semaphore is
     /// fair (first come, first served), and each runner waits for one
@@ -64,6 +67,7 @@ impl Engine {
             files,
             cfg,
             metrics,
+            health: health::Health::default(),
             upstream,
             running: Mutex::new(HashMap::new()),
             shutdown: CancellationToken::new(),

@@ -45,11 +45,14 @@ pub(super) async fn run(engine: &Arc<Engine>, id: &str, token: &CancellationToke
         if engine.stopping() {
             return;
         }
+        let what = format!("records of {id}");
         match step(engine, id, token).await {
-            Ok(Next::Again) => {}
-            Ok(Next::Done) => return,
+            Ok(Next::Again) => engine.health.succeeded(&what),
+            Ok(Next::Done) => return engine.health.succeeded(&what),
             Err(e) => {
-                tracing::error!(batch = %id, "{e}; trying again in 5 s");
+                engine.metrics.store_errors.inc();
+                engine.health.failed(&what, &e);
+                tracing::debug!(batch = %id, "{e}; trying again in 5 s");
                 tokio::select! {
                     _ = engine.shutdown.cancelled() => return,
                     _ = tokio::time::sleep(Duration::from_secs(5)) => {}
@@ -319,15 +322,20 @@ async fn record(
     mut rx: mpsc::Receiver<ResultRow>,
 ) -> Result<(), RunError> {
     let mut rows = Vec::with_capacity(RECORD_BATCH);
+    let what = format!("results of {id}");
     while rx.recv_many(&mut rows, RECORD_BATCH).await > 0 {
         let slice = Arc::new(std::mem::take(&mut rows));
         loop {
             let (owned, slice) = (id.clone(), slice.clone());
             match engine.db(move |s| s.record(&owned, &slice)).await {
-                Ok(()) => break,
+                Ok(()) => {
+                    engine.health.succeeded(&what);
+                    break;
+                }
                 Err(e) if engine.stopping() => return Err(e.into()),
                 Err(e) => {
-                    tracing::error!(batch = %id, "cannot record results: {e}; retrying");
+                    engine.metrics.store_errors.inc();
+                    engine.health.failed(&what, &e);
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
             }

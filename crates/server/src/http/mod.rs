@@ -13,7 +13,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
-use serde_json::json;
 use sha2::{Digest, Sha256};
 use tower_http::trace::TraceLayer;
 
@@ -69,7 +68,7 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .route("/v1/batches/{id}/cancel", post(batches::cancel))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     Router::new()
-        .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/health", get(health))
         .route("/metrics", get(metrics))
         .merge(api)
         .fallback(no_route)
@@ -111,6 +110,16 @@ async fn authenticate(
     };
     req.extensions_mut().insert(Tenant(tenant));
     Ok(next.run(req).await)
+}
+
+/// `GET /health`: 200 `ok`, or 503 `degraded` with the writes that fail.
+async fn health(State(state): State<Arc<AppState>>) -> Response {
+    let (ok, body) = state.engine.health.report();
+    let status = match ok {
+        true => axum::http::StatusCode::OK,
+        false => axum::http::StatusCode::SERVICE_UNAVAILABLE,
+    };
+    (status, Json(body)).into_response()
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
