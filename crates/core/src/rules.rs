@@ -77,6 +77,8 @@ pub(crate) struct LineFact {
     /// Index into the chunk's `fact_groups`, or `u32::MAX`.
     pub group: u32,
     pub inputs: u32,
+    /// Blank lines just before this one in the chunk (they get no fact).
+    pub skipped: u32,
 }
 
 /// Endpoint and model of a group of lines.
@@ -130,8 +132,11 @@ pub(crate) struct ChunkOut {
     pub errors: u64,
     /// Relative indices of lines with errors, when the context asks.
     pub bad_lines: Vec<u64>,
-    /// Per-line facts, when the context asks.
+    /// Per-line facts, when the context asks: one per line that is not
+    /// blank (a blank line costs a count, not a fact).
     pub facts: Vec<LineFact>,
+    /// Blank lines after the last fact (or in all, if there is none).
+    pub trailing_blanks: u32,
     /// The groups `facts` refer to.
     pub fact_groups: Vec<GroupKey>,
 }
@@ -276,20 +281,27 @@ fn walk(
             column: 0,
         };
         let errors_before = out.errors;
+        let blank_before = out.blank;
         let first = starts_file && i == 0;
         let group = match ctx.before_references(start as u64) {
             None => check_line(ctx, bytes, scanned, first, pos, out),
             Some(earlier) => check_line(&earlier, bytes, scanned, first, pos, out),
         };
         if ctx.collect_facts {
-            let (group, inputs) = group.unwrap_or((u32::MAX, 0));
-            out.facts.push(LineFact {
-                offset: start as u64,
-                // The line with its ending.
-                len: (at.min(chunk.len()) - start).min(u32::MAX as usize) as u32,
-                group,
-                inputs,
-            });
+            // A chunk holds far fewer than 2^32 lines.
+            if out.blank > blank_before {
+                out.trailing_blanks += 1;
+            } else {
+                let (group, inputs) = group.unwrap_or((u32::MAX, 0));
+                out.facts.push(LineFact {
+                    offset: start as u64,
+                    // The line with its ending.
+                    len: (at.min(chunk.len()) - start).min(u32::MAX as usize) as u32,
+                    group,
+                    inputs,
+                    skipped: std::mem::take(&mut out.trailing_blanks),
+                });
+            }
         }
         if ctx.collect_bad && out.errors > errors_before {
             out.bad_lines.push(pos.line);

@@ -16,8 +16,8 @@ use rayon::prelude::*;
 use serde::Serialize;
 use tempfile::TempPath;
 
-use crate::facts::NO_GROUP;
 pub use crate::facts::{Fact, Group};
+use crate::facts::{LineNumbers, NO_GROUP};
 use crate::provider::{Limits, Profile};
 use crate::tokens::TokenCounter;
 
@@ -76,6 +76,9 @@ pub struct ChunkPlan {
     /// 0-based indices of its lines, as ranges in input order (a chunk of
     /// consecutive lines is one range).
     pub lines: Vec<Range<u64>>,
+    /// Its lines as indices into [`Plan::facts`], as ranges (lines with
+    /// only blank lines between them are one range here).
+    pub facts: Vec<Range<u64>>,
 }
 
 /// A line that breaks a limit on its own.
@@ -158,8 +161,16 @@ impl Plan {
         rejected: Vec<u64>,
         progress: &(dyn Fn(u64) + Sync),
     ) -> Result<Plan, Vec<Oversize>> {
-        for &line in &rejected {
-            if let Some(f) = facts.get_mut((line - 1) as usize) {
+        // Both in line order: one walk marks the rejected lines' facts.
+        let mut numbers = LineNumbers::default();
+        let mut left_out = rejected.iter().map(|&l| l - 1).peekable();
+        for f in facts.iter_mut() {
+            if left_out.peek().is_none() {
+                break;
+            }
+            let line = numbers.of(f);
+            while left_out.next_if(|&r| r < line).is_some() {}
+            if left_out.next_if_eq(&line).is_some() {
                 f.group = NO_GROUP;
             }
         }
@@ -276,8 +287,9 @@ fn over(limit: Option<u64>, value: u64) -> bool {
 /// Greedy cut, in input order within each group.
 fn cut(facts: &[Fact], cfg: &SplitConfig) -> Result<Vec<ChunkPlan>, Vec<Oversize>> {
     let mut cutter = Cutter::new(cfg);
+    let mut numbers = LineNumbers::default();
     for (i, f) in facts.iter().enumerate() {
-        cutter.push(i, f);
+        cutter.push(i, numbers.of(f), f);
     }
     cutter.finish().map(|(chunks, _)| chunks)
 }
@@ -313,16 +325,17 @@ impl<'c> Cutter<'c> {
         }
     }
 
-    /// Place line `i` (0-based); `None` for lines that take no part and
-    /// for lines that break a limit alone (kept for [`Cutter::finish`]).
-    fn push(&mut self, i: usize, f: &Fact) -> Option<Placed> {
+    /// Place fact `i`, of line `line` (0-based); `None` for lines that
+    /// take no part and for lines that break a limit alone (kept for
+    /// [`Cutter::finish`]).
+    fn push(&mut self, i: usize, line: u64, f: &Fact) -> Option<Placed> {
         let g = f.group()?;
         let (l, cfg) = (&self.cfg.limits, self.cfg);
         let (bytes, tokens, inputs) = (f.len as u64, f.tokens as u64, f.inputs as u64);
         if f.len == u32::MAX {
             // Lengths are kept in 32 bits; a longer line cannot be copied whole.
             self.oversize.push(Oversize {
-                line: i as u64 + 1,
+                line: line + 1,
                 what: "this line is 4 GiB or longer; batchkit cannot split it".to_owned(),
             });
             return None;
@@ -344,7 +357,7 @@ impl<'c> Cutter<'c> {
         ];
         if let Some((_, what, n, max)) = alone.iter().find(|a| a.0) {
             self.oversize.push(Oversize {
-                line: i as u64 + 1,
+                line: line + 1,
                 what: format!(
                     "this line alone has {n} {what}; the limit per chunk is {}",
                     max.unwrap_or(0)
@@ -386,7 +399,8 @@ impl<'c> Cutter<'c> {
         c.bytes += bytes;
         c.tokens += tokens;
         c.inputs += inputs;
-        push_run(&mut c.lines, i as u64..i as u64 + 1);
+        push_run(&mut c.lines, line..line + 1);
+        push_run(&mut c.facts, i as u64..i as u64 + 1);
         Some(placed)
     }
 
@@ -563,8 +577,8 @@ impl Plan {
         let stop = std::sync::atomic::AtomicBool::new(false);
         let mut files = std::thread::scope(|scope| {
             let writers = Writers::spawn(scope, bytes, dir, direct, &stop, progress);
-            let send = |chunk: usize, lines: &mut dyn Iterator<Item = usize>| {
-                let runs = runs(bytes, &self.facts, lines);
+            let send = |chunk: usize, facts: &mut dyn Iterator<Item = usize>| {
+                let runs = runs(bytes, &self.facts, facts);
                 let reserve = runs.iter().map(|r| r.len() as u64).sum();
                 writers.append(chunk, runs, reserve);
                 writers.close(chunk);
@@ -573,13 +587,13 @@ impl Plan {
                 send(
                     chunk,
                     &mut c
-                        .lines
+                        .facts
                         .iter()
                         .flat_map(|r| r.start as usize..r.end as usize),
                 );
             }
             if !self.rejected.is_empty() {
-                let mut lines = self.rejected.iter().map(|&n| n as usize - 1);
+                let mut lines = facts_of_lines(&self.facts, &self.rejected).into_iter();
                 send(self.chunks.len(), &mut lines);
             }
             writers.finish(false)
@@ -627,6 +641,25 @@ impl Plan {
         out.commit()?;
         Ok(manifest)
     }
+}
+
+/// The indices into `facts` of the 1-based line numbers `lines` (sorted;
+/// lines without a fact, blank ones, are left out).
+fn facts_of_lines(facts: &[Fact], lines: &[u64]) -> Vec<usize> {
+    let mut out = Vec::with_capacity(lines.len());
+    let mut numbers = LineNumbers::default();
+    let mut wanted = lines.iter().map(|&l| l - 1).peekable();
+    for (i, f) in facts.iter().enumerate() {
+        if wanted.peek().is_none() {
+            break;
+        }
+        let line = numbers.of(f);
+        while wanted.next_if(|&w| w < line).is_some() {}
+        if wanted.next_if_eq(&line).is_some() {
+            out.push(i);
+        }
+    }
+    out
 }
 
 /// The byte ranges of `lines` (indices into `facts`, in order), adjacent

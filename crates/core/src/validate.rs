@@ -44,8 +44,8 @@ pub struct Config {
     pub block_size: usize,
     /// Record every line that has an error in [`Report::bad_lines`].
     pub collect_bad_lines: bool,
-    /// Record every line's facts in [`Report::facts`], for planning chunks
-    /// in the same pass.
+    /// Record the facts of every line that is not blank in
+    /// [`Report::facts`], for planning chunks in the same pass.
     pub collect_facts: bool,
 }
 
@@ -98,8 +98,9 @@ pub struct Report {
     /// 1-based numbers of the lines with errors, sorted (only with
     /// [`Config::collect_bad_lines`]).
     pub bad_lines: Vec<u64>,
-    /// One fact per line, blank ones included (only with
-    /// [`Config::collect_facts`]).
+    /// One fact per line that is not blank, in order (only with
+    /// [`Config::collect_facts`]); [`crate::facts::LineNumbers`] gives
+    /// their line numbers.
     pub facts: Vec<Fact>,
     /// The (endpoint, model) groups the facts refer to.
     pub groups: Vec<Group>,
@@ -263,6 +264,8 @@ pub struct Validator<'c> {
     inputs_over_at: Option<u64>,
     bad_lines: Vec<u64>,
     facts: Vec<Fact>,
+    /// Blank lines since the last fact, to be counted in the next one.
+    blanks_pending: u64,
     groups: Vec<Group>,
     group_index: HashMap<GroupKey, u32>,
 }
@@ -292,6 +295,7 @@ impl<'c> Validator<'c> {
             inputs_over_at: None,
             bad_lines: Vec::new(),
             facts: Vec::new(),
+            blanks_pending: 0,
             groups: Vec::new(),
             group_index: HashMap::new(),
         };
@@ -488,11 +492,18 @@ impl<'c> Validator<'c> {
                     })
                 })
                 .collect();
-            self.facts.extend(out.facts.iter().map(|f| {
+            self.facts.reserve(out.facts.len());
+            for f in &out.facts {
                 let group = map.get(f.group as usize).copied();
-                Fact::new(offset_base + f.offset, f.len, group, f.inputs)
-            }));
+                let fact = Fact {
+                    skipped: f.skipped,
+                    ..Fact::new(offset_base + f.offset, f.len, group, f.inputs)
+                };
+                let pending = std::mem::take(&mut self.blanks_pending);
+                crate::facts::push_after_blanks(&mut self.facts, pending, fact);
+            }
         }
+        self.blanks_pending += u64::from(out.trailing_blanks);
         self.counts.merge(&out.counts);
         self.models.merge(out.models);
         self.lines += out.lines;

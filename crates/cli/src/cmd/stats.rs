@@ -214,7 +214,7 @@ fn one(args: &StatsArgs, file: &std::path::Path) -> Result<Exit> {
         file: name.display().to_string(),
         provider: cfg.profile.provider.name(),
         requests: per_request.len() as u64,
-        lines: plan.facts.len() as u64,
+        lines: report.summary.lines,
         blank_lines: plan.blank_lines,
         bytes: bytes.len() as u64,
         longest_line: report.summary.longest_line,

@@ -86,6 +86,7 @@ pub fn validate_and_write(
         let mut regroup = Regroup::default();
         let mut cutter = Cutter::new(cfg);
         let (mut counted, mut placed) = (0, 0);
+        let mut numbers = crate::facts::LineNumbers::default();
         let mut live = true;
         // Lines are handed to the writers after each block is checked.
         for segment in chunk_ranges(bytes, vcfg.block_size.max(1)) {
@@ -103,7 +104,7 @@ pub fn validate_and_write(
             let mut closed = Vec::new();
             for (i, &f) in facts.iter().enumerate().skip(placed) {
                 let f = regroup.fact(groups, f, cfg);
-                let Some(at) = cutter.push(i, &f) else {
+                let Some(at) = cutter.push(i, numbers.of(&f), &f) else {
                     continue;
                 };
                 let start = f.offset as usize;
