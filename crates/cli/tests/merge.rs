@@ -767,3 +767,60 @@ fn a_code_that_matches_nothing_says_so_when_all_succeeded() {
         "{stderr}"
     );
 }
+
+/// A disk that fills while `merge` or `split` writes: exit 2 naming what
+/// could not be written, the old output left whole, nothing else left.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_full_disk_fails_the_write_and_keeps_the_old_output() {
+    let Some(disk) = common::SmallDisk::mount("1m") else {
+        eprintln!("not run: this user cannot mount a tmpfs to fill");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (input, results) = (dir.path().join("in.jsonl"), dir.path().join("res.jsonl"));
+    let (mut requests, mut outcomes) = (String::new(), String::new());
+    for i in 0..20_000 {
+        requests.push_str(&format!("{{\"custom_id\":\"r{i}\",\"method\":\"POST\",\"url\":\"/v1/embeddings\",\"body\":{{\"model\":\"e\",\"input\":\"text {i}\"}}}}\n"));
+        outcomes.push_str(&format!("{{\"custom_id\":\"r{i}\",\"response\":{{\"status_code\":200,\"body\":{{}}}},\"error\":null}}\n"));
+    }
+    std::fs::write(&input, requests).unwrap();
+    std::fs::write(&results, outcomes).unwrap();
+    let out = disk.path.join("merged.jsonl");
+    std::fs::write(&out, "old\n").unwrap();
+    let o = run(&[
+        "merge",
+        "-i",
+        input.to_str().unwrap(),
+        results.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("merged.jsonl") && stderr.contains("No space left"),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "old\n");
+    assert_eq!(common::names(&disk.path), ["merged.jsonl"]);
+
+    // A split into a folder on the full disk keeps the old split.
+    let chunks = disk.path.join("chunks");
+    std::fs::create_dir(&chunks).unwrap();
+    std::fs::write(chunks.join("manifest.json"), "{\"chunks\":[]}\n").unwrap();
+    let o = run(&[
+        "split",
+        input.to_str().unwrap(),
+        "--out-dir",
+        chunks.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("chunks") && stderr.contains("No space left"),
+        "{stderr}"
+    );
+    assert_eq!(common::names(&chunks), ["manifest.json"]);
+    assert_eq!(common::names(&disk.path), ["chunks", "merged.jsonl"]);
+}

@@ -397,26 +397,11 @@ fn slow_and_idle_connections_are_cut_and_others_are_served() {
 #[test]
 fn a_full_disk_is_reported_and_nothing_is_lost() {
     use std::time::{Duration, Instant};
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    std::fs::create_dir(&data).unwrap();
-    let mounted = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
-        .arg(&data)
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !mounted {
+    let Some(disk) = common::SmallDisk::mount("4m") else {
         eprintln!("not run: this user cannot mount a tmpfs to fill");
         return;
-    }
-    struct Unmount(PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-        }
-    }
-    let _unmount = Unmount(data.clone());
+    };
+    let data = disk.path.clone();
     let server = Serve::start(&data, &["--concurrency", "8"]);
     let n = 48;
     let file = server.upload(&requests(n, |i| {
