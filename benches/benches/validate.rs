@@ -278,14 +278,9 @@ fn dedup(c: &mut Criterion) {
 }
 
 fn split_config(count_tokens: bool) -> SplitConfig {
-    let profile = Provider::OpenAi.profile();
     SplitConfig {
-        limits: profile.limits,
-        profile,
-        max_tokens: None,
-        endpoint: None,
-        tokens: TokenCounter { forced: None },
         count_tokens,
+        ..SplitConfig::within(Provider::OpenAi.profile())
     }
 }
 

@@ -6,7 +6,6 @@
 use batchkit_core::Provider;
 use batchkit_core::lines::{Lines, is_blank};
 use batchkit_core::split::{Plan, SplitConfig};
-use batchkit_core::tokens::TokenCounter;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -14,14 +13,7 @@ fuzz_target!(|data: &[u8]| {
     profile.limits.max_requests = Some(5);
     profile.limits.max_bytes = Some(2_000);
     profile.limits.max_embedding_inputs = Some(8);
-    let cfg = SplitConfig {
-        limits: profile.limits,
-        profile,
-        max_tokens: None,
-        endpoint: None,
-        tokens: TokenCounter { forced: None },
-        count_tokens: false,
-    };
+    let cfg = SplitConfig::within(profile);
     let mut vcfg = cfg.validation();
     vcfg.keep = Some(0);
     vcfg.collect_bad_lines = true;

@@ -260,13 +260,23 @@ fn a_code_that_matches_nothing_says_so() {
     assert_eq!(std::fs::read_to_string(&out).unwrap(), "");
 }
 
+/// One embeddings request (`a`) in `dir/in.jsonl` and its result, a
+/// success with `body`, in `dir/out.jsonl`.
+fn one_success(dir: &Path, body: &str) -> (PathBuf, PathBuf) {
+    let input = dir.join("in.jsonl");
+    let results = dir.join("out.jsonl");
+    std::fs::write(&input, "{\"custom_id\":\"a\",\"method\":\"POST\",\"url\":\"/v1/embeddings\",\"body\":{\"model\":\"e\",\"input\":\"x\"}}\n").unwrap();
+    let result = format!(
+        "{{\"custom_id\":\"a\",\"response\":{{\"status_code\":200,\"body\":{body}}},\"error\":null}}\n"
+    );
+    std::fs::write(&results, result).unwrap();
+    (input, results)
+}
+
 #[test]
 fn all_succeeded_exits_zero() {
     let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("in.jsonl");
-    let results = dir.path().join("out.jsonl");
-    std::fs::write(&input, "{\"custom_id\":\"a\",\"method\":\"POST\",\"url\":\"/v1/embeddings\",\"body\":{\"model\":\"e\",\"input\":\"x\"}}\n").unwrap();
-    std::fs::write(&results, "{\"custom_id\":\"a\",\"response\":{\"status_code\":200,\"body\":{\"data\":[]}},\"error\":null}\n").unwrap();
+    let (input, results) = one_success(dir.path(), "{\"data\":[]}");
     let o = run(&[
         "merge",
         "-i",
@@ -741,14 +751,7 @@ fn a_killed_merge_leaves_the_old_output_or_the_new_one_and_no_temporary_file() {
 #[test]
 fn a_code_that_matches_nothing_says_so_when_all_succeeded() {
     let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("in.jsonl");
-    let results = dir.path().join("out.jsonl");
-    std::fs::write(&input, "{\"custom_id\":\"a\",\"method\":\"POST\",\"url\":\"/v1/embeddings\",\"body\":{\"model\":\"e\",\"input\":\"x\"}}\n").unwrap();
-    std::fs::write(
-        &results,
-        "{\"custom_id\":\"a\",\"response\":{\"status_code\":200,\"body\":{}},\"error\":null}\n",
-    )
-    .unwrap();
+    let (input, results) = one_success(dir.path(), "{}");
     let out = dir.path().join("retry.jsonl");
     let o = run(&[
         "retry",

@@ -294,32 +294,17 @@ fn slow_and_idle_connections_are_cut_and_others_are_served() {
     use std::net::TcpStream;
     use std::time::{Duration, Instant};
     let dir = tempfile::tempdir().unwrap();
-    let mut child = std::process::Command::new("prlimit")
+    let mut prlimit = Command::new("prlimit");
+    prlimit
         .arg("--nofile=128:128")
         .arg(env!("CARGO_BIN_EXE_batchkit"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--header-timeout", "2"])
-        .args(["--upstream", upstream()])
-        .arg("--data-dir")
-        .arg(dir.path())
-        .env("RUST_LOG", "warn")
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    let base = loop {
-        line.clear();
-        assert!(stderr.read_line(&mut line).unwrap() > 0, "serve exited");
-        if let Some(a) = line.trim().strip_prefix("listening on ") {
-            break a.trim_start_matches("http://").to_owned();
-        }
-    };
-    std::thread::spawn(move || {
-        let mut sink = String::new();
-        while stderr.read_line(&mut sink).is_ok_and(|n| n > 0) {
-            sink.clear();
-        }
-    });
+        .args(Serve::args(
+            dir.path(),
+            "127.0.0.1:0",
+            &["--header-timeout", "2"],
+        ));
+    let mut server = Serve::spawn(prlimit, dir.path());
+    let base = server.base.trim_start_matches("http://").to_owned();
     // 200 connections that start a request and then trickle.
     let started = Instant::now();
     let mut slow: Vec<TcpStream> = (0..200)
@@ -379,11 +364,9 @@ fn slow_and_idle_connections_are_cut_and_others_are_served() {
         quiet.elapsed()
     );
     assert!(
-        child.try_wait().unwrap().is_none(),
+        server.child.try_wait().unwrap().is_none(),
         "the server is still up"
     );
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 /// A disk that filled while `serve` recorded results once left the batch

@@ -48,6 +48,19 @@ pub struct SplitConfig {
 }
 
 impl SplitConfig {
+    /// Chunks within `profile`'s limits, by its grouping, without token
+    /// counting or a token limit.
+    pub fn within(profile: Profile) -> SplitConfig {
+        SplitConfig {
+            limits: profile.limits,
+            profile,
+            max_tokens: None,
+            endpoint: None,
+            tokens: TokenCounter { forced: None },
+            count_tokens: false,
+        }
+    }
+
     /// The validation a split runs first: `validate`'s per-line rules for
     /// this provider and endpoint, collecting the facts planning needs.
     pub fn validation(&self) -> crate::validate::Config {

@@ -9,7 +9,6 @@ use anyhow::{Context, Result};
 use batchkit_core::Input;
 use batchkit_core::results::Status;
 use batchkit_core::split::{Plan, SplitConfig};
-use batchkit_core::tokens::TokenCounter;
 
 use crate::cli::RetryArgs;
 use crate::cmd::join;
@@ -112,14 +111,7 @@ fn one_batch_or_split(args: &RetryArgs) -> Result<()> {
     if profile.per_line {
         return Ok(());
     }
-    let cfg = SplitConfig {
-        limits: profile.limits,
-        profile,
-        max_tokens: None,
-        endpoint: None,
-        tokens: TokenCounter { forced: None },
-        count_tokens: false,
-    };
+    let cfg = SplitConfig::within(profile);
     let mapped = Input::open(path)?.into_mapped()?;
     let bytes = mapped.bytes();
     let Ok(plan) = Plan::new(bytes, &cfg, Vec::new(), &|_| {}) else {

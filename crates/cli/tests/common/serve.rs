@@ -34,12 +34,27 @@ impl Serve {
 
     /// Start on a given address (to restart a server where clients expect it).
     pub fn start_on(data: &Path, listen: &str, extra: &[&str]) -> Serve {
-        let mut child = super::batchkit()
-            .args(["serve", "--listen", listen, "--retry-base-delay-ms", "10"])
-            .arg("--data-dir")
-            .arg(data)
-            .args(["--upstream", upstream()])
-            .args(extra)
+        let mut cmd = super::batchkit();
+        cmd.args(Serve::args(data, listen, extra));
+        Serve::spawn(cmd, data)
+    }
+
+    /// The arguments of `batchkit serve` in front of the test upstream.
+    pub fn args(data: &Path, listen: &str, extra: &[&str]) -> Vec<std::ffi::OsString> {
+        let mut args: Vec<std::ffi::OsString> = ["serve", "--listen", listen]
+            .iter()
+            .chain(&["--retry-base-delay-ms", "10", "--upstream", upstream()])
+            .map(Into::into)
+            .collect();
+        args.extend(["--data-dir".into(), data.as_os_str().to_owned()]);
+        args.extend(extra.iter().map(Into::into));
+        args
+    }
+
+    /// Run `cmd` (a `batchkit serve`, maybe under a wrapper such as
+    /// `prlimit`) and wait until it listens.
+    pub fn spawn(mut cmd: std::process::Command, data: &Path) -> Serve {
+        let mut child = cmd
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stderr(Stdio::piped())
