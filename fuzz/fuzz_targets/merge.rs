@@ -28,6 +28,12 @@ fuzz_target!(|data: &[u8]| {
             assert!(count > 0 && !problems.is_empty());
             return;
         }
+        // A request file given as results (or results as requests) is
+        // refused by its first line's shape, with a message that says so.
+        Err(e @ MergeError::Misplaced { .. }) => {
+            assert!(e.to_string().contains("was given as"), "{e}");
+            return;
+        }
         Err(e) => panic!("merge failed: {e}"),
     };
     let lines = Lines::new(requests).filter(|l| !is_blank(l.bytes)).count() as u64;
