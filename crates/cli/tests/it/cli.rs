@@ -2,16 +2,13 @@
 //! JSON contract (deserialized strictly), and equal results for file, stdin
 //! and gzip input and for every thread count.
 
-// Tests may unwrap: a panic is a failure report.
-#![allow(clippy::unwrap_used)]
-
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 
 use serde::Deserialize;
 
-mod common;
+use crate::common;
 use common::{batchkit, run, run_stdin, stderr};
 
 fn testdata(name: &str) -> PathBuf {
@@ -578,6 +575,32 @@ fn completions_and_man_pages_follow_the_live_cli() {
     }
     let nope = batchkit().args(["man", "nope"]).output().expect("run");
     assert_eq!(nope.status.code(), Some(2));
+    // A nested command's page, named as its parent's page names it (`man
+    // files upload` once failed though `man files` listed it).
+    let files = batchkit().args(["man", "files"]).output().expect("run");
+    let files = String::from_utf8_lossy(&files.stdout).into_owned();
+    for sub in ["upload", "list", "get", "content", "delete"] {
+        assert!(
+            files.contains(&format!("batchkit\\-files\\-{sub}(1)")),
+            "{sub}: {files}"
+        );
+        let page = batchkit()
+            .args(["man", "files", sub])
+            .output()
+            .expect("run");
+        assert_eq!(page.status.code(), Some(0), "files {sub}");
+        let page = String::from_utf8_lossy(&page.stdout);
+        assert!(
+            page.contains(&format!(".TH batchkit-files-{sub} 1")),
+            "{page}"
+        );
+    }
+    let nope = batchkit()
+        .args(["man", "files", "nope"])
+        .output()
+        .expect("run");
+    assert_eq!(nope.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&nope.stderr).contains("upload"));
 }
 
 #[test]

@@ -1,8 +1,6 @@
 //! `batchkit files` and `batchkit batches` against a real `batchkit serve`.
 
-#![allow(clippy::unwrap_used)]
-
-mod common;
+use crate::common;
 
 use std::process::Output;
 
@@ -219,7 +217,7 @@ fn wait_exits_1_and_says_why_a_batch_failed() {
     let serve = Serve::start(&dir.path().join("data"), &[]);
     let bad = serve.upload(b"{\"custom_id\":\"a\"}\nnot json\n");
     let id = serve.create(&bad);
-    let w = bk(&serve, &["batches", "wait", &id, "--interval", "0.05"]);
+    let w = bk(&serve, &["batches", "wait", &id, "--poll-interval", "0.05"]);
     assert_eq!(w.status.code(), Some(1));
     let e = stderr(&w);
     assert!(e.contains(&format!("batch {id} ended failed:")), "{e}");
@@ -332,5 +330,29 @@ fn limits_are_checked_locally_and_nothing_is_sent() {
         stderr(&o).contains("cannot reach http://127.0.0.1:9/v1/batches"),
         "{}",
         stderr(&o)
+    );
+}
+
+/// `OPENAI_BASE_URL` without `/v1` once gave "HTTP 404: Invalid URL (GET
+/// /batches)" and nothing more; the message now names the missing `/v1`.
+#[test]
+fn a_base_url_without_v1_gets_a_hint() {
+    let dir = tempfile::tempdir().unwrap();
+    let serve = Serve::start(&dir.path().join("data"), &[]);
+    let o = common::batchkit()
+        .args(["batches", "list"])
+        .env("OPENAI_BASE_URL", &serve.base)
+        .env("OPENAI_API_KEY", "sk-cli")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("HTTP 404"), "{err}");
+    assert!(
+        err.contains(&format!(
+            "has no /v1, under which OpenAI-compatible APIs answer: try {}/v1",
+            serve.base
+        )),
+        "{err}"
     );
 }

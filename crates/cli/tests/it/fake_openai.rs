@@ -4,9 +4,7 @@
 //! error file, batches pass through `validating` and `in_progress`, and
 //! creating a batch fails with 500 for a while.
 
-#![allow(clippy::unwrap_used)]
-
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -1,13 +1,11 @@
-//! One test per fixture under `testdata/valid` and `testdata/invalid`: the
-//! real binary validates the file, and its diagnostics must equal the
+//! Every fixture under `testdata/valid` and `testdata/invalid`: the real
+//! binary validates the file, and its diagnostics must equal the
 //! `.expected` file beside it. A `.args` file beside a fixture holds extra
-//! command-line arguments, one per line.
+//! command-line arguments, one per line. A failure lists every fixture
+//! that differs, by path.
 //!
-//! `BATCHKIT_BLESS=1 cargo test --test fixtures` rewrites the `.expected`
-//! files; review the diff before committing it.
-
-// Tests may unwrap: a panic is a failure report.
-#![allow(clippy::unwrap_used)]
+//! `BATCHKIT_BLESS=1 cargo test -p batchkit fixtures` rewrites the
+//! `.expected` files; review the diff before committing it.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -43,7 +41,7 @@ fn companion(path: &Path, ext: &str) -> PathBuf {
     path.with_file_name(format!("{stem}.{ext}"))
 }
 
-fn check(path: &Path) -> datatest_stable::Result<()> {
+fn check(path: &Path) -> Result<(), String> {
     let mut args: Vec<String> = vec!["validate".into(), "--format".into(), "json".into()];
     if let Ok(extra) = std::fs::read_to_string(companion(path, "args")) {
         args.extend(
@@ -56,7 +54,8 @@ fn check(path: &Path) -> datatest_stable::Result<()> {
     let out = Command::new(env!("CARGO_BIN_EXE_batchkit"))
         .args(&args)
         .arg(path)
-        .output()?;
+        .output()
+        .map_err(|e| format!("cannot run batchkit: {e}"))?;
     let code = out.status.code().unwrap_or(-1);
     let expected_code = if path.components().any(|c| c.as_os_str() == "invalid") {
         1
@@ -84,7 +83,7 @@ fn check(path: &Path) -> datatest_stable::Result<()> {
     }
     let expected_path = companion(path, "expected");
     if std::env::var_os("BATCHKIT_BLESS").is_some() {
-        std::fs::write(&expected_path, &got)?;
+        std::fs::write(&expected_path, &got).map_err(|e| e.to_string())?;
     }
     let expected = std::fs::read_to_string(&expected_path).map_err(|e| {
         format!(
@@ -96,18 +95,46 @@ fn check(path: &Path) -> datatest_stable::Result<()> {
         return Err(format!(
             "diagnostics differ for {}\n--- expected\n{expected}--- got\n{got}",
             path.display()
-        )
-        .into());
+        ));
     }
     if code != expected_code {
-        return Err(
-            format!("exit {code}, expected {expected_code} for a fixture in this folder").into(),
-        );
+        return Err(format!(
+            "exit {code}, expected {expected_code} for a fixture in this folder"
+        ));
     }
     Ok(())
 }
 
-datatest_stable::harness! {
-    { test = check, root = "../../testdata/valid", pattern = r"\.jsonl(\.gz)?$" },
-    { test = check, root = "../../testdata/invalid", pattern = r"\.jsonl(\.gz)?$" },
+/// The fixtures below `dir`, in every subfolder, sorted.
+fn fixtures(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.to_string_lossy();
+        if path.is_dir() {
+            fixtures(&path, out);
+        } else if name.ends_with(".jsonl") || name.ends_with(".jsonl.gz") {
+            out.push(path);
+        }
+    }
+    out.sort();
+}
+
+#[test]
+fn every_fixture_gives_its_expected_diagnostics() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata");
+    let mut all = Vec::new();
+    fixtures(&root.join("valid"), &mut all);
+    fixtures(&root.join("invalid"), &mut all);
+    assert!(all.len() > 20, "the fixtures are missing: {all:?}");
+    let failures: Vec<String> = all
+        .iter()
+        .filter_map(|p| check(p).err().map(|e| format!("{}: {e}", p.display())))
+        .collect();
+    assert!(
+        failures.is_empty(),
+        "{} of {} fixtures differ:\n{}",
+        failures.len(),
+        all.len(),
+        failures.join("\n")
+    );
 }

@@ -2,15 +2,12 @@
 //! the merged files must equal the reviewed snapshots in
 //! `testdata/merge/expected/` (`BATCHKIT_BLESS=1` rewrites them).
 
-// Tests may unwrap: a panic is a failure report.
-#![allow(clippy::unwrap_used)]
-
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use serde::Deserialize;
 
-mod common;
+use crate::common;
 use common::{run, run_stdin};
 
 fn data(name: &str) -> String {
@@ -826,4 +823,20 @@ fn a_full_disk_fails_the_write_and_keeps_the_old_output() {
     );
     assert_eq!(common::names(&chunks), ["manifest.json"]);
     assert_eq!(common::names(&disk.path), ["chunks", "merged.jsonl"]);
+}
+
+/// `merge --manifest m.json -o x` (or `-i REQUESTS` alone) with no result
+/// file once marked every request missing without a word why.
+#[test]
+fn no_result_file_is_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, _) = one_success(dir.path(), "{}");
+    for cmd in ["merge", "retry"] {
+        let o = run(&[cmd, "-i", input.to_str().unwrap(), "-o", "-"]);
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            stderr.contains("warning: no result file was given, so every request is `missing`"),
+            "{cmd}: {stderr}"
+        );
+    }
 }

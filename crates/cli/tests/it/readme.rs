@@ -2,8 +2,6 @@
 //! repository's `testdata/`, and its output compared byte for byte, so the
 //! README cannot drift from what batchkit prints.
 
-#![allow(clippy::unwrap_used)]
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

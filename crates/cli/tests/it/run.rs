@@ -1,9 +1,7 @@
 //! `batchkit run` end to end against a real `batchkit serve` (and its test
 //! upstream with faults), killed and rerun at every stage.
 
-#![allow(clippy::unwrap_used)]
-
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;

@@ -1,9 +1,7 @@
 //! `batchkit serve` as a process: the official Python SDK against it, kill
 //! -9 and restart, SIGTERM, refusal to serve open on a public address.
 
-#![allow(clippy::unwrap_used)]
-
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -462,4 +460,26 @@ fn a_full_disk_is_reported_and_nothing_is_lost() {
     let health = client.get(server.url("/health")).send().unwrap();
     assert_eq!(health.status().as_u16(), 200);
     assert_eq!(said("are written again"), 1);
+}
+
+/// A taken port once said "Address already in use (os error 98): Address
+/// already in use (os error 98)": the cause is said once.
+#[test]
+fn a_taken_port_is_said_once() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let out = common::batchkit()
+        .args(["serve", "--listen", &addr, "--upstream", upstream()])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("cannot listen on {addr}")),
+        "{stderr}"
+    );
+    assert_eq!(stderr.matches("os error").count(), 1, "{stderr}");
 }

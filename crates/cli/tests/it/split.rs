@@ -1,13 +1,10 @@
 //! `batchkit split` and `batchkit stats` as a user runs them.
 
-// Tests may unwrap: a panic is a failure report.
-#![allow(clippy::unwrap_used)]
-
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-mod common;
+use crate::common;
 use common::{run, run_stdin, stderr};
 
 fn testdata(name: &str) -> String {
@@ -185,7 +182,7 @@ fn invalid_input_is_refused_unless_skipped() {
     // allowed, its body is judged by its own url.
     assert_eq!(
         (rejects.lines, rejects.path.as_str()),
-        (4, "example-broken.rejects.jsonl")
+        (4, "rejects/example-broken.rejects.jsonl")
     );
     assert_eq!(rejects.input_lines, vec![[3, 6]]);
     assert_eq!(m.requests, 2);
@@ -639,7 +636,7 @@ fn set_aside_lines_are_explained_with_their_line_numbers() {
         stderr(&o)
     );
     let report: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(out.join("example-broken.rejects.report.json")).unwrap(),
+        &std::fs::read(out.join("rejects/example-broken.rejects.report.json")).unwrap(),
     )
     .unwrap();
     let found: Vec<(u64, String)> = report["errors"]["data"]
@@ -653,7 +650,14 @@ fn set_aside_lines_are_explained_with_their_line_numbers() {
             )
         })
         .collect();
-    let rejected = std::fs::read_to_string(out.join("example-broken.rejects.jsonl")).unwrap();
+    let rejected =
+        std::fs::read_to_string(out.join("rejects/example-broken.rejects.jsonl")).unwrap();
+    // The chunks' glob is the chunks: the rejects are in a folder of their own.
+    let top: Vec<String> = common::names(&out)
+        .into_iter()
+        .filter(|n| n.ends_with(".jsonl"))
+        .collect();
+    assert!(top.iter().all(|n| !n.contains("rejects")), "{top:?}");
     assert_eq!(found.len(), rejected.lines().count(), "{found:?}");
     assert!(
         found.contains(&(3, "duplicate_custom_id".to_owned())),

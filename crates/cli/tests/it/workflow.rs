@@ -3,9 +3,7 @@
 //! line of the split file exactly once, with its own line number, whatever
 //! the limits and the outcomes.
 
-#![allow(clippy::unwrap_used)]
-
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::path::Path;

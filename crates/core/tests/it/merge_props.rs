@@ -2,9 +2,6 @@
 //! in input order, with the status its results say, however the result
 //! lines are shuffled and split across files and rounds.
 
-// Tests may unwrap: a panic is a failure report.
-#![allow(clippy::unwrap_used)]
-
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 

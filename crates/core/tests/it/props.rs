@@ -3,9 +3,6 @@
 //! whether the input is mapped or streamed in blocks; and the lines it finds
 //! while reading them are the lines `Lines` finds.
 
-// Tests may unwrap: a panic is a failure report.
-#![allow(clippy::unwrap_used)]
-
 use std::io::Cursor;
 
 use batchkit_core::lines::{Line, Lines, is_blank};

@@ -2,9 +2,6 @@
 //! fits every limit and validates, the manifest matches the files, and with
 //! --skip-invalid no line is lost.
 
-// Tests may unwrap: a panic is a failure report.
-#![allow(clippy::unwrap_used)]
-
 use std::collections::BTreeMap;
 
 use batchkit_core::split::{Manifest, OnePass, Plan, SplitConfig, validate_and_write};
