@@ -83,10 +83,11 @@ pub enum Command {
     /// OpenAI-compatible server such as vLLM, llama.cpp or Ollama.
     #[command(after_help = SERVE_EXAMPLES, help_template = verbatim(SERVE_EXAMPLES))]
     Serve(ServeArgs),
-    /// Upload, list, show, download and delete files on a Batch API service.
+    /// Upload, list, get, download (`content`) and delete files on a Batch
+    /// API service.
     #[command(after_help = with_service_help(FILES_EXAMPLES), help_template = verbatim(&with_service_help(FILES_EXAMPLES)))]
     Files(FilesArgs),
-    /// Create, show, list, cancel, wait for and download batches.
+    /// Create, get, list, cancel, wait for and download batches.
     #[command(after_help = with_service_help(BATCHES_EXAMPLES), help_template = verbatim(&with_service_help(BATCHES_EXAMPLES)))]
     Batches(BatchesArgs),
     /// One command from a request file to merged results: validate, split,
@@ -102,8 +103,10 @@ pub enum Command {
     /// Print the man page (roff) of batchkit or of one of its commands.
     #[command(after_help = MAN_EXAMPLES, help_template = verbatim(MAN_EXAMPLES))]
     Man {
-        /// A command (validate, split, ...); without one, batchkit's page.
-        command: Option<String>,
+        /// A command (validate, split, ...) and a subcommand of it (`files
+        /// upload`); without one, batchkit's page.
+        #[arg(num_args = 0..=2)]
+        command: Vec<String>,
     },
 }
 
@@ -335,7 +338,7 @@ pub enum FilesCommand {
         #[arg(long, value_name = "ID")]
         after: Option<String>,
     },
-    /// Show a file.
+    /// Get a file's object (name, size, purpose, status).
     Get {
         /// The file id.
         id: String,
@@ -396,7 +399,7 @@ pub enum BatchesCommand {
         #[arg(long, value_name = "SECS")]
         output_expires_after: Option<i64>,
     },
-    /// Show a batch.
+    /// Get a batch's object (status, request counts, file ids).
     Get {
         /// The batch id.
         id: String,
@@ -426,9 +429,9 @@ pub enum BatchesCommand {
         /// Give up after this long (e.g. 90s, 30m, 24h).
         #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
         timeout: Option<std::time::Duration>,
-        /// Seconds between polls.
-        #[arg(long, value_name = "SECS", default_value_t = 5.0)]
-        interval: f64,
+        /// Seconds between polls (`--interval` is the old name).
+        #[arg(long, alias = "interval", value_name = "SECS", default_value_t = 5.0)]
+        poll_interval: f64,
     },
     /// Download a finished batch's output and error files, atomically, as
     /// <DIR>/<batch id>_output.jsonl and <DIR>/<batch id>_error.jsonl.

@@ -42,7 +42,7 @@ fn main() -> ExitCode {
         Command::Batches(args) => cmd::batches::run(args),
         Command::Run(args) => cmd::run::run(args),
         Command::Completions { shell } => cmd::docs::completions(*shell),
-        Command::Man { command } => cmd::docs::man(command.as_deref()),
+        Command::Man { command } => cmd::docs::man(command),
     };
     match result {
         Ok(exit) => exit.into(),

@@ -125,6 +125,25 @@ impl Client {
         rb
     }
 
+    /// A 404 from a base URL without `/v1` (`OPENAI_BASE_URL=http://host:8090`)
+    /// is almost always the missing `/v1`: say so in the message.
+    fn hint_missing_v1(&self, e: &mut ClientError) {
+        let base = self.cfg.base_url.trim_end_matches('/');
+        let path = base
+            .split("://")
+            .nth(1)
+            .and_then(|rest| rest.split_once('/'))
+            .map(|(_, p)| p);
+        let lacks_v1 = !path.is_some_and(|p| p.split('/').any(|part| part == "v1"));
+        if self.cfg.api_version.is_none() && lacks_v1 {
+            if let ClientError::Api { message, .. } = e {
+                message.push_str(&format!(
+                    " (the base URL {base} has no /v1, under which OpenAI-compatible APIs answer: try {base}/v1)"
+                ));
+            }
+        }
+    }
+
     fn delay(&self, attempt: u32, asked: Option<Duration>) -> Duration {
         let base = self
             .cfg
@@ -155,7 +174,11 @@ impl Client {
                         tokio::time::sleep(wait).await;
                     } else {
                         let body = resp.bytes().await.unwrap_or_default();
-                        return Err(api_error(status.as_u16(), &headers, &body));
+                        let mut e = api_error(status.as_u16(), &headers, &body);
+                        if status.as_u16() == 404 {
+                            self.hint_missing_v1(&mut e);
+                        }
+                        return Err(e);
                     }
                 }
                 Err(e) if !last && (e.is_connect() || e.is_timeout() || e.is_request()) => {

@@ -650,8 +650,11 @@ fn check_view(ctx: &LineCtx<'_>, view: &envelope::LineView<'_>, pos: Pos<'_>, ou
                         ))
                     });
                 } else if !ctx.single_endpoint && !ctx.profile.supports(url) {
+                    // A line's url is `invalid_url` in every command (as
+                    // `validate` says of a url that is not the batch's);
+                    // `unsupported_endpoint` is for a batch's endpoint.
                     line_endpoint = None;
-                    out.report(Code::UnsupportedEndpoint, pos, || {
+                    out.report(Code::InvalidUrl, pos, || {
                         let hint = match ctx.profile.near_miss(url) {
                             Some(meant) => format!("did you mean `{meant}`?"),
                             None => format!(
@@ -661,9 +664,9 @@ fn check_view(ctx: &LineCtx<'_>, view: &envelope::LineView<'_>, pos: Pos<'_>, ou
                             ),
                         };
                         Diagnostic::new(
-                            Code::UnsupportedEndpoint,
+                            Code::InvalidUrl,
                             format!(
-                                "The endpoint '{url}' is not supported by the {} Batch API.",
+                                "The URL '{url}' is not an endpoint the {} Batch API supports.",
                                 ctx.profile.provider
                             ),
                         )

@@ -436,6 +436,10 @@ impl<'c> Cutter<'c> {
     }
 }
 
+/// The folder, inside the output folder, of the lines `--skip-invalid`
+/// sets aside (and their report): out of the chunks' `*.jsonl` glob.
+pub const REJECTS_DIR: &str = "rejects";
+
 /// One chunk as the manifest lists it.
 #[derive(Clone, Debug, Serialize)]
 pub struct ManifestChunk {
@@ -563,7 +567,8 @@ impl Plan {
             blank_lines: self.blank_lines,
             chunks,
             rejects: (!self.rejected.is_empty()).then(|| Rejects {
-                path: format!("{stem}.rejects.jsonl"),
+                // In a folder of its own, so `chunks/*.jsonl` is the chunks.
+                path: format!("{REJECTS_DIR}/{stem}.rejects.jsonl"),
                 lines: self.rejected.len() as u64,
                 input_lines: ranges(self.rejected.iter().copied()),
             }),
@@ -644,7 +649,8 @@ impl Plan {
             sums.push(sum);
         }
         if let Some(tmp) = rejects {
-            tmp.persist(dir.join(format!("{stem}.rejects.jsonl")))
+            std::fs::create_dir_all(dir.join(REJECTS_DIR))?;
+            tmp.persist(dir.join(REJECTS_DIR).join(format!("{stem}.rejects.jsonl")))
                 .map_err(|e| e.error)?;
         }
         let manifest = self.manifest(input, stem, cfg, Some(&sums));

@@ -48,7 +48,9 @@ pub enum ServeError {
     )]
     NoAuth(SocketAddr),
     /// The data directory or database could not be opened.
-    #[error("cannot open the data directory {path}: {source}")]
+    // The source is printed after the message by whoever prints the chain
+    // (anyhow's `{:#}`); naming it here too printed it twice.
+    #[error("cannot open the data directory {}", path.display())]
     DataDir {
         /// The directory.
         path: std::path::PathBuf,
@@ -67,7 +69,7 @@ pub enum ServeError {
         holder: String,
     },
     /// The address could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Bind {
         /// The address.
         addr: SocketAddr,

@@ -87,9 +87,9 @@ pub fn run(args: &BatchesArgs) -> anyhow::Result<Exit> {
         BatchesCommand::Wait {
             ids,
             timeout,
-            interval,
+            poll_interval,
         } => {
-            let every = Duration::from_secs_f64(interval.clamp(0.05, 3600.0));
+            let every = Duration::from_secs_f64(poll_interval.clamp(0.05, 3600.0));
             match rt.block_on(wait(&client, ids, *timeout, every)) {
                 Ok(Waited::Ended(batches)) => {
                     let mut exit = Exit::Ok;
@@ -281,7 +281,10 @@ async fn wait(
                 eprintln!("{}", batch_line(&b));
             }
             if b.is_terminal() {
-                bars[i].finish();
+                // Cleared, not left drawn: the summary printed at the end
+                // says how each batch ended (a bar left behind was the
+                // same line twice).
+                bars[i].finish_and_clear();
             }
             last[i] = Some(b);
         }

@@ -115,6 +115,23 @@ pub fn open(args: &JoinArgs, outputs: &[&Path]) -> Result<Result<(Merge, Option<
     }
 }
 
+/// Warn when no result file was named (`merge --manifest m.json -o x`):
+/// every request would be reported missing without a word why.
+pub fn warn_without_results(merge: &Merge) -> Result<()> {
+    if merge.result_files() == 0 {
+        let mut err = anstream::stderr().lock();
+        writeln!(
+            err,
+            "{WARN}warning:{WARN:#} no result file was given, so every request is `missing`"
+        )?;
+        writeln!(
+            err,
+            "  {DIM}= hint:{DIM:#} name the batches' output and error files after the requests: `-i REQUESTS OUTPUT ERRORS` (or after `--manifest M`)"
+        )?;
+    }
+    Ok(())
+}
+
 /// Fail when `output` is one of the files `read` (whatever the spelling
 /// of either path): the atomic rename would replace that input.
 pub fn refuse_to_replace(output: &Path, read: &[&Path]) -> Result<()> {

@@ -16,6 +16,7 @@ pub fn run(args: &MergeArgs) -> Result<Exit> {
         Ok(m) => m,
         Err(exit) => return Ok(exit),
     };
+    join::warn_without_results(&merge)?;
     let line = MergedLine {
         with_request: args.with_request,
         text: args.text,

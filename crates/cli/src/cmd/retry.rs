@@ -20,6 +20,7 @@ pub fn run(args: &RetryArgs) -> Result<Exit> {
         Ok((m, _)) => m,
         Err(exit) => return Ok(exit),
     };
+    join::warn_without_results(&merge)?;
     let chosen = !args.status.is_empty() || !args.code.is_empty();
     // Requests left out by the default rule although they did not succeed
     // (4xx request errors), by code, to say so.

@@ -258,7 +258,12 @@ pub(crate) fn claim(dir: &Path, force: bool) -> Result<Vec<std::ffi::OsString>> 
         // Temporary chunks of splits killed before this version wrote them
         // beside the output folder go with the old split.
         let own_temp = text.starts_with(".batchkit-split.") && text.ends_with(".tmp");
-        if text != "manifest.json" && !own_temp && !earlier.iter().any(|e| *e == text) {
+        // What an earlier split listed, by its first path component (the
+        // rejects are in a folder of their own).
+        let listed = earlier
+            .iter()
+            .any(|e| e.split('/').next() == Some(text.as_ref()));
+        if text != "manifest.json" && !own_temp && !listed {
             foreign.push(name);
         }
     }

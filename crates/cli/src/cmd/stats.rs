@@ -149,11 +149,14 @@ fn one(args: &StatsArgs, file: &std::path::Path) -> Result<Exit> {
     by_model.profile.single_model = true;
     by_model.limits = Default::default();
     by_model.max_tokens = None;
-    // Validation and token counting each pass over the bytes once.
-    let bar = progress::bytes_bar(Some(2 * bytes.len() as u64), "counting");
+    // Validation and token counting each pass over the bytes once: a bar
+    // each, of the file's size.
+    let total = Some(bytes.len() as u64);
+    let [checking, counting] = progress::bytes_bars(total, ["checking", "counting tokens"]);
     let mut vcfg = by_model.validation();
     vcfg.keep = Some(0);
-    let mut report = validate_bytes_with_progress(bytes, &vcfg, &|n| bar.inc(n));
+    let mut report = validate_bytes_with_progress(bytes, &vcfg, &|n| checking.inc(n));
+    checking.finish_and_clear();
     let facts = std::mem::take(&mut report.facts);
     let groups = std::mem::take(&mut report.groups);
     let plan = Plan::from_facts(
@@ -163,9 +166,9 @@ fn one(args: &StatsArgs, file: &std::path::Path) -> Result<Exit> {
         groups,
         report.summary.blank_lines,
         Vec::new(),
-        &|n| bar.inc(n),
+        &|n| counting.inc(n),
     );
-    bar.finish_and_clear();
+    counting.finish_and_clear();
     let plan =
         plan.map_err(|_| anyhow::anyhow!("a plan without limits cannot have oversize lines"))?;
     let errors = Errors {
@@ -311,23 +314,26 @@ fn print_human(s: &Stats) -> Result<()> {
         writeln!(out, "  embedding inputs: {}", thousands(s.embedding_inputs))?;
     }
     match s.chunks {
-        Some(n) => writeln!(out, "  split would make {n} chunks ({} limits)", s.provider)?,
+        Some(n) => writeln!(
+            out,
+            "  split would make {} ({} limits)",
+            count(n, "chunk"),
+            s.provider
+        )?,
         None => writeln!(
             out,
             "  split would refuse: some line breaks a limit alone (see `batchkit split --dry-run`)"
         )?,
     }
     if let Some(c) = &s.cost_usd {
-        let usd = |v: Option<f64>| v.map_or("n/a".to_owned(), usd);
         writeln!(out, "  cost: {}", cost_text(c.input, c.max_output))?;
         if c.own_prices {
             for m in &c.by_model {
                 writeln!(
                     out,
-                    "    {}: input {} + output at most {}",
+                    "    {}: {}",
                     m.model.as_deref().unwrap_or("-"),
-                    usd(m.input),
-                    usd(m.max_output)
+                    cost_text(m.input, m.max_output)
                 )?;
             }
         }
@@ -345,13 +351,21 @@ pub fn usd(v: f64) -> String {
     }
 }
 
-/// `input $X + output at most $Y = at most $Z` (`n/a` for what has no price).
+/// `input $X + output at most $Y = at most $Z`, or what can be said
+/// without one of the prices, and which option gives it.
 pub fn cost_text(input: Option<f64>, max_output: Option<f64>) -> String {
-    let show = |v: Option<f64>| v.map_or("n/a".to_owned(), usd);
-    format!(
-        "input {} + output at most {} = at most {}",
-        show(input),
-        show(max_output),
-        show(input.zip(max_output).map(|(a, b)| a + b))
-    )
+    match (input, max_output) {
+        (Some(i), Some(o)) => format!(
+            "input {} + output at most {} = at most {}",
+            usd(i),
+            usd(o),
+            usd(i + o)
+        ),
+        (Some(i), None) => format!("input {} (no output price: --price-output)", usd(i)),
+        (None, Some(o)) => format!("output at most {} (no input price: --price-input)", usd(o)),
+        (None, None) => {
+            "unknown: no price for these models (--price MODEL=INPUT/OUTPUT, USD per million tokens)"
+                .to_owned()
+        }
+    }
 }

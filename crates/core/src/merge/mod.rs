@@ -259,6 +259,12 @@ impl Merge {
         self.inputs.len()
     }
 
+    /// How many result files were read (those given among the inputs
+    /// included).
+    pub fn result_files(&self) -> usize {
+        self.results.len()
+    }
+
     /// Result lines read, blank ones included.
     pub fn result_lines(&self) -> u64 {
         self.result_lines

@@ -152,6 +152,21 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > JSON_BODY_LIMIT as u64) {
+            // Read what the client is still sending (up to a bound), so
+            // that it hears the 413 instead of a reset connection.
+            if declared.is_some_and(|n| n <= JSON_BODY_LIMIT as u64 + JSON_DRAIN) {
+                drain(req.into_body(), JSON_BODY_LIMIT as u64 + JSON_DRAIN).await;
+            }
+            let mut err = ApiError::invalid(too_large_json());
+            err.status = axum::http::StatusCode::PAYLOAD_TOO_LARGE;
+            return Err(err);
+        }
         match Json::<T>::from_request(req, state).await {
             Ok(Json(v)) => Ok(ApiJson(v)),
             Err(e) => {
@@ -160,9 +175,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
                     JsonRejection::MissingJsonContentType(_) => {
                         "Expected a JSON body with 'Content-Type: application/json'.".to_owned()
                     }
-                    _ if status == axum::http::StatusCode::PAYLOAD_TOO_LARGE => format!(
-                        "The request body is larger than the {JSON_BODY_LIMIT} bytes a JSON request may have."
-                    ),
+                    _ if status == axum::http::StatusCode::PAYLOAD_TOO_LARGE => too_large_json(),
                     _ => format!("The body is not valid JSON: {}", e.body_text()),
                 };
                 let mut err = ApiError::invalid(message);
@@ -175,6 +188,27 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
 
 /// The largest JSON request body (axum's default body limit).
 pub const JSON_BODY_LIMIT: usize = 2 * 1024 * 1024;
+
+/// How much of a too-large JSON body is read and thrown away so that the
+/// client gets its 413 (larger declared bodies are refused unread).
+const JSON_DRAIN: u64 = 64 << 20;
+
+fn too_large_json() -> String {
+    format!("The request body is larger than the {JSON_BODY_LIMIT} bytes a JSON request may have.")
+}
+
+/// Read and drop up to `max` bytes of `body`.
+async fn drain(mut body: axum::body::Body, max: u64) {
+    use http_body::Body as _;
+    let mut seen = 0u64;
+    while seen <= max {
+        let frame = std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await;
+        match frame {
+            Some(Ok(f)) => seen += f.data_ref().map_or(0, |d| d.len() as u64),
+            _ => break,
+        }
+    }
+}
 
 /// A path parameter; one that cannot be decoded (`%ff%fe` is not UTF-8)
 /// is a 400 with the envelope, not axum's plain text.
