@@ -775,8 +775,60 @@ fn stats_over_several_files_with_a_price_per_model() {
     ]);
     let s: Stats = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(s.cost_usd.unwrap().total_at_most, None);
+    // For people, what has no price says which option gives it (once "n/a").
+    let o = run(&[
+        "stats",
+        "--price",
+        "gpt-4o-mini=0.1/0.4",
+        input.to_str().unwrap(),
+    ]);
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(!text.contains("n/a"), "{text}");
+    assert!(
+        text.contains("gpt-4o: unknown: no price for these models (--price MODEL=INPUT/OUTPUT"),
+        "{text}"
+    );
+    let o = run(&["stats", "--price-input", "1", &example]);
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(text.contains("(no output price: --price-output)"), "{text}");
+    assert!(
+        text.contains("split would make 1 chunk ("),
+        "one, not '1 chunks': {text}"
+    );
     let bad = run(&["stats", "--price", "gpt-4o-mini=cheap", &example]);
     assert_eq!(bad.status.code(), Some(2));
+}
+
+/// A url the provider does not serve is `invalid_url` in `split` (and
+/// `stats`) as in `validate`, where it was once `unsupported_endpoint`.
+#[test]
+fn a_url_no_provider_serves_is_invalid_url_in_every_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    std::fs::write(
+        &input,
+        concat!(
+            r#"{"custom_id":"a","method":"POST","url":"/v1/chat/completions","body":{"model":"m","messages":[{"role":"user","content":"x"}]}}"#, "\n",
+            r#"{"custom_id":"b","method":"POST","url":"/v1/chat/completion","body":{"model":"m","messages":[{"role":"user","content":"x"}]}}"#, "\n",
+        ),
+    )
+    .unwrap();
+    let code_of = |args: &[&str]| -> String {
+        let o = run(args);
+        String::from_utf8_lossy(&o.stdout).into_owned() + &stderr(&o)
+    };
+    let validate = code_of(&["validate", input.to_str().unwrap()]);
+    assert!(validate.contains("error[invalid_url]"), "{validate}");
+    let split = code_of(&["split", input.to_str().unwrap(), "--dry-run"]);
+    assert!(
+        split.contains("error[invalid_url]") && !split.contains("unsupported_endpoint"),
+        "{split}"
+    );
+    let stats = code_of(&["stats", "--format", "json", input.to_str().unwrap()]);
+    assert!(
+        stats.contains("\"invalid_url\": 1") && !stats.contains("unsupported_endpoint"),
+        "{stats}"
+    );
 }
 
 /// `n` chat requests of about 200 bytes each, in `dir/big.jsonl`.
