@@ -2,9 +2,9 @@
 //! the test upstream, both as release processes on loopback.
 //!
 //! ```sh
-//! cargo build --release -p batchkit -p batchkit-testkit -p batchkit-benches
-//! target/release/serve-bench --requests 100000                       # zero-latency upstream
-//! target/release/serve-bench --requests 20000 --latency-ms 100 --concurrency 256
+//! cargo build --profile dist -p batchkit -p batchkit-testkit -p batchkit-benches
+//! target/dist/serve-bench --requests 100000                       # zero-latency upstream
+//! target/dist/serve-bench --requests 20000 --latency-ms 100 --concurrency 256
 //! ```
 //!
 //! Prints the upload's speed, the batch's requests per second from create
@@ -30,7 +30,11 @@ fn parse_args() -> Args {
         requests: 100_000,
         latency_ms: 0,
         concurrency: 64,
-        bin_dir: PathBuf::from("target/release"),
+        // The binaries built beside this one, whichever profile built it.
+        bin_dir: std::env::current_exe()
+            .ok()
+            .and_then(|p| p.parent().map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from("target/dist")),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {

@@ -266,6 +266,9 @@ pub struct Validator<'c> {
     facts: Vec<Fact>,
     /// Blank lines since the last fact, to be counted in the next one.
     blanks_pending: u64,
+    /// The diagnostic of the line that set an unsupported endpoint, until
+    /// the lines before it have had their diagnostics kept.
+    endpoint_diag: Option<Diagnostic>,
     groups: Vec<Group>,
     group_index: HashMap<GroupKey, u32>,
 }
@@ -296,6 +299,7 @@ impl<'c> Validator<'c> {
             bad_lines: Vec::new(),
             facts: Vec::new(),
             blanks_pending: 0,
+            endpoint_diag: None,
             groups: Vec::new(),
             group_index: HashMap::new(),
         };
@@ -318,6 +322,16 @@ impl<'c> Validator<'c> {
 
     fn keep(&self) -> usize {
         self.cfg.keep.unwrap_or(usize::MAX)
+    }
+
+    /// Keep the endpoint's diagnostic (already counted), if there is room,
+    /// at its place in line order.
+    fn keep_diag_in_order(&mut self) {
+        if let Some(d) = self.endpoint_diag.take() {
+            if self.diags.len() < self.keep() {
+                self.diags.push(d);
+            }
+        }
     }
 
     fn push(&mut self, d: Diagnostic) {
@@ -348,7 +362,16 @@ impl<'c> Validator<'c> {
                 ),
             });
             d.line = line;
-            self.push(d);
+            match line {
+                // Kept in line order among the lines' own diagnostics (see
+                // `absorb`), so that which ones are kept does not depend on
+                // the block the line came in.
+                Some(_) => {
+                    self.counts.add(d.code);
+                    self.endpoint_diag = Some(d);
+                }
+                None => self.push(d),
+            }
         }
         self.endpoint = Some(endpoint);
     }
@@ -469,11 +492,23 @@ impl<'c> Validator<'c> {
                 .ids
                 .extend(out.ids.iter().map(|e| e.shifted(line_base))),
         }
-        let room = self.keep().saturating_sub(self.diags.len());
-        for mut d in out.diags.into_iter().take(room) {
+        let last_line = line_base + out.lines;
+        for mut d in out.diags {
             d.line = d.line.map(|l| l + line_base);
             d.offset = d.offset.map(|o| o + offset_base);
-            self.diags.push(d);
+            if self.endpoint_diag.as_ref().is_some_and(|e| e.line < d.line) {
+                self.keep_diag_in_order();
+            }
+            if self.diags.len() < self.keep() {
+                self.diags.push(d);
+            }
+        }
+        if self
+            .endpoint_diag
+            .as_ref()
+            .is_some_and(|e| e.line.is_some_and(|l| l < last_line))
+        {
+            self.keep_diag_in_order();
         }
         self.bad_lines
             .extend(out.bad_lines.iter().map(|l| l + line_base));
@@ -573,6 +608,7 @@ impl<'c> Validator<'c> {
     }
 
     fn finish_with(mut self, whole: Option<&[u8]>) -> Report {
+        self.keep_diag_in_order();
         self.report_repeats(whole);
         let provider = self.cfg.profile.provider;
         let limits = self.cfg.limits;

@@ -205,6 +205,36 @@ fn the_first_url_and_model_count_from_their_line_on_whatever_the_blocks() {
     );
 }
 
+/// Found by the `validate` fuzz target: the diagnostic of the line that
+/// sets an unsupported endpoint was kept when it was found, at the start
+/// of its block, ahead of the earlier lines' diagnostics; so which ones
+/// were kept (of `--max-errors`) depended on the block size.
+#[test]
+fn the_kept_diagnostics_do_not_depend_on_the_block_size() {
+    let mut text = b"[1\n".to_vec();
+    text.extend(std::iter::repeat_n(b'\n', 43));
+    text.extend_from_slice(br#"{"custom_id":"x","method":"POST","url":"/v0/chat/completions","body":{"model":"gpt-4o","messages":[{"role":"user","content":"x"}]}}"#);
+    text.extend_from_slice(b"\n\n");
+    let cfg = |block: usize| {
+        let mut cfg = Config::new(Provider::OpenAi);
+        cfg.keep = Some(40);
+        cfg.block_size = block;
+        cfg
+    };
+    let whole = validate_bytes(&text, &cfg(1 << 20));
+    for block in [1, 7, 64, 1 << 20] {
+        assert_eq!(whole, streamed(&text, &cfg(block)), "blocks of {block}");
+    }
+    // The first 40 by line: line 1's error and 39 blank lines.
+    let lines: Vec<u64> = whole.diagnostics.iter().filter_map(|d| d.line).collect();
+    assert_eq!(lines, (1..=40).collect::<Vec<u64>>());
+    assert_eq!(
+        whole.errors(),
+        2,
+        "the endpoint's error is counted all the same"
+    );
+}
+
 #[test]
 fn duplicates_across_chunk_and_block_boundaries() {
     let line = |id: usize| {
