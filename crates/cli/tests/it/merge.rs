@@ -480,7 +480,10 @@ fn several_inputs_after_one_flag_and_misplaced_files() {
     ]);
     assert_eq!(o.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&o.stderr);
-    assert!(stderr.contains("looks like a request file"), "{stderr}");
+    assert!(
+        stderr.contains("round1.output.jsonl looks like a result file"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -839,4 +842,37 @@ fn no_result_file_is_warned_about() {
             "{cmd}: {stderr}"
         );
     }
+}
+
+/// Found by the `merge` fuzz target: when every request file looked like a
+/// result file (its first line has an `error` key), all were taken for
+/// results and the merge wrote no record for any request, exit 0. Now it is
+/// refused, naming the file.
+#[test]
+fn a_request_file_that_looks_like_results_is_not_merged_into_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    std::fs::write(&input, "{\"custom_id\":\"a\",\"method\":\"POST\",\"url\":\"/v1/embeddings\",\"body\":{\"model\":\"e\",\"input\":\"x\"},\"error\":null}\n").unwrap();
+    let results = dir.path().join("res.jsonl");
+    std::fs::write(
+        &results,
+        "{\"custom_id\":\"a\",\"response\":{\"status_code\":200,\"body\":{}},\"error\":null}\n",
+    )
+    .unwrap();
+    let o = run(&[
+        "merge",
+        "-i",
+        input.to_str().unwrap(),
+        results.to_str().unwrap(),
+        "-o",
+        "-",
+    ]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("in.jsonl looks like a result file")
+            && stderr.contains("was given as a request file"),
+        "{stderr}"
+    );
+    assert!(o.stdout.is_empty());
 }

@@ -201,6 +201,18 @@ impl Merge {
             .iter()
             .position(|s| s.kind() == Some(FileKind::Results))
             .unwrap_or(inputs.len());
+        // Unless that would leave no request file at all: then the first
+        // one only looks like results (a request line with an `error`
+        // key), and merging nothing would report no request, silently.
+        if first_result == 0 {
+            if let Some(first) = inputs.first() {
+                return Err(MergeError::Misplaced {
+                    file: first.name.clone(),
+                    looks_like: FileKind::Results,
+                    given_as: FileKind::Requests,
+                });
+            }
+        }
         let moved: Vec<Side> = inputs.drain(first_result..).collect();
         results.splice(0..0, moved);
         for (sides, given_as) in [(&inputs, FileKind::Requests), (&results, FileKind::Results)] {
