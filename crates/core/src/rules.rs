@@ -876,14 +876,21 @@ pub(crate) struct FirstSeen {
 
 /// Scan lines from the start of `buf` until both a string `url` (if
 /// `want_url`) and a string `body.model` (if `want_model`) are found.
-pub(crate) fn first_seen(buf: &[u8], want_url: bool, want_model: bool) -> FirstSeen {
+/// `starts_file`: `buf` begins the file, where a byte order mark may stand
+/// (anywhere else it makes the line invalid, whatever block it begins).
+pub(crate) fn first_seen(
+    buf: &[u8],
+    want_url: bool,
+    want_model: bool,
+    starts_file: bool,
+) -> FirstSeen {
     let mut seen = FirstSeen::default();
     for (i, line) in crate::lines::Lines::new(buf).enumerate() {
         if (!want_url || seen.url.is_some()) && (!want_model || seen.model.is_some()) {
             break;
         }
         let raw = match line.bytes.strip_prefix(UTF8_BOM) {
-            Some(rest) if i == 0 => rest,
+            Some(rest) if i == 0 && starts_file => rest,
             _ => line.bytes,
         };
         let Ok(text) = std::str::from_utf8(raw) else {

@@ -443,7 +443,7 @@ impl<'c> Validator<'c> {
         if !want_url && !want_model {
             return;
         }
-        let seen = rules::first_seen(block, want_url, want_model);
+        let seen = rules::first_seen(block, want_url, want_model, self.bytes == 0);
         if let Some((url, i, at)) = seen.url {
             self.set_endpoint(url, Some(self.lines + i + 1));
             self.endpoint_from = self.bytes + at;

@@ -235,6 +235,28 @@ fn the_kept_diagnostics_do_not_depend_on_the_block_size() {
     );
 }
 
+/// Found by the `validate` fuzz target: a byte order mark is allowed only
+/// at the file's start, but the file's endpoint was looked for with a mark
+/// stripped from the first line of every block, so a line `\u{feff}{...}`
+/// that began a block set the endpoint only when streamed.
+#[test]
+fn a_byte_order_mark_inside_the_file_sets_no_endpoint_in_any_block() {
+    let mut text = b"\n\n".to_vec();
+    text.extend_from_slice("\u{feff}".as_bytes());
+    text.extend_from_slice(br#"{"custom_id":"a","method":"POST","url":"/v1/chat/completions","body":{"model":"m","messages":[{"role":"user","content":"x"}]}}"#);
+    text.push(b'\n');
+    let cfg = |block: usize| {
+        let mut cfg = Config::new(Provider::OpenAi);
+        cfg.block_size = block;
+        cfg
+    };
+    let whole = validate_bytes(&text, &cfg(1 << 20));
+    assert_eq!(whole.summary.endpoint, None);
+    for block in [1, 2, 3, 1 << 20] {
+        assert_eq!(whole, streamed(&text, &cfg(block)), "blocks of {block}");
+    }
+}
+
 #[test]
 fn duplicates_across_chunk_and_block_boundaries() {
     let line = |id: usize| {
