@@ -19,6 +19,10 @@ pub enum Output {
     File(AtomicFile),
     /// Standard output (not atomic; used for `-`).
     Stdout(BufWriter<StdoutFd>),
+    /// Something that is not a regular file (`/dev/null`, a FIFO, a
+    /// terminal), written in place: renaming a file over it would replace
+    /// the device itself (as root, `-o /dev/null` once did).
+    Special(BufWriter<File>),
 }
 
 /// Standard output written straight to its file descriptor: `io::Stdout`
@@ -64,6 +68,9 @@ impl Output {
                 1 << 20,
                 StdoutFd::open()?,
             )))
+        } else if std::fs::metadata(path).is_ok_and(|m| !m.is_file() && !m.is_dir()) {
+            let f = std::fs::OpenOptions::new().write(true).open(path)?;
+            Ok(Output::Special(BufWriter::with_capacity(1 << 20, f)))
         } else {
             let mut f = AtomicFile::create(path)?;
             f.durable = durable;
@@ -76,6 +83,7 @@ impl Output {
         match self {
             Output::File(f) => f.commit(),
             Output::Stdout(mut w) => w.flush(),
+            Output::Special(mut w) => w.flush(),
         }
     }
 }
@@ -85,6 +93,7 @@ impl Write for Output {
         match self {
             Output::File(f) => f.write(buf),
             Output::Stdout(w) => w.write(buf),
+            Output::Special(w) => w.write(buf),
         }
     }
 
@@ -92,6 +101,7 @@ impl Write for Output {
         match self {
             Output::File(f) => f.write_all(buf),
             Output::Stdout(w) => w.write_all(buf),
+            Output::Special(w) => w.write_all(buf),
         }
     }
 
@@ -99,6 +109,7 @@ impl Write for Output {
         match self {
             Output::File(f) => f.flush(),
             Output::Stdout(w) => w.flush(),
+            Output::Special(w) => w.flush(),
         }
     }
 }
@@ -297,8 +308,19 @@ fn link_unnamed(file: &File, dir: &Path, name: &str) -> io::Result<PathBuf> {
 }
 
 impl AtomicFile {
-    /// Start writing `target`. Its folder must exist.
+    /// Start writing `target`. Its folder must exist. A target that exists
+    /// and is not a regular file (a device, a FIFO, a folder) is refused:
+    /// the rename would replace it ([`Output::create`] writes into such
+    /// targets in place).
     pub fn create(target: &Path) -> io::Result<AtomicFile> {
+        if let Ok(m) = std::fs::metadata(target) {
+            if !m.is_file() {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("{} is not a regular file", target.display()),
+                ));
+            }
+        }
         let dir = match target.parent() {
             Some(p) if !p.as_os_str().is_empty() => p,
             _ => Path::new("."),
@@ -379,6 +401,38 @@ mod tests {
             .map(|e| e.expect("entry").file_name())
             .collect();
         assert_eq!(names, ["out.jsonl"]);
+    }
+
+    /// A device or FIFO as the output is written in place, never renamed
+    /// over: as root, `merge -o /dev/null` once replaced /dev/null with a
+    /// regular file, and every later `2>/dev/null` wrote into it. (A FIFO
+    /// here, so that a regression cannot break the machine's /dev/null.)
+    #[cfg(unix)]
+    #[test]
+    fn a_fifo_output_is_written_in_place_not_replaced() {
+        use std::io::Read;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fifo = dir.path().join("out");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        assert!(made.is_ok_and(|s| s.success()));
+        let reader_path = fifo.clone();
+        let reader = std::thread::spawn(move || {
+            let mut got = String::new();
+            File::open(&reader_path)
+                .expect("open the fifo")
+                .read_to_string(&mut got)
+                .expect("read");
+            got
+        });
+        let mut out = Output::create(&fifo, false).expect("create");
+        assert!(matches!(out, Output::Special(_)));
+        out.write_all(b"line\n").expect("write");
+        out.commit().expect("commit");
+        assert_eq!(reader.join().expect("reader"), "line\n");
+        let kind = std::fs::symlink_metadata(&fifo).expect("stat").file_type();
+        use std::os::unix::fs::FileTypeExt;
+        assert!(kind.is_fifo(), "the fifo is still a fifo");
+        assert!(AtomicFile::create(&fifo).is_err(), "never renamed over");
     }
 
     #[test]
