@@ -29,12 +29,7 @@ export CARGO_TARGET_DIR="${BATCHKIT_FUZZ_TARGET_DIR:-$PWD/target}"
 # With an explicit --target the flags reach only the targets, not the build
 # scripts and proc-macros (which cannot link without libFuzzer).
 host="$(rustc -vV | sed -n 's/^host: //p')"
-# Once more without cargo's cache of rustc's answers if it fails: see the
-# note on retry_once in .ci/run.
-cargo build --release --locked --bins --target "$host" || {
-  rm -f "$CARGO_TARGET_DIR/.rustc_info.json"
-  cargo build --release --locked --bins --target "$host"
-}
+cargo build --release --locked --bins --target "$host"
 bin="$CARGO_TARGET_DIR/$host/release"
 status=0
 for t in "${targets[@]}"; do
