@@ -313,13 +313,12 @@ impl AtomicFile {
     /// the rename would replace it ([`Output::create`] writes into such
     /// targets in place).
     pub fn create(target: &Path) -> io::Result<AtomicFile> {
-        if let Ok(m) = std::fs::metadata(target) {
-            if !m.is_file() {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    format!("{} is not a regular file", target.display()),
-                ));
-            }
+        let existing = std::fs::metadata(target).ok();
+        if existing.as_ref().is_some_and(|m| !m.is_file()) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{} is not a regular file", target.display()),
+            ));
         }
         let dir = match target.parent() {
             Some(p) if !p.as_os_str().is_empty() => p,
@@ -334,7 +333,7 @@ impl AtomicFile {
         #[cfg(unix)]
         let mode = {
             use std::os::unix::fs::PermissionsExt;
-            std::fs::metadata(target).map_or(0o644, |m| m.permissions().mode() & 0o7777)
+            existing.map_or(0o644, |m| m.permissions().mode() & 0o7777)
         };
         #[cfg(not(unix))]
         let mode = 0o644;

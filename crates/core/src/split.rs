@@ -174,18 +174,8 @@ impl Plan {
         rejected: Vec<u64>,
         progress: &(dyn Fn(u64) + Sync),
     ) -> Result<Plan, Vec<Oversize>> {
-        // Both in line order: one walk marks the rejected lines' facts.
-        let mut numbers = LineNumbers::default();
-        let mut left_out = rejected.iter().map(|&l| l - 1).peekable();
-        for f in facts.iter_mut() {
-            if left_out.peek().is_none() {
-                break;
-            }
-            let line = numbers.of(f);
-            while left_out.next_if(|&r| r < line).is_some() {}
-            if left_out.next_if_eq(&line).is_some() {
-                f.group = NO_GROUP;
-            }
+        for i in facts_of_lines(&facts, &rejected) {
+            facts[i].group = NO_GROUP;
         }
         if cfg.count_tokens {
             let from = counted.min(facts.len());

@@ -492,7 +492,8 @@ impl<'c> Validator<'c> {
                 .ids
                 .extend(out.ids.iter().map(|e| e.shifted(line_base))),
         }
-        let last_line = line_base + out.lines;
+        // The first line after this chunk's.
+        let next_line = line_base + out.lines;
         for mut d in out.diags {
             d.line = d.line.map(|l| l + line_base);
             d.offset = d.offset.map(|o| o + offset_base);
@@ -506,7 +507,7 @@ impl<'c> Validator<'c> {
         if self
             .endpoint_diag
             .as_ref()
-            .is_some_and(|e| e.line.is_some_and(|l| l < last_line))
+            .is_some_and(|e| e.line.is_some_and(|l| l < next_line))
         {
             self.keep_diag_in_order();
         }

@@ -235,8 +235,9 @@ fn fresh(parent: &Path, name: &OsStr) -> io::Result<PathBuf> {
 }
 
 /// Remove the staging folders beside `parent/name` that no running split
-/// holds (killed runs'). A folder that holds folders is left alone: it may
-/// be an old split from whose folder kept folders were being moved.
+/// holds (killed runs'). A folder that holds folders other than a split's
+/// own `rejects/` is left alone: it may be an old split from which kept
+/// folders were being moved.
 fn remove_stale(parent: &Path, name: &OsStr) {
     let mut prefix = OsString::from(".");
     prefix.push(name);
@@ -255,7 +256,11 @@ fn remove_stale(parent: &Path, name: &OsStr) {
             continue;
         }
         let holds_folders = std::fs::read_dir(&path).map_or(true, |mut e| {
-            e.any(|e| e.is_ok_and(|e| e.file_type().is_ok_and(|t| t.is_dir())))
+            e.any(|e| {
+                e.is_ok_and(|e| {
+                    e.file_type().is_ok_and(|t| t.is_dir()) && e.file_name() != super::REJECTS_DIR
+                })
+            })
         });
         if !holds_folders {
             let _ = std::fs::remove_dir_all(&path);
@@ -364,7 +369,7 @@ mod tests {
         let out = top.path().join("chunks");
         // A killed run's folder (nobody holds its lock) and a running one's.
         let killed = top.path().join(".chunks.batchkit-split.1-0");
-        std::fs::create_dir(&killed).expect("mkdir");
+        std::fs::create_dir_all(killed.join(super::super::REJECTS_DIR)).expect("mkdir");
         std::fs::write(killed.join(".batchkit-split.x.tmp"), "partial").expect("write");
         let running = Staging::new(&out, Vec::new()).expect("stage");
         assert!(!killed.exists());

@@ -53,11 +53,6 @@ impl Health {
         }
     }
 
-    /// How many kinds of writes fail now.
-    pub fn failing(&self) -> usize {
-        self.failing.lock().unwrap_or_else(|p| p.into_inner()).len()
-    }
-
     /// The body of `GET /health`, and whether all is well.
     pub fn report(&self) -> (bool, Value) {
         let failing = self.failing.lock().unwrap_or_else(|p| p.into_inner());

@@ -41,11 +41,11 @@ enum Next {
 
 /// Take batch `id` through its lifecycle.
 pub(super) async fn run(engine: &Arc<Engine>, id: &str, token: &CancellationToken) {
+    let what = format!("records of {id}");
     loop {
         if engine.stopping() {
             return;
         }
-        let what = format!("records of {id}");
         match step(engine, id, token).await {
             Ok(Next::Again) => engine.health.succeeded(&what),
             Ok(Next::Done) => return engine.health.succeeded(&what),
