@@ -5,8 +5,9 @@
 use std::borrow::Cow;
 
 use batchkit_benches::{Shape, corpus, results_corpus};
-use batchkit_core::dedup::{IdEntry, find_repeats};
-use batchkit_core::envelope::{parse_line, parse_line_serde, scan_bytes, view_from};
+use batchkit_core::internals::{
+    IdEntry, find_repeats, parse_line, parse_line_serde, scan_bytes, view_from,
+};
 use batchkit_core::lines::Lines;
 use batchkit_core::results::{classify, scan_success};
 use batchkit_core::split::{Plan, SplitConfig, validate_and_write};

@@ -2,7 +2,7 @@
 //! scanner reads a line, serde_json reads the same view from it.
 #![no_main]
 
-use batchkit_core::envelope::{parse_line_serde, scan_bytes};
+use batchkit_core::internals::{parse_line_serde, scan_bytes};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -12,7 +12,7 @@ use std::process::ExitCode;
 use anstyle::{AnsiColor, Style};
 use clap::Parser;
 
-use crate::cli::{Cli, ColorWhen, Command};
+use crate::cli::{Cli, ColorWhen};
 use crate::exit::Exit;
 
 fn main() -> ExitCode {
@@ -31,19 +31,7 @@ fn main() -> ExitCode {
             return Exit::Error.into();
         }
     }
-    let result = match &cli.command {
-        Command::Validate(args) => cmd::validate::run(args),
-        Command::Merge(args) => cmd::merge::run(args),
-        Command::Retry(args) => cmd::retry::run(args),
-        Command::Split(args) => cmd::split::run(args),
-        Command::Stats(args) => cmd::stats::run(args),
-        Command::Serve(args) => cmd::serve::run(args),
-        Command::Files(args) => cmd::files::run(args),
-        Command::Batches(args) => cmd::batches::run(args),
-        Command::Run(args) => cmd::run::run(args),
-        Command::Completions { shell } => cmd::docs::completions(*shell),
-        Command::Man { command } => cmd::docs::man(command),
-    };
+    let result = cli.command.run();
     match result {
         Ok(exit) => exit.into(),
         // A closed pipe (`batchkit ... | head`) is the reader's choice, not an

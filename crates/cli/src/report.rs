@@ -14,6 +14,15 @@ use anstyle::{AnsiColor, Style};
 use batchkit_core::{Diagnostic, Report, Severity};
 use serde::Serialize;
 
+/// How reports are printed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// For people.
+    Human,
+    /// For machines: JSON.
+    Json,
+}
+
 const ERROR: Style = AnsiColor::Red.on_default().bold();
 const WARNING: Style = AnsiColor::Yellow.on_default().bold();
 const DIM: Style = Style::new().dimmed();

@@ -3,72 +3,40 @@
 
 use std::time::Duration;
 
-/// The services the client knows the addresses and conventions of.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Service {
-    /// OpenAI, or anything at `OPENAI_BASE_URL` (`batchkit serve`, ...).
-    OpenAi,
-    /// Azure OpenAI: `AZURE_OPENAI_ENDPOINT`, an `api-key` header and an
-    /// `api-version` query parameter.
-    Azure,
-    /// Groq's OpenAI-compatible API.
-    Groq,
-    /// Together AI.
-    Together,
-    /// Mistral.
-    Mistral,
-}
+pub use batchkit_core::Provider;
 
-impl Service {
-    /// Every service, for help texts.
-    pub const ALL: [Service; 5] = [
-        Service::OpenAi,
-        Service::Azure,
-        Service::Groq,
-        Service::Together,
-        Service::Mistral,
-    ];
-
-    /// The name on the command line.
-    pub fn name(self) -> &'static str {
-        match self {
-            Service::OpenAi => "openai",
-            Service::Azure => "azure",
-            Service::Groq => "groq",
-            Service::Together => "together",
-            Service::Mistral => "mistral",
-        }
-    }
-
-    /// The service called `name`.
-    pub fn parse(name: &str) -> Option<Service> {
-        Service::ALL
-            .into_iter()
-            .find(|s| s.name().eq_ignore_ascii_case(name))
-    }
-
-    /// The default base URL (Azure has none: it is the resource's).
-    pub fn default_base_url(self) -> Option<&'static str> {
-        match self {
-            Service::OpenAi => Some("https://api.openai.com/v1"),
-            Service::Azure => None,
-            Service::Groq => Some("https://api.groq.com/openai/v1"),
-            Service::Together => Some("https://api.together.xyz/v1"),
-            Service::Mistral => Some("https://api.mistral.ai/v1"),
-        }
-    }
-
-    /// The environment variable that holds the API key.
-    pub fn key_variable(self) -> &'static str {
-        match self {
-            Service::OpenAi => "OPENAI_API_KEY",
-            Service::Azure => "AZURE_OPENAI_API_KEY",
-            Service::Groq => "GROQ_API_KEY",
-            Service::Together => "TOGETHER_API_KEY",
-            Service::Mistral => "MISTRAL_API_KEY",
-        }
+/// The default base URL of `provider` (Azure has none: it is the
+/// resource's; vLLM has no Batch API of its own, so it is the address of the
+/// `batchkit serve` in front of it).
+pub fn default_base_url(provider: Provider) -> Option<&'static str> {
+    match provider {
+        Provider::OpenAi => Some("https://api.openai.com/v1"),
+        Provider::Groq => Some("https://api.groq.com/openai/v1"),
+        Provider::Together => Some("https://api.together.xyz/v1"),
+        Provider::Mistral => Some("https://api.mistral.ai/v1"),
+        Provider::Azure | Provider::Vllm => None,
     }
 }
+
+/// The environment variable that holds `provider`'s API key, as its SDK
+/// reads it.
+pub fn key_variable(provider: Provider) -> &'static str {
+    match provider {
+        Provider::OpenAi | Provider::Vllm => "OPENAI_API_KEY",
+        Provider::Azure => "AZURE_OPENAI_API_KEY",
+        Provider::Groq => "GROQ_API_KEY",
+        Provider::Together => "TOGETHER_API_KEY",
+        Provider::Mistral => "MISTRAL_API_KEY",
+    }
+}
+
+/// Retries of a call after 408/409/429/5xx, a timeout or a connection
+/// error, in the client and in `serve` (towards its upstream) alike. Five,
+/// not the SDKs' two: batch work runs for hours against servers under
+/// load, where a failed call costs a failed request (`serve`) or a stopped
+/// command (`run`, `batches wait`); five retries with exponential backoff
+/// from 500 ms, at least `Retry-After`, ride out about 15 s of outage.
+pub const DEFAULT_MAX_RETRIES: u32 = 5;
 
 /// The Azure OpenAI API version used when `OPENAI_API_VERSION` is unset.
 pub const AZURE_API_VERSION: &str = "2024-10-21";
@@ -87,8 +55,8 @@ pub enum Auth {
 /// Everything the client needs to reach a service.
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
-    /// The service, for its conventions.
-    pub service: Service,
+    /// The provider, for its conventions.
+    pub provider: Provider,
     /// Base URL including the version path (`https://api.openai.com/v1`).
     pub base_url: String,
     /// Credentials.
@@ -111,25 +79,30 @@ pub enum ConfigError {
         "no Azure OpenAI endpoint: set AZURE_OPENAI_ENDPOINT (https://RESOURCE.openai.azure.com) or pass --base-url"
     )]
     NoAzureEndpoint,
+    /// vLLM without an address.
+    #[error(
+        "vLLM has no Batch API of its own: set OPENAI_BASE_URL or pass --base-url with the address of the `batchkit serve` in front of it (http://HOST:8090/v1)"
+    )]
+    NoVllmServer,
 }
 
 impl ClientConfig {
-    /// The configuration for `service`, with `base_url` and `api_key` from
+    /// The configuration for `provider`, with `base_url` and `api_key` from
     /// the arguments where given, else from the environment as the official
     /// SDKs read it (`OPENAI_BASE_URL`, `OPENAI_API_KEY`;
     /// `AZURE_OPENAI_ENDPOINT`, `AZURE_OPENAI_API_KEY`, `OPENAI_API_VERSION`;
     /// `GROQ_API_KEY`, ...).
     pub fn from_env(
-        service: Service,
+        provider: Provider,
         base_url: Option<&str>,
         api_key: Option<&str>,
     ) -> Result<ClientConfig, ConfigError> {
-        ClientConfig::resolve(service, base_url, api_key, |k| std::env::var(k).ok())
+        ClientConfig::resolve(provider, base_url, api_key, |k| std::env::var(k).ok())
     }
 
     /// As [`ClientConfig::from_env`], reading variables with `var`.
     pub fn resolve(
-        service: Service,
+        provider: Provider,
         base_url: Option<&str>,
         api_key: Option<&str>,
         var: impl Fn(&str) -> Option<String>,
@@ -137,9 +110,9 @@ impl ClientConfig {
         let env = |k: &str| var(k).filter(|v| !v.is_empty());
         let key = api_key
             .map(str::to_owned)
-            .or_else(|| env(service.key_variable()));
-        let (base_url, auth, api_version) = match service {
-            Service::Azure => {
+            .or_else(|| env(key_variable(provider)));
+        let (base_url, auth, api_version) = match provider {
+            Provider::Azure => {
                 let endpoint = base_url
                     .map(str::to_owned)
                     .or_else(|| env("AZURE_OPENAI_ENDPOINT"))
@@ -153,26 +126,27 @@ impl ClientConfig {
                 let version = env("OPENAI_API_VERSION").unwrap_or_else(|| AZURE_API_VERSION.into());
                 (base, key.map_or(Auth::None, Auth::ApiKey), Some(version))
             }
-            Service::OpenAi => {
+            Provider::OpenAi | Provider::Vllm => {
                 let base = base_url
                     .map(str::to_owned)
                     .or_else(|| env("OPENAI_BASE_URL"))
-                    .unwrap_or_else(|| "https://api.openai.com/v1".into());
+                    .or_else(|| default_base_url(provider).map(str::to_owned))
+                    .ok_or(ConfigError::NoVllmServer)?;
                 (base, key.map_or(Auth::None, Auth::Bearer), None)
             }
             other => {
                 let base = base_url
                     .map(str::to_owned)
-                    .unwrap_or_else(|| other.default_base_url().unwrap_or_default().to_owned());
+                    .unwrap_or_else(|| default_base_url(other).unwrap_or_default().to_owned());
                 (base, key.map_or(Auth::None, Auth::Bearer), None)
             }
         };
         Ok(ClientConfig {
-            service,
+            provider,
             base_url: base_url.trim_end_matches('/').to_owned(),
             auth,
             api_version,
-            max_retries: 2,
+            max_retries: DEFAULT_MAX_RETRIES,
             retry_base_delay: Duration::from_millis(500),
             timeout: Duration::from_secs(600),
         })
@@ -193,7 +167,7 @@ mod tests {
 
     #[test]
     fn openai_reads_the_sdk_variables() {
-        let c = ClientConfig::resolve(Service::OpenAi, None, None, vars(&[])).unwrap();
+        let c = ClientConfig::resolve(Provider::OpenAi, None, None, vars(&[])).unwrap();
         assert_eq!(
             (c.base_url.as_str(), &c.auth),
             ("https://api.openai.com/v1", &Auth::None)
@@ -202,12 +176,12 @@ mod tests {
             ("OPENAI_BASE_URL", "http://127.0.0.1:8090/v1/"),
             ("OPENAI_API_KEY", "sk-1"),
         ]);
-        let c = ClientConfig::resolve(Service::OpenAi, None, None, env).unwrap();
+        let c = ClientConfig::resolve(Provider::OpenAi, None, None, env).unwrap();
         assert_eq!(c.base_url, "http://127.0.0.1:8090/v1");
         assert_eq!(c.auth, Auth::Bearer("sk-1".into()));
         let env = vars(&[("OPENAI_API_KEY", "sk-1")]);
-        let c =
-            ClientConfig::resolve(Service::OpenAi, Some("http://h/v1"), Some("sk-2"), env).unwrap();
+        let c = ClientConfig::resolve(Provider::OpenAi, Some("http://h/v1"), Some("sk-2"), env)
+            .unwrap();
         assert_eq!(
             (c.base_url.as_str(), c.auth),
             ("http://h/v1", Auth::Bearer("sk-2".into()))
@@ -217,14 +191,14 @@ mod tests {
     #[test]
     fn azure_uses_its_endpoint_key_header_and_version() {
         assert_eq!(
-            ClientConfig::resolve(Service::Azure, None, None, vars(&[])).unwrap_err(),
+            ClientConfig::resolve(Provider::Azure, None, None, vars(&[])).unwrap_err(),
             ConfigError::NoAzureEndpoint
         );
         let env = vars(&[
             ("AZURE_OPENAI_ENDPOINT", "https://res.openai.azure.com/"),
             ("AZURE_OPENAI_API_KEY", "az"),
         ]);
-        let c = ClientConfig::resolve(Service::Azure, None, None, env).unwrap();
+        let c = ClientConfig::resolve(Provider::Azure, None, None, env).unwrap();
         assert_eq!(c.base_url, "https://res.openai.azure.com/openai");
         assert_eq!(c.auth, Auth::ApiKey("az".into()));
         assert_eq!(c.api_version.as_deref(), Some(AZURE_API_VERSION));
@@ -233,11 +207,15 @@ mod tests {
     #[test]
     fn other_services_have_their_addresses_and_keys() {
         let env = vars(&[("GROQ_API_KEY", "g")]);
-        let c = ClientConfig::resolve(Service::Groq, None, None, env).unwrap();
+        let c = ClientConfig::resolve(Provider::Groq, None, None, env).unwrap();
         assert_eq!(c.base_url, "https://api.groq.com/openai/v1");
         assert_eq!(c.auth, Auth::Bearer("g".into()));
-        for s in Service::ALL {
-            assert_eq!(Service::parse(s.name()), Some(s));
-        }
+        let env = vars(&[("OPENAI_API_KEY", "k")]);
+        assert_eq!(
+            ClientConfig::resolve(Provider::Vllm, None, None, &env).unwrap_err(),
+            ConfigError::NoVllmServer
+        );
+        let c = ClientConfig::resolve(Provider::Vllm, Some("http://h:8090/v1"), None, &env);
+        assert_eq!(c.unwrap().auth, Auth::Bearer("k".into()));
     }
 }

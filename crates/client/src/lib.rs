@@ -9,9 +9,9 @@
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), batchkit_client::ClientError> {
-//! use batchkit_client::{Client, ClientConfig, CreateBatch, Service};
+//! use batchkit_client::{Client, ClientConfig, CreateBatch, Provider};
 //!
-//! let cfg = ClientConfig::from_env(Service::OpenAi, Some("http://127.0.0.1:8090/v1"), None)
+//! let cfg = ClientConfig::from_env(Provider::OpenAi, Some("http://127.0.0.1:8090/v1"), None)
 //!     .expect("a configuration");
 //! let client = Client::new(cfg)?;
 //! let file = client.upload("requests.jsonl".as_ref(), "batch", None).await?;
@@ -33,6 +33,9 @@ mod error;
 mod types;
 
 pub use client::{Client, Progress};
-pub use config::{AZURE_API_VERSION, Auth, ClientConfig, ConfigError, Service};
+pub use config::{
+    AZURE_API_VERSION, Auth, ClientConfig, ConfigError, DEFAULT_MAX_RETRIES, Provider,
+    default_base_url, key_variable,
+};
 pub use error::ClientError;
 pub use types::{Batch, BatchErrorItem, BatchErrors, CreateBatch, FileObject, Page, RequestCounts};

@@ -13,9 +13,7 @@ use std::fmt;
 
 use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
-mod scan;
-
-pub(crate) use scan::{scan_request_id, scan_success, scan_to_newline};
+use crate::scan;
 
 /// The type of a JSON value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -371,7 +369,12 @@ impl<'de> Deserialize<'de> for Key {
 
 /// Store `value` in `slot`, remembering the key's name if it was already set.
 /// Like Python's `json.loads`, the last value wins; the duplicate is reported.
-fn set<T>(slot: &mut Option<T>, value: T, name: &'static str, dup: &mut Option<&'static str>) {
+pub(crate) fn set<T>(
+    slot: &mut Option<T>,
+    value: T,
+    name: &'static str,
+    dup: &mut Option<&'static str>,
+) {
     if slot.is_some() && dup.is_none() {
         *dup = Some(name);
     }

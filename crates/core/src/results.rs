@@ -263,7 +263,7 @@ fn is_null(raw: Option<&RawValue>) -> bool {
 /// `merge` indexes result files this way; the parsers bench measures it
 /// (`cargo bench --bench validate -- parsers/results`).
 pub fn scan_success(line: &[u8]) -> Option<(&str, Option<i64>, std::ops::Range<usize>)> {
-    match crate::envelope::scan_success(line)? {
+    match crate::scan::scan_success(line)? {
         (s, end) if end == line.len() => Some((s.custom_id, s.status_code, s.body)),
         // A newline inside: the line is not one line.
         _ => None,

@@ -7,14 +7,14 @@
 
 use rayon::prelude::*;
 
+use crate::check::{self, ChunkOut, LineCtx, ModelTally};
 use crate::dedup::{IdEntry, SeenFilter, find_repeats};
 use crate::diag::{Code, CodeCounts, Diagnostic, Severity};
-use crate::facts::{Fact, Group};
 use crate::input::{self, Input, InputError, Source};
 use crate::lines::chunk_ranges;
 use crate::provider::{Limits, LineShape, Profile, Provider};
-use crate::rules::{self, ChunkOut, GroupKey, LineCtx, ModelTally};
-use std::collections::HashMap;
+
+pub use crate::check::{LineSink, SeenLine, Sink};
 
 /// Diagnostics kept for printing unless told otherwise.
 pub const DEFAULT_KEEP: usize = 1000;
@@ -42,11 +42,6 @@ pub struct Config {
     pub chunk_size: Option<usize>,
     /// Bytes per block when streaming.
     pub block_size: usize,
-    /// Record every line that has an error in [`Report::bad_lines`].
-    pub collect_bad_lines: bool,
-    /// Record the facts of every line that is not blank in
-    /// [`Report::facts`], for planning chunks in the same pass.
-    pub collect_facts: bool,
 }
 
 impl Config {
@@ -62,27 +57,8 @@ impl Config {
             keep: Some(DEFAULT_KEEP),
             chunk_size: None,
             block_size: input::DEFAULT_BLOCK_SIZE,
-            collect_bad_lines: false,
-            collect_facts: false,
             profile,
         }
-    }
-
-    /// The rules for a file about to be split: every per-line rule, but
-    /// several endpoints and models are allowed (split groups them) and no
-    /// whole-file limit applies (split makes every chunk fit).
-    pub fn for_split(provider: Provider) -> Config {
-        let mut cfg = Config::new(provider);
-        cfg.single_endpoint = false;
-        cfg.single_model = false;
-        cfg.limits = Limits::default();
-        cfg.collect_bad_lines = true;
-        cfg.collect_facts = true;
-        // Split reads mapped input and hands lines to its writers after
-        // each block: larger blocks mean fewer pauses between them
-        // (measured: 16-128 MiB alike, 8 MiB 6% slower, 4 MiB 18%).
-        cfg.block_size = 32 << 20;
-        cfg
     }
 }
 
@@ -95,15 +71,6 @@ pub struct Report {
     pub counts: CodeCounts,
     /// Facts about the file.
     pub summary: Summary,
-    /// 1-based numbers of the lines with errors, sorted (only with
-    /// [`Config::collect_bad_lines`]).
-    pub bad_lines: Vec<u64>,
-    /// One fact per line that is not blank, in order (only with
-    /// [`Config::collect_facts`]); [`crate::facts::LineNumbers`] gives
-    /// their line numbers.
-    pub facts: Vec<Fact>,
-    /// The (endpoint, model) groups the facts refer to.
-    pub groups: Vec<Group>,
 }
 
 impl Report {
@@ -212,11 +179,21 @@ pub fn validate_bytes_with_progress(
     cfg: &Config,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Report {
-    let mut v = Validator::over_whole(cfg);
+    validate_bytes_into(bytes, cfg, (), progress).0
+}
+
+/// Validate bytes held in memory, handing every line to `sink` too.
+pub fn validate_bytes_into<S: Sink>(
+    bytes: &[u8],
+    cfg: &Config,
+    sink: S,
+    progress: &(dyn Fn(u64) + Sync),
+) -> (Report, S) {
+    let mut v = Validator::with_sink(cfg, sink).over_whole();
     for block in chunk_ranges(bytes, MAPPED_BLOCK) {
         v.feed(&bytes[block], progress);
     }
-    v.finish_over(bytes)
+    v.finish_into(Some(bytes))
 }
 
 /// A line whose `custom_id` may repeat an earlier one, kept to name it.
@@ -231,8 +208,10 @@ struct NamedId {
 }
 
 /// Incremental validation: feed blocks of whole lines in order, then finish.
-pub struct Validator<'c> {
+/// Every line is handed to the [`Sink`] `S` too (none for `()`).
+pub struct Validator<'c, S: Sink = ()> {
     cfg: &'c Config,
+    sink: S,
     lines: u64,
     bytes: u64,
     requests: u64,
@@ -262,22 +241,24 @@ pub struct Validator<'c> {
     models: ModelTally,
     requests_over_at: Option<u64>,
     inputs_over_at: Option<u64>,
-    bad_lines: Vec<u64>,
-    facts: Vec<Fact>,
-    /// Blank lines since the last fact, to be counted in the next one.
-    blanks_pending: u64,
     /// The diagnostic of the line that set an unsupported endpoint, until
     /// the lines before it have had their diagnostics kept.
     endpoint_diag: Option<Diagnostic>,
-    groups: Vec<Group>,
-    group_index: HashMap<GroupKey, u32>,
 }
 
-impl<'c> Validator<'c> {
+impl<'c> Validator<'c, ()> {
     /// Start a validation.
     pub fn new(cfg: &'c Config) -> Self {
+        Validator::with_sink(cfg, ())
+    }
+}
+
+impl<'c, S: Sink> Validator<'c, S> {
+    /// Start a validation that hands every line to `sink`.
+    pub fn with_sink(cfg: &'c Config, sink: S) -> Self {
         let mut v = Validator {
             cfg,
+            sink,
             lines: 0,
             bytes: 0,
             requests: 0,
@@ -296,12 +277,7 @@ impl<'c> Validator<'c> {
             models: ModelTally::default(),
             requests_over_at: None,
             inputs_over_at: None,
-            bad_lines: Vec::new(),
-            facts: Vec::new(),
-            blanks_pending: 0,
             endpoint_diag: None,
-            groups: Vec::new(),
-            group_index: HashMap::new(),
         };
         let given = cfg.endpoint.as_deref().or(cfg.profile.default_endpoint());
         if let Some(endpoint) = given {
@@ -311,13 +287,16 @@ impl<'c> Validator<'c> {
         v
     }
 
-    /// Start a validation of an input held whole (mapped or in memory),
-    /// to be finished by [`Validator::finish_over`] with the same bytes.
-    pub fn over_whole(cfg: &'c Config) -> Self {
-        Validator {
-            seen: None,
-            ..Validator::new(cfg)
-        }
+    /// Make this a validation of an input held whole (mapped or in
+    /// memory), to be finished by [`Validator::finish_over`] (or
+    /// [`Validator::finish_into`]) with the same bytes.
+    pub fn over_whole(self) -> Self {
+        Validator { seen: None, ..self }
+    }
+
+    /// The sink, with what it has absorbed so far.
+    pub fn sink_mut(&mut self) -> &mut S {
+        &mut self.sink
     }
 
     fn keep(&self) -> usize {
@@ -400,8 +379,6 @@ impl<'c> Validator<'c> {
             },
             single_model: self.cfg.single_model,
             single_endpoint: self.cfg.single_endpoint,
-            collect_bad: self.cfg.collect_bad_lines,
-            collect_facts: self.cfg.collect_facts,
             id_lines: self.seen.is_some(),
         };
         let threads = rayon::current_num_threads().max(1);
@@ -416,22 +393,26 @@ impl<'c> Validator<'c> {
         let ranges = chunk_ranges(block, target);
         let at_file_start = self.lines == 0;
         let keep = self.keep().saturating_sub(self.diags.len());
-        let outs: Vec<ChunkOut> = ranges
+        let outs: Vec<(ChunkOut, S::Chunk)> = ranges
             .par_iter()
             .enumerate()
             .map(|(i, r)| {
                 let mut out = ChunkOut::new(keep);
+                let mut lines = S::Chunk::default();
                 let ctx = ctx.for_chunk(r.start as u64);
-                rules::check_chunk(&ctx, &block[r.clone()], at_file_start && i == 0, &mut out);
+                let starts_file = at_file_start && i == 0;
+                check::check_chunk(&ctx, &block[r.clone()], starts_file, &mut out, &mut lines);
                 progress(r.len() as u64);
-                out
+                (out, lines)
             })
             .collect();
-        for (i, (range, out)) in ranges.iter().zip(outs).enumerate() {
+        for (i, (range, (out, lines))) in ranges.iter().zip(outs).enumerate() {
             let chunk = &block[range.clone()];
             let starts_file = at_file_start && i == 0;
             self.note_limit_crossings(&ctx.for_chunk(range.start as u64), chunk, starts_file, &out);
-            self.absorb(out, chunk, self.bytes + range.start as u64);
+            let offset = self.bytes + range.start as u64;
+            self.sink.absorb(lines, self.lines, offset);
+            self.absorb(out, chunk, offset);
         }
         self.bytes += block.len() as u64;
     }
@@ -443,7 +424,7 @@ impl<'c> Validator<'c> {
         if !want_url && !want_model {
             return;
         }
-        let seen = rules::first_seen(block, want_url, want_model, self.bytes == 0);
+        let seen = check::first_seen(block, want_url, want_model, self.bytes == 0);
         if let Some((url, i, at)) = seen.url {
             self.set_endpoint(url, Some(self.lines + i + 1));
             self.endpoint_from = self.bytes + at;
@@ -467,7 +448,7 @@ impl<'c> Validator<'c> {
         if let (None, Some(max)) = (self.requests_over_at, limits.max_requests) {
             if self.requests + out.requests > max {
                 let room = max - self.requests;
-                let at = rules::first_line_where(ctx, chunk, starts_file, |o| o.requests > room);
+                let at = check::first_line_where(ctx, chunk, starts_file, |o| o.requests > room);
                 self.requests_over_at = at.map(|i| self.lines + i + 1);
             }
         }
@@ -475,7 +456,7 @@ impl<'c> Validator<'c> {
             if self.embedding_inputs + out.embedding_inputs > max {
                 let room = max - self.embedding_inputs;
                 let at =
-                    rules::first_line_where(ctx, chunk, starts_file, |o| o.embedding_inputs > room);
+                    check::first_line_where(ctx, chunk, starts_file, |o| o.embedding_inputs > room);
                 self.inputs_over_at = at.map(|i| self.lines + i + 1);
             }
         }
@@ -511,35 +492,6 @@ impl<'c> Validator<'c> {
         {
             self.keep_diag_in_order();
         }
-        self.bad_lines
-            .extend(out.bad_lines.iter().map(|l| l + line_base));
-        if !out.facts.is_empty() {
-            let map: Vec<u32> = out
-                .fact_groups
-                .into_iter()
-                .map(|key| {
-                    let next = self.groups.len() as u32;
-                    *self.group_index.entry(key.clone()).or_insert_with(|| {
-                        self.groups.push(Group {
-                            endpoint: key.0,
-                            model: key.1,
-                        });
-                        next
-                    })
-                })
-                .collect();
-            self.facts.reserve(out.facts.len());
-            for f in &out.facts {
-                let group = map.get(f.group as usize).copied();
-                let fact = Fact {
-                    skipped: f.skipped,
-                    ..Fact::new(offset_base + f.offset, f.len, group, f.inputs)
-                };
-                let pending = std::mem::take(&mut self.blanks_pending);
-                crate::facts::push_after_blanks(&mut self.facts, pending, fact);
-            }
-        }
-        self.blanks_pending += u64::from(out.trailing_blanks);
         self.counts.merge(&out.counts);
         self.models.merge(out.models);
         self.lines += out.lines;
@@ -573,7 +525,7 @@ impl<'c> Validator<'c> {
     /// Keep the id of `line` (the text from the line's start, at `offset` in
     /// the input), to name it if it is a repeat.
     fn name(&mut self, line: u64, text: &[u8], offset: u64) {
-        if let Some((id, column, excerpt, caret)) = rules::custom_id_of(text) {
+        if let Some((id, column, excerpt, caret)) = check::custom_id_of(text) {
             self.named.push(NamedId {
                 line,
                 id: id.into_boxed_str(),
@@ -590,25 +542,21 @@ impl<'c> Validator<'c> {
         self.counts.total(Severity::Error)
     }
 
-    /// The facts of the lines fed so far (with [`Config::collect_facts`]),
-    /// to be completed (tokens) in place, and the groups they refer to.
-    pub fn facts_mut(&mut self) -> (&mut [Fact], &[Group]) {
-        (&mut self.facts, &self.groups)
-    }
-
     /// Run the whole-file rules and produce the report.
     pub fn finish(self) -> Report {
-        self.finish_with(None)
+        self.finish_into(None).0
     }
 
-    /// Like [`Validator::finish`], for a validation started by
+    /// Like [`Validator::finish`], for a validation made
     /// [`Validator::over_whole`]: `bytes` is the whole input fed, read again
     /// at the lines whose `custom_id` repeats, to name it.
     pub fn finish_over(self, bytes: &[u8]) -> Report {
-        self.finish_with(Some(bytes))
+        self.finish_into(Some(bytes)).0
     }
 
-    fn finish_with(mut self, whole: Option<&[u8]>) -> Report {
+    /// Run the whole-file rules; the report and the sink. `whole` is the
+    /// whole input fed, for a validation made [`Validator::over_whole`].
+    pub fn finish_into(mut self, whole: Option<&[u8]>) -> (Report, S) {
         self.keep_diag_in_order();
         self.report_repeats(whole);
         let provider = self.cfg.profile.provider;
@@ -701,10 +649,7 @@ impl<'c> Validator<'c> {
             .map(|(name, n)| (name.into_string(), n))
             .collect();
         models.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-        Report {
-            bad_lines: std::mem::take(&mut self.bad_lines),
-            facts: std::mem::take(&mut self.facts),
-            groups: std::mem::take(&mut self.groups),
+        let report = Report {
             diagnostics: self.diags,
             counts: self.counts,
             summary: Summary {
@@ -720,7 +665,8 @@ impl<'c> Validator<'c> {
                 embedding_inputs: self.embedding_inputs,
                 limits,
             },
-        }
+        };
+        (report, self.sink)
     }
 
     /// Name the repeats in `kept` (sorted by line) by reading their lines
@@ -738,12 +684,8 @@ impl<'c> Validator<'c> {
     }
 
     fn report_repeats(&mut self, whole: Option<&[u8]>) {
-        // Every repeated line is needed when bad lines are collected.
-        let keep = if self.cfg.collect_bad_lines {
-            None
-        } else {
-            self.cfg.keep
-        };
+        // Every repeated line is needed when the sink asks for them.
+        let keep = if S::EVERY_REPEAT { None } else { self.cfg.keep };
         let (count, mut kept) = find_repeats(std::mem::take(&mut self.ids), keep);
         // vLLM runs every line, repeated ids too: a warning, not a bad line.
         let lenient = self.cfg.profile.per_line;
@@ -752,10 +694,9 @@ impl<'c> Validator<'c> {
         } else {
             Code::DuplicateCustomId
         };
-        if self.cfg.collect_bad_lines && !lenient {
-            self.bad_lines.extend(kept.iter().map(|r| r.line));
-            self.bad_lines.sort_unstable();
-            self.bad_lines.dedup();
+        if S::EVERY_REPEAT && !lenient {
+            let lines: Vec<u64> = kept.iter().map(|r| r.line).collect();
+            self.sink.repeated(&lines);
             if let Some(k) = self.cfg.keep {
                 kept.truncate(k);
             }

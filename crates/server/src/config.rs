@@ -53,7 +53,7 @@ impl ServerConfig {
             api_keys: Vec::new(),
             insecure_no_auth: false,
             concurrency: 64,
-            max_retries: 5,
+            max_retries: batchkit_client::DEFAULT_MAX_RETRIES,
             request_timeout: Duration::from_secs(600),
             retry_base_delay: Duration::from_millis(500),
             max_upload_bytes: 200 * 1024 * 1024,

@@ -1,23 +1,84 @@
 //! `batchkit batches`: create, get, list, cancel, wait, download.
 
 use std::io::{IsTerminal, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use batchkit_client::{Batch, Client, CreateBatch};
 use batchkit_core::atomic::Output;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use super::service::{Printer, batch_line, connect, failed, utc};
-use crate::cli::{BatchesArgs, BatchesCommand};
+use super::service::{self, Printer, batch_line, connect, failed, utc};
 use crate::exit::Exit;
 
-/// Run a `batches` subcommand.
-pub fn run(args: &BatchesArgs) -> anyhow::Result<Exit> {
+/// Which call to make, of which service.
+pub struct Options {
+    /// The service.
+    pub service: service::Options,
+    /// The call.
+    pub action: Action,
+}
+
+/// A `batches` call.
+pub enum Action {
+    /// Create a batch (uploading `file` first, if given).
+    Create {
+        /// The uploaded request file.
+        input_file_id: Option<String>,
+        /// A request file to upload first.
+        file: Option<PathBuf>,
+        /// The endpoint of every request.
+        endpoint: String,
+        /// The completion window.
+        completion_window: String,
+        /// Metadata pairs.
+        metadata: Vec<(String, String)>,
+        /// Seconds after creation that the output files expire.
+        output_expires_after: Option<i64>,
+    },
+    /// Get a batch's object.
+    Get {
+        /// The batch id.
+        id: String,
+    },
+    /// List batches, newest first.
+    List {
+        /// At most this many per page.
+        limit: Option<u32>,
+        /// After this batch id.
+        after: Option<String>,
+        /// Every page.
+        all: bool,
+    },
+    /// Cancel a batch.
+    Cancel {
+        /// The batch id.
+        id: String,
+    },
+    /// Wait until batches end.
+    Wait {
+        /// The batch ids.
+        ids: Vec<String>,
+        /// Give up after this long.
+        timeout: Option<Duration>,
+        /// Time between polls.
+        every: Duration,
+    },
+    /// Download a finished batch's files into `dir`.
+    Download {
+        /// The batch id.
+        id: String,
+        /// Where to write them.
+        dir: PathBuf,
+    },
+}
+
+/// Run a `batches` call.
+pub fn run(args: &Options) -> anyhow::Result<Exit> {
     let (rt, client) = connect(&args.service)?;
     let mut print = Printer::new(args.service.format);
-    let exit = match &args.command {
-        BatchesCommand::Create {
+    let exit = match &args.action {
+        Action::Create {
             input_file_id,
             file,
             endpoint,
@@ -54,14 +115,14 @@ pub fn run(args: &BatchesArgs) -> anyhow::Result<Exit> {
                 Err(e) => return failed(&format!("batch on {}", req.input_file_id), e),
             }
         }
-        BatchesCommand::Get { id } => match rt.block_on(client.batch(id)) {
+        Action::Get { id } => match rt.block_on(client.batch(id)) {
             Ok(b) => {
                 print.object(&b.raw, || details(&b))?;
                 Exit::Ok
             }
             Err(e) => return failed(&format!("batch {id}"), e),
         },
-        BatchesCommand::List { limit, after, all } => {
+        Action::List { limit, after, all } => {
             let mut after = after.clone();
             loop {
                 let page = match rt.block_on(client.batches(*limit, after.as_deref())) {
@@ -77,44 +138,41 @@ pub fn run(args: &BatchesArgs) -> anyhow::Result<Exit> {
                 after = page.last_id;
             }
         }
-        BatchesCommand::Cancel { id } => match rt.block_on(client.cancel_batch(id)) {
+        Action::Cancel { id } => match rt.block_on(client.cancel_batch(id)) {
             Ok(b) => {
                 print.batch(&b)?;
                 Exit::Ok
             }
             Err(e) => return failed(&format!("batch {id}"), e),
         },
-        BatchesCommand::Wait {
+        Action::Wait {
             ids,
             timeout,
-            poll_interval,
-        } => {
-            let every = Duration::from_secs_f64(poll_interval.clamp(0.05, 3600.0));
-            match rt.block_on(wait(&client, ids, *timeout, every)) {
-                Ok(Waited::Ended(batches)) => {
-                    let mut exit = Exit::Ok;
-                    for b in &batches {
-                        print.batch(b)?;
-                        if b.status != "completed" {
-                            exit = Exit::Invalid;
-                            explain(b);
-                        }
+            every,
+        } => match rt.block_on(wait(&client, ids, *timeout, *every)) {
+            Ok(Waited::Ended(batches)) => {
+                let mut exit = Exit::Ok;
+                for b in &batches {
+                    print.batch(b)?;
+                    if b.status != "completed" {
+                        exit = Exit::Invalid;
+                        explain(b);
                     }
-                    exit
                 }
-                Ok(Waited::TimedOut(b)) => {
-                    crate::print_error(&anyhow::anyhow!(
-                        "batch {} is still {} after {:?} (--timeout)",
-                        b.id,
-                        b.status,
-                        timeout.unwrap_or_default()
-                    ));
-                    Exit::Invalid
-                }
-                Err((id, e)) => return failed(&format!("batch {id}"), e),
+                exit
             }
-        }
-        BatchesCommand::Download { id, output } => {
+            Ok(Waited::TimedOut(b)) => {
+                crate::print_error(&anyhow::anyhow!(
+                    "batch {} is still {} after {:?} (--timeout)",
+                    b.id,
+                    b.status,
+                    timeout.unwrap_or_default()
+                ));
+                Exit::Invalid
+            }
+            Err((id, e)) => return failed(&format!("batch {id}"), e),
+        },
+        Action::Download { id, dir: output } => {
             let b = match rt.block_on(client.batch(id)) {
                 Ok(b) => b,
                 Err(e) => return failed(&format!("batch {id}"), e),

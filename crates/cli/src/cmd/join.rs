@@ -8,14 +8,46 @@ use std::path::{Path, PathBuf};
 use anstyle::{AnsiColor, Style};
 use anyhow::{Context, Result};
 use batchkit_core::atomic::Output;
-use batchkit_core::merge::{Merge, MergeError, Problem, Record, Tally};
+use batchkit_core::merge::{Merge, MergeConfig, MergeError, Problem, Record, Tally};
 use batchkit_core::results::Status;
 use serde::Serialize;
 
-use crate::cli::{Format, JoinArgs};
 use crate::exit::Exit;
 use crate::progress;
-use crate::report::{count, thousands};
+use crate::report::{Format, count, thousands};
+
+/// Request and result files to join, and where the join goes.
+pub struct Options {
+    /// Request files, in order.
+    pub inputs: Vec<PathBuf>,
+    /// A split's manifest, whose chunks are the request files.
+    pub manifest: Option<PathBuf>,
+    /// Output and error files, in any order.
+    pub results: Vec<PathBuf>,
+    /// Where to write; `-` is standard output.
+    pub output: PathBuf,
+    /// Which result wins a conflict, and how many problems are kept.
+    pub config: MergeConfig,
+    /// How the summary is printed.
+    pub format: Format,
+    /// Sync the output to disk before it replaces the target.
+    pub fsync: bool,
+}
+
+impl Options {
+    /// The join of `input` and `results` into `output`, with the defaults.
+    pub fn new(input: &Path, results: Vec<PathBuf>, output: &Path) -> Options {
+        Options {
+            inputs: vec![input.to_owned()],
+            manifest: None,
+            results,
+            output: output.to_owned(),
+            config: MergeConfig::default(),
+            format: Format::Human,
+            fsync: false,
+        }
+    }
+}
 
 const BOLD: Style = Style::new().bold();
 const DIM: Style = Style::new().dimmed();
@@ -76,7 +108,7 @@ impl Origins {
 /// Join the files, or explain why they cannot be joined (`Err(exit)`).
 /// `outputs` are the files the command will write besides `-o`: none of
 /// them may be one of the files read.
-pub fn open(args: &JoinArgs, outputs: &[&Path]) -> Result<Result<(Merge, Option<Origins>), Exit>> {
+pub fn open(args: &Options, outputs: &[&Path]) -> Result<Result<(Merge, Option<Origins>), Exit>> {
     let (inputs, origins) = match &args.manifest {
         Some(m) => {
             let (inputs, origins) = Origins::read(m)?;
@@ -93,7 +125,7 @@ pub fn open(args: &JoinArgs, outputs: &[&Path]) -> Result<Result<(Merge, Option<
     for out in std::iter::once(args.output.as_path()).chain(outputs.iter().copied()) {
         refuse_to_replace(out, &read)?;
     }
-    match Merge::new(&inputs, &args.results, &args.to_config()) {
+    match Merge::new(&inputs, &args.results, &args.config) {
         Ok(m) => Ok(Ok((m, origins))),
         Err(MergeError::InvalidInput { problems, count }) => {
             let mut err = anstream::stderr().lock();
@@ -152,7 +184,7 @@ pub fn refuse_to_replace(output: &Path, read: &[&Path]) -> Result<()> {
 /// Render every request through `render` into `args.output`, atomically.
 pub fn write(
     merge: &Merge,
-    args: &JoinArgs,
+    args: &Options,
     request_body: bool,
     render: &(dyn Fn(&Record<'_>, &mut Vec<u8>) -> bool + Sync),
 ) -> Result<Tally> {
@@ -256,7 +288,7 @@ struct JsonProblem {
 
 /// Print the summary: human on stderr, or JSON on stdout when the output
 /// went to a file.
-pub fn summarize(merge: &Merge, args: &JoinArgs, tally: &Tally, verb: &str) -> Result<()> {
+pub fn summarize(merge: &Merge, args: &Options, tally: &Tally, verb: &str) -> Result<()> {
     let problems = merge.problems();
     if args.format == Format::Json && args.output.as_os_str() != "-" {
         let summary = JsonSummary {

@@ -1,16 +1,29 @@
 //! `batchkit merge`: every request with its outcome, in input order.
 
+use std::path::PathBuf;
+
 use anyhow::{Context, Result};
 use batchkit_core::atomic::Output;
 use batchkit_core::merge::MergedLine;
 use batchkit_core::results::Status;
 
-use crate::cli::MergeArgs;
 use crate::cmd::join;
 use crate::exit::Exit;
 
+/// What to merge, and what to add to each merged line.
+pub struct Options {
+    /// The files and the output.
+    pub join: join::Options,
+    /// Add the request body (`"request"`).
+    pub with_request: bool,
+    /// Add the answer text (`"text"`).
+    pub text: bool,
+    /// Where result lines of no request go, verbatim.
+    pub unknown: Option<PathBuf>,
+}
+
 /// Merge, write, summarize.
-pub fn run(args: &MergeArgs) -> Result<Exit> {
+pub fn run(args: &Options) -> Result<Exit> {
     let unknown: Vec<&std::path::Path> = args.unknown.iter().map(|p| p.as_path()).collect();
     let (merge, origins) = match join::open(&args.join, &unknown)? {
         Ok(m) => m,

@@ -3,12 +3,12 @@
 pub mod batches;
 pub mod docs;
 pub mod files;
-mod join;
+pub mod join;
 pub mod merge;
 pub mod retry;
 pub mod run;
 pub mod serve;
-mod service;
+pub mod service;
 pub mod split;
 pub mod stats;
 pub mod validate;

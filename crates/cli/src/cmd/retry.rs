@@ -6,16 +6,27 @@ use std::sync::Mutex;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use batchkit_core::Input;
 use batchkit_core::results::Status;
 use batchkit_core::split::{Plan, SplitConfig};
+use batchkit_core::{Input, Provider};
 
-use crate::cli::RetryArgs;
 use crate::cmd::join;
 use crate::exit::Exit;
 
+/// Which requests to write again, and for whose batches.
+pub struct Options {
+    /// The files and the output.
+    pub join: join::Options,
+    /// Only requests of these statuses (none: what can succeed again).
+    pub status: Vec<Status>,
+    /// Only requests with one of these error codes.
+    pub code: Vec<String>,
+    /// Whose batch rules the retry file must meet.
+    pub provider: Provider,
+}
+
 /// Select, write, summarize.
-pub fn run(args: &RetryArgs) -> Result<Exit> {
+pub fn run(args: &Options) -> Result<Exit> {
     let merge = match join::open(&args.join, &[])? {
         Ok((m, _)) => m,
         Err(exit) => return Ok(exit),
@@ -104,7 +115,7 @@ pub fn run(args: &RetryArgs) -> Result<Exit> {
 /// replace it by one file per batch in a directory named after it, with a
 /// manifest, as `split` writes them: a retry file is never one the service
 /// would reject.
-fn one_batch_or_split(args: &RetryArgs) -> Result<()> {
+fn one_batch_or_split(args: &Options) -> Result<()> {
     let path = &args.join.output;
     let profile = args.provider.profile();
     // A service that runs each line by its own url (vLLM) takes any mix,

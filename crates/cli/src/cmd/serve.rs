@@ -5,11 +5,10 @@ use std::io::IsTerminal;
 use anyhow::Context;
 use tracing_subscriber::EnvFilter;
 
-use crate::cli::ServeArgs;
 use crate::exit::Exit;
 
-/// Run the server.
-pub fn run(args: &ServeArgs) -> anyhow::Result<Exit> {
+/// Run the server with `cfg`.
+pub fn run(cfg: batchkit_server::ServerConfig) -> anyhow::Result<Exit> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     tracing_subscriber::fmt()
@@ -17,7 +16,6 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<Exit> {
         .with_ansi(ansi)
         .with_writer(std::io::stderr)
         .init();
-    let cfg = args.to_config();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -4,19 +4,35 @@
 use std::io::Write;
 
 use anyhow::Context;
-use batchkit_client::{Batch, Client, ClientError, FileObject};
+use batchkit_client::{Batch, Client, ClientConfig, ClientError, FileObject, RequestCounts};
 use serde_json::Value;
 
-use crate::cli::{ObjectFormat, ServiceArgs};
 use crate::exit::Exit;
 
-/// A client for the service the arguments name, and a runtime to drive it.
-pub fn connect(args: &ServiceArgs) -> anyhow::Result<(tokio::runtime::Runtime, Client)> {
+/// Which service, and how its objects are printed.
+pub struct Options {
+    /// How to reach it.
+    pub client: ClientConfig,
+    /// How its objects are printed.
+    pub format: ObjectFormat,
+}
+
+/// How service objects are printed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ObjectFormat {
+    /// A summary for people.
+    Human,
+    /// The service's objects unchanged, one JSON object per line.
+    Json,
+}
+
+/// A client for the service the options name, and a runtime to drive it.
+pub fn connect(args: &Options) -> anyhow::Result<(tokio::runtime::Runtime, Client)> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let client = Client::new(args.to_config()?)?;
+    let client = Client::new(args.client.clone())?;
     Ok((runtime, client))
 }
 
@@ -104,17 +120,20 @@ impl Printer {
 
 /// A batch in one line: id, status, counts, endpoint, creation.
 pub fn batch_line(b: &Batch) -> String {
-    let c = b.counts();
     format!(
-        "{}  {:<11}  {}/{} done, {} failed  {}  {}",
+        "{}  {:<11}  {}  {}  {}",
         b.id,
         b.status,
-        c.completed,
-        c.total,
-        c.failed,
+        counts_text(&b.counts()),
         b.endpoint,
         utc(b.created_at)
     )
+}
+
+/// A batch's request counts, as every command words them: "done" is the
+/// requests that succeeded (the service's `completed`), failures apart.
+pub fn counts_text(c: &RequestCounts) -> String {
+    format!("{}/{} done, {} failed", c.completed, c.total, c.failed)
 }
 
 #[cfg(test)]

@@ -1,18 +1,41 @@
 //! `batchkit split`: chunks that each fit every limit.
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anstyle::{AnsiColor, Style};
 use anyhow::{Context, Result};
 use batchkit_core::Input;
-use batchkit_core::split::{self, Manifest, Oversize, Plan};
-use batchkit_core::validate::validate_bytes_with_progress;
+use batchkit_core::split::{self, FactSink, Manifest, Oversize, Plan, SplitConfig};
+use batchkit_core::validate::validate_bytes_into;
 
-use crate::cli::{Format, SplitArgs};
 use crate::exit::Exit;
 use crate::progress;
-use crate::report::{self, count, thousands};
+use crate::report::{self, Format, count, thousands};
+
+/// What to split, into what, and how to report it.
+pub struct Options {
+    /// The request file; `-` is standard input.
+    pub file: PathBuf,
+    /// Where the chunks go (none: a dry run).
+    pub out_dir: Option<PathBuf>,
+    /// The rules, limits and token counting.
+    pub config: SplitConfig,
+    /// Set invalid lines aside instead of refusing.
+    pub skip_invalid: bool,
+    /// Print the plan only.
+    pub dry_run: bool,
+    /// Write into a folder that holds files an earlier split did not write.
+    pub force: bool,
+    /// Write with direct I/O where the file system allows.
+    pub direct: bool,
+    /// Diagnostics kept (none: all).
+    pub keep: Option<usize>,
+    /// Diagnostics of one code printed in full (0: all).
+    pub max_per_code: usize,
+    /// How the outcome is printed.
+    pub format: Format,
+}
 
 const BOLD: Style = Style::new().bold();
 const ERROR: Style = AnsiColor::Red.on_default().bold();
@@ -59,23 +82,19 @@ pub fn print_oversize(name: &Path, lines: &[Oversize]) -> Result<()> {
 }
 
 /// Validate, plan, write.
-pub fn run(args: &SplitArgs) -> Result<Exit> {
+pub fn run(args: &Options) -> Result<Exit> {
     let input = Input::open(&args.file)?;
     let name = input.name.clone();
     let mapped = input.into_mapped()?;
     let bytes = mapped.bytes();
 
-    let cfg = args.rules.to_split_config(
-        args.tokens.max_tokens,
-        args.tokens.encoding,
-        args.tokens.count_tokens,
-    );
+    let cfg = &args.config;
     let mut vcfg = cfg.validation();
     // Set-aside lines are each explained in the rejects report.
-    vcfg.keep = (args.max_errors > 0 && !args.skip_invalid).then_some(args.max_errors);
+    vcfg.keep = args.keep.filter(|_| !args.skip_invalid);
     let stem = stem(&name);
     let input_name = name.display().to_string();
-    let direct = !args.buffered;
+    let direct = args.direct;
     let total = Some(bytes.len() as u64);
     // The new split is written beside the output folder and replaces it
     // whole once complete: a kill leaves the old split or the new one.
@@ -90,24 +109,19 @@ pub fn run(args: &SplitArgs) -> Result<Exit> {
 
     // One pass: the validation also collects what planning needs, and
     // when writing, chunks are written while the rest is still checked.
-    let (mut checked, counted) = match (&args.out_dir, &write_to) {
+    let (checked, mut facts, counted) = match (&args.out_dir, &write_to) {
         (Some(dir), Some(into)) => {
             let [bar, writing] = progress::bytes_bars(total, ["checking", "writing chunks"]);
-            let one = split::validate_and_write(
-                bytes,
-                &cfg,
-                &vcfg,
-                into,
-                direct,
-                &|n| bar.inc(n),
-                &|n| writing.inc(n),
-            )
-            .with_context(|| format!("cannot write chunks to {}", dir.display()))?;
+            let one =
+                split::validate_and_write(bytes, cfg, &vcfg, into, direct, &|n| bar.inc(n), &|n| {
+                    writing.inc(n)
+                })
+                .with_context(|| format!("cannot write chunks to {}", dir.display()))?;
             bar.finish_and_clear();
             writing.finish_and_clear();
             if let Some(staged) = one.staged {
                 let manifest = staged
-                    .commit(into, &input_name, &stem, &cfg)
+                    .commit(into, &input_name, &stem, cfg)
                     .and_then(|m| match staging.take() {
                         Some(staging) => staging.commit().map(|()| m),
                         None => Ok(m),
@@ -116,13 +130,14 @@ pub fn run(args: &SplitArgs) -> Result<Exit> {
                 print_manifest(args, &manifest)?;
                 return Ok(Exit::Ok);
             }
-            (one.report, one.counted)
+            (one.report, one.facts, one.counted)
         }
         _ => {
             let bar = progress::bytes_bar(total, "checking");
-            let report = validate_bytes_with_progress(bytes, &vcfg, &|n| bar.inc(n));
+            let sink = FactSink::default();
+            let (report, sink) = validate_bytes_into(bytes, &vcfg, sink, &|n| bar.inc(n));
             bar.finish_and_clear();
-            (report, 0)
+            (report, sink.into_facts(), 0)
         }
     };
     if !checked.is_valid() && !args.skip_invalid {
@@ -154,13 +169,11 @@ pub fn run(args: &SplitArgs) -> Result<Exit> {
         return Ok(Exit::Invalid);
     }
     let rejected = if args.skip_invalid {
-        std::mem::take(&mut checked.bad_lines)
+        std::mem::take(&mut facts.bad_lines)
     } else {
         Vec::new()
     };
 
-    let facts = std::mem::take(&mut checked.facts);
-    let groups = std::mem::take(&mut checked.groups);
     let blank = checked.summary.blank_lines;
     let bar = progress::bytes_bar(total, "counting tokens");
     let tick = |n| {
@@ -168,8 +181,7 @@ pub fn run(args: &SplitArgs) -> Result<Exit> {
             bar.inc(n)
         }
     };
-    let planned =
-        Plan::from_partly_counted(bytes, &cfg, facts, counted, groups, blank, rejected, &tick);
+    let planned = Plan::from_partly_counted(bytes, cfg, facts, counted, blank, rejected, &tick);
     bar.finish_and_clear();
     let plan = match planned {
         Ok(plan) => plan,
@@ -182,11 +194,11 @@ pub fn run(args: &SplitArgs) -> Result<Exit> {
     let writing = progress::bytes_bar(total, "writing chunks");
     let manifest = match (&args.out_dir, &write_to) {
         (Some(dir), Some(into)) => plan
-            .write(bytes, into, &input_name, &stem, &cfg, direct, &|n| {
+            .write(bytes, into, &input_name, &stem, cfg, direct, &|n| {
                 writing.inc(n)
             })
             .with_context(|| format!("cannot write chunks to {}", dir.display()))?,
-        _ => plan.manifest(&input_name, &stem, &cfg, None),
+        _ => plan.manifest(&input_name, &stem, cfg, None),
     };
     writing.finish_and_clear();
     if let (Some(dir), Some(staging)) = (&args.out_dir, staging) {
@@ -286,7 +298,7 @@ pub(crate) fn claim(dir: &Path, force: bool) -> Result<Vec<std::ffi::OsString>> 
 }
 
 /// Print what was written (or would be), as JSON or for people.
-fn print_manifest(args: &SplitArgs, manifest: &Manifest) -> Result<()> {
+fn print_manifest(args: &Options, manifest: &Manifest) -> Result<()> {
     match args.format {
         Format::Json => {
             let mut out = anstream::stdout().lock();

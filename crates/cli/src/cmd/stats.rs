@@ -2,17 +2,17 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
+use std::path::PathBuf;
 
 use anyhow::Result;
-use batchkit_core::split::Plan;
-use batchkit_core::validate::validate_bytes_with_progress;
+use batchkit_core::split::{FactSink, Plan, SplitConfig};
+use batchkit_core::validate::validate_bytes_into;
 use batchkit_core::{Input, Severity};
 use serde::Serialize;
 
-use crate::cli::{Format, StatsArgs};
 use crate::exit::Exit;
 use crate::progress;
-use crate::report::{count, thousands};
+use crate::report::{Format, count, thousands};
 
 #[derive(Serialize)]
 struct Stats {
@@ -80,17 +80,17 @@ struct ModelCost {
 
 /// Every group at its model's price (`--price MODEL=IN/OUT`) or the general
 /// one; a total only when every group has a price.
-fn cost(args: &StatsArgs, groups: &[GroupStats]) -> Cost {
+fn cost(prices: &Prices, groups: &[GroupStats]) -> Cost {
     let price = |tokens: u64, usd: Option<f64>| usd.map(|p| tokens as f64 * p / 1e6);
     let mut by_model: Vec<ModelCost> = Vec::new();
     for g in groups {
-        let own = args
-            .price
+        let own = prices
+            .per_model
             .iter()
             .find(|(m, _, _)| Some(m.as_str()) == g.model.as_deref());
         let (pin, pout) = match own {
             Some((_, i, o)) => (Some(*i), Some(*o)),
-            None => (args.price_input, args.price_output),
+            None => (prices.input, prices.output),
         };
         let (input, max_output) = (price(g.input_tokens, pin), price(g.max_output_tokens, pout));
         match by_model.iter_mut().find(|m| m.model == g.model) {
@@ -114,7 +114,7 @@ fn cost(args: &StatsArgs, groups: &[GroupStats]) -> Cost {
         max_output,
         total_at_most: input.zip(max_output).map(|(a, b)| a + b),
         by_model,
-        own_prices: !args.price.is_empty(),
+        own_prices: !prices.per_model.is_empty(),
     }
 }
 
@@ -126,8 +126,36 @@ fn percentile(sorted: &[u32], p: f64) -> u64 {
     sorted[rank.min(sorted.len() - 1)] as u64
 }
 
+/// What to count, and at what prices.
+pub struct Options {
+    /// Request files; `-` is standard input.
+    pub files: Vec<PathBuf>,
+    /// The rules, limits and token counting (for the chunk count).
+    pub config: SplitConfig,
+    /// The prices, if any.
+    pub prices: Prices,
+    /// How the report is printed.
+    pub format: Format,
+}
+
+/// Prices in USD per million tokens.
+pub struct Prices {
+    /// Of input tokens, for models without their own.
+    pub input: Option<f64>,
+    /// Of output tokens, for models without their own.
+    pub output: Option<f64>,
+    /// Per model: (model, input, output).
+    pub per_model: Vec<(String, f64, f64)>,
+}
+
+impl Prices {
+    fn any(&self) -> bool {
+        self.input.is_some() || self.output.is_some() || !self.per_model.is_empty()
+    }
+}
+
 /// Count, estimate and print each file; the exit status is the worst.
-pub fn run(args: &StatsArgs) -> Result<Exit> {
+pub fn run(args: &Options) -> Result<Exit> {
     let mut worst = Exit::Ok;
     for file in &args.files {
         worst = worst.max(one(args, file)?);
@@ -135,14 +163,12 @@ pub fn run(args: &StatsArgs) -> Result<Exit> {
     Ok(worst)
 }
 
-fn one(args: &StatsArgs, file: &std::path::Path) -> Result<Exit> {
+fn one(args: &Options, file: &std::path::Path) -> Result<Exit> {
     let input = Input::open(file)?;
     let name = input.name.clone();
     let mapped = input.into_mapped()?;
     let bytes = mapped.bytes();
-    let cfg = args
-        .rules
-        .to_split_config(args.max_tokens, args.encoding, true);
+    let cfg = &args.config;
     // One pass over the file, grouped per model and without limits (so it
     // cannot fail), then cut again under the provider's rules for the count.
     let mut by_model = cfg.clone();
@@ -155,15 +181,15 @@ fn one(args: &StatsArgs, file: &std::path::Path) -> Result<Exit> {
     let [checking, counting] = progress::bytes_bars(total, ["checking", "counting tokens"]);
     let mut vcfg = by_model.validation();
     vcfg.keep = Some(0);
-    let mut report = validate_bytes_with_progress(bytes, &vcfg, &|n| checking.inc(n));
+    let sink = FactSink::default();
+    let (report, sink) = validate_bytes_into(bytes, &vcfg, sink, &|n| checking.inc(n));
     checking.finish_and_clear();
-    let facts = std::mem::take(&mut report.facts);
-    let groups = std::mem::take(&mut report.groups);
+    let mut facts = sink.into_facts();
+    let bad_lines = std::mem::take(&mut facts.bad_lines).len() as u64;
     let plan = Plan::from_facts(
         bytes,
         &by_model,
         facts,
-        groups,
         report.summary.blank_lines,
         Vec::new(),
         &|n| counting.inc(n),
@@ -172,7 +198,7 @@ fn one(args: &StatsArgs, file: &std::path::Path) -> Result<Exit> {
     let plan =
         plan.map_err(|_| anyhow::anyhow!("a plan without limits cannot have oversize lines"))?;
     let errors = Errors {
-        lines: report.bad_lines.len() as u64,
+        lines: bad_lines,
         by_code: report
             .counts
             .iter()
@@ -180,7 +206,7 @@ fn one(args: &StatsArgs, file: &std::path::Path) -> Result<Exit> {
             .map(|(c, n)| (c.as_str(), n))
             .collect(),
     };
-    let chunks = plan.recut(&cfg).ok().map(|c| c.len() as u64);
+    let chunks = plan.recut(cfg).ok().map(|c| c.len() as u64);
     let mut groups: Vec<GroupStats> = plan
         .groups
         .iter()
@@ -210,9 +236,7 @@ fn one(args: &StatsArgs, file: &std::path::Path) -> Result<Exit> {
     }
     per_request.sort_unstable();
     let total: u64 = per_request.iter().map(|&t| t as u64).sum();
-    let priced =
-        args.price_input.is_some() || args.price_output.is_some() || !args.price.is_empty();
-    let cost = priced.then(|| cost(args, &groups));
+    let cost = args.prices.any().then(|| cost(&args.prices, &groups));
     let stats = Stats {
         file: name.display().to_string(),
         provider: cfg.profile.provider.name(),

@@ -1,18 +1,32 @@
 //! `batchkit validate`: the service's verdict on a request file, before upload.
 
 use std::io::Write;
+use std::path::PathBuf;
 
 use anyhow::Result;
-use batchkit_core::{Input, validate};
+use batchkit_core::{Config, Input, validate};
 
-use crate::cli::{Format, ValidateArgs};
 use crate::exit::Exit;
-use crate::{progress, report};
+use crate::progress;
+use crate::report::{self, Format};
+
+/// What to validate, and how to report it.
+pub struct Options {
+    /// Request files; `-` is standard input.
+    pub files: Vec<PathBuf>,
+    /// The rules, limits and how many diagnostics to keep.
+    pub config: Config,
+    /// How the reports are printed.
+    pub format: Format,
+    /// Diagnostics of one code printed in full (0: all).
+    pub max_per_code: usize,
+    /// No summary after the diagnostics.
+    pub quiet: bool,
+}
 
 /// Validate every file named; the exit status is the worst one's.
-pub fn run(args: &ValidateArgs) -> Result<Exit> {
-    let mut cfg = args.rules.to_config();
-    cfg.keep = (args.max_errors > 0).then_some(args.max_errors);
+pub fn run(args: &Options) -> Result<Exit> {
+    let cfg = &args.config;
     let mut worst = Exit::Ok;
     for path in &args.files {
         let input = match Input::open(path) {
@@ -28,7 +42,7 @@ pub fn run(args: &ValidateArgs) -> Result<Exit> {
         // A pipe (stdin, a FIFO, `<(...)`) has no name that gets uploaded.
         let uploadable = input.size_hint.is_some();
         let bar = progress::bytes_bar(input.size_hint, &format!("validating {}", name.display()));
-        let result = validate(input, &cfg, &|n| bar.inc(n));
+        let result = validate(input, cfg, &|n| bar.inc(n));
         bar.finish_and_clear();
         let mut report = match result {
             Ok(report) => report,

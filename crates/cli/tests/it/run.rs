@@ -98,6 +98,40 @@ fn a_file_that_needs_three_chunks_runs_to_merged_results_with_retries() {
     );
 }
 
+/// `--clean` removes the work folder and the state once the merged output
+/// is written; without it both stay, for a later look or a rerun.
+#[test]
+fn clean_removes_the_work_folder_and_state_after_the_merge() {
+    let dir = tempfile::tempdir().unwrap();
+    let serve = Serve::start(&dir.path().join("data"), &["--provider", "vllm"]);
+    std::fs::write(
+        dir.path().join("requests.jsonl"),
+        requests(12, |i| format!("hello {i}")),
+    )
+    .unwrap();
+    let work = dir.path().join("merged.jsonl.run");
+    let state_file = dir.path().join("merged.jsonl.run.json");
+    let o = run(&serve, dir.path(), &["--max-requests", "5"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(
+        work.is_dir() && state_file.is_file(),
+        "kept without --clean"
+    );
+
+    std::fs::remove_file(dir.path().join("merged.jsonl")).unwrap();
+    let o = run(&serve, dir.path(), &["--max-requests", "5", "--clean"]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{stderr}");
+    every_request_once(dir.path(), 12);
+    assert!(!work.exists() && !state_file.exists(), "{stderr}");
+    assert!(stderr.contains("(--clean)"), "{stderr}");
+    assert_eq!(
+        serve.all("/v1/batches").len(),
+        3,
+        "the rerun created nothing"
+    );
+}
+
 /// Start `run`, read its stderr until `pattern`, then SIGKILL it.
 fn kill_at(serve: &Serve, dir: &Path, extra: &[&str], pattern: &str) {
     let mut child = run_cmd(serve, dir, extra)
@@ -171,10 +205,16 @@ fn serve_killed_and_restarted_under_a_running_run() {
         requests(20, |i| format!("slow:50 r {i}")),
     )
     .unwrap();
-    let mut child = run_cmd(&serve, dir.path(), &["--max-requests", "10"])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    // Two retries (500 ms, 1 s, with jitter): the outage below outlasts
+    // them, so the run must wait for the service rather than retry.
+    let mut child = run_cmd(
+        &serve,
+        dir.path(),
+        &["--max-requests", "10", "--max-retries", "2"],
+    )
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
     let mut line = String::new();
     while !line.contains("in_progress (") {

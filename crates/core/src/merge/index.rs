@@ -5,8 +5,9 @@
 use rayon::prelude::*;
 
 use super::key::{BROKEN, Key, ResultKey, pack_success, result_ref};
-use super::side::{Side, classify_bytes, parse_request_id};
+use super::side::{Side, classify_bytes};
 use super::{Merge, MergeConfig, MergeError, Problem, ProblemKind, WINDOW};
+use crate::custom_id;
 use crate::lines::{first_line, is_blank};
 use crate::results::{BadResult, Status};
 
@@ -146,10 +147,10 @@ impl Merge {
                     let at = ((f as u64) << 48) | index;
                     // Most lines are read by the scanner, several times
                     // faster; serde_json reads (and words the errors of) the rest.
-                    match crate::envelope::scan_request_id(rest) {
+                    match crate::scan::scan_request_id(rest) {
                         Some((id, end)) => (Some(Ok(Key::new(id, at))), end),
                         None => read_slowly(rest, |line| {
-                            parse_request_id(line)
+                            custom_id::read_serde(line)
                                 .map(|id| Key::new(&id, at))
                                 .map_err(|e| (None, e))
                         }),
@@ -206,7 +207,7 @@ impl Merge {
                 side,
                 &mut keys,
                 false,
-                |rest, _, offset| match crate::envelope::scan_success(rest) {
+                |rest, _, offset| match crate::scan::scan_success(rest) {
                     // Most lines are plain successes, which the scanner
                     // reads several times faster; classify reads the rest.
                     Some((s, end)) => {

@@ -27,8 +27,6 @@ mod render;
 mod side;
 
 pub use render::{MergedLine, Record, Tally};
-#[cfg(test)]
-pub(crate) use side::parse_request_id;
 
 use key::Chosen;
 use side::Side;

@@ -11,7 +11,7 @@ use rayon::prelude::*;
 use serde_json::value::RawValue;
 
 use super::key::{Chosen, NONE, ref_file, ref_offset, unpack_success};
-use super::side::{classify_bytes, known_request_id, parse_request};
+use super::side::{classify_bytes, parse_request};
 use super::{INVALID_RESULT_LINE, Merge, WINDOW};
 use crate::lines::{Lines, is_blank};
 use crate::results::{self, BadResult, Outcome, Status};
@@ -219,7 +219,7 @@ impl Merge {
             };
             let (custom_id, body) = match parsed {
                 Ok(read) => read,
-                Err(_) => match known_request_id(line.bytes) {
+                Err(_) => match crate::custom_id::read_known(line.bytes) {
                     Ok(id) => (id, None),
                     Err(_) => {
                         tally.unread.get_or_insert((f, index + 1));

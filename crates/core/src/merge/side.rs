@@ -154,51 +154,12 @@ impl<'de: 'a, 'a> Deserialize<'de> for Borrowed<'a> {
     }
 }
 
-/// Only the id: other fields are skipped, which is faster than capturing them.
-#[derive(Deserialize)]
-struct RequestId<'a> {
-    #[serde(borrow)]
-    custom_id: Cow<'a, str>,
-}
-
-fn utf8(line: &[u8]) -> Result<&str, String> {
-    simdutf8::basic::from_utf8(line).map_err(|_| {
-        let e = std::str::from_utf8(line).err();
-        format!(
-            "not UTF-8: {}",
-            e.map_or_else(String::new, |e| e.to_string())
-        )
-    })
-}
-
 pub(super) fn parse_request(line: &[u8]) -> Result<Request<'_>, String> {
-    serde_json::from_str(utf8(line)?).map_err(|e| e.to_string())
-}
-
-pub(crate) fn parse_request_id(line: &[u8]) -> Result<Cow<'_, str>, String> {
-    let r: RequestId<'_> = serde_json::from_str(utf8(line)?).map_err(|e| e.to_string())?;
-    Ok(r.custom_id)
-}
-
-/// The id of a line already checked while indexing: read straight from the
-/// bytes when the line starts with a plain `{"custom_id":"…"`, as generated
-/// files do; parsed otherwise.
-pub(super) fn known_request_id(line: &[u8]) -> Result<Cow<'_, str>, String> {
-    const PREFIX: &[u8] = b"{\"custom_id\":\"";
-    if let Some(rest) = line.strip_prefix(PREFIX) {
-        if let Some(end) = memchr::memchr2(b'"', b'\\', rest) {
-            if rest[end] == b'"' {
-                if let Ok(id) = simdutf8::basic::from_utf8(&rest[..end]) {
-                    return Ok(Cow::Borrowed(id));
-                }
-            }
-        }
-    }
-    parse_request_id(line)
+    serde_json::from_str(crate::custom_id::utf8(line)?).map_err(|e| e.to_string())
 }
 
 pub(super) fn classify_bytes(line: &[u8]) -> Result<Outcome<'_>, BadResult> {
-    utf8(line)
+    crate::custom_id::utf8(line)
         .map_err(|reason| BadResult {
             reason,
             custom_id: None,

@@ -26,6 +26,7 @@ use tempfile::TempPath;
 
 use super::writers::Writers;
 use super::{Cutter, Manifest, Plan, Regroup, SplitConfig, push_run};
+use crate::facts::{FactSink, LineFacts};
 use crate::lines::chunk_ranges;
 use crate::validate::{Config, Report, Validator};
 
@@ -54,16 +55,18 @@ impl Staged {
 
 /// What [`validate_and_write`] did.
 pub struct OnePass {
-    /// The validation. When the chunks were staged, its facts and groups
-    /// have moved into the plan.
+    /// The validation.
     pub report: Report,
+    /// What it collected for planning; empty when the chunks were staged
+    /// (the facts moved into their plan).
+    pub facts: LineFacts,
     /// How many of the report's facts have their tokens counted already.
     pub counted: usize,
     /// The chunks, when the input was valid and every line fitted.
     pub staged: Option<Staged>,
 }
 
-/// Validate `bytes` under `vcfg` (which must collect facts), a block of
+/// Validate `bytes` under `vcfg` (collecting facts), a block of
 /// [`Config::block_size`] at a time, and write the chunks `cfg` cuts into
 /// temporary files in `dir` at the same time, with
 /// direct I/O if `direct`. `checked` and `written` are called with bytes
@@ -82,7 +85,7 @@ pub fn validate_and_write(
     let stop = AtomicBool::new(false);
     std::thread::scope(|scope| {
         let writers = Writers::spawn(scope, bytes, dir, direct, &stop, written);
-        let mut v = Validator::over_whole(vcfg);
+        let mut v = Validator::with_sink(vcfg, FactSink::default()).over_whole();
         let mut regroup = Regroup::default();
         let mut cutter = Cutter::new(cfg);
         let (mut counted, mut placed) = (0, 0);
@@ -95,7 +98,7 @@ pub fn validate_and_write(
             if !live {
                 continue;
             }
-            let (facts, groups) = v.facts_mut();
+            let (facts, groups) = v.sink_mut().facts_mut();
             if cfg.count_tokens {
                 super::count_tokens(bytes, cfg, &mut facts[counted..], &|_| {});
                 counted = facts.len();
@@ -126,7 +129,8 @@ pub fn validate_and_write(
                 writers.close(chunk);
             }
         }
-        let mut report = v.finish_over(bytes);
+        let (report, sink) = v.finish_into(Some(bytes));
+        let line_facts = sink.into_facts();
         let input_ok = report.is_valid() && cutter.oversize.is_empty();
         let complete = live && input_ok;
         if complete {
@@ -142,6 +146,7 @@ pub fn validate_and_write(
             _ => {
                 return Ok(OnePass {
                     report,
+                    facts: line_facts,
                     counted,
                     staged: None,
                 });
@@ -158,8 +163,9 @@ pub fn validate_and_write(
                     .ok_or_else(|| io::Error::other("a chunk was not written"))
             })
             .collect::<io::Result<Vec<_>>>()?;
-        let mut facts = std::mem::take(&mut report.facts);
-        let groups = std::mem::take(&mut report.groups);
+        let LineFacts {
+            mut facts, groups, ..
+        } = line_facts;
         for f in &mut facts {
             *f = regroup.fact(&groups, *f, cfg);
         }
@@ -172,6 +178,7 @@ pub fn validate_and_write(
         };
         Ok(OnePass {
             report,
+            facts: LineFacts::default(),
             counted,
             staged: Some(Staged { plan, files }),
         })

@@ -4,8 +4,9 @@
 
 use std::collections::BTreeMap;
 
-use batchkit_core::split::{Manifest, OnePass, Plan, SplitConfig, validate_and_write};
+use batchkit_core::split::{FactSink, Manifest, OnePass, Plan, SplitConfig, validate_and_write};
 use batchkit_core::tokens::TokenCounter;
+use batchkit_core::validate::validate_bytes_into;
 use batchkit_core::{Config, Limits, Provider, validate_bytes};
 use proptest::prelude::*;
 use sha2::{Digest, Sha256};
@@ -196,9 +197,9 @@ fn one_pass_stages_nothing_for_an_invalid_input() {
     let dir = tempfile::tempdir().unwrap();
     let one = one_pass(&text, &cfg, 1000, dir.path());
     assert!(one.staged.is_none());
-    assert_eq!(one.report.bad_lines, vec![251]);
+    assert_eq!(one.facts.bad_lines, vec![251]);
     assert_eq!(one.counted, 300, "counted before the repeat was found");
-    assert!(one.report.facts[..one.counted].iter().all(|f| f.tokens > 0));
+    assert!(one.facts.facts[..one.counted].iter().all(|f| f.tokens > 0));
     assert_eq!(
         std::fs::read_dir(dir.path()).unwrap().count(),
         0,
@@ -249,8 +250,10 @@ fn skip_invalid_loses_no_line() {
     lines[12] = String::new(); // blank
     lines[20] = r#"{"custom_id":"x","method":"POST","url":"/v1/chat/completions","body":{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"x"}]}}"#.to_owned();
     let text = lines.join("\n") + "\n";
-    let checked = validate_bytes(text.as_bytes(), &Config::for_split(Provider::OpenAi));
-    assert_eq!(checked.bad_lines, vec![6, 10, 21]);
+    let vcfg = SplitConfig::within(Provider::OpenAi.profile()).validation();
+    let (_, sink) = validate_bytes_into(text.as_bytes(), &vcfg, FactSink::default(), &|_| {});
+    let bad_lines = sink.into_facts().bad_lines;
+    assert_eq!(bad_lines, vec![6, 10, 21]);
     let cfg = config(
         Limits {
             max_requests: Some(4),
@@ -258,7 +261,7 @@ fn skip_invalid_loses_no_line() {
         },
         None,
     );
-    let plan = Plan::new(text.as_bytes(), &cfg, checked.bad_lines, &|_| {}).unwrap();
+    let plan = Plan::new(text.as_bytes(), &cfg, bad_lines, &|_| {}).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let manifest = plan
         .write(

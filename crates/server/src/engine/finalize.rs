@@ -15,7 +15,7 @@ use std::sync::Arc;
 use tempfile::TempPath;
 
 use super::Engine;
-use super::lines::{custom_id_of, error_line};
+use super::lines::error_line;
 use super::runner::RunError;
 use crate::ids;
 use crate::objects::{BatchRecord, FileRecord, Status};
@@ -163,7 +163,11 @@ fn write_files(engine: &Engine, batch: &BatchRecord, status: Status) -> Result<F
             match result {
                 Some(r) if r.ok => output.line(&r.body)?,
                 Some(r) => errors.line(&r.body)?,
-                None => errors.line(&error_line(custom_id_of(line).as_deref(), code, message))?,
+                None => errors.line(&error_line(
+                    batchkit_core::custom_id::read(line).ok().as_deref(),
+                    code,
+                    message,
+                ))?,
             }
         }
     }

@@ -30,18 +30,6 @@ fn json_str(s: &str) -> String {
     serde_json::to_string(s).unwrap_or_else(|_| "\"\"".to_owned())
 }
 
-/// The `custom_id` of a line, if one can be read (for lines that never ran).
-pub fn custom_id_of(line: &[u8]) -> Option<String> {
-    #[derive(Deserialize)]
-    struct Id<'a> {
-        #[serde(borrow)]
-        custom_id: Cow<'a, str>,
-    }
-    serde_json::from_slice::<Id<'_>>(line)
-        .ok()
-        .map(|i| i.custom_id.into_owned())
-}
-
 /// An error-file line for a request that got no response.
 pub fn error_line(custom_id: Option<&str>, code: &str, message: &str) -> String {
     format!(

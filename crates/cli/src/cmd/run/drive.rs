@@ -6,17 +6,17 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::Result;
-use batchkit_client::{Client, ClientError, CreateBatch, Service};
+use anyhow::{Context, Result};
+use batchkit_client::{Client, ClientError, CreateBatch};
 use batchkit_core::Input;
 use batchkit_core::atomic::Output;
 use batchkit_core::merge::MergedLine;
 use batchkit_core::split::SplitConfig;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use super::Options;
 use super::state::State;
 use super::{Paths, ask_cancel, merge_into, round, split_into};
-use crate::cli::RunArgs;
 use crate::cmd::service::failed;
 use crate::exit::Exit;
 use crate::report::thousands;
@@ -40,28 +40,15 @@ impl From<anyhow::Error> for Stop {
     }
 }
 
-/// The service for a provider's rules (vLLM's batch API is `batchkit serve`,
-/// which speaks OpenAI's).
-fn service(p: batchkit_core::Provider) -> Service {
-    use batchkit_core::Provider as P;
-    match p {
-        P::Azure => Service::Azure,
-        P::Groq => Service::Groq,
-        P::Together => Service::Together,
-        P::Mistral => Service::Mistral,
-        P::OpenAi | P::Vllm => Service::OpenAi,
-    }
-}
-
 /// Drive every round to its end, then write the merged output.
 pub(super) fn run(
-    args: &RunArgs,
+    args: &Options,
     paths: &Paths,
     state: &mut State,
     cfg: &SplitConfig,
     name: &Path,
 ) -> Result<Exit> {
-    let mut conn = args.conn.to_config(service(args.rules.provider))?;
+    let mut conn = args.client.clone().map_err(anyhow::Error::msg)?;
     conn.timeout = conn.timeout.max(Duration::from_secs(1));
     let client = Client::new(conn)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -109,7 +96,7 @@ fn terminal(status: &str) -> bool {
 }
 
 async fn rounds(
-    args: &RunArgs,
+    args: &Options,
     paths: &Paths,
     state: &mut State,
     cfg: &SplitConfig,
@@ -189,18 +176,22 @@ async fn rounds(
             },
             Some("merged into"),
         )?;
-        return Ok(match merged {
+        let exit = match merged {
             Ok((_, true)) => Exit::Ok,
             Ok((_, false)) => Exit::Invalid,
-            Err(exit) => exit,
-        });
+            Err(exit) => return Ok(exit),
+        };
+        if args.clean {
+            clean(paths)?;
+        }
+        return Ok(exit);
     }
 }
 
 /// One round: upload, create, wait, download; the state saved after each
 /// step of each chunk.
 async fn drive(
-    args: &RunArgs,
+    args: &Options,
     paths: &Paths,
     state: &mut State,
     r: usize,
@@ -325,7 +316,7 @@ async fn drive(
 /// Poll the round's batches until all have ended, with one overall bar on
 /// a terminal and a line per change otherwise.
 async fn wait(
-    args: &RunArgs,
+    args: &Options,
     paths: &Paths,
     state: &mut State,
     r: usize,
@@ -345,7 +336,7 @@ async fn wait(
     } else {
         ProgressBar::hidden()
     };
-    let every = Duration::from_secs_f64(args.poll_interval.clamp(0.05, 3600.0));
+    let every = args.every;
     let mut unreachable_since = std::time::Instant::now();
     let mut warned = false;
     loop {
@@ -390,10 +381,9 @@ async fn wait(
             if state.rounds[r].chunks[i].status.as_deref() != Some(b.status.as_str()) {
                 if bar.is_hidden() {
                     eprintln!(
-                        "round {number}: {id} {} ({}/{} done)",
+                        "round {number}: {id} {} ({})",
                         b.status,
-                        c.completed + c.failed,
-                        c.total
+                        crate::cmd::service::counts_text(&c)
                     );
                 }
                 state.rounds[r].chunks[i].status = Some(b.status.clone());
@@ -417,4 +407,27 @@ async fn wait(
         }
         tokio::time::sleep(every).await;
     }
+}
+
+/// Delete the run's work folder and state file: the merged output holds
+/// every outcome, and nothing is left to resume.
+fn clean(paths: &Paths) -> Result<()> {
+    match std::fs::remove_dir_all(&paths.work) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(e).with_context(|| format!("cannot remove {}", paths.work.display()));
+        }
+        _ => {}
+    }
+    match std::fs::remove_file(&paths.state) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(e).with_context(|| format!("cannot remove {}", paths.state.display()));
+        }
+        _ => {}
+    }
+    eprintln!(
+        "removed {} and {} (--clean)",
+        paths.work.display(),
+        paths.state.display()
+    );
+    Ok(())
 }

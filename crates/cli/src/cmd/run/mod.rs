@@ -9,13 +9,13 @@ use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use batchkit_client::ClientConfig;
 use batchkit_core::Input;
 use batchkit_core::results::Status;
-use batchkit_core::split::{Manifest, Plan, SplitConfig};
-use batchkit_core::validate::validate_bytes;
+use batchkit_core::split::{FactSink, Manifest, Plan, SplitConfig};
+use batchkit_core::validate::validate_bytes_into;
 use sha2::{Digest, Sha256};
 
-use crate::cli::{Format, JoinArgs, Prefer, RunArgs};
 use crate::cmd::{join, split};
 use crate::exit::Exit;
 use crate::report::thousands;
@@ -25,6 +25,37 @@ mod state;
 
 use state::{Chunk, Round, State};
 
+/// What to run, where, and how.
+pub struct Options {
+    /// The request file.
+    pub file: PathBuf,
+    /// Where the merged results go.
+    pub output: PathBuf,
+    /// The rules, limits and token counting of the chunks.
+    pub config: SplitConfig,
+    /// How to reach the service (or why that is not known: only a dry run
+    /// goes on without it).
+    pub client: Result<ClientConfig, String>,
+    /// The batches' completion window.
+    pub completion_window: String,
+    /// Metadata pairs for every batch.
+    pub metadata: Vec<(String, String)>,
+    /// Rounds in all.
+    pub max_rounds: u32,
+    /// Print the plan and the estimate only.
+    pub dry_run: bool,
+    /// With `dry_run`: USD per million input and output tokens.
+    pub prices: (Option<f64>, Option<f64>),
+    /// The state file (default: beside the output).
+    pub state: Option<PathBuf>,
+    /// Delete the work folder and the state once the output is written.
+    pub clean: bool,
+    /// On Ctrl-C, leave the batches running without asking.
+    pub yes: bool,
+    /// Time between polls of the batches.
+    pub every: std::time::Duration,
+}
+
 /// Where a run keeps its state, chunks and downloads.
 struct Paths {
     state: PathBuf,
@@ -32,7 +63,7 @@ struct Paths {
 }
 
 impl Paths {
-    fn of(args: &RunArgs) -> Paths {
+    fn of(args: &Options) -> Paths {
         let state = args.state.clone().unwrap_or_else(|| {
             let mut s = args.output.clone().into_os_string();
             s.push(".run.json");
@@ -49,7 +80,7 @@ impl Paths {
 }
 
 /// Run.
-pub fn run(args: &RunArgs) -> Result<Exit> {
+pub fn run(args: &Options) -> Result<Exit> {
     let paths = Paths::of(args);
     let input = Input::open(&args.file)?;
     let name = input.name.clone();
@@ -59,11 +90,7 @@ pub fn run(args: &RunArgs) -> Result<Exit> {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
-    let mut cfg = args.rules.to_split_config(
-        args.tokens.max_tokens,
-        args.tokens.encoding,
-        args.tokens.count_tokens || args.dry_run,
-    );
+    let mut cfg = args.config.clone();
     // The batch endpoint of {custom_id, body} lines.
     cfg.endpoint = cfg
         .endpoint
@@ -85,13 +112,7 @@ pub fn run(args: &RunArgs) -> Result<Exit> {
     };
 
     if args.dry_run {
-        return dry_run(
-            bytes,
-            &name,
-            &cfg,
-            &state,
-            (args.price_input, args.price_output),
-        );
+        return dry_run(bytes, &name, &cfg, &state, args.prices);
     }
     if state.rounds.is_empty() {
         let dir = paths.work.join("round-1");
@@ -134,7 +155,8 @@ fn round(number: u32, manifest: &Manifest, dir: &str) -> Round {
 /// fine: they are what chunks are for) and plan the chunks; on errors, the
 /// report is printed and nothing is sent.
 fn plan_of(bytes: &[u8], name: &Path, cfg: &SplitConfig) -> Result<Result<Plan, Exit>> {
-    let mut report = validate_bytes(bytes, &cfg.validation());
+    let (report, facts) =
+        validate_bytes_into(bytes, &cfg.validation(), FactSink::default(), &|_| {});
     if !report.is_valid() {
         crate::exit::record(Exit::Invalid);
         let mut err = anstream::stderr().lock();
@@ -147,10 +169,8 @@ fn plan_of(bytes: &[u8], name: &Path, cfg: &SplitConfig) -> Result<Result<Plan, 
         )?;
         return Ok(Err(Exit::Invalid));
     }
-    let facts = std::mem::take(&mut report.facts);
-    let groups = std::mem::take(&mut report.groups);
     let blank = report.summary.blank_lines;
-    match Plan::from_facts(bytes, cfg, facts, groups, blank, Vec::new(), &|_| {}) {
+    match Plan::from_facts(bytes, cfg, facts.into_facts(), blank, Vec::new(), &|_| {}) {
         Ok(p) => Ok(Ok(p)),
         Err(oversize) => {
             crate::exit::record(Exit::Invalid);
@@ -258,16 +278,7 @@ fn merge_into(
     render: &(dyn Fn(&batchkit_core::merge::Record<'_>, &mut Vec<u8>) -> bool + Sync),
     report: Option<&str>,
 ) -> Result<Result<(batchkit_core::merge::Tally, bool), Exit>> {
-    let join_args = JoinArgs {
-        inputs: vec![input.to_owned()],
-        manifest: None,
-        results,
-        output: output.to_owned(),
-        prefer: Prefer::First,
-        max_problems: 1000,
-        format: Format::Human,
-        fsync: false,
-    };
+    let join_args = join::Options::new(input, results, output);
     let merge = match join::open(&join_args, &[])? {
         Ok((m, _)) => m,
         Err(exit) => return Ok(Err(exit)),

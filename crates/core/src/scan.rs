@@ -1,5 +1,8 @@
-//! The fast path of [`parse_line`](super::parse_line): a byte scanner that
-//! reads the same [`LineView`] as the `serde_json` visitor, or declines.
+//! The byte scanner: the fast path of
+//! [`parse_line`](crate::envelope::parse_line), which reads the same
+//! [`LineView`] as the `serde_json` visitor, or declines; and of the result
+//! readers ([`scan_success`], [`scan_request_id`]), which read a result
+//! line's id and status the same way.
 //!
 //! It accepts only what it can read exactly as `serde_json` would: it never
 //! reports an error, it returns `None` and the caller asks `serde_json`,
@@ -11,7 +14,7 @@
 //! are checked as `serde_json` skips them: escapes well formed, no control
 //! bytes; a lone surrogate escape is let through, as `serde_json` lets it
 //! through, and is found afterwards by
-//! [`find_lone_surrogate`](super::find_lone_surrogate).
+//! [`find_lone_surrogate`](crate::envelope::find_lone_surrogate).
 //!
 //! Its speed comes from the strings: the bytes that end a string's plain run
 //! (`"`, `\` and control bytes) are found 16 at a time with SSE2, and 32 at a
@@ -23,7 +26,9 @@
 use std::borrow::Cow;
 use std::ops::Range;
 
-use super::{Body, BodyView, Inputs, Kind, LineView, MessageProblem, Messages, Shape, Text, set};
+use crate::envelope::{
+    Body, BodyView, Inputs, Kind, LineView, MessageProblem, Messages, Shape, Text, set,
+};
 
 /// Containers nested deeper than this are left to `serde_json` (whose limit
 /// is 128), so the scanner's recursion is bounded.
@@ -1018,7 +1023,7 @@ mod tests {
         let scanned = scan_request_id(line)
             .filter(|(_, end)| *end == line.len())
             .map(|(id, _)| id);
-        let reference = crate::merge::parse_request_id(line).ok();
+        let reference = crate::custom_id::read_serde(line).ok();
         match scanned {
             Some(id) => prop_assert_eq!(Some(id), reference.as_deref()),
             None => prop_assert!(

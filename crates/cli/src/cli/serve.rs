@@ -1,0 +1,137 @@
+//! `batchkit serve`'s arguments, each also read from its environment
+//! variable.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use super::parse_size;
+
+/// Arguments of `batchkit serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The upstream's base URL, with or without `/v1`: a request line's url
+    /// `/v1/chat/completions` goes to `<upstream>/v1/chat/completions`.
+    #[arg(long, env = "BATCHKIT_UPSTREAM", value_name = "URL")]
+    pub upstream: String,
+
+    /// Sent to the upstream as `Authorization: Bearer KEY`.
+    #[arg(
+        long,
+        env = "BATCHKIT_UPSTREAM_API_KEY",
+        value_name = "KEY",
+        hide_env_values = true
+    )]
+    pub upstream_api_key: Option<String>,
+
+    /// Where to listen (`127.0.0.1:0` picks a free port).
+    #[arg(
+        long,
+        env = "BATCHKIT_LISTEN",
+        value_name = "ADDR",
+        default_value = "127.0.0.1:8090"
+    )]
+    pub listen: std::net::SocketAddr,
+
+    /// Where the database and the files are kept.
+    #[arg(
+        long,
+        env = "BATCHKIT_DATA_DIR",
+        value_name = "DIR",
+        default_value = "batchkit-data"
+    )]
+    pub data_dir: PathBuf,
+
+    /// An accepted API key (repeat for several; each key is a tenant that
+    /// sees only its own files and batches). Without any, no key is asked
+    /// for, and only loopback addresses are allowed.
+    #[arg(
+        long = "api-key",
+        env = "BATCHKIT_API_KEYS",
+        value_name = "KEY",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub api_keys: Vec<String>,
+
+    /// Serve without API keys on a non-loopback address.
+    #[arg(long, env = "BATCHKIT_INSECURE_NO_AUTH")]
+    pub insecure_no_auth: bool,
+
+    /// Requests in flight to the upstream at once, shared by all batches.
+    #[arg(long, env = "BATCHKIT_CONCURRENCY", value_name = "N", default_value_t = 64,
+        value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub concurrency: u32,
+
+    /// Retries of a request after 408/409/429/5xx, a timeout or a
+    /// connection error (exponential backoff with jitter, at least
+    /// Retry-After).
+    #[arg(
+        long,
+        env = "BATCHKIT_MAX_RETRIES",
+        value_name = "N",
+        default_value_t = batchkit_client::DEFAULT_MAX_RETRIES
+    )]
+    pub max_retries: u32,
+
+    /// Seconds one upstream request may take.
+    #[arg(long, env = "BATCHKIT_REQUEST_TIMEOUT", value_name = "SECS", default_value_t = 600,
+        value_parser = clap::value_parser!(u64).range(1..))]
+    pub request_timeout: u64,
+
+    /// Milliseconds before the first retry (doubling after each).
+    #[arg(
+        long,
+        env = "BATCHKIT_RETRY_BASE_DELAY_MS",
+        value_name = "MS",
+        default_value_t = 500
+    )]
+    pub retry_base_delay_ms: u64,
+
+    /// The largest file `POST /v1/files` accepts (e.g. 200MiB).
+    #[arg(long, env = "BATCHKIT_MAX_UPLOAD_BYTES", value_name = "SIZE", default_value = "200MiB",
+        value_parser = parse_size)]
+    pub max_upload_bytes: u64,
+
+    /// Whose rules validate input files: openai, azure, groq, together,
+    /// mistral, vllm.
+    #[arg(
+        long,
+        env = "BATCHKIT_PROVIDER",
+        value_name = "NAME",
+        default_value = "openai"
+    )]
+    pub provider: batchkit_core::Provider,
+
+    /// Seconds a client may take to send a request's headers, and may
+    /// keep an idle connection open between requests; slower connections
+    /// are closed so that they cannot hold the server's connections.
+    #[arg(long, env = "BATCHKIT_HEADER_TIMEOUT", value_name = "SECS", default_value_t = 30,
+        value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_timeout: u64,
+}
+
+impl ServeArgs {
+    /// The server's settings.
+    pub fn to_config(&self) -> batchkit_server::ServerConfig {
+        let mut cfg = batchkit_server::ServerConfig::new(self.upstream.clone());
+        cfg.upstream_api_key.clone_from(&self.upstream_api_key);
+        cfg.listen = self.listen;
+        cfg.data_dir.clone_from(&self.data_dir);
+        cfg.api_keys = self
+            .api_keys
+            .iter()
+            .filter(|k| !k.is_empty())
+            .cloned()
+            .collect();
+        cfg.insecure_no_auth = self.insecure_no_auth;
+        cfg.concurrency = self.concurrency as usize;
+        cfg.max_retries = self.max_retries;
+        cfg.request_timeout = std::time::Duration::from_secs(self.request_timeout);
+        cfg.retry_base_delay = std::time::Duration::from_millis(self.retry_base_delay_ms);
+        cfg.max_upload_bytes = self.max_upload_bytes;
+        cfg.provider = self.provider;
+        cfg.header_timeout = std::time::Duration::from_secs(self.header_timeout);
+        cfg
+    }
+}
