@@ -5,7 +5,7 @@
 
 use batchkit_core::Provider;
 use batchkit_core::lines::{Lines, is_blank};
-use batchkit_core::split::{Plan, SplitConfig};
+use batchkit_core::split::{FactSink, Plan, SplitConfig};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -16,9 +16,9 @@ fuzz_target!(|data: &[u8]| {
     let cfg = SplitConfig::within(profile);
     let mut vcfg = cfg.validation();
     vcfg.keep = Some(0);
-    vcfg.collect_bad_lines = true;
-    let report = batchkit_core::validate::validate_bytes(data, &vcfg);
-    let rejected = report.bad_lines.clone();
+    let sink = FactSink::default();
+    let (_, sink) = batchkit_core::validate::validate_bytes_into(data, &vcfg, sink, &|_| {});
+    let rejected = sink.into_facts().bad_lines;
     let Ok(plan) = Plan::new(data, &cfg, rejected.clone(), &|_| {}) else {
         return;
     };
