@@ -309,7 +309,7 @@ def bench_split(args):
     # with no other work: the cost of putting them there. split writes with
     # direct I/O by default; --buffered goes through the page cache like cp
     # (on a VM that hands freed memory back to its host, fresh page cache
-    # costs far more than the disk write: see README).
+    # costs far more than the disk write: see docs/performance.md).
     tools = [
         ("batchkit validate (file)", [bk, "validate", "-q", "--max-requests", "0", "--max-bytes", "0", str(path)], None),
         ("batchkit split --dry-run", [bk, "split", str(path), "--dry-run"], None),

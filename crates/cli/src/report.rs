@@ -1,7 +1,7 @@
 //! Printing validation reports: for people (stderr, colour on a terminal)
 //! and for machines (one JSON object per input on stdout).
 //!
-//! The JSON shape is a contract, documented in the README and tested by
+//! The JSON shape is a contract, documented in docs/rules.md and tested by
 //! deserializing it strictly: `errors` and `warnings` use the Batch API's own
 //! `{"object": "list", "data": [{code, message, param, line}]}` shape, with
 //! batchkit's extra fields beside the four the service uses.

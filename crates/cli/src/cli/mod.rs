@@ -291,6 +291,174 @@ mod tests {
         assert_eq!(options.config.limits.max_bytes, Some(209_715_200));
     }
 
+    /// The words of the commands in one line of shell, split at `|`, `;`,
+    /// `&&`, `||` and `&`; quotes removed, redirections and comments
+    /// dropped, and `$(...)` or `$VAR` standing for one word.
+    fn shell_commands(line: &str) -> Vec<Vec<String>> {
+        let mut commands = vec![Vec::new()];
+        let mut word: Option<String> = None;
+        let mut chars = line.chars().peekable();
+        let mut skip_next_word = false;
+        let end_word = |word: &mut Option<String>, cmd: &mut Vec<String>, skip: &mut bool| {
+            if let Some(w) = word.take() {
+                if *skip {
+                    *skip = false;
+                } else {
+                    cmd.push(w);
+                }
+            }
+        };
+        while let Some(c) = chars.next() {
+            let cmd = commands.last_mut().expect("one command at least");
+            match c {
+                '\'' | '"' => {
+                    let w = word.get_or_insert_with(String::new);
+                    for q in chars.by_ref() {
+                        if q == c {
+                            break;
+                        }
+                        w.push(q);
+                    }
+                }
+                '$' if chars.peek() == Some(&'(') => {
+                    let mut depth = 0;
+                    for q in chars.by_ref() {
+                        match q {
+                            '(' => depth += 1,
+                            ')' if depth == 1 => break,
+                            ')' => depth -= 1,
+                            _ => {}
+                        }
+                    }
+                    word.get_or_insert_with(String::new).push('X');
+                }
+                '#' if word.is_none() => break,
+                ' ' | '\t' => end_word(&mut word, cmd, &mut skip_next_word),
+                '|' | ';' | '&' => {
+                    end_word(&mut word, cmd, &mut skip_next_word);
+                    if chars.peek() == Some(&c) {
+                        chars.next();
+                    }
+                    commands.push(Vec::new());
+                }
+                '>' | '<' => {
+                    // `2>&1`: the 2 is the descriptor, not a word.
+                    if word
+                        .as_deref()
+                        .is_some_and(|w| w.bytes().all(|b| b.is_ascii_digit()))
+                    {
+                        word = None;
+                    }
+                    end_word(&mut word, cmd, &mut skip_next_word);
+                    if chars.peek() == Some(&'>') || chars.peek() == Some(&'&') {
+                        chars.next();
+                    }
+                    skip_next_word = true;
+                }
+                c => word.get_or_insert_with(String::new).push(c),
+            }
+        }
+        let cmd = commands.last_mut().expect("one command at least");
+        end_word(&mut word, cmd, &mut skip_next_word);
+        commands
+    }
+
+    /// Every `batchkit` command line in the pages' examples that are not
+    /// run (`sh`, `yaml` and `text` blocks) and in the help texts is one
+    /// the parser accepts: a renamed or removed flag fails here.
+    #[test]
+    fn every_command_in_the_docs_parses() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let mut pages: Vec<std::path::PathBuf> =
+            ["README.md", "ARCHITECTURE.md", "CONTRIBUTING.md"]
+                .iter()
+                .map(|p| root.join(p))
+                .collect();
+        for dir in ["docs", "crates/cli/src/help"] {
+            for e in std::fs::read_dir(root.join(dir)).expect("the folder is there") {
+                pages.push(e.expect("an entry").path());
+            }
+        }
+        let mut checked = 0;
+        let mut wrong = Vec::new();
+        for page in pages {
+            let text = std::fs::read_to_string(&page).expect("a page");
+            let help = page.extension().is_some_and(|e| e == "txt");
+            let mut lang: Option<String> = None;
+            let mut joined = String::new();
+            for (n, line) in text.lines().enumerate() {
+                if let Some(fence) = line.trim().strip_prefix("```") {
+                    lang = match lang {
+                        Some(_) => None,
+                        None => Some(fence.to_owned()),
+                    };
+                    continue;
+                }
+                let wanted = help || matches!(lang.as_deref(), Some("sh" | "yaml" | "text"));
+                if !wanted {
+                    continue;
+                }
+                // A line continued with `\` is read with the next.
+                if let Some(start) = line.strip_suffix('\\') {
+                    joined.push_str(start);
+                    continue;
+                }
+                joined.push_str(line);
+                let full = std::mem::take(&mut joined);
+                let shell = full
+                    .trim()
+                    .trim_start_matches("$ ")
+                    .trim_start_matches("entry: ");
+                let entry = full.trim().starts_with("entry: ");
+                for mut words in shell_commands(shell) {
+                    // pre-commit adds the staged files to a hook's entry.
+                    if entry {
+                        words.push("F.jsonl".to_owned());
+                    }
+                    // Leading VAR=value assignments, and the shell's own words.
+                    let words: Vec<&String> = words
+                        .iter()
+                        .skip_while(|w| {
+                            w.contains('=') && !w.starts_with('-')
+                                || matches!(w.as_str(), "do" | "then" | "else" | "time" | "exec")
+                        })
+                        .collect();
+                    if words.first().map(|w| w.as_str()) != Some("batchkit") {
+                        continue;
+                    }
+                    checked += 1;
+                    if let Err(e) = Cli::try_parse_from(words.iter().map(|w| w.as_str())) {
+                        if !matches!(
+                            e.kind(),
+                            clap::error::ErrorKind::DisplayHelp
+                                | clap::error::ErrorKind::DisplayVersion
+                        ) {
+                            wrong.push(format!("{}:{}: `{full}`: {e}", page.display(), n + 1));
+                        }
+                    }
+                }
+            }
+        }
+        assert!(checked >= 40, "only {checked} commands found");
+        assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    }
+
+    #[test]
+    fn shell_lines_split_into_commands() {
+        let cmds = shell_commands(
+            r#"gunzip -c a.gz | FOO=1 batchkit validate - --x "a b" 2>&1 > out # note"#,
+        );
+        assert_eq!(
+            cmds,
+            [
+                vec!["gunzip", "-c", "a.gz"],
+                vec!["FOO=1", "batchkit", "validate", "-", "--x", "a b"]
+            ]
+        );
+        let cmds = shell_commands(r#"for id in $(cat ids); do batchkit batches get "$id"; done"#);
+        assert_eq!(cmds[1], ["do", "batchkit", "batches", "get", "$id"]);
+    }
+
     /// No help text holds a `{` that clap's template would eat, or a blank
     /// line at its end.
     #[test]

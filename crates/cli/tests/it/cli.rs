@@ -387,7 +387,7 @@ fn help_examples_are_printed_verbatim_at_any_width() {
     assert!(help(&["files", "--help"], "80").contains("OPENAI_API_KEY"));
     // The top level shows the workflow, verbatim too.
     let top = help(&["--help"], "50");
-    assert!(top.contains("  batchkit split requests.jsonl --out-dir chunks           cut it into batches that fit\n"), "{top}");
+    assert!(top.contains("  batchkit split requests.jsonl --out-dir chunks              # cut it into batches that fit\n"), "{top}");
 }
 
 #[test]

@@ -8,10 +8,10 @@ mod common;
 
 mod cli;
 mod client;
+mod docs;
 mod fake_openai;
 mod fixtures;
 mod merge;
-mod readme;
 mod run;
 mod serve;
 mod split;

@@ -4,46 +4,11 @@
 use crate::common;
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 use common::serve::{Serve, requests, terminal, upstream};
 use serde_json::{Value, json};
-
-/// The Python that has the `openai` SDK: `BATCHKIT_TEST_PYTHON`, or a venv
-/// under `target/` made (once) from `tests/sdk/requirements.txt`.
-fn sdk_python() -> PathBuf {
-    if let Some(p) = std::env::var_os("BATCHKIT_TEST_PYTHON") {
-        return p.into();
-    }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let venv = root.join("target/sdk-venv");
-    let python = venv.join("bin/python");
-    let requirements = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/requirements.txt");
-    let ready = Command::new(&python)
-        .args(["-c", "import openai"])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ready {
-        let made = Command::new("python3")
-            .arg("-m")
-            .arg("venv")
-            .arg(&venv)
-            .status()
-            .is_ok_and(|s| s.success())
-            && Command::new(&python)
-                .args(["-m", "pip", "install", "-q", "-r"])
-                .arg(&requirements)
-                .status()
-                .is_ok_and(|s| s.success());
-        assert!(
-            made,
-            "cannot set up the openai SDK in {}: run `python3 -m venv target/sdk-venv && target/sdk-venv/bin/pip install -r crates/cli/tests/sdk/requirements.txt`, or set BATCHKIT_TEST_PYTHON",
-            venv.display()
-        );
-    }
-    python
-}
 
 #[test]
 fn the_official_python_sdk_runs_the_whole_lifecycle() {
@@ -59,7 +24,7 @@ fn the_official_python_sdk_runs_the_whole_lifecycle() {
     std::fs::write(&reqs, requests(40, |i| texts[i].clone())).unwrap();
     let slow = dir.path().join("slow.jsonl");
     std::fs::write(&slow, requests(60, |i| format!("slow:100 {i}"))).unwrap();
-    let out = Command::new(sdk_python())
+    let out = Command::new(common::sdk_python())
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/lifecycle.py"))
         .arg(serve.url("/v1"))
         .arg("sk-test")

@@ -6,7 +6,7 @@
 //! once (by the upload), so caching it buys little, while putting gigabytes
 //! into the page cache costs memory and, on virtual machines that hand freed
 //! memory back to their host, far more time than the disk write itself
-//! (see the README's split section). Direct writes need aligned offsets,
+//! (see docs/commands.md, split). Direct writes need aligned offsets,
 //! lengths and buffers: whole aligned blocks go out directly, the remainder
 //! is carried to the next append, and the last partial block is written
 //! through the page cache. Where direct I/O is refused (`EINVAL`: tmpfs,

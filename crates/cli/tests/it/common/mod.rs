@@ -6,6 +6,7 @@
 pub mod serve;
 
 use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 /// The binary, with the colour switches of the caller's environment removed.
@@ -116,4 +117,39 @@ impl Drop for SmallDisk {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg("-l").arg(&self.path).status();
     }
+}
+
+/// The Python that has the `openai` SDK: `BATCHKIT_TEST_PYTHON`, or a venv
+/// under `target/` made (once) from `tests/sdk/requirements.txt`.
+pub fn sdk_python() -> PathBuf {
+    if let Some(p) = std::env::var_os("BATCHKIT_TEST_PYTHON") {
+        return p.into();
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let venv = root.join("target/sdk-venv");
+    let python = venv.join("bin/python");
+    let requirements = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/requirements.txt");
+    let ready = Command::new(&python)
+        .args(["-c", "import openai"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ready {
+        let made = Command::new("python3")
+            .arg("-m")
+            .arg("venv")
+            .arg(&venv)
+            .status()
+            .is_ok_and(|s| s.success())
+            && Command::new(&python)
+                .args(["-m", "pip", "install", "-q", "-r"])
+                .arg(&requirements)
+                .status()
+                .is_ok_and(|s| s.success());
+        assert!(
+            made,
+            "cannot set up the openai SDK in {}: run `python3 -m venv target/sdk-venv && target/sdk-venv/bin/pip install -r crates/cli/tests/sdk/requirements.txt`, or set BATCHKIT_TEST_PYTHON",
+            venv.display()
+        );
+    }
+    python
 }
