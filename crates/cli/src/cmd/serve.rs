@@ -3,19 +3,27 @@
 use std::io::IsTerminal;
 
 use anyhow::Context;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::exit::Exit;
 
 /// Run the server with `cfg`.
 pub fn run(cfg: batchkit_server::ServerConfig) -> anyhow::Result<Exit> {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(ansi)
-        .with_writer(std::io::stderr)
+    let (filter, bad) = log_filter(std::env::var("RUST_LOG").ok().as_deref());
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_ansi(ansi)
+                .with_writer(std::io::stderr),
+        )
+        .with(filter)
         .init();
+    if let Some(bad) = bad {
+        tracing::warn!("RUST_LOG={bad:?} is not LEVEL or TARGET=LEVEL,...: logging at info");
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -52,4 +60,38 @@ async fn shutdown_signal() {
         _ = term => {}
     }
     tracing::info!("shutting down");
+}
+
+/// The log filter `RUST_LOG` asks for (`debug`, `batchkit_server=debug,info`:
+/// levels per target, as `env_logger` reads them), `info` without it, and
+/// the value when it could not be read.
+fn log_filter(var: Option<&str>) -> (Targets, Option<String>) {
+    let info = Targets::new().with_default(LevelFilter::INFO);
+    match var.map(str::trim).filter(|v| !v.is_empty()) {
+        None => (info, None),
+        Some(v) => match v.parse::<Targets>() {
+            Ok(t) => (t, None),
+            Err(_) => (info, Some(v.to_owned())),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::log_filter;
+    use tracing::Level;
+
+    #[test]
+    fn rust_log_sets_levels_per_target() {
+        let (f, bad) = log_filter(None);
+        assert!(f.would_enable("batchkit_server", &Level::INFO) && bad.is_none());
+        assert!(!f.would_enable("batchkit_server", &Level::DEBUG));
+        let (f, _) = log_filter(Some("debug"));
+        assert!(f.would_enable("hyper", &Level::DEBUG));
+        let (f, _) = log_filter(Some("batchkit_server=debug,warn"));
+        assert!(f.would_enable("batchkit_server::engine", &Level::DEBUG));
+        assert!(!f.would_enable("hyper", &Level::INFO));
+        let (f, bad) = log_filter(Some("lots=of=equals"));
+        assert!(f.would_enable("x", &Level::INFO) && bad.is_some());
+    }
 }

@@ -1,6 +1,6 @@
 //! Estimating the input tokens of a request offline, with the real BPE
-//! encodings (`o200k_base`, `cl100k_base`) that the `bpe-openai` crate
-//! bundles: nothing is downloaded at run time.
+//! encodings (`o200k_base`, `cl100k_base`), embedded in the binary: nothing
+//! is downloaded at run time ([`tables`] says how they are built and kept).
 //!
 //! What is counted follows what the provider counts as input:
 //! - chat: for each message, 3 tokens of framing plus the tokens of its
@@ -18,6 +18,7 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::LazyLock;
 
 use serde::Deserialize;
 use serde::de::IgnoredAny;
@@ -30,6 +31,13 @@ pub enum Encoding {
     /// GPT-4, GPT-3.5, text-embedding-3, ada-002.
     Cl100kBase,
 }
+
+pub(crate) mod tables;
+
+static O200K_BASE: LazyLock<tables::Tokenizer> =
+    LazyLock::new(|| tables::Tokenizer::load(&tables::O200K_BASE));
+static CL100K_BASE: LazyLock<tables::Tokenizer> =
+    LazyLock::new(|| tables::Tokenizer::load(&tables::CL100K_BASE));
 
 /// The encoding used for models batchkit does not recognise.
 pub const DEFAULT_ENCODING: Encoding = Encoding::O200kBase;
@@ -83,11 +91,10 @@ impl Encoding {
 
     /// Tokens in `text`.
     pub fn count(self, text: &str) -> u64 {
-        let n = match self {
-            Encoding::O200kBase => bpe_openai::o200k_base().count(text),
-            Encoding::Cl100kBase => bpe_openai::cl100k_base().count(text),
-        };
-        n as u64
+        match self {
+            Encoding::O200kBase => O200K_BASE.count(text),
+            Encoding::Cl100kBase => CL100K_BASE.count(text),
+        }
     }
 }
 

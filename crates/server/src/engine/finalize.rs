@@ -15,7 +15,7 @@ use std::sync::Arc;
 use tempfile::TempPath;
 
 use super::Engine;
-use super::lines::error_line;
+use super::output_lines::error_line;
 use super::runner::RunError;
 use crate::ids;
 use crate::objects::{BatchRecord, FileRecord, Status};
@@ -25,20 +25,20 @@ use crate::store::{Finish, ResultRow};
 const PAGE: usize = 2048;
 
 /// A file being written in the scratch directory.
-struct Sink {
+struct ScratchFile {
     out: BufWriter<File>,
     path: TempPath,
     lines: u64,
     bytes: u64,
 }
 
-impl Sink {
-    fn new(engine: &Engine) -> io::Result<Sink> {
+impl ScratchFile {
+    fn new(engine: &Engine) -> io::Result<ScratchFile> {
         let (file, path) = tempfile::Builder::new()
             .prefix("batch-")
             .tempfile_in(engine.files.scratch_dir())?
             .into_parts();
-        Ok(Sink {
+        Ok(ScratchFile {
             out: BufWriter::with_capacity(1 << 20, file),
             path,
             lines: 0,
@@ -122,8 +122,8 @@ fn write_files(engine: &Engine, batch: &BatchRecord, status: Status) -> Result<F
         ),
         _ => ("batch_failed", "This request did not run."),
     };
-    let mut output = Sink::new(engine)?;
-    let mut errors = Sink::new(engine)?;
+    let mut output = ScratchFile::new(engine)?;
+    let mut errors = ScratchFile::new(engine)?;
     let input = match engine.files.open(&batch.input_file_id) {
         Ok(f) => Some(BufReader::with_capacity(1 << 20, f)),
         // Only a batch that never started can lose its input (it is kept

@@ -20,7 +20,7 @@ use crate::store::{FileStore, JobStore, StoreError, StoreResult};
 
 mod finalize;
 pub mod health;
-pub mod lines;
+pub mod output_lines;
 mod runner;
 pub mod upstream;
 

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Engine;
 use super::finalize::finalize;
-use super::lines::{RequestLine, error_line, result_row};
+use super::output_lines::{RequestLine, error_line, result_row};
 use crate::ids;
 use crate::objects::{BatchError, BatchRecord, Status};
 use crate::store::{ResultRow, StoreError};
@@ -169,7 +169,7 @@ async fn validate(engine: &Arc<Engine>, batch: &BatchRecord) -> Result<(), RunEr
 
 /// Why dispatch stopped.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Stop {
+enum DispatchEnd {
     /// Every request was sent.
     Done,
     /// Cancel was asked, or the server is stopping.
@@ -224,7 +224,7 @@ async fn dispatch(
     let stop = loop {
         buf.clear();
         if reader.read_until(b'\n', &mut buf).await? == 0 {
-            break Stop::Done;
+            break DispatchEnd::Done;
         }
         line_no += 1;
         let line = buf.strip_suffix(b"\n").unwrap_or(&buf);
@@ -234,11 +234,11 @@ async fn dispatch(
         }
         let permit = tokio::select! {
             biased;
-            _ = token.cancelled() => break Stop::Told,
-            _ = tokio::time::sleep_until(deadline) => break Stop::Expired,
+            _ = token.cancelled() => break DispatchEnd::Told,
+            _ = tokio::time::sleep_until(deadline) => break DispatchEnd::Expired,
             p = engine.permits.clone().acquire_owned() => match p {
                 Ok(p) => p,
-                Err(_) => break Stop::Told,
+                Err(_) => break DispatchEnd::Told,
             },
         };
         while tasks.try_join_next().is_some() {}
@@ -278,18 +278,18 @@ async fn dispatch(
     };
     drop(tx);
     let stop = match stop {
-        Stop::Done => {
+        DispatchEnd::Done => {
             // Wait for the last requests, still heeding cancel and expiry.
             let waited = tokio::select! {
-                _ = async { while tasks.join_next().await.is_some() {} } => Stop::Done,
-                _ = token.cancelled() => Stop::Told,
-                _ = tokio::time::sleep_until(deadline) => Stop::Expired,
+                _ = async { while tasks.join_next().await.is_some() {} } => DispatchEnd::Done,
+                _ = token.cancelled() => DispatchEnd::Told,
+                _ = tokio::time::sleep_until(deadline) => DispatchEnd::Expired,
             };
             waited
         }
         other => other,
     };
-    if stop != Stop::Done {
+    if stop != DispatchEnd::Done {
         // Requests in flight get a moment to finish; the rest are abandoned
         // (and sent again after a restart, or written as cancelled/expired).
         let grace = engine.cfg.cancel_grace;
@@ -300,15 +300,15 @@ async fn dispatch(
     }
     recorder.await??;
     match stop {
-        Stop::Done => {
+        DispatchEnd::Done => {
             let (id, now) = (batch.id.clone(), ids::now());
             if engine.db(move |s| s.finalizing(&id, now)).await? {
                 tracing::info!(batch = %batch.id, from = "in_progress", to = "finalizing", "all requests answered");
             }
         }
-        Stop::Expired => finalize(engine, batch, Status::Expired).await?,
+        DispatchEnd::Expired => finalize(engine, batch, Status::Expired).await?,
         // Cancelled (the status says so) or stopping: the next step reads which.
-        Stop::Told => {}
+        DispatchEnd::Told => {}
     }
     Ok(())
 }

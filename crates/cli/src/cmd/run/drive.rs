@@ -28,15 +28,15 @@ const ADOPT_WINDOW: u32 = 100;
 const PATIENCE: Duration = Duration::from_secs(600);
 
 /// Why a round stopped.
-enum Stop {
+enum RoundFailure {
     /// A service error (already the right exit) or a local failure.
     Client(String, ClientError),
     Local(anyhow::Error),
 }
 
-impl From<anyhow::Error> for Stop {
-    fn from(e: anyhow::Error) -> Stop {
-        Stop::Local(e)
+impl From<anyhow::Error> for RoundFailure {
+    fn from(e: anyhow::Error) -> RoundFailure {
+        RoundFailure::Local(e)
     }
 }
 
@@ -62,8 +62,8 @@ pub(super) fn run(
     });
     match interrupted {
         Some(Ok(exit)) => Ok(exit),
-        Some(Err(Stop::Local(e))) => Err(e),
-        Some(Err(Stop::Client(what, e))) => failed(&what, e),
+        Some(Err(RoundFailure::Local(e))) => Err(e),
+        Some(Err(RoundFailure::Client(what, e))) => failed(&what, e),
         None => {
             // The state was saved after every step; the batches go on.
             let running: Vec<String> = state
@@ -102,7 +102,7 @@ async fn rounds(
     cfg: &SplitConfig,
     name: &Path,
     client: &Client,
-) -> Result<Exit, Stop> {
+) -> Result<Exit, RoundFailure> {
     loop {
         let r = state.rounds.len() - 1;
         if !state.rounds[r].done {
@@ -196,10 +196,10 @@ async fn drive(
     state: &mut State,
     r: usize,
     client: &Client,
-) -> Result<(), Stop> {
+) -> Result<(), RoundFailure> {
     let number = state.rounds[r].number;
     let run_id = state.run_id.clone();
-    let api = |what: String| move |e: ClientError| Stop::Client(what.clone(), e);
+    let api = |what: String| move |e: ClientError| RoundFailure::Client(what.clone(), e);
 
     for i in 0..state.rounds[r].chunks.len() {
         if state.rounds[r].chunks[i].file_id.is_some() {
@@ -263,7 +263,7 @@ async fn drive(
                     output_expires_after: None,
                 };
                 req.check()
-                    .map_err(|e| Stop::Local(anyhow::anyhow!("{e}")))?;
+                    .map_err(|e| RoundFailure::Local(anyhow::anyhow!("{e}")))?;
                 let b = client
                     .create_batch(&req)
                     .await
@@ -321,7 +321,7 @@ async fn wait(
     state: &mut State,
     r: usize,
     client: &Client,
-) -> Result<(), Stop> {
+) -> Result<(), RoundFailure> {
     let number = state.rounds[r].number;
     let total: u64 = state.rounds[r].chunks.iter().map(|c| c.requests).sum();
     let bar = if std::io::stderr().is_terminal() {
@@ -374,7 +374,7 @@ async fn wait(
                     unanswered = true;
                     break;
                 }
-                Err(e) => return Err(Stop::Client(format!("batch {id}"), e)),
+                Err(e) => return Err(RoundFailure::Client(format!("batch {id}"), e)),
             };
             let c = b.counts();
             done += c.completed + c.failed;
