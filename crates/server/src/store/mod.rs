@@ -20,15 +20,24 @@ mod sqlite;
 pub use disk::DiskFiles;
 pub use sqlite::SqliteStore;
 
-/// A job store failure.
+/// A job store failure, in terms of no particular backend: the backend's
+/// own error is kept as the source, for its message and its chain.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The database failed.
-    #[error("database: {0}")]
-    Db(#[from] rusqlite::Error),
+    /// The store could not do what was asked (a full disk, a lost
+    /// connection, a locked database).
+    #[error("the job store failed: {0}")]
+    Failed(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// A stored value could not be read back.
     #[error("corrupt record: {0}")]
     Corrupt(String),
+}
+
+impl StoreError {
+    /// A backend's failure.
+    pub fn failed(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+        StoreError::Failed(Box::new(e))
+    }
 }
 
 /// Results of job store calls.

@@ -76,6 +76,13 @@ const FILE_COLUMNS: &str = "id, tenant, bytes, created_at, expires_at, filename,
 
 const UNFINISHED: &str = "('validating', 'in_progress', 'finalizing', 'cancelling')";
 
+/// SQLite's errors become the store's, which name no backend.
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> StoreError {
+        StoreError::failed(e)
+    }
+}
+
 /// SQLite behind one connection.
 pub struct SqliteStore {
     conn: Mutex<Connection>,
