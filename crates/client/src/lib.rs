@@ -30,6 +30,7 @@
 mod client;
 mod config;
 mod error;
+mod status;
 mod types;
 
 pub use client::{Client, Progress};
@@ -38,4 +39,5 @@ pub use config::{
     default_base_url, key_variable,
 };
 pub use error::ClientError;
+pub use status::BatchStatus;
 pub use types::{Batch, BatchErrorItem, BatchErrors, CreateBatch, FileObject, Page, RequestCounts};

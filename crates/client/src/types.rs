@@ -114,10 +114,7 @@ pub struct Batch {
 impl Batch {
     /// Nothing more will happen to it.
     pub fn is_terminal(&self) -> bool {
-        matches!(
-            self.status.as_str(),
-            "completed" | "failed" | "expired" | "cancelled"
-        )
+        crate::BatchStatus::parse(&self.status).is_some_and(crate::BatchStatus::is_terminal)
     }
 
     /// The counts, zero when absent.

@@ -40,67 +40,9 @@ impl FileRecord {
     }
 }
 
-/// Where a batch is in its life.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Status {
-    /// The input file is being checked.
-    Validating,
-    /// The input file was rejected (see `errors`).
-    Failed,
-    /// Requests are being sent.
-    InProgress,
-    /// Every request has its result; the files are being written.
-    Finalizing,
-    /// Done; the files are ready.
-    Completed,
-    /// The window ended first; what was done is in the files.
-    Expired,
-    /// Cancel was asked; requests in flight are finishing.
-    Cancelling,
-    /// Cancelled; what was done is in the files.
-    Cancelled,
-}
-
-impl Status {
-    /// Every status, in lifecycle order.
-    pub const ALL: [Status; 8] = [
-        Status::Validating,
-        Status::Failed,
-        Status::InProgress,
-        Status::Finalizing,
-        Status::Completed,
-        Status::Expired,
-        Status::Cancelling,
-        Status::Cancelled,
-    ];
-
-    /// The status as the API writes it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Validating => "validating",
-            Status::Failed => "failed",
-            Status::InProgress => "in_progress",
-            Status::Finalizing => "finalizing",
-            Status::Completed => "completed",
-            Status::Expired => "expired",
-            Status::Cancelling => "cancelling",
-            Status::Cancelled => "cancelled",
-        }
-    }
-
-    /// The status written `s`.
-    pub fn parse(s: &str) -> Option<Status> {
-        Status::ALL.into_iter().find(|st| st.as_str() == s)
-    }
-
-    /// Nothing more will happen to the batch.
-    pub fn is_terminal(self) -> bool {
-        matches!(
-            self,
-            Status::Failed | Status::Completed | Status::Expired | Status::Cancelled
-        )
-    }
-}
+/// Where a batch is in its life: the one definition the client, the
+/// server and the CLI share.
+pub use batchkit_client::BatchStatus as Status;
 
 /// Token usage summed over a batch's responses.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -74,7 +74,18 @@ const BATCH_COLUMNS: &str = "id, tenant, endpoint, model, input_file_id, complet
 
 const FILE_COLUMNS: &str = "id, tenant, bytes, created_at, expires_at, filename, purpose";
 
-const UNFINISHED: &str = "('validating', 'in_progress', 'finalizing', 'cancelling')";
+/// The statuses that are not final, as an SQL list: `('validating', ...)`.
+fn unfinished() -> &'static str {
+    static LIST: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        let names: Vec<String> = Status::ALL
+            .into_iter()
+            .filter(|s| !s.is_terminal())
+            .map(|s| format!("'{}'", s.as_str()))
+            .collect();
+        format!("({})", names.join(", "))
+    });
+    &LIST
+}
 
 /// SQLite's errors become the store's, which name no backend.
 impl From<rusqlite::Error> for StoreError {
@@ -292,7 +303,8 @@ impl JobStore for SqliteStore {
             .conn()
             .query_row(
                 &format!(
-                    "SELECT id FROM batches WHERE tenant = ?1 AND input_file_id = ?2 AND status IN {UNFINISHED} LIMIT 1"
+                    "SELECT id FROM batches WHERE tenant = ?1 AND input_file_id = ?2 AND status IN {} LIMIT 1",
+                    unfinished()
                 ),
                 params![tenant, id],
                 |r| r.get(0),
@@ -404,7 +416,8 @@ impl JobStore for SqliteStore {
     fn unfinished(&self) -> StoreResult<Vec<BatchRecord>> {
         let conn = self.conn();
         let mut stmt = conn.prepare(&format!(
-            "SELECT {BATCH_COLUMNS} FROM batches WHERE status IN {UNFINISHED} ORDER BY seq"
+            "SELECT {BATCH_COLUMNS} FROM batches WHERE status IN {} ORDER BY seq",
+            unfinished()
         ))?;
         let rows = stmt.query_map([], batch_from)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
@@ -540,7 +553,8 @@ impl JobStore for SqliteStore {
         let n = tx.execute(
             &format!(
                 "UPDATE batches SET status = ?2, {stamp} = ?3, output_file_id = ?4, error_file_id = ?5, \
-                 completed = ?6, failed = ?7, total = ?8 WHERE id = ?1 AND status IN {UNFINISHED}"
+                 completed = ?6, failed = ?7, total = ?8 WHERE id = ?1 AND status IN {}",
+                unfinished()
             ),
             params![
                 id,

@@ -92,7 +92,8 @@ pub(super) fn run(
 }
 
 fn terminal(status: &str) -> bool {
-    matches!(status, "completed" | "failed" | "expired" | "cancelled")
+    batchkit_client::BatchStatus::parse(status)
+        .is_some_and(batchkit_client::BatchStatus::is_terminal)
 }
 
 async fn rounds(

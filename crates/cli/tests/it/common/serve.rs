@@ -162,7 +162,9 @@ impl Drop for Serve {
 }
 
 pub fn terminal(b: &Value) -> bool {
-    ["completed", "failed", "expired", "cancelled"].contains(&b["status"].as_str().unwrap())
+    let status = b["status"].as_str().unwrap();
+    batchkit_client::BatchStatus::parse(status)
+        .is_some_and(batchkit_client::BatchStatus::is_terminal)
 }
 
 pub fn requests(n: usize, text: impl Fn(usize) -> String) -> Vec<u8> {
