@@ -28,6 +28,7 @@ pub mod engine;
 pub mod error;
 pub mod http;
 pub mod ids;
+pub mod lifecycle;
 pub mod lock;
 pub mod metrics;
 pub mod objects;

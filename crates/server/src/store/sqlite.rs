@@ -8,6 +8,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use super::{
     Cancel, Finish, JobStore, ListError, Listed, Page, ResultRow, StoreError, StoreResult,
 };
+use crate::lifecycle;
 use crate::objects::{BatchError, BatchRecord, FileRecord, Stamps, Status, Usage};
 
 const SCHEMA: &str = "
@@ -73,6 +74,21 @@ const BATCH_COLUMNS: &str = "id, tenant, endpoint, model, input_file_id, complet
     output_expires_after";
 
 const FILE_COLUMNS: &str = "id, tenant, bytes, created_at, expires_at, filename, purpose";
+
+/// `statuses` as an SQL list: `('validating', 'in_progress')`.
+fn sql_list(statuses: &[Status]) -> String {
+    let names: Vec<String> = statuses
+        .iter()
+        .map(|s| format!("'{}'", s.as_str()))
+        .collect();
+    format!("({})", names.join(", "))
+}
+
+/// The `WHERE` condition of a move to `to`: from a status the lifecycle
+/// allows, and no other.
+fn may_become(to: Status) -> String {
+    format!("status IN {}", sql_list(lifecycle::sources(to)))
+}
 
 /// The statuses that are not final, as an SQL list: `('validating', ...)`.
 fn unfinished() -> &'static str {
@@ -394,8 +410,11 @@ impl JobStore for SqliteStore {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         tx.execute(
-            "UPDATE batches SET status = 'cancelling', cancelling_at = ?3 \
-             WHERE id = ?1 AND tenant = ?2 AND status IN ('validating', 'in_progress')",
+            &format!(
+                "UPDATE batches SET status = 'cancelling', cancelling_at = ?3 \
+                 WHERE id = ?1 AND tenant = ?2 AND {}",
+                may_become(Status::Cancelling)
+            ),
             params![id, tenant, now],
         )?;
         let batch = tx
@@ -439,8 +458,11 @@ impl JobStore for SqliteStore {
 
     fn begin(&self, id: &str, total: u64, model: Option<&str>, now: i64) -> StoreResult<bool> {
         let n = self.conn().execute(
-            "UPDATE batches SET status = 'in_progress', in_progress_at = ?2, total = ?3, model = ?4 \
-             WHERE id = ?1 AND status = 'validating'",
+            &format!(
+                "UPDATE batches SET status = 'in_progress', in_progress_at = ?2, total = ?3, model = ?4 \
+                 WHERE id = ?1 AND {}",
+                may_become(Status::InProgress)
+            ),
             params![id, now, total as i64, model],
         )?;
         Ok(n > 0)
@@ -449,8 +471,11 @@ impl JobStore for SqliteStore {
     fn fail(&self, id: &str, total: u64, errors: &[BatchError], now: i64) -> StoreResult<bool> {
         let errors = to_json(&errors)?;
         let n = self.conn().execute(
-            "UPDATE batches SET status = 'failed', failed_at = ?2, errors = ?3, total = ?4 \
-             WHERE id = ?1 AND status = 'validating'",
+            &format!(
+                "UPDATE batches SET status = 'failed', failed_at = ?2, errors = ?3, total = ?4 \
+                 WHERE id = ?1 AND {}",
+                may_become(Status::Failed)
+            ),
             params![id, now, errors, total as i64],
         )?;
         Ok(n > 0)
@@ -458,8 +483,11 @@ impl JobStore for SqliteStore {
 
     fn finalizing(&self, id: &str, now: i64) -> StoreResult<bool> {
         let n = self.conn().execute(
-            "UPDATE batches SET status = 'finalizing', finalizing_at = ?2 \
-             WHERE id = ?1 AND status = 'in_progress'",
+            &format!(
+                "UPDATE batches SET status = 'finalizing', finalizing_at = ?2 \
+                 WHERE id = ?1 AND {}",
+                may_become(Status::Finalizing)
+            ),
             params![id, now],
         )?;
         Ok(n > 0)
@@ -537,14 +565,12 @@ impl JobStore for SqliteStore {
     }
 
     fn finish(&self, id: &str, f: &Finish) -> StoreResult<bool> {
-        let stamp = match f.status {
-            Status::Completed => "completed_at",
-            Status::Expired => "expired_at",
-            Status::Cancelled => "cancelled_at",
-            other => {
+        let stamp = match (f.status.is_terminal(), lifecycle::stamp(f.status)) {
+            (true, Some(stamp)) if f.status != Status::Failed => stamp,
+            _ => {
                 return Err(StoreError::Corrupt(format!(
                     "a batch cannot finish as '{}'",
-                    other.as_str()
+                    f.status.as_str()
                 )));
             }
         };
@@ -553,8 +579,8 @@ impl JobStore for SqliteStore {
         let n = tx.execute(
             &format!(
                 "UPDATE batches SET status = ?2, {stamp} = ?3, output_file_id = ?4, error_file_id = ?5, \
-                 completed = ?6, failed = ?7, total = ?8 WHERE id = ?1 AND status IN {}",
-                unfinished()
+                 completed = ?6, failed = ?7, total = ?8 WHERE id = ?1 AND {}",
+                may_become(f.status)
             ),
             params![
                 id,
@@ -653,6 +679,11 @@ mod tests {
             total: 3,
             at: 200,
         };
+        assert!(
+            !s.finish("b", &finish).expect("finish early"),
+            "completed only after finalizing"
+        );
+        assert!(s.finalizing("b", 150).expect("finalizing"));
         assert!(s.finish("b", &finish).expect("finish"));
         assert!(
             !s.finish("b", &finish).expect("finish twice"),
