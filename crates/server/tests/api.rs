@@ -807,3 +807,33 @@ async fn odd_requests_get_the_envelope_and_a_true_message() {
         "nothing was kept"
     );
 }
+
+/// A file without a record (a crash between writing and recording it) is
+/// removed once it is older than the grace period, and not before: a young
+/// one may be an upload about to be recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_without_a_record_is_removed_only_after_the_grace_period() {
+    let mut h = Harness::new(|_| {}).await;
+    let kept = h.upload(&chat_file(&texts(1, |i| format!("hi {i}")))).await;
+    h.stop().await;
+    let files = h.dir.path().join("files");
+    let old = files.join("file-orphanold");
+    let young = files.join("file-orphanyoung");
+    std::fs::write(&old, b"left by a crash\n").unwrap();
+    std::fs::write(&young, b"about to be recorded\n").unwrap();
+    let long_ago = std::time::SystemTime::now()
+        - batchkit_server::engine::ORPHAN_GRACE
+        - Duration::from_secs(60);
+    std::fs::File::options()
+        .write(true)
+        .open(&old)
+        .unwrap()
+        .set_modified(long_ago)
+        .unwrap();
+    let cfg = common::config(&h.upstream, h.dir.path());
+    h.start(cfg).await;
+    assert!(!old.exists(), "an old orphan is removed at start");
+    assert!(young.exists(), "a young one is left for a later sweep");
+    let (s, _) = h.get(&format!("/v1/files/{kept}/content")).await;
+    assert_eq!(s, 200, "a recorded file stays");
+}

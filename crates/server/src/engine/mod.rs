@@ -28,6 +28,9 @@ use upstream::Upstream;
 
 /// How often expired files are looked for.
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
+/// How old a file without a record must be before it is removed: longer
+/// than any upload takes to be recorded once written.
+pub const ORPHAN_GRACE: Duration = Duration::from_secs(3600);
 
 /// The shared machinery of all batch runners.
 pub struct Engine {
@@ -90,24 +93,7 @@ impl Engine {
     /// file and recording it), resume every unfinished batch, and start
     /// removing files as they expire.
     pub async fn start(self: &Arc<Self>) -> StoreResult<()> {
-        let files = self.files.clone();
-        let orphans = self
-            .db(move |s| {
-                let mut orphans = Vec::new();
-                for id in files.ids().unwrap_or_default() {
-                    if !s.file_exists(&id)? {
-                        orphans.push(id);
-                    }
-                }
-                Ok(orphans)
-            })
-            .await?;
-        for id in orphans {
-            tracing::info!(file = %id, "removing a file left without a record by an earlier run");
-            if let Err(e) = self.files.remove(&id) {
-                tracing::warn!(file = %id, "cannot remove: {e}");
-            }
-        }
+        self.sweep_orphans().await?;
         for batch in self.db(|s| s.unfinished()).await? {
             tracing::info!(batch = %batch.id, status = batch.status.as_str(), "resuming");
             self.launch(&batch.id);
@@ -116,12 +102,43 @@ impl Engine {
         self.tasks.spawn(async move {
             loop {
                 engine.sweep_expired_files().await;
+                if let Err(e) = engine.sweep_orphans().await {
+                    tracing::warn!("cannot look for files without a record: {e}");
+                }
                 tokio::select! {
                     _ = engine.shutdown.cancelled() => return,
                     _ = tokio::time::sleep(SWEEP_EVERY) => {}
                 }
             }
         });
+        Ok(())
+    }
+
+    /// Remove stored files that no record names and that were written more
+    /// than [`ORPHAN_GRACE`] ago: what a crash left between writing a file
+    /// and recording it. A younger file may be about to be recorded (an
+    /// upload still finishing, on this node or, with a shared store, on
+    /// another), so it is left for a later sweep.
+    pub async fn sweep_orphans(&self) -> StoreResult<()> {
+        let files = self.files.clone();
+        let old_enough = std::time::SystemTime::now() - ORPHAN_GRACE;
+        let orphans = self
+            .db(move |s| {
+                let mut orphans = Vec::new();
+                for f in files.stored().unwrap_or_default() {
+                    if f.written <= old_enough && !s.file_exists(&f.id)? {
+                        orphans.push(f.id);
+                    }
+                }
+                Ok(orphans)
+            })
+            .await?;
+        for id in orphans {
+            tracing::info!(file = %id, "removing a file left without a record");
+            if let Err(e) = self.files.remove(&id) {
+                tracing::warn!(file = %id, "cannot remove: {e}");
+            }
+        }
         Ok(())
     }
 

@@ -5,7 +5,7 @@ use std::fs::{self, File};
 use std::io;
 use std::path::{Path, PathBuf};
 
-use super::FileStore;
+use super::{FileStore, Stored};
 
 /// Files under one directory.
 pub struct DiskFiles {
@@ -71,13 +71,18 @@ impl FileStore for DiskFiles {
         }
     }
 
-    fn ids(&self) -> io::Result<Vec<String>> {
-        let mut ids = Vec::new();
+    fn stored(&self) -> io::Result<Vec<Stored>> {
+        let mut stored = Vec::new();
         for entry in fs::read_dir(&self.files)? {
-            if let Some(name) = entry?.file_name().to_str() {
-                ids.push(name.to_owned());
+            let entry = entry?;
+            let Some(id) = entry.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
+            // A file removed meanwhile is simply not listed.
+            if let Ok(written) = entry.metadata().and_then(|m| m.modified()) {
+                stored.push(Stored { id, written });
             }
         }
-        Ok(ids)
+        Ok(stored)
     }
 }

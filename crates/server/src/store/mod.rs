@@ -184,6 +184,16 @@ pub trait FileStore: Send + Sync + 'static {
     fn local_path(&self, id: &str) -> Option<PathBuf>;
     /// Remove a file (no error if it is gone already).
     fn remove(&self, id: &str) -> io::Result<()>;
-    /// Every stored id (to find files a crash left without a record).
-    fn ids(&self) -> io::Result<Vec<String>>;
+    /// Every stored file, with when it was written (to find files a crash
+    /// left without a record, and to leave alone those just written).
+    fn stored(&self) -> io::Result<Vec<Stored>>;
+}
+
+/// A stored file, as [`FileStore::stored`] lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stored {
+    /// Its id.
+    pub id: String,
+    /// When its content was written.
+    pub written: std::time::SystemTime,
 }
