@@ -90,9 +90,12 @@ pub(super) async fn finalize(
     status: Status,
 ) -> Result<(), RunError> {
     let (e, b) = (engine.clone(), batch.clone());
-    let finish = tokio::task::spawn_blocking(move || write_files(&e, &b, status)).await??;
+    // The files are written on a blocking thread, which asks the store for
+    // pages of results through the runtime.
+    let rt = tokio::runtime::Handle::current();
+    let finish = tokio::task::spawn_blocking(move || write_files(&rt, &e, &b, status)).await??;
     let (id, f) = (batch.id.clone(), finish.clone());
-    if engine.db(move |s| s.finish(&id, &f)).await? {
+    if engine.store.finish(&id, &f).await? {
         tracing::info!(
             batch = %batch.id,
             from = batch.status.as_str(),
@@ -110,7 +113,12 @@ pub(super) async fn finalize(
     Ok(())
 }
 
-fn write_files(engine: &Engine, batch: &BatchRecord, status: Status) -> Result<Finish, RunError> {
+fn write_files(
+    rt: &tokio::runtime::Handle,
+    engine: &Engine,
+    batch: &BatchRecord,
+    status: Status,
+) -> Result<Finish, RunError> {
     let (code, message) = match status {
         Status::Cancelled => (
             "batch_cancelled",
@@ -148,7 +156,7 @@ fn write_files(engine: &Engine, batch: &BatchRecord, status: Status) -> Result<F
                 continue;
             }
             if page.is_empty() && !exhausted {
-                page.extend(engine.store.results_after(&batch.id, after, PAGE)?);
+                page.extend(rt.block_on(engine.store.results_after(&batch.id, after, PAGE))?);
                 exhausted = page.len() < PAGE;
                 after = page.back().map_or(after, |r| r.line);
             }

@@ -16,7 +16,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::ServerConfig;
 use crate::metrics::Metrics;
-use crate::store::{FileStore, JobStore, StoreError, StoreResult};
+use crate::store::{FileStore, JobStore, StoreResult};
 
 mod finalize;
 pub mod health;
@@ -78,23 +78,12 @@ impl Engine {
         }))
     }
 
-    /// Run a closure on the job store off the async threads.
-    pub async fn db<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&dyn JobStore) -> StoreResult<T> + Send + 'static,
-    ) -> StoreResult<T> {
-        let store = self.store.clone();
-        tokio::task::spawn_blocking(move || f(store.as_ref()))
-            .await
-            .map_err(|e| StoreError::Corrupt(format!("store task failed: {e}")))?
-    }
-
     /// Remove stored files that no record names (a crash between writing a
     /// file and recording it), resume every unfinished batch, and start
     /// removing files as they expire.
     pub async fn start(self: &Arc<Self>) -> StoreResult<()> {
         self.sweep_orphans().await?;
-        for batch in self.db(|s| s.unfinished()).await? {
+        for batch in self.store.unfinished().await? {
             tracing::info!(batch = %batch.id, status = batch.status.as_str(), "resuming");
             self.launch(&batch.id);
         }
@@ -120,19 +109,13 @@ impl Engine {
     /// upload still finishing, on this node or, with a shared store, on
     /// another), so it is left for a later sweep.
     pub async fn sweep_orphans(&self) -> StoreResult<()> {
-        let files = self.files.clone();
         let old_enough = std::time::SystemTime::now() - ORPHAN_GRACE;
-        let orphans = self
-            .db(move |s| {
-                let mut orphans = Vec::new();
-                for f in files.stored().unwrap_or_default() {
-                    if f.written <= old_enough && !s.file_exists(&f.id)? {
-                        orphans.push(f.id);
-                    }
-                }
-                Ok(orphans)
-            })
-            .await?;
+        let mut orphans = Vec::new();
+        for f in self.files.stored().unwrap_or_default() {
+            if f.written <= old_enough && !self.store.file_exists(&f.id).await? {
+                orphans.push(f.id);
+            }
+        }
         for id in orphans {
             tracing::info!(file = %id, "removing a file left without a record");
             if let Err(e) = self.files.remove(&id) {
@@ -145,7 +128,7 @@ impl Engine {
     /// Remove the files whose `expires_at` has passed.
     pub async fn sweep_expired_files(&self) {
         let now = crate::ids::now();
-        let expired = match self.db(move |s| s.expired_files(now)).await {
+        let expired = match self.store.expired_files(now).await {
             Ok(e) => e,
             Err(e) => {
                 tracing::warn!("cannot look for expired files: {e}");
@@ -154,7 +137,7 @@ impl Engine {
         };
         for f in expired {
             let (tenant, id) = (f.tenant.clone(), f.id.clone());
-            match self.db(move |s| s.delete_file(&tenant, &id)).await {
+            match self.store.delete_file(&tenant, &id).await {
                 Ok(_) => {
                     tracing::info!(file = %f.id, "file expired; removed");
                     if let Err(e) = self.files.remove(&f.id) {

@@ -64,7 +64,7 @@ pub(super) async fn run(engine: &Arc<Engine>, id: &str, token: &CancellationToke
 
 async fn step(engine: &Arc<Engine>, id: &str, token: &CancellationToken) -> Result<Next, RunError> {
     let owned = id.to_owned();
-    let Some(batch) = engine.db(move |s| s.batch_by_id(&owned)).await? else {
+    let Some(batch) = engine.store.batch_by_id(&owned).await? else {
         return Ok(Next::Done);
     };
     let late = ids::now() >= batch.expires_at;
@@ -132,7 +132,8 @@ async fn validate(engine: &Arc<Engine>, batch: &BatchRecord) -> Result<(), RunEr
                 _ => None,
             };
             let moved = engine
-                .db(move |s| s.begin(&id, requests, model.as_deref(), now))
+                .store
+                .begin(&id, requests, model.as_deref(), now)
                 .await?;
             (moved, Status::InProgress, format!("{requests} requests"))
         }
@@ -150,14 +151,12 @@ async fn validate(engine: &Arc<Engine>, batch: &BatchRecord) -> Result<(), RunEr
                 })
                 .collect();
             let detail = format!("{} errors, first: {}", report.errors(), errors[0].message);
-            let moved = engine
-                .db(move |s| s.fail(&id, requests, &errors, now))
-                .await?;
+            let moved = engine.store.fail(&id, requests, &errors, now).await?;
             (moved, Status::Failed, detail)
         }
         Err(e) => {
             let detail = e.message.clone();
-            let moved = engine.db(move |s| s.fail(&id, 0, &[e], now)).await?;
+            let moved = engine.store.fail(&id, 0, &[e], now).await?;
             (moved, Status::Failed, detail)
         }
     };
@@ -178,24 +177,6 @@ enum DispatchEnd {
     Expired,
 }
 
-/// Lines already recorded, as bits.
-struct Recorded(Vec<u64>);
-
-impl Recorded {
-    fn set(&mut self, line: u64) {
-        let (word, bit) = ((line / 64) as usize, line % 64);
-        if word >= self.0.len() {
-            self.0.resize(word + 1, 0);
-        }
-        self.0[word] |= 1 << bit;
-    }
-
-    fn has(&self, line: u64) -> bool {
-        let (word, bit) = ((line / 64) as usize, line % 64);
-        self.0.get(word).is_some_and(|w| w & (1 << bit) != 0)
-    }
-}
-
 /// Send every request without a recorded result to the upstream, and
 /// record the results in batches, until all are done, cancel is asked, the
 /// window ends or the server stops.
@@ -205,13 +186,7 @@ async fn dispatch(
     token: &CancellationToken,
 ) -> Result<(), RunError> {
     let id = batch.id.clone();
-    let recorded = engine
-        .db(move |s| {
-            let mut r = Recorded(Vec::new());
-            s.recorded_lines(&id, &mut |line| r.set(line))?;
-            Ok(r)
-        })
-        .await?;
+    let recorded = engine.store.recorded_lines(&id).await?;
     let file = tokio::fs::File::from_std(engine.files.open(&batch.input_file_id)?);
     let mut reader = tokio::io::BufReader::with_capacity(1 << 20, file);
     let (tx, rx) = mpsc::channel::<ResultRow>(RECORD_BATCH * 8);
@@ -229,7 +204,7 @@ async fn dispatch(
         line_no += 1;
         let line = buf.strip_suffix(b"\n").unwrap_or(&buf);
         let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if line.iter().all(u8::is_ascii_whitespace) || recorded.has(line_no) {
+        if line.iter().all(u8::is_ascii_whitespace) || recorded.contains(line_no) {
             continue;
         }
         let permit = tokio::select! {
@@ -302,7 +277,7 @@ async fn dispatch(
     match stop {
         DispatchEnd::Done => {
             let (id, now) = (batch.id.clone(), ids::now());
-            if engine.db(move |s| s.finalizing(&id, now)).await? {
+            if engine.store.finalizing(&id, now).await? {
                 tracing::info!(batch = %batch.id, from = "in_progress", to = "finalizing", "all requests answered");
             }
         }
@@ -327,7 +302,7 @@ async fn record(
         let slice = Arc::new(std::mem::take(&mut rows));
         loop {
             let (owned, slice) = (id.clone(), slice.clone());
-            match engine.db(move |s| s.record(&owned, &slice)).await {
+            match engine.store.record(&owned, &slice).await {
                 Ok(()) => {
                     engine.health.succeeded(&what);
                     break;

@@ -178,16 +178,12 @@ pub(super) async fn create(
     let output_expires_after =
         check_output_expiry(body.get("output_expires_after").unwrap_or(&Value::Null))?;
     let (t, f) = (tenant.clone(), input_file_id.clone());
-    let file = state
-        .engine
-        .db(move |s| s.file(&t, &f))
-        .await?
-        .ok_or_else(|| {
-            ApiError::invalid_param(
-                "input_file_id",
-                format!("No such file: '{input_file_id}'. Upload it first with purpose 'batch'."),
-            )
-        })?;
+    let file = state.engine.store.file(&t, &f).await?.ok_or_else(|| {
+        ApiError::invalid_param(
+            "input_file_id",
+            format!("No such file: '{input_file_id}'. Upload it first with purpose 'batch'."),
+        )
+    })?;
     if file.purpose != "batch" {
         return Err(ApiError::invalid_param(
             "input_file_id",
@@ -220,7 +216,7 @@ pub(super) async fn create(
         output_expires_after,
     };
     let r = record.clone();
-    state.engine.db(move |s| s.insert_batch(&r)).await?;
+    state.engine.store.insert_batch(&r).await?;
     tracing::info!(batch = %record.id, to = "validating", input = %record.input_file_id, endpoint = %record.endpoint, "batch created");
     state.engine.launch(&record.id);
     Ok(Json(record.to_json()))
@@ -233,7 +229,7 @@ pub(super) async fn get(
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     let i = id.clone();
-    let batch = state.engine.db(move |s| s.batch(&tenant, &i)).await?;
+    let batch = state.engine.store.batch(&tenant, &i).await?;
     batch
         .map(|b| Json(b.to_json()))
         .ok_or_else(|| ApiError::not_found("batch", &id))
@@ -247,17 +243,16 @@ pub(super) async fn list(
 ) -> Result<Json<Value>, ApiError> {
     let limit = limit(q.get("limit").map(String::as_str), 20, 100)?;
     let after = q.get("after").cloned();
+    let page = Page {
+        after: after.as_deref(),
+        limit,
+        ascending: false,
+    };
     let (batches, more) = state
         .engine
-        .db(move |s| {
-            let page = Page {
-                after: after.as_deref(),
-                limit,
-                ascending: false,
-            };
-            Ok(s.list_batches(&tenant, &page))
-        })
-        .await?
+        .store
+        .list_batches(&tenant, &page)
+        .await
         .map_err(list_error)?;
     let items = batches.iter().map(BatchRecord::to_json).collect();
     Ok(Json(crate::objects::list_json(items, more)))
@@ -270,7 +265,7 @@ pub(super) async fn cancel(
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     let (i, now) = (id.clone(), ids::now());
-    match state.engine.db(move |s| s.cancel(&tenant, &i, now)).await? {
+    match state.engine.store.cancel(&tenant, &i, now).await? {
         Cancel::Cancelling(batch) => {
             tracing::info!(batch = %id, to = "cancelling", "cancel asked");
             state.engine.cancelled(&id);

@@ -261,7 +261,7 @@ pub(super) async fn upload(
     .await
     .map_err(|e| ApiError::internal(e.to_string()))??;
     let r = record.clone();
-    state.engine.db(move |s| s.insert_file(&r)).await?;
+    state.engine.store.insert_file(&r).await?;
     tracing::info!(file = %record.id, bytes = record.bytes, purpose = %record.purpose, "file uploaded");
     Ok(Json(record.to_json()))
 }
@@ -270,7 +270,8 @@ async fn find(state: &AppState, tenant: &str, id: &str) -> Result<FileRecord, Ap
     let (t, i) = (tenant.to_owned(), id.to_owned());
     state
         .engine
-        .db(move |s| s.file(&t, &i))
+        .store
+        .file(&t, &i)
         .await?
         .ok_or_else(|| ApiError::not_found("File", id))
 }
@@ -293,17 +294,16 @@ pub(super) async fn list(
         }
     };
     let (purpose, after) = (q.get("purpose").cloned(), q.get("after").cloned());
+    let page = Page {
+        after: after.as_deref(),
+        limit,
+        ascending,
+    };
     let (files, more) = state
         .engine
-        .db(move |s| {
-            let page = Page {
-                after: after.as_deref(),
-                limit,
-                ascending,
-            };
-            Ok(s.list_files(&tenant, purpose.as_deref(), &page))
-        })
-        .await?
+        .store
+        .list_files(&tenant, purpose.as_deref(), &page)
+        .await
         .map_err(list_error)?;
     let items = files.iter().map(FileRecord::to_json).collect();
     Ok(Json(crate::objects::list_json(items, more)))
@@ -349,13 +349,13 @@ pub(super) async fn delete(
 ) -> Result<Json<Value>, ApiError> {
     let record = find(&state, &tenant, &id).await?;
     let (t, i) = (tenant.clone(), id.clone());
-    if let Some(batch) = state.engine.db(move |s| s.file_in_use(&t, &i)).await? {
+    if let Some(batch) = state.engine.store.file_in_use(&t, &i).await? {
         return Err(ApiError::conflict(format!(
             "The file '{id}' is the input of batch '{batch}', which has not finished; cancel the batch or wait for it to end."
         )));
     }
     let (t, i) = (tenant, id.clone());
-    state.engine.db(move |s| s.delete_file(&t, &i)).await?;
+    state.engine.store.delete_file(&t, &i).await?;
     state.engine.files.remove(&record.id)?;
     tracing::info!(file = %id, "file deleted");
     Ok(Json(json!({"id": id, "object": "file", "deleted": true})))

@@ -123,7 +123,7 @@ async fn health(State(state): State<Arc<AppState>>) -> Response {
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
-    let counts = state.engine.db(|s| s.count_by_status()).await?;
+    let counts = state.engine.store.count_by_status().await?;
     let body = state.engine.metrics.render(&counts);
     Ok((
         [(

@@ -113,63 +113,99 @@ pub struct Finish {
 }
 
 /// Records of files and batches, and results in flight.
+#[async_trait::async_trait]
 pub trait JobStore: Send + Sync + 'static {
     /// Add a file's record.
-    fn insert_file(&self, file: &FileRecord) -> StoreResult<()>;
+    async fn insert_file(&self, file: &FileRecord) -> StoreResult<()>;
     /// A tenant's file.
-    fn file(&self, tenant: &str, id: &str) -> StoreResult<Option<FileRecord>>;
+    async fn file(&self, tenant: &str, id: &str) -> StoreResult<Option<FileRecord>>;
     /// A tenant's files, newest first unless `page.ascending`.
-    fn list_files(
+    async fn list_files(
         &self,
         tenant: &str,
         purpose: Option<&str>,
         page: &Page<'_>,
     ) -> Result<Listed<FileRecord>, ListError>;
     /// Remove a file's record; false if there was none.
-    fn delete_file(&self, tenant: &str, id: &str) -> StoreResult<bool>;
+    async fn delete_file(&self, tenant: &str, id: &str) -> StoreResult<bool>;
     /// An unfinished batch of the tenant's that reads this file, if any.
-    fn file_in_use(&self, tenant: &str, id: &str) -> StoreResult<Option<String>>;
+    async fn file_in_use(&self, tenant: &str, id: &str) -> StoreResult<Option<String>>;
     /// Files whose `expires_at` has passed.
-    fn expired_files(&self, now: i64) -> StoreResult<Vec<FileRecord>>;
+    async fn expired_files(&self, now: i64) -> StoreResult<Vec<FileRecord>>;
     /// Whether any tenant has a file of this id.
-    fn file_exists(&self, id: &str) -> StoreResult<bool>;
+    async fn file_exists(&self, id: &str) -> StoreResult<bool>;
 
     /// Add a new batch (status `validating`).
-    fn insert_batch(&self, batch: &BatchRecord) -> StoreResult<()>;
+    async fn insert_batch(&self, batch: &BatchRecord) -> StoreResult<()>;
     /// A tenant's batch.
-    fn batch(&self, tenant: &str, id: &str) -> StoreResult<Option<BatchRecord>>;
+    async fn batch(&self, tenant: &str, id: &str) -> StoreResult<Option<BatchRecord>>;
     /// A batch, whoever's it is (for the engine).
-    fn batch_by_id(&self, id: &str) -> StoreResult<Option<BatchRecord>>;
+    async fn batch_by_id(&self, id: &str) -> StoreResult<Option<BatchRecord>>;
     /// A tenant's batches, newest first.
-    fn list_batches(&self, tenant: &str, page: &Page<'_>)
-    -> Result<Listed<BatchRecord>, ListError>;
+    async fn list_batches(
+        &self,
+        tenant: &str,
+        page: &Page<'_>,
+    ) -> Result<Listed<BatchRecord>, ListError>;
     /// Ask to cancel: `validating`/`in_progress` become `cancelling`.
-    fn cancel(&self, tenant: &str, id: &str, now: i64) -> StoreResult<Cancel>;
+    async fn cancel(&self, tenant: &str, id: &str, now: i64) -> StoreResult<Cancel>;
     /// Every batch not yet in a terminal status, oldest first.
-    fn unfinished(&self) -> StoreResult<Vec<BatchRecord>>;
+    async fn unfinished(&self) -> StoreResult<Vec<BatchRecord>>;
     /// Counts of batches by status.
-    fn count_by_status(&self) -> StoreResult<Vec<(Status, u64)>>;
+    async fn count_by_status(&self) -> StoreResult<Vec<(Status, u64)>>;
 
     /// `validating` -> `in_progress` with the file's request count and
     /// model; false if the batch was no longer validating.
-    fn begin(&self, id: &str, total: u64, model: Option<&str>, now: i64) -> StoreResult<bool>;
+    async fn begin(&self, id: &str, total: u64, model: Option<&str>, now: i64)
+    -> StoreResult<bool>;
     /// `validating` -> `failed` with the validator's errors.
-    fn fail(&self, id: &str, total: u64, errors: &[BatchError], now: i64) -> StoreResult<bool>;
+    async fn fail(
+        &self,
+        id: &str,
+        total: u64,
+        errors: &[BatchError],
+        now: i64,
+    ) -> StoreResult<bool>;
     /// `in_progress` -> `finalizing`.
-    fn finalizing(&self, id: &str, now: i64) -> StoreResult<bool>;
+    async fn finalizing(&self, id: &str, now: i64) -> StoreResult<bool>;
     /// Record results, at most once per line (a line already recorded is
     /// left as it is), updating the batch's counts and usage: one
     /// transaction for the whole slice.
-    fn record(&self, id: &str, rows: &[ResultRow]) -> StoreResult<()>;
-    /// Call `f` with every line recorded so far, in order.
-    fn recorded_lines(&self, id: &str, f: &mut dyn FnMut(u64)) -> StoreResult<()>;
+    async fn record(&self, id: &str, rows: &[ResultRow]) -> StoreResult<()>;
+    /// Every line recorded so far.
+    async fn recorded_lines(&self, id: &str) -> StoreResult<LineSet>;
     /// Up to `limit` recorded results after `after_line`, in line order.
-    fn results_after(&self, id: &str, after_line: u64, limit: usize)
-    -> StoreResult<Vec<ResultRow>>;
+    async fn results_after(
+        &self,
+        id: &str,
+        after_line: u64,
+        limit: usize,
+    ) -> StoreResult<Vec<ResultRow>>;
     /// End the batch: add its files, set its final status, counts and
     /// stamp, and drop its recorded results, in one transaction. False if
     /// it had already ended.
-    fn finish(&self, id: &str, finish: &Finish) -> StoreResult<bool>;
+    async fn finish(&self, id: &str, finish: &Finish) -> StoreResult<bool>;
+}
+
+/// A set of line numbers, one bit each (a million-line batch: 125 KB).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LineSet(Vec<u64>);
+
+impl LineSet {
+    /// Add `line`.
+    pub fn insert(&mut self, line: u64) {
+        let (word, bit) = ((line / 64) as usize, line % 64);
+        if word >= self.0.len() {
+            self.0.resize(word + 1, 0);
+        }
+        self.0[word] |= 1 << bit;
+    }
+
+    /// Whether `line` is in the set.
+    pub fn contains(&self, line: u64) -> bool {
+        let (word, bit) = ((line / 64) as usize, line % 64);
+        self.0.get(word).is_some_and(|w| w & (1 << bit) != 0)
+    }
 }
 
 /// The bytes of files, by id.

@@ -1,12 +1,12 @@
 //! The job store in SQLite (WAL): all of the server's SQL is in this file.
 
 use std::path::Path;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::{
-    Cancel, Finish, JobStore, ListError, Listed, Page, ResultRow, StoreError, StoreResult,
+    Cancel, Finish, JobStore, LineSet, ListError, Listed, Page, ResultRow, StoreError, StoreResult,
 };
 use crate::lifecycle;
 use crate::objects::{BatchError, BatchRecord, FileRecord, Stamps, Status, Usage};
@@ -110,14 +110,40 @@ impl From<rusqlite::Error> for StoreError {
     }
 }
 
-/// SQLite behind one connection.
+/// The job store in SQLite: its calls run on tokio's blocking threads, off
+/// the async ones, one at a time on one connection.
 pub struct SqliteStore {
-    conn: Mutex<Connection>,
+    db: Arc<Db>,
 }
 
 impl SqliteStore {
     /// Open (creating) the database at `path`.
     pub fn open(path: &Path) -> StoreResult<SqliteStore> {
+        Ok(SqliteStore {
+            db: Arc::new(Db::open(path)?),
+        })
+    }
+
+    /// Run `f` on the database on a blocking thread.
+    async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Db) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || f(&db))
+            .await
+            .map_err(StoreError::failed)?
+    }
+}
+
+/// SQLite behind one connection, called synchronously.
+struct Db {
+    conn: Mutex<Connection>,
+}
+
+impl Db {
+    /// Open (creating) the database at `path`.
+    fn open(path: &Path) -> StoreResult<Db> {
         let conn = Connection::open(path)?;
         // WAL with NORMAL sync survives a killed process with every
         // committed transaction; a power cut may lose the last few, which
@@ -127,7 +153,7 @@ impl SqliteStore {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.execute_batch(SCHEMA)?;
-        Ok(SqliteStore {
+        Ok(Db {
             conn: Mutex::new(conn),
         })
     }
@@ -272,7 +298,7 @@ fn insert_file_in(conn: &Connection, f: &FileRecord) -> rusqlite::Result<()> {
     Ok(())
 }
 
-impl JobStore for SqliteStore {
+impl Db {
     fn insert_file(&self, f: &FileRecord) -> StoreResult<()> {
         Ok(insert_file_in(&self.conn(), f)?)
     }
@@ -532,15 +558,16 @@ impl JobStore for SqliteStore {
         Ok(())
     }
 
-    fn recorded_lines(&self, id: &str, f: &mut dyn FnMut(u64)) -> StoreResult<()> {
+    fn recorded_lines(&self, id: &str) -> StoreResult<LineSet> {
         let conn = self.conn();
         let mut stmt =
             conn.prepare("SELECT line FROM results WHERE batch_id = ?1 ORDER BY line")?;
         let mut rows = stmt.query(params![id])?;
+        let mut lines = LineSet::default();
         while let Some(row) = rows.next()? {
-            f(row.get::<_, i64>(0)? as u64);
+            lines.insert(row.get::<_, i64>(0)? as u64);
         }
-        Ok(())
+        Ok(lines)
     }
 
     fn results_after(
@@ -605,13 +632,165 @@ impl JobStore for SqliteStore {
     }
 }
 
+/// Each call copies its arguments and runs on a blocking thread.
+#[async_trait::async_trait]
+impl JobStore for SqliteStore {
+    async fn insert_file(&self, file: &FileRecord) -> StoreResult<()> {
+        let file = file.clone();
+        self.run(move |db| db.insert_file(&file)).await
+    }
+
+    async fn file(&self, tenant: &str, id: &str) -> StoreResult<Option<FileRecord>> {
+        let (tenant, id) = (tenant.to_owned(), id.to_owned());
+        self.run(move |db| db.file(&tenant, &id)).await
+    }
+
+    async fn list_files(
+        &self,
+        tenant: &str,
+        purpose: Option<&str>,
+        page: &Page<'_>,
+    ) -> Result<Listed<FileRecord>, ListError> {
+        let (tenant, purpose) = (tenant.to_owned(), purpose.map(str::to_owned));
+        let (after, limit, ascending) = (page.after.map(str::to_owned), page.limit, page.ascending);
+        self.run(move |db| {
+            let page = Page {
+                after: after.as_deref(),
+                limit,
+                ascending,
+            };
+            Ok(db.list_files(&tenant, purpose.as_deref(), &page))
+        })
+        .await?
+    }
+
+    async fn delete_file(&self, tenant: &str, id: &str) -> StoreResult<bool> {
+        let (tenant, id) = (tenant.to_owned(), id.to_owned());
+        self.run(move |db| db.delete_file(&tenant, &id)).await
+    }
+
+    async fn file_in_use(&self, tenant: &str, id: &str) -> StoreResult<Option<String>> {
+        let (tenant, id) = (tenant.to_owned(), id.to_owned());
+        self.run(move |db| db.file_in_use(&tenant, &id)).await
+    }
+
+    async fn expired_files(&self, now: i64) -> StoreResult<Vec<FileRecord>> {
+        self.run(move |db| db.expired_files(now)).await
+    }
+
+    async fn file_exists(&self, id: &str) -> StoreResult<bool> {
+        let id = id.to_owned();
+        self.run(move |db| db.file_exists(&id)).await
+    }
+
+    async fn insert_batch(&self, batch: &BatchRecord) -> StoreResult<()> {
+        let batch = batch.clone();
+        self.run(move |db| db.insert_batch(&batch)).await
+    }
+
+    async fn batch(&self, tenant: &str, id: &str) -> StoreResult<Option<BatchRecord>> {
+        let (tenant, id) = (tenant.to_owned(), id.to_owned());
+        self.run(move |db| db.batch(&tenant, &id)).await
+    }
+
+    async fn batch_by_id(&self, id: &str) -> StoreResult<Option<BatchRecord>> {
+        let id = id.to_owned();
+        self.run(move |db| db.batch_by_id(&id)).await
+    }
+
+    async fn list_batches(
+        &self,
+        tenant: &str,
+        page: &Page<'_>,
+    ) -> Result<Listed<BatchRecord>, ListError> {
+        let tenant = tenant.to_owned();
+        let (after, limit, ascending) = (page.after.map(str::to_owned), page.limit, page.ascending);
+        self.run(move |db| {
+            let page = Page {
+                after: after.as_deref(),
+                limit,
+                ascending,
+            };
+            Ok(db.list_batches(&tenant, &page))
+        })
+        .await?
+    }
+
+    async fn cancel(&self, tenant: &str, id: &str, now: i64) -> StoreResult<Cancel> {
+        let (tenant, id) = (tenant.to_owned(), id.to_owned());
+        self.run(move |db| db.cancel(&tenant, &id, now)).await
+    }
+
+    async fn unfinished(&self) -> StoreResult<Vec<BatchRecord>> {
+        self.run(|db| db.unfinished()).await
+    }
+
+    async fn count_by_status(&self) -> StoreResult<Vec<(Status, u64)>> {
+        self.run(|db| db.count_by_status()).await
+    }
+
+    async fn begin(
+        &self,
+        id: &str,
+        total: u64,
+        model: Option<&str>,
+        now: i64,
+    ) -> StoreResult<bool> {
+        let (id, model) = (id.to_owned(), model.map(str::to_owned));
+        self.run(move |db| db.begin(&id, total, model.as_deref(), now))
+            .await
+    }
+
+    async fn fail(
+        &self,
+        id: &str,
+        total: u64,
+        errors: &[BatchError],
+        now: i64,
+    ) -> StoreResult<bool> {
+        let (id, errors) = (id.to_owned(), errors.to_vec());
+        self.run(move |db| db.fail(&id, total, &errors, now)).await
+    }
+
+    async fn finalizing(&self, id: &str, now: i64) -> StoreResult<bool> {
+        let id = id.to_owned();
+        self.run(move |db| db.finalizing(&id, now)).await
+    }
+
+    async fn record(&self, id: &str, rows: &[ResultRow]) -> StoreResult<()> {
+        let (id, rows) = (id.to_owned(), rows.to_vec());
+        self.run(move |db| db.record(&id, &rows)).await
+    }
+
+    async fn recorded_lines(&self, id: &str) -> StoreResult<LineSet> {
+        let id = id.to_owned();
+        self.run(move |db| db.recorded_lines(&id)).await
+    }
+
+    async fn results_after(
+        &self,
+        id: &str,
+        after_line: u64,
+        limit: usize,
+    ) -> StoreResult<Vec<ResultRow>> {
+        let id = id.to_owned();
+        self.run(move |db| db.results_after(&id, after_line, limit))
+            .await
+    }
+
+    async fn finish(&self, id: &str, finish: &Finish) -> StoreResult<bool> {
+        let (id, finish) = (id.to_owned(), finish.clone());
+        self.run(move |db| db.finish(&id, &finish)).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn store() -> (tempfile::TempDir, SqliteStore) {
+    fn store() -> (tempfile::TempDir, Db) {
         let dir = tempfile::tempdir().expect("a temp dir");
-        let store = SqliteStore::open(&dir.path().join("db")).expect("a store");
+        let store = Db::open(&dir.path().join("db")).expect("a store");
         (dir, store)
     }
 
@@ -664,10 +843,9 @@ mod tests {
             .expect("record again");
         let b = s.batch("t", "b").expect("get").expect("found");
         assert_eq!((b.completed, b.failed, b.usage.input_tokens), (2, 1, 3));
-        let mut lines = Vec::new();
-        s.recorded_lines("b", &mut |l| lines.push(l))
-            .expect("lines");
-        assert_eq!(lines, [1, 2, 3]);
+        let lines = s.recorded_lines("b").expect("lines");
+        let recorded: Vec<u64> = (0..6).filter(|&l| lines.contains(l)).collect();
+        assert_eq!(recorded, [1, 2, 3]);
         let page = s.results_after("b", 1, 1).expect("page");
         assert_eq!((page[0].line, page[0].ok), (2, false));
         let finish = Finish {
