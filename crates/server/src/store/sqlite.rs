@@ -632,6 +632,31 @@ impl Db {
     }
 }
 
+/// A [`Page`] that owns its `after`, to cross to a blocking thread.
+struct OwnedPage {
+    after: Option<String>,
+    limit: usize,
+    ascending: bool,
+}
+
+impl OwnedPage {
+    fn of(page: &Page<'_>) -> OwnedPage {
+        OwnedPage {
+            after: page.after.map(str::to_owned),
+            limit: page.limit,
+            ascending: page.ascending,
+        }
+    }
+
+    fn page(&self) -> Page<'_> {
+        Page {
+            after: self.after.as_deref(),
+            limit: self.limit,
+            ascending: self.ascending,
+        }
+    }
+}
+
 /// Each call copies its arguments and runs on a blocking thread.
 #[async_trait::async_trait]
 impl JobStore for SqliteStore {
@@ -652,16 +677,9 @@ impl JobStore for SqliteStore {
         page: &Page<'_>,
     ) -> Result<Listed<FileRecord>, ListError> {
         let (tenant, purpose) = (tenant.to_owned(), purpose.map(str::to_owned));
-        let (after, limit, ascending) = (page.after.map(str::to_owned), page.limit, page.ascending);
-        self.run(move |db| {
-            let page = Page {
-                after: after.as_deref(),
-                limit,
-                ascending,
-            };
-            Ok(db.list_files(&tenant, purpose.as_deref(), &page))
-        })
-        .await?
+        let page = OwnedPage::of(page);
+        self.run(move |db| Ok(db.list_files(&tenant, purpose.as_deref(), &page.page())))
+            .await?
     }
 
     async fn delete_file(&self, tenant: &str, id: &str) -> StoreResult<bool> {
@@ -704,16 +722,9 @@ impl JobStore for SqliteStore {
         page: &Page<'_>,
     ) -> Result<Listed<BatchRecord>, ListError> {
         let tenant = tenant.to_owned();
-        let (after, limit, ascending) = (page.after.map(str::to_owned), page.limit, page.ascending);
-        self.run(move |db| {
-            let page = Page {
-                after: after.as_deref(),
-                limit,
-                ascending,
-            };
-            Ok(db.list_batches(&tenant, &page))
-        })
-        .await?
+        let page = OwnedPage::of(page);
+        self.run(move |db| Ok(db.list_batches(&tenant, &page.page())))
+            .await?
     }
 
     async fn cancel(&self, tenant: &str, id: &str, now: i64) -> StoreResult<Cancel> {
