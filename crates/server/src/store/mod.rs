@@ -14,6 +14,8 @@ use std::path::{Path, PathBuf};
 
 use crate::objects::{BatchError, BatchRecord, FileRecord, Status, Usage};
 
+#[cfg(test)]
+pub(crate) mod conformance;
 mod disk;
 mod sqlite;
 

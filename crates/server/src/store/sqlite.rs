@@ -799,143 +799,28 @@ impl JobStore for SqliteStore {
 mod tests {
     use super::*;
 
-    fn store() -> (tempfile::TempDir, Db) {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite_passes_the_conformance_suite() {
         let dir = tempfile::tempdir().expect("a temp dir");
-        let store = Db::open(&dir.path().join("db")).expect("a store");
-        (dir, store)
+        let store = SqliteStore::open(&dir.path().join("db")).expect("a store");
+        super::super::conformance::run(&store).await;
     }
 
-    fn batch(id: &str) -> BatchRecord {
-        BatchRecord {
-            id: id.into(),
-            tenant: "t".into(),
-            endpoint: "/v1/chat/completions".into(),
-            model: None,
-            input_file_id: "file-in".into(),
-            completion_window: "24h".into(),
-            status: Status::Validating,
-            output_file_id: None,
-            error_file_id: None,
-            created_at: 100,
-            expires_at: 86_500,
-            stamps: Stamps::default(),
-            total: 0,
-            completed: 0,
-            failed: 0,
-            metadata: None,
-            errors: None,
-            usage: Usage::default(),
-            output_expires_after: None,
+    /// The counts survive a reopen: what a restart reads.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn records_survive_a_reopen() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let path = dir.path().join("db");
+        {
+            let store = SqliteStore::open(&path).expect("a store");
+            super::super::conformance::run(&store).await;
         }
-    }
-
-    fn row(line: u64, ok: bool) -> ResultRow {
-        ResultRow {
-            line,
-            ok,
-            body: format!("{{\"line\":{line}}}"),
-            usage: Usage {
-                input_tokens: 1,
-                total_tokens: 1,
-                ..Usage::default()
-            },
-        }
-    }
-
-    #[test]
-    fn a_result_is_recorded_once_however_often_it_arrives() {
-        let (_dir, s) = store();
-        s.insert_batch(&batch("b")).expect("insert");
-        assert!(s.begin("b", 3, Some("m"), 101).expect("begin"));
-        assert!(!s.begin("b", 3, Some("m"), 101).expect("begin twice"));
-        s.record("b", &[row(1, true), row(2, false)])
-            .expect("record");
-        s.record("b", &[row(2, true), row(3, true), row(1, true)])
-            .expect("record again");
-        let b = s.batch("t", "b").expect("get").expect("found");
-        assert_eq!((b.completed, b.failed, b.usage.input_tokens), (2, 1, 3));
-        let lines = s.recorded_lines("b").expect("lines");
-        let recorded: Vec<u64> = (0..6).filter(|&l| lines.contains(l)).collect();
-        assert_eq!(recorded, [1, 2, 3]);
-        let page = s.results_after("b", 1, 1).expect("page");
-        assert_eq!((page[0].line, page[0].ok), (2, false));
-        let finish = Finish {
-            status: Status::Completed,
-            output: None,
-            error: None,
-            completed: 2,
-            failed: 1,
-            total: 3,
-            at: 200,
-        };
-        assert!(
-            !s.finish("b", &finish).expect("finish early"),
-            "completed only after finalizing"
-        );
-        assert!(s.finalizing("b", 150).expect("finalizing"));
-        assert!(s.finish("b", &finish).expect("finish"));
-        assert!(
-            !s.finish("b", &finish).expect("finish twice"),
-            "a batch ends once"
-        );
-        assert!(s.results_after("b", 0, 10).expect("page").is_empty());
-        let b = s.batch("t", "b").expect("get").expect("found");
-        assert_eq!(
-            (b.status, b.stamps.completed),
-            (Status::Completed, Some(200))
-        );
-        assert_eq!(
-            s.batch("other", "b").expect("get"),
-            None,
-            "tenants are apart"
-        );
-    }
-
-    #[test]
-    fn expired_files_are_found() {
-        let (_dir, s) = store();
-        let file = |id: &str, expires_at| FileRecord {
-            id: id.into(),
-            tenant: "t".into(),
-            bytes: 1,
-            created_at: 10,
-            expires_at,
-            filename: "f.jsonl".into(),
-            purpose: "batch_output".into(),
-        };
-        s.insert_file(&file("file-a", Some(50))).expect("insert");
-        s.insert_file(&file("file-b", Some(500))).expect("insert");
-        s.insert_file(&file("file-c", None)).expect("insert");
-        let ids = |now| -> Vec<String> {
-            s.expired_files(now)
-                .expect("expired")
-                .into_iter()
-                .map(|f| f.id)
-                .collect()
-        };
-        assert_eq!(ids(49), Vec::<String>::new());
-        assert_eq!(ids(50), ["file-a"]);
-        assert_eq!(ids(10_000), ["file-a", "file-b"]);
-    }
-
-    #[test]
-    fn cancel_only_what_can_be_cancelled() {
-        let (_dir, s) = store();
-        s.insert_batch(&batch("b")).expect("insert");
-        assert!(matches!(
-            s.cancel("t", "b", 5).expect("cancel"),
-            Cancel::Cancelling(_)
-        ));
-        assert!(
-            matches!(s.cancel("t", "b", 6).expect("again"), Cancel::Cancelling(b) if b.stamps.cancelling == Some(5))
-        );
-        assert_eq!(
-            s.cancel("u", "b", 6).expect("other tenant"),
-            Cancel::NotFound
-        );
-        assert!(
-            !s.begin("b", 1, None, 7).expect("begin"),
-            "a cancelling batch does not start"
-        );
+        let store = SqliteStore::open(&path).expect("reopened");
+        let b = store
+            .batch("t", "batch-rec")
+            .await
+            .expect("get")
+            .expect("found");
+        assert_eq!((b.status, b.completed, b.failed), (Status::Completed, 2, 1));
     }
 }
