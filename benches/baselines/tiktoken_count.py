@@ -4,9 +4,8 @@ input tokens with tiktoken, by the same rule as `batchkit stats`
 3 to prime the reply; prompts and inputs as text). Prints the total.
 
 tiktoken downloads its encodings on first use; to run offline it is given
-the same .tiktoken files that batchkit's tokenizer crate (bpe-openai) ships,
-through TIKTOKEN_CACHE_DIR."""
-import glob
+the same .tiktoken files that batchkit embeds (crates/core/data/), through
+TIKTOKEN_CACHE_DIR."""
 import gzip
 import hashlib
 import json
@@ -18,16 +17,13 @@ URL = "https://openaipublic.blob.core.windows.net/encodings/{}.tiktoken"
 
 
 def offline_cache():
-    cargo = os.environ.get("CARGO_HOME", os.path.expanduser("~/.cargo"))
-    found = sorted(glob.glob(f"{cargo}/registry/src/*/bpe-openai-*/data"))
-    if not found:
-        sys.exit("bpe-openai's data not found: build batchkit first (cargo build)")
+    data = os.path.join(os.path.dirname(os.path.abspath(__file__)), "../../crates/core/data")
     cache = os.path.join(tempfile.gettempdir(), "batchkit-tiktoken-cache")
     os.makedirs(cache, exist_ok=True)
     for name in ("o200k_base", "cl100k_base"):
         target = os.path.join(cache, hashlib.sha1(URL.format(name).encode()).hexdigest())
         if not os.path.exists(target):
-            with gzip.open(f"{found[-1]}/{name}.tiktoken.gz") as f, open(target, "wb") as out:
+            with gzip.open(f"{data}/{name}.tiktoken.gz") as f, open(target, "wb") as out:
                 out.write(f.read())
     os.environ["TIKTOKEN_CACHE_DIR"] = cache
 
