@@ -13,13 +13,14 @@ use std::io::{self, BufRead, BufReader, BufWriter, Write};
 use std::sync::Arc;
 
 use tempfile::TempPath;
+use tokio_util::io::SyncIoBridge;
 
 use super::Engine;
 use super::output_lines::error_line;
 use super::runner::RunError;
 use crate::ids;
 use crate::objects::{BatchRecord, FileRecord, Status};
-use crate::store::{Finish, ResultRow};
+use crate::store::{Finish, Reader, ResultRow};
 
 /// Recorded results read from the store at a time.
 const PAGE: usize = 2048;
@@ -90,10 +91,18 @@ pub(super) async fn finalize(
     status: Status,
 ) -> Result<(), RunError> {
     let (e, b) = (engine.clone(), batch.clone());
-    // The files are written on a blocking thread, which asks the store for
-    // pages of results through the runtime.
+    let input = match engine.files.read(&batch.input_file_id, None).await {
+        Ok(r) => Some(r),
+        // Only a batch that never started can lose its input (it is kept
+        // while the batch runs); it ends with no files.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e.into()),
+    };
+    // The files are written on a blocking thread, which reads the input and
+    // asks the store for pages of results through the runtime.
     let rt = tokio::runtime::Handle::current();
-    let finish = tokio::task::spawn_blocking(move || write_files(&rt, &e, &b, status)).await??;
+    let finish =
+        tokio::task::spawn_blocking(move || write_files(&rt, &e, &b, input, status)).await??;
     let (id, f) = (batch.id.clone(), finish.clone());
     if engine.store.finish(&id, &f).await? {
         tracing::info!(
@@ -117,6 +126,7 @@ fn write_files(
     rt: &tokio::runtime::Handle,
     engine: &Engine,
     batch: &BatchRecord,
+    input: Option<Reader>,
     status: Status,
 ) -> Result<Finish, RunError> {
     let (code, message) = match status {
@@ -132,13 +142,8 @@ fn write_files(
     };
     let mut output = ScratchFile::new(engine)?;
     let mut errors = ScratchFile::new(engine)?;
-    let input = match engine.files.open(&batch.input_file_id) {
-        Ok(f) => Some(BufReader::with_capacity(1 << 20, f)),
-        // Only a batch that never started can lose its input (it is kept
-        // while the batch runs); it ends with no files.
-        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-        Err(e) => return Err(e.into()),
-    };
+    let input = input
+        .map(|r| BufReader::with_capacity(1 << 20, SyncIoBridge::new_with_handle(r, rt.clone())));
     let mut page: VecDeque<ResultRow> = VecDeque::new();
     let (mut after, mut exhausted) = (0u64, false);
     if let Some(mut reader) = input {

@@ -1,7 +1,7 @@
 //! One batch's runner: reads where the batch stands and takes the next
 //! step, until it reaches a terminal status or the server stops.
 
-use std::io::{Read, Seek, SeekFrom};
+use std::io::Read;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,6 +11,7 @@ use bytes::Bytes;
 use tokio::io::AsyncBufReadExt;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
+use tokio_util::io::SyncIoBridge;
 use tokio_util::sync::CancellationToken;
 
 use super::Engine;
@@ -87,7 +88,12 @@ async fn step(engine: &Arc<Engine>, id: &str, token: &CancellationToken) -> Resu
 async fn validate(engine: &Arc<Engine>, batch: &BatchRecord) -> Result<(), RunError> {
     let mut cfg = Config::new(engine.cfg.provider);
     cfg.endpoint = Some(batch.endpoint.clone());
-    let path = engine.files.local_path(&batch.input_file_id);
+    // Streamed from the file store, not mapped: the server's memory stays
+    // the same whatever the size of the file, and the store need not be a
+    // local disk.
+    let input = engine.files.read(&batch.input_file_id, None).await;
+    let rt = tokio::runtime::Handle::current();
+    let name = std::path::PathBuf::from(&batch.input_file_id);
     let verdict = tokio::task::spawn_blocking(move || -> Result<_, BatchError> {
         let fail = |code: &str, message: String| BatchError {
             code: code.to_owned(),
@@ -101,22 +107,21 @@ async fn validate(engine: &Arc<Engine>, batch: &BatchRecord) -> Result<(), RunEr
                 format!("The input file cannot be read: {e}."),
             )
         };
-        let path = path.ok_or_else(|| unreadable(&"it is not in the file store"))?;
-        let mut file = std::fs::File::open(&path).map_err(|e| unreadable(&e))?;
-        let mut magic = [0u8; 2];
-        let n = file.read(&mut magic).map_err(|e| unreadable(&e))?;
-        if n == 2 && magic == [0x1f, 0x8b] {
+        let mut file = SyncIoBridge::new_with_handle(input.map_err(|e| unreadable(&e))?, rt);
+        let mut magic = Vec::with_capacity(2);
+        (&mut file)
+            .take(2)
+            .read_to_end(&mut magic)
+            .map_err(|e| unreadable(&e))?;
+        if magic == [0x1f, 0x8b] {
             return Err(fail(
                 "invalid_file",
                 "The input file is gzip-compressed; upload the uncompressed .jsonl file.".into(),
             ));
         }
-        file.seek(SeekFrom::Start(0)).map_err(|e| unreadable(&e))?;
-        // Streamed, not mapped: the server's memory stays the same whatever
-        // the size of the file.
         let input = Input {
-            name: path.clone(),
-            source: Source::Stream(Box::new(file)),
+            name,
+            source: Source::Stream(Box::new(std::io::Cursor::new(magic).chain(file))),
             size_hint: None,
         };
         batchkit_core::validate(input, &cfg, &|_| {}).map_err(|e| unreadable(&e))
@@ -187,7 +192,7 @@ async fn dispatch(
 ) -> Result<(), RunError> {
     let id = batch.id.clone();
     let recorded = engine.store.recorded_lines(&id).await?;
-    let file = tokio::fs::File::from_std(engine.files.open(&batch.input_file_id)?);
+    let file = engine.files.read(&batch.input_file_id, None).await?;
     let mut reader = tokio::io::BufReader::with_capacity(1 << 20, file);
     let (tx, rx) = mpsc::channel::<ResultRow>(RECORD_BATCH * 8);
     let recorder = tokio::spawn(record(engine.clone(), batch.id.clone(), rx));

@@ -328,9 +328,10 @@ pub(super) async fn content(
     let file = state
         .engine
         .files
-        .open(&record.id)
+        .read(&record.id, None)
+        .await
         .map_err(|e| ApiError::internal(format!("the content of {id} cannot be read: {e}")))?;
-    let stream = ReaderStream::with_capacity(tokio::fs::File::from_std(file), 1 << 16);
+    let stream = ReaderStream::with_capacity(file, 1 << 16);
     Ok((
         [
             (header::CONTENT_TYPE, "application/octet-stream".to_owned()),

@@ -4,7 +4,9 @@
 //! [`run`] on a fresh store; the cases use their own ids, so one store
 //! serves them all.
 
-use super::{Cancel, Finish, JobStore, ListError, Page, ResultRow};
+use tokio::io::AsyncReadExt;
+
+use super::{Cancel, FileStore, Finish, JobStore, ListError, Page, ResultRow};
 use crate::objects::{BatchRecord, FileRecord, Stamps, Status, Usage};
 
 /// Run every case on `store`, which must be empty.
@@ -331,4 +333,42 @@ async fn file_records(s: &dyn JobStore) {
     assert!(s.delete_file("u", "file-c").await.expect("delete"));
     assert!(!s.delete_file("u", "file-c").await.expect("delete again"));
     assert!(!s.file_exists("file-c").await.expect("exists"));
+}
+
+/// Run the file store's cases on `files`, which must be empty: what is put
+/// reads back whole and by byte range, a missing file is `NotFound`, and a
+/// removed file is gone from the listing.
+pub async fn run_files(files: &dyn FileStore) {
+    let scratch = files.scratch_dir().join("upload");
+    std::fs::write(&scratch, b"0123456789").expect("a scratch file");
+    files.put("file-one", &scratch).expect("put");
+    let read = |range: Option<std::ops::Range<u64>>| async move {
+        let mut r = files.read("file-one", range).await.expect("read");
+        let mut bytes = Vec::new();
+        r.read_to_end(&mut bytes).await.expect("read to end");
+        bytes
+    };
+    assert_eq!(read(None).await, b"0123456789");
+    assert_eq!(read(Some(2..5)).await, b"234");
+    assert_eq!(
+        read(Some(8..100)).await,
+        b"89",
+        "a range past the end reads what there is"
+    );
+    assert_eq!(read(Some(20..30)).await, b"");
+    let missing = files.read("file-none", None).await.map(|_| ());
+    assert_eq!(
+        missing.expect_err("missing").kind(),
+        std::io::ErrorKind::NotFound
+    );
+    let listed: Vec<String> = files
+        .stored()
+        .expect("stored")
+        .into_iter()
+        .map(|f| f.id)
+        .collect();
+    assert_eq!(listed, ["file-one"]);
+    files.remove("file-one").expect("remove");
+    files.remove("file-one").expect("remove again is fine");
+    assert!(files.stored().expect("stored").is_empty());
 }

@@ -2,10 +2,13 @@
 //! under a scratch name and renamed into place once complete and synced.
 
 use std::fs::{self, File};
-use std::io;
+use std::io::{self, SeekFrom};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-use super::{FileStore, Stored};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+
+use super::{FileStore, Reader, Stored};
 
 /// Files under one directory.
 pub struct DiskFiles {
@@ -44,6 +47,7 @@ impl DiskFiles {
     }
 }
 
+#[async_trait::async_trait]
 impl FileStore for DiskFiles {
     fn scratch_dir(&self) -> &Path {
         &self.scratch
@@ -56,12 +60,15 @@ impl FileStore for DiskFiles {
         File::open(&self.files)?.sync_all()
     }
 
-    fn open(&self, id: &str) -> io::Result<File> {
-        File::open(self.path(id)?)
-    }
-
-    fn local_path(&self, id: &str) -> Option<PathBuf> {
-        self.path(id).ok()
+    async fn read(&self, id: &str, range: Option<Range<u64>>) -> io::Result<Reader> {
+        let mut file = tokio::fs::File::open(self.path(id)?).await?;
+        match range {
+            None => Ok(Box::pin(file)),
+            Some(r) => {
+                file.seek(SeekFrom::Start(r.start)).await?;
+                Ok(Box::pin(file.take(r.end.saturating_sub(r.start))))
+            }
+        }
     }
 
     fn remove(&self, id: &str) -> io::Result<()> {
@@ -84,5 +91,17 @@ impl FileStore for DiskFiles {
             }
         }
         Ok(stored)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn disk_passes_the_file_store_suite() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let files = DiskFiles::open(dir.path()).expect("a store");
+        super::super::conformance::run_files(&files).await;
     }
 }

@@ -8,9 +8,8 @@
 //! can carry on from. A shared database (PostgreSQL) and an object store
 //! (S3) can take their places without touching the API or the engine.
 
-use std::fs::File;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::objects::{BatchError, BatchRecord, FileRecord, Status, Usage};
 
@@ -210,16 +209,20 @@ impl LineSet {
     }
 }
 
-/// The bytes of files, by id.
+/// A file's bytes, read as they are needed.
+pub type Reader = std::pin::Pin<Box<dyn tokio::io::AsyncRead + Send>>;
+
+/// The bytes of files, by id. Reads are streams of a whole file or of a
+/// byte range, so that a store need not be a local disk.
+#[async_trait::async_trait]
 pub trait FileStore: Send + Sync + 'static {
     /// Scratch space for files being written (uploads, batch outputs).
     fn scratch_dir(&self) -> &Path;
     /// Make the finished scratch file `src` the content of `id`, durably.
     fn put(&self, id: &str, src: &Path) -> io::Result<()>;
-    /// Read a file.
-    fn open(&self, id: &str) -> io::Result<File>;
-    /// A local path to read the file from, where the store has one.
-    fn local_path(&self, id: &str) -> Option<PathBuf>;
+    /// Read a file, or the bytes `range` of it (a range past the end reads
+    /// what there is). A missing file is `NotFound`.
+    async fn read(&self, id: &str, range: Option<std::ops::Range<u64>>) -> io::Result<Reader>;
     /// Remove a file (no error if it is gone already).
     fn remove(&self, id: &str) -> io::Result<()>;
     /// Every stored file, with when it was written (to find files a crash
