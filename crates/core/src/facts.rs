@@ -122,11 +122,6 @@ impl FactSink {
         (&mut self.facts, &self.groups)
     }
 
-    /// The lines with errors found so far (1-based, sorted).
-    pub fn bad_lines(&self) -> &[u64] {
-        &self.bad_lines
-    }
-
     /// What was collected.
     pub fn into_facts(self) -> LineFacts {
         LineFacts {

@@ -29,11 +29,6 @@ pub fn sources(to: Status) -> &'static [Status] {
     }
 }
 
-/// Whether a batch in `from` may move to `to`.
-pub fn can_move(from: Status, to: Status) -> bool {
-    sources(to).contains(&from)
-}
-
 /// The stamp (`<status>_at`) a move to `to` sets, if it has one.
 pub fn stamp(to: Status) -> Option<&'static str> {
     match to {
@@ -57,7 +52,7 @@ mod tests {
         for from in Status::ALL {
             let next: Vec<Status> = Status::ALL
                 .into_iter()
-                .filter(|&to| can_move(from, to))
+                .filter(|&to| sources(to).contains(&from))
                 .collect();
             if from.is_terminal() {
                 assert!(next.is_empty(), "{from} -> {next:?}");

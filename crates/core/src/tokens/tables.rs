@@ -115,7 +115,6 @@ impl Tokenizer {
 
 fn pieces_regex(table: &Table) -> Regex {
     // The patterns are constants, checked by the tests.
-    #[allow(clippy::expect_used)]
     Regex::new_many(&table.patterns).expect("the pre-tokenization patterns compile")
 }
 
@@ -123,14 +122,11 @@ fn pieces_regex(table: &Table) -> Regex {
 fn build(table: &Table) -> BytePairEncoding {
     let mut text = String::new();
     // The embedded files are constants, checked by the tests.
-    #[allow(clippy::expect_used)]
-    {
-        flate2::read::GzDecoder::new(table.tiktoken_gz)
-            .read_to_string(&mut text)
-            .expect("the embedded tiktoken file is gzipped UTF-8");
-        let tokens = read_tiktoken(&text).expect("the embedded tiktoken file reads");
-        BytePairEncoding::from_dictionary(tokens, Some(HASH_FACTOR))
-    }
+    flate2::read::GzDecoder::new(table.tiktoken_gz)
+        .read_to_string(&mut text)
+        .expect("the embedded tiktoken file is gzipped UTF-8");
+    let tokens = read_tiktoken(&text).expect("the embedded tiktoken file reads");
+    BytePairEncoding::from_dictionary(tokens, Some(HASH_FACTOR))
 }
 
 /// Where built tables are kept: `$BATCHKIT_CACHE_DIR`, else

@@ -89,10 +89,16 @@ impl Engine {
         }
         let engine = self.clone();
         self.tasks.spawn(async move {
+            // Orphans are looked for once per grace period: each look asks
+            // the store about every stored file.
+            let mut orphans_swept = tokio::time::Instant::now();
             loop {
                 engine.sweep_expired_files().await;
-                if let Err(e) = engine.sweep_orphans().await {
-                    tracing::warn!("cannot look for files without a record: {e}");
+                if orphans_swept.elapsed() >= ORPHAN_GRACE {
+                    orphans_swept = tokio::time::Instant::now();
+                    if let Err(e) = engine.sweep_orphans().await {
+                        tracing::warn!("cannot look for files without a record: {e}");
+                    }
                 }
                 tokio::select! {
                     _ = engine.shutdown.cancelled() => return,

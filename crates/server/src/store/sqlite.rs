@@ -93,12 +93,11 @@ fn may_become(to: Status) -> String {
 /// The statuses that are not final, as an SQL list: `('validating', ...)`.
 fn unfinished() -> &'static str {
     static LIST: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-        let names: Vec<String> = Status::ALL
+        let open: Vec<Status> = Status::ALL
             .into_iter()
             .filter(|s| !s.is_terminal())
-            .map(|s| format!("'{}'", s.as_str()))
             .collect();
-        format!("({})", names.join(", "))
+        sql_list(&open)
     });
     &LIST
 }
