@@ -155,14 +155,24 @@ pub fn validate(
     cfg: &Config,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<Report, InputError> {
+    validate_into(input, cfg, (), progress).map(|(report, ())| report)
+}
+
+/// Validate a whole input, handing every line to `sink` too.
+pub fn validate_into<S: Sink>(
+    input: Input,
+    cfg: &Config,
+    sink: S,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<(Report, S), InputError> {
     match input.source {
-        Source::Mapped(map) => Ok(validate_bytes_with_progress(map.bytes(), cfg, progress)),
+        Source::Mapped(map) => Ok(validate_bytes_into(map.bytes(), cfg, sink, progress)),
         Source::Stream(reader) => {
-            let mut v = Validator::new(cfg);
+            let mut v = Validator::with_sink(cfg, sink);
             input::for_each_block(reader, &input.name, cfg.block_size, |block| {
                 v.feed(block, progress);
             })?;
-            Ok(v.finish())
+            Ok(v.finish_into(None))
         }
     }
 }

@@ -40,6 +40,27 @@ pub struct ServerConfig {
     /// How long a client may take to send a request's headers, and may
     /// keep an idle connection open between requests.
     pub header_timeout: Duration,
+    /// This node's name in leases, logs and metrics (unique among the
+    /// nodes that share a store).
+    pub node_id: String,
+    /// How long a claimed unit of work stays this node's without a
+    /// renewal; renewed every third of it.
+    pub lease: Duration,
+    /// Requests per chunk: the unit of work a node claims.
+    pub chunk_requests: u64,
+    /// How often an idle node looks for work it was not told of.
+    pub poll_interval: Duration,
+}
+
+/// The default node id: the host's name and the process id.
+pub fn default_node_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "node".to_owned());
+    format!("{host}-{}", std::process::id())
 }
 
 impl ServerConfig {
@@ -60,6 +81,10 @@ impl ServerConfig {
             provider: Provider::OpenAi,
             cancel_grace: Duration::from_secs(2),
             header_timeout: Duration::from_secs(30),
+            node_id: default_node_id(),
+            lease: Duration::from_secs(15),
+            chunk_requests: 1000,
+            poll_interval: Duration::from_secs(1),
         }
     }
 

@@ -194,6 +194,39 @@ pub struct BatchRecord {
 }
 
 impl BatchRecord {
+    /// A batch just created: `validating`, nothing counted, no metadata.
+    pub fn validating(
+        id: String,
+        tenant: String,
+        endpoint: String,
+        input_file_id: String,
+        completion_window: String,
+        created_at: i64,
+        expires_at: i64,
+    ) -> BatchRecord {
+        BatchRecord {
+            id,
+            tenant,
+            endpoint,
+            model: None,
+            input_file_id,
+            completion_window,
+            status: Status::Validating,
+            output_file_id: None,
+            error_file_id: None,
+            created_at,
+            expires_at,
+            stamps: Stamps::default(),
+            total: 0,
+            completed: 0,
+            failed: 0,
+            metadata: None,
+            errors: None,
+            usage: Usage::default(),
+            output_expires_after: None,
+        }
+    }
+
     /// The batch object.
     pub fn to_json(&self) -> Value {
         let s = &self.stamps;

@@ -109,6 +109,19 @@ pub struct ServeArgs {
     #[arg(long, env = "BATCHKIT_HEADER_TIMEOUT", value_name = "SECS", default_value_t = 30,
         value_parser = clap::value_parser!(u64).range(1..))]
     pub header_timeout: u64,
+
+    /// This node's name in leases, logs and metrics; unique among the
+    /// nodes that share a database [default: host name and process id].
+    #[arg(long, env = "BATCHKIT_NODE_ID", value_name = "NAME")]
+    pub node_id: Option<String>,
+
+    /// Seconds a node holds a unit of work (a batch's validation or
+    /// finalization, a chunk of its requests) without renewing it; renewed
+    /// every third of that. A node that stops renewing (killed, cut off)
+    /// has its work taken over after this long.
+    #[arg(long, env = "BATCHKIT_LEASE_SECONDS", value_name = "SECS", default_value_t = 15,
+        value_parser = clap::value_parser!(u64).range(3..=3600))]
+    pub lease_seconds: u64,
 }
 
 impl ServeArgs {
@@ -132,6 +145,10 @@ impl ServeArgs {
         cfg.max_upload_bytes = self.max_upload_bytes;
         cfg.provider = self.provider;
         cfg.header_timeout = std::time::Duration::from_secs(self.header_timeout);
+        if let Some(node) = self.node_id.as_ref().filter(|n| !n.is_empty()) {
+            cfg.node_id.clone_from(node);
+        }
+        cfg.lease = std::time::Duration::from_secs(self.lease_seconds);
         cfg
     }
 }

@@ -20,7 +20,7 @@ use super::output_lines::error_line;
 use super::runner::RunError;
 use crate::ids;
 use crate::objects::{BatchRecord, FileRecord, Status};
-use crate::store::{Finish, Reader, ResultRow};
+use crate::store::{Finish, Lease, Reader, ResultRow};
 
 /// Recorded results read from the store at a time.
 const PAGE: usize = 2048;
@@ -87,6 +87,7 @@ impl ScratchFile {
 /// End `batch` as `status` (`completed`, `expired` or `cancelled`).
 pub(super) async fn finalize(
     engine: &Arc<Engine>,
+    lease: &Lease,
     batch: &BatchRecord,
     status: Status,
 ) -> Result<(), RunError> {
@@ -103,8 +104,17 @@ pub(super) async fn finalize(
     let rt = tokio::runtime::Handle::current();
     let finish =
         tokio::task::spawn_blocking(move || write_files(&rt, &e, &b, input, status)).await??;
-    let (id, f) = (batch.id.clone(), finish.clone());
-    if engine.store.finish(&id, &f).await? {
+    let ended = match engine.store.finish(lease, &finish).await {
+        Ok(ended) => ended,
+        Err(e) => {
+            // Not recorded (the lease was lost, or the store failed): the
+            // files just written are not needed; the next holder writes
+            // its own.
+            remove_files(engine, &finish);
+            return Err(e.into());
+        }
+    };
+    if ended {
         tracing::info!(
             batch = %batch.id,
             from = batch.status.as_str(),
@@ -115,11 +125,19 @@ pub(super) async fn finalize(
         );
     } else {
         // It had ended already: the files just written are not needed.
-        for f in finish.output.iter().chain(&finish.error) {
-            engine.files.remove(&f.id)?;
-        }
+        remove_files(engine, &finish);
     }
     Ok(())
+}
+
+/// Remove the files of a finish that was not recorded (a file left behind
+/// is found by the orphan sweep).
+fn remove_files(engine: &Engine, finish: &Finish) {
+    for f in finish.output.iter().chain(&finish.error) {
+        if let Err(e) = engine.files.remove(&f.id) {
+            tracing::warn!(file = %f.id, "cannot remove an unrecorded output: {e}");
+        }
+    }
 }
 
 fn write_files(

@@ -1,27 +1,36 @@
-//! The engine: one task per active batch takes it through its lifecycle
-//! (validating, in progress, finalizing, and the ends), sharing one pool of
-//! upstream permits fairly among batches.
+//! The engine: a node's share of the work. A scheduler claims units of
+//! work from the job store (a batch's validation, its chunks of request
+//! lines, its finalization: see [`crate::store`]), a task works on each
+//! while its lease is held, and a heartbeat renews the leases, stopping the
+//! work on any that was lost or whose batch was cancelled. Upstream
+//! permits are shared fairly among the batches being sent.
 //!
-//! State lives in the stores, never only in memory: a runner reads its
-//! batch's status and carries on from there, so a restart (after a crash or
-//! a shutdown) resumes every unfinished batch where it stood.
+//! State lives in the stores, never only in memory: a unit's task reads
+//! its batch and carries on from there, so a restart (after a crash or a
+//! shutdown), or another node taking a lease over, resumes every unfinished
+//! batch where it stood.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::ServerConfig;
 use crate::metrics::Metrics;
-use crate::store::{FileStore, JobStore, StoreResult};
+use crate::objects::Status;
+use crate::store::{Claim, FileStore, JobStore, Lease, Renewed, StoreError, StoreResult, Unit};
 
+mod chunks;
 mod finalize;
 pub mod health;
 pub mod output_lines;
 mod runner;
+#[cfg(test)]
+mod tests;
 pub mod upstream;
 
 use upstream::Upstream;
@@ -31,8 +40,22 @@ const SWEEP_EVERY: Duration = Duration::from_secs(60);
 /// How old a file without a record must be before it is removed: longer
 /// than any upload takes to be recorded once written.
 pub const ORPHAN_GRACE: Duration = Duration::from_secs(3600);
+/// How long a unit whose work failed (a full disk, a lost database) waits
+/// before it is tried again, its lease still held.
+const RETRY_EVERY: Duration = Duration::from_secs(5);
 
-/// The shared machinery of all batch runners.
+/// A unit this node holds.
+struct Held {
+    lease: Lease,
+    /// Stops its work: on cancel, on a lost lease, on shutdown.
+    token: CancellationToken,
+    /// A chunk still sending requests (not yet waiting on the last ones):
+    /// while it is, no other chunk of its batch is claimed here, so that
+    /// batches take turns.
+    sending: Arc<AtomicBool>,
+}
+
+/// The shared machinery of a node's work.
 pub struct Engine {
     /// Records.
     pub store: Arc<dyn JobStore>,
@@ -46,11 +69,14 @@ pub struct Engine {
     pub health: health::Health,
     upstream: Upstream,
     /// Upstream requests in flight, across batches. Tokio's semaphore is
-    /// fair (first come, first served), and each runner waits for one
-    /// permit at a time, so active batches take turns: a small batch is
+    /// fair (first come, first served), and each sending chunk waits for
+    /// one permit at a time, so active batches take turns: a small batch is
     /// not starved by a large one created before it.
     permits: Arc<Semaphore>,
-    running: Mutex<HashMap<String, CancellationToken>>,
+    held: Mutex<HashMap<(String, Unit), Held>>,
+    /// Wakes the scheduler: work may have appeared (a batch created, a
+    /// chunk sent, a lease given up).
+    wake: Notify,
     shutdown: CancellationToken,
     tasks: TaskTracker,
 }
@@ -72,21 +98,32 @@ impl Engine {
             metrics,
             health: health::Health::default(),
             upstream,
-            running: Mutex::new(HashMap::new()),
+            held: Mutex::new(HashMap::new()),
+            wake: Notify::new(),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
         }))
     }
 
     /// Remove stored files that no record names (a crash between writing a
-    /// file and recording it), resume every unfinished batch, and start
-    /// removing files as they expire.
+    /// file and recording it), give up the leases a former run of this node
+    /// held (of every node, for a store only this server uses), start
+    /// claiming work and renewing leases, and start removing files as they
+    /// expire.
     pub async fn start(self: &Arc<Self>) -> StoreResult<()> {
         self.sweep_orphans().await?;
-        for batch in self.store.unfinished().await? {
-            tracing::info!(batch = %batch.id, status = batch.status.as_str(), "resuming");
-            self.launch(&batch.id);
+        let whose = (!self.store.exclusive()).then_some(self.cfg.node_id.as_str());
+        let released = self.store.release_all(whose).await?;
+        if released > 0 {
+            tracing::info!(
+                leases = released,
+                "gave up the leases of a former run; resuming its work"
+            );
         }
+        let engine = self.clone();
+        self.tasks.spawn(async move { engine.schedule().await });
+        let engine = self.clone();
+        self.tasks.spawn(async move { engine.heartbeat().await });
         let engine = self.clone();
         self.tasks.spawn(async move {
             // Orphans are looked for once per grace period: each look asks
@@ -155,48 +192,164 @@ impl Engine {
         }
     }
 
-    /// Make sure a runner is taking batch `id` through its lifecycle.
-    pub fn launch(self: &Arc<Self>, id: &str) {
-        let token = {
-            let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
-            if running.contains_key(id) || self.shutdown.is_cancelled() {
-                return;
-            }
-            let token = self.shutdown.child_token();
-            running.insert(id.to_owned(), token.clone());
-            token
-        };
-        let engine = self.clone();
-        let id = id.to_owned();
-        self.tasks.spawn(async move {
-            runner::run(&engine, &id, &token).await;
-            engine
-                .running
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&id);
-        });
+    /// Tell the scheduler that work may have appeared (a batch was
+    /// created).
+    pub fn wake(&self) {
+        self.wake.notify_one();
     }
 
-    /// Tell batch `id`'s runner that a cancel was recorded (starting one if
-    /// none is running, so the cancel is carried out).
-    pub fn cancelled(self: &Arc<Self>, id: &str) {
-        let token = self
-            .running
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(id)
-            .cloned();
-        match token {
-            // The token also stops the runner on shutdown; a cancel is told
-            // apart by the batch's status, which the runner reads.
-            Some(t) => t.cancel(),
-            None => self.launch(id),
+    /// Tell this node's work on batch `id` that a cancel was recorded: its
+    /// chunks stop sending at once (other nodes hear of it at their next
+    /// heartbeat), and the batch's finalization may be claimed.
+    pub fn cancelled(&self, id: &str) {
+        for h in self.held().values() {
+            if h.lease.batch_id == id && h.lease.unit.is_chunk() {
+                h.token.cancel();
+            }
+        }
+        self.wake();
+    }
+
+    fn held(&self) -> std::sync::MutexGuard<'_, HashMap<(String, Unit), Held>> {
+        self.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Claim units while there are any, then wait to be woken (or for the
+    /// poll interval: leases of dead nodes expire, windows end).
+    async fn schedule(self: Arc<Self>) {
+        let what = "claims of work";
+        loop {
+            if self.stopping() {
+                return;
+            }
+            let busy: Vec<String> = self
+                .held()
+                .values()
+                .filter(|h| h.sending.load(Ordering::Acquire))
+                .map(|h| h.lease.batch_id.clone())
+                .collect();
+            match self
+                .store
+                .claim(&self.cfg.node_id, self.cfg.lease, &busy)
+                .await
+            {
+                Ok(Some(claim)) => {
+                    self.health.succeeded(what);
+                    self.take(claim);
+                    continue;
+                }
+                Ok(None) => self.health.succeeded(what),
+                Err(e) => {
+                    self.metrics.store_errors.inc();
+                    self.health.failed(what, &e);
+                }
+            }
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(self.cfg.poll_interval) => {}
+            }
         }
     }
 
-    /// Stop every runner (requests in flight get `cancel_grace` to finish;
-    /// what is not recorded is sent again on the next start) and wait.
+    /// Work on a claimed unit until it is done, stopped or lost; then give
+    /// its lease up (if it still holds it) and look for more work.
+    fn take(self: &Arc<Self>, claim: Claim) {
+        let key = (claim.lease.batch_id.clone(), claim.lease.unit);
+        let token = self.shutdown.child_token();
+        let sending = Arc::new(AtomicBool::new(claim.chunk.is_some()));
+        tracing::debug!(batch = %key.0, unit = %key.1, epoch = claim.lease.epoch, "claimed");
+        self.held().insert(
+            key.clone(),
+            Held {
+                lease: claim.lease.clone(),
+                token: token.clone(),
+                sending: sending.clone(),
+            },
+        );
+        let engine = self.clone();
+        self.tasks.spawn(async move {
+            let what = format!("work on {}", claim.lease);
+            loop {
+                match runner::work(&engine, &claim, &token, &sending).await {
+                    Ok(()) => {
+                        engine.health.succeeded(&what);
+                        break;
+                    }
+                    Err(runner::RunError::Store(StoreError::Fenced(lease))) => {
+                        tracing::warn!(batch = %claim.lease.batch_id, "the lease on {lease} was lost to another node; its work there stops");
+                        break;
+                    }
+                    Err(e) => {
+                        engine.metrics.store_errors.inc();
+                        engine.health.failed(&what, &e);
+                        tracing::debug!(batch = %claim.lease.batch_id, "{e}; trying again in {RETRY_EVERY:?}");
+                        tokio::select! {
+                            _ = token.cancelled() => break,
+                            _ = tokio::time::sleep(RETRY_EVERY) => {}
+                        }
+                    }
+                }
+            }
+            engine.held().remove(&key);
+            if let Err(e) = engine.store.release(&claim.lease).await {
+                // It expires by itself within a lease period.
+                tracing::warn!(batch = %claim.lease.batch_id, "cannot give up the lease on {}: {e}", claim.lease);
+            }
+            engine.wake();
+        });
+    }
+
+    /// Renew every held lease each third of a lease period; stop the work
+    /// on a lease that was lost, and on a chunk whose batch was cancelled
+    /// or has ended (as another node recorded it).
+    async fn heartbeat(self: Arc<Self>) {
+        let every = self.cfg.lease / 3;
+        let what = "lease renewals";
+        loop {
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                _ = tokio::time::sleep(every) => {}
+            }
+            let leases: Vec<Lease> = self.held().values().map(|h| h.lease.clone()).collect();
+            if leases.is_empty() {
+                continue;
+            }
+            let fates = match self.store.renew(&leases, self.cfg.lease).await {
+                Ok(f) => {
+                    self.health.succeeded(what);
+                    f
+                }
+                Err(e) => {
+                    self.metrics.store_errors.inc();
+                    self.health.failed(what, &e);
+                    continue;
+                }
+            };
+            let held = self.held();
+            for (lease, fate) in leases.iter().zip(fates) {
+                let Some(h) = held.get(&(lease.batch_id.clone(), lease.unit)) else {
+                    continue;
+                };
+                let stop = match fate {
+                    Renewed::Lost => {
+                        tracing::warn!(batch = %lease.batch_id, "the lease on {lease} was not renewed in time and another node may hold it; its work here stops");
+                        true
+                    }
+                    Renewed::Held(s) => {
+                        lease.unit.is_chunk() && (s == Status::Cancelling || s.is_terminal())
+                    }
+                };
+                if stop {
+                    h.token.cancel();
+                }
+            }
+        }
+    }
+
+    /// Stop all work (requests in flight get `cancel_grace` to finish; what
+    /// is not recorded is sent again by whichever node claims the unit
+    /// next), give up the leases, and wait.
     pub async fn shutdown(&self) {
         self.shutdown.cancel();
         self.tasks.close();

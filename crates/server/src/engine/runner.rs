@@ -1,8 +1,9 @@
-//! One batch's runner: reads where the batch stands and takes the next
-//! step, until it reaches a terminal status or the server stops.
+//! The work on one claimed unit: a batch's validation or finalization
+//! (whichever its status asks for), or the sending of one chunk's requests.
 
 use std::io::Read;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use batchkit_core::input::Source;
@@ -15,16 +16,18 @@ use tokio_util::io::SyncIoBridge;
 use tokio_util::sync::CancellationToken;
 
 use super::Engine;
+use super::chunks::ChunkPlan;
 use super::finalize::finalize;
 use super::output_lines::{RequestLine, error_line, result_row};
 use crate::ids;
 use crate::objects::{BatchError, BatchRecord, Status};
-use crate::store::{ResultRow, StoreError};
+use crate::store::{Chunk, Claim, Lease, ResultRow, StoreError};
 
 /// Results written to the store in one transaction at most.
 const RECORD_BATCH: usize = 512;
 
-/// Why a step could not be taken (it is tried again).
+/// Why a unit's work could not be done (it is tried again while the lease
+/// is held).
 #[derive(Debug, thiserror::Error)]
 pub(super) enum RunError {
     #[error(transparent)]
@@ -35,58 +38,50 @@ pub(super) enum RunError {
     Task(#[from] tokio::task::JoinError),
 }
 
-enum Next {
-    Again,
-    Done,
-}
-
-/// Take batch `id` through its lifecycle.
-pub(super) async fn run(engine: &Arc<Engine>, id: &str, token: &CancellationToken) {
-    let what = format!("records of {id}");
-    loop {
-        if engine.stopping() {
-            return;
-        }
-        match step(engine, id, token).await {
-            Ok(Next::Again) => engine.health.succeeded(&what),
-            Ok(Next::Done) => return engine.health.succeeded(&what),
-            Err(e) => {
-                engine.metrics.store_errors.inc();
-                engine.health.failed(&what, &e);
-                tracing::debug!(batch = %id, "{e}; trying again in 5 s");
-                tokio::select! {
-                    _ = engine.shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(Duration::from_secs(5)) => {}
-                }
-            }
-        }
+/// Do the work of a claimed unit. `sending` is cleared once a chunk's last
+/// request is sent.
+pub(super) async fn work(
+    engine: &Arc<Engine>,
+    claim: &Claim,
+    token: &CancellationToken,
+    sending: &AtomicBool,
+) -> Result<(), RunError> {
+    match claim.chunk {
+        Some(chunk) => dispatch(engine, claim, chunk, token, sending).await,
+        None => step(engine, &claim.lease).await,
     }
 }
 
-async fn step(engine: &Arc<Engine>, id: &str, token: &CancellationToken) -> Result<Next, RunError> {
-    let owned = id.to_owned();
-    let Some(batch) = engine.store.batch_by_id(&owned).await? else {
-        return Ok(Next::Done);
+/// The batch unit: take the step the batch's status asks for.
+async fn step(engine: &Arc<Engine>, lease: &Lease) -> Result<(), RunError> {
+    let Some(batch) = engine.store.batch_by_id(&lease.batch_id).await? else {
+        return Ok(());
     };
     let late = ids::now() >= batch.expires_at;
     match batch.status {
-        s if s.is_terminal() => return Ok(Next::Done),
+        s if s.is_terminal() => {}
         Status::Validating | Status::InProgress if late => {
-            finalize(engine, &batch, Status::Expired).await?
+            finalize(engine, lease, &batch, Status::Expired).await?
         }
-        Status::Validating => validate(engine, &batch).await?,
-        Status::InProgress => dispatch(engine, &batch, token).await?,
-        Status::Finalizing => finalize(engine, &batch, Status::Completed).await?,
-        Status::Cancelling => finalize(engine, &batch, Status::Cancelled).await?,
-        _ => return Ok(Next::Done),
+        Status::Validating => validate(engine, lease, &batch).await?,
+        Status::Finalizing => finalize(engine, lease, &batch, Status::Completed).await?,
+        Status::Cancelling => finalize(engine, lease, &batch, Status::Cancelled).await?,
+        // In progress: the chunks are the work.
+        _ => {}
     }
-    Ok(Next::Again)
+    Ok(())
 }
 
 /// Check the input file with the core validator, as the service would:
-/// `in_progress` if it passes, `failed` with the errors if not.
-async fn validate(engine: &Arc<Engine>, batch: &BatchRecord) -> Result<(), RunError> {
+/// `in_progress` with its chunks if it passes, `failed` with the errors if
+/// not.
+async fn validate(
+    engine: &Arc<Engine>,
+    lease: &Lease,
+    batch: &BatchRecord,
+) -> Result<(), RunError> {
     let mut cfg = Config::new(engine.cfg.provider);
+    let per_chunk = engine.cfg.chunk_requests;
     cfg.endpoint = Some(batch.endpoint.clone());
     // Streamed from the file store, not mapped: the server's memory stays
     // the same whatever the size of the file, and the store need not be a
@@ -124,25 +119,27 @@ async fn validate(engine: &Arc<Engine>, batch: &BatchRecord) -> Result<(), RunEr
             source: Source::Stream(Box::new(std::io::Cursor::new(magic).chain(file))),
             size_hint: None,
         };
-        batchkit_core::validate(input, &cfg, &|_| {}).map_err(|e| unreadable(&e))
+        batchkit_core::validate::validate_into(input, &cfg, ChunkPlan::new(per_chunk), &|_| {})
+            .map_err(|e| unreadable(&e))
     })
     .await?;
-    let id = batch.id.clone();
     let now = ids::now();
     let (moved, to, detail) = match verdict {
-        Ok(report) if report.is_valid() => {
+        Ok((report, plan)) if report.is_valid() => {
             let requests = report.summary.requests;
             let model = match report.summary.models.as_slice() {
                 [(m, _)] => Some(m.clone()),
                 _ => None,
             };
+            let chunks = plan.finish();
             let moved = engine
                 .store
-                .begin(&id, requests, model.as_deref(), now)
+                .begin(lease, requests, model.as_deref(), &chunks, now)
                 .await?;
-            (moved, Status::InProgress, format!("{requests} requests"))
+            let detail = format!("{requests} requests in {} chunks", chunks.len());
+            (moved, Status::InProgress, detail)
         }
-        Ok(report) => {
+        Ok((report, _)) => {
             let requests = report.summary.requests;
             let errors: Vec<BatchError> = report
                 .diagnostics
@@ -156,51 +153,62 @@ async fn validate(engine: &Arc<Engine>, batch: &BatchRecord) -> Result<(), RunEr
                 })
                 .collect();
             let detail = format!("{} errors, first: {}", report.errors(), errors[0].message);
-            let moved = engine.store.fail(&id, requests, &errors, now).await?;
+            let moved = engine.store.fail(lease, requests, &errors, now).await?;
             (moved, Status::Failed, detail)
         }
         Err(e) => {
             let detail = e.message.clone();
-            let moved = engine.store.fail(&id, 0, &[e], now).await?;
+            let moved = engine.store.fail(lease, 0, &[e], now).await?;
             (moved, Status::Failed, detail)
         }
     };
     if moved {
         tracing::info!(batch = %batch.id, from = "validating", to = to.as_str(), "{detail}");
+        engine.wake();
     }
     Ok(())
 }
 
-/// Why dispatch stopped.
+/// Why a chunk's dispatch stopped.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum DispatchEnd {
-    /// Every request was sent.
+    /// Every request was sent and answered.
     Done,
-    /// Cancel was asked, or the server is stopping.
+    /// Cancel was asked, the lease was lost, or the server is stopping.
     Told,
     /// The window ended.
     Expired,
 }
 
-/// Send every request without a recorded result to the upstream, and
-/// record the results in batches, until all are done, cancel is asked, the
-/// window ends or the server stops.
+/// Send every request of the chunk without a recorded result to the
+/// upstream, and record the results in batches, until all are done, cancel
+/// is asked, the lease is lost, the window ends or the server stops. A
+/// stopped chunk is given up, to be claimed again (or, for a batch that
+/// ended, finalized with its results so far).
 async fn dispatch(
     engine: &Arc<Engine>,
-    batch: &BatchRecord,
+    claim: &Claim,
+    chunk: Chunk,
     token: &CancellationToken,
+    sending: &AtomicBool,
 ) -> Result<(), RunError> {
-    let id = batch.id.clone();
-    let recorded = engine.store.recorded_lines(&id).await?;
-    let file = engine.files.read(&batch.input_file_id, None).await?;
+    let (batch, lease) = (&claim.batch, &claim.lease);
+    let recorded = engine
+        .store
+        .recorded_lines(&batch.id, chunk.first_line..chunk.end_line)
+        .await?;
+    let file = engine
+        .files
+        .read(&batch.input_file_id, Some(chunk.start..chunk.end))
+        .await?;
     let mut reader = tokio::io::BufReader::with_capacity(1 << 20, file);
     let (tx, rx) = mpsc::channel::<ResultRow>(RECORD_BATCH * 8);
-    let recorder = tokio::spawn(record(engine.clone(), batch.id.clone(), rx));
+    let recorder = tokio::spawn(record(engine.clone(), lease.clone(), token.clone(), rx));
     let deadline = tokio::time::Instant::now()
         + Duration::from_secs((batch.expires_at - ids::now()).max(0) as u64);
     let mut tasks = JoinSet::new();
     let mut buf = Vec::new();
-    let mut line_no = 0u64;
+    let mut line_no = chunk.first_line - 1;
     let stop = loop {
         buf.clear();
         if reader.read_until(b'\n', &mut buf).await? == 0 {
@@ -239,7 +247,7 @@ async fn dispatch(
                     drop(permit);
                 });
             }
-            // Validation passed, so only a file changed on disk gets here.
+            // Validation passed, so only a file changed in the store gets here.
             Err(e) => {
                 let body = error_line(
                     None,
@@ -256,6 +264,10 @@ async fn dispatch(
             }
         }
     };
+    // Every request is sent: another chunk of the batch may be claimed
+    // while the last answers come.
+    sending.store(false, Ordering::Release);
+    engine.wake();
     drop(tx);
     let stop = match stop {
         DispatchEnd::Done => {
@@ -271,7 +283,8 @@ async fn dispatch(
     };
     if stop != DispatchEnd::Done {
         // Requests in flight get a moment to finish; the rest are abandoned
-        // (and sent again after a restart, or written as cancelled/expired).
+        // (and sent again by the chunk's next holder, or written as
+        // cancelled/expired).
         let grace = engine.cfg.cancel_grace;
         let _ =
             tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
@@ -279,38 +292,35 @@ async fn dispatch(
         while tasks.join_next().await.is_some() {}
     }
     recorder.await??;
-    match stop {
-        DispatchEnd::Done => {
-            let (id, now) = (batch.id.clone(), ids::now());
-            if engine.store.finalizing(&id, now).await? {
-                tracing::info!(batch = %batch.id, from = "in_progress", to = "finalizing", "all requests answered");
-            }
-        }
-        DispatchEnd::Expired => finalize(engine, batch, Status::Expired).await?,
-        // Cancelled (the status says so) or stopping: the next step reads which.
-        DispatchEnd::Told => {}
+    if stop == DispatchEnd::Done && engine.store.chunk_done(lease, ids::now()).await? {
+        tracing::info!(batch = %batch.id, from = "in_progress", to = "finalizing", "all requests answered");
     }
     Ok(())
 }
 
 /// Write results to the store as they come, many per transaction. A write
 /// that fails is retried until the server stops: a result is never dropped
-/// while it runs (and one not recorded is sent again after a restart).
+/// while it runs (and one not recorded is sent again by the chunk's next
+/// holder). A lost lease stops the chunk.
 async fn record(
     engine: Arc<Engine>,
-    id: String,
+    lease: Lease,
+    token: CancellationToken,
     mut rx: mpsc::Receiver<ResultRow>,
 ) -> Result<(), RunError> {
     let mut rows = Vec::with_capacity(RECORD_BATCH);
-    let what = format!("results of {id}");
+    let what = format!("results of {lease}");
     while rx.recv_many(&mut rows, RECORD_BATCH).await > 0 {
-        let slice = Arc::new(std::mem::take(&mut rows));
         loop {
-            let (owned, slice) = (id.clone(), slice.clone());
-            match engine.store.record(&owned, &slice).await {
+            match engine.store.record(&lease, &rows).await {
                 Ok(()) => {
                     engine.health.succeeded(&what);
+                    rows.clear();
                     break;
+                }
+                Err(e @ StoreError::Fenced(_)) => {
+                    token.cancel();
+                    return Err(e.into());
                 }
                 Err(e) if engine.stopping() => return Err(e.into()),
                 Err(e) => {

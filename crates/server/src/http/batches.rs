@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 use super::{ApiJson, ApiPath, ApiQuery, AppState, Params, Tenant, limit, list_error};
 use crate::error::ApiError;
 use crate::ids;
-use crate::objects::{BatchRecord, Stamps, Status, Usage};
+use crate::objects::BatchRecord;
 use crate::store::{Cancel, Page};
 use crate::window;
 
@@ -195,30 +195,22 @@ pub(super) async fn create(
     }
     let now = ids::now();
     let record = BatchRecord {
-        id: ids::new_id("batch_", 32),
-        tenant,
-        endpoint,
-        model: None,
-        input_file_id,
-        completion_window: window_text,
-        status: Status::Validating,
-        output_file_id: None,
-        error_file_id: None,
-        created_at: now,
-        expires_at: now + window,
-        stamps: Stamps::default(),
-        total: 0,
-        completed: 0,
-        failed: 0,
         metadata,
-        errors: None,
-        usage: Usage::default(),
         output_expires_after,
+        ..BatchRecord::validating(
+            ids::new_id("batch_", 32),
+            tenant,
+            endpoint,
+            input_file_id,
+            window_text,
+            now,
+            now + window,
+        )
     };
     let r = record.clone();
     state.engine.store.insert_batch(&r).await?;
     tracing::info!(batch = %record.id, to = "validating", input = %record.input_file_id, endpoint = %record.endpoint, "batch created");
-    state.engine.launch(&record.id);
+    state.engine.wake();
     Ok(Json(record.to_json()))
 }
 

@@ -1,45 +1,44 @@
 //! The cases every job store must pass, whatever its backend: results
 //! recorded once, status changes only as the lifecycle allows, cancels,
-//! paging, tenants kept apart, file records. Each backend's tests call
+//! claims, leases that run out, fencing, paging, tenants kept apart, file
+//! records. Each backend's tests call
 //! [`run`] on a fresh store; the cases use their own ids, so one store
 //! serves them all.
 
+use std::time::Duration;
+
 use tokio::io::AsyncReadExt;
 
-use super::{Cancel, FileStore, Finish, JobStore, ListError, Page, ResultRow};
-use crate::objects::{BatchRecord, FileRecord, Stamps, Status, Usage};
+use super::{
+    Cancel, Chunk, Claim, FileStore, Finish, JobStore, ListError, Page, Renewed, ResultRow,
+    StoreError, StoreResult, Unit,
+};
+use crate::objects::{BatchRecord, FileRecord, Status, Usage};
 
 /// Run every case on `store`, which must be empty.
 pub async fn run(store: &dyn JobStore) {
+    // The cases that claim work first: each leaves its batches ended, so
+    // that the next finds only its own work.
     results_are_recorded_once(store).await;
     status_changes_follow_the_lifecycle(store).await;
     cancel_only_what_can_be_cancelled(store).await;
+    leases_are_exclusive_run_out_and_fence(store).await;
+    finalization_waits_for_the_chunks(store).await;
+    a_restarted_node_gives_up_its_leases(store).await;
     lists_page_newest_first_and_keep_tenants_apart(store).await;
     file_records(store).await;
 }
 
 fn batch(id: &str, tenant: &str, input: &str, created_at: i64) -> BatchRecord {
-    BatchRecord {
-        id: id.into(),
-        tenant: tenant.into(),
-        endpoint: "/v1/chat/completions".into(),
-        model: None,
-        input_file_id: input.into(),
-        completion_window: "24h".into(),
-        status: Status::Validating,
-        output_file_id: None,
-        error_file_id: None,
+    BatchRecord::validating(
+        id.into(),
+        tenant.into(),
+        "/v1/chat/completions".into(),
+        input.into(),
+        "24h".into(),
         created_at,
-        expires_at: created_at + 86_400,
-        stamps: Stamps::default(),
-        total: 0,
-        completed: 0,
-        failed: 0,
-        metadata: None,
-        errors: None,
-        usage: Usage::default(),
-        output_expires_after: None,
-    }
+        crate::ids::now() + 86_400,
+    )
 }
 
 fn file(id: &str, tenant: &str, expires_at: Option<i64>) -> FileRecord {
@@ -79,55 +78,100 @@ fn finish(status: Status, completed: u64, failed: u64, at: i64) -> Finish {
     }
 }
 
+/// A lease period long enough never to run out during a case.
+const LONG: Duration = Duration::from_secs(600);
+
+/// Claim the next unit for `owner`, which must be `unit` of batch `id`.
+async fn claim(s: &dyn JobStore, owner: &str, busy: &[&str], id: &str, unit: Unit) -> Claim {
+    let busy: Vec<String> = busy.iter().map(|b| b.to_string()).collect();
+    let c = s
+        .claim(owner, LONG, &busy)
+        .await
+        .expect("claim")
+        .unwrap_or_else(|| panic!("{owner} finds no work; expected {unit} of {id}"));
+    assert_eq!(
+        (
+            c.lease.batch_id.as_str(),
+            c.lease.unit,
+            c.lease.owner.as_str()
+        ),
+        (id, unit, owner)
+    );
+    assert_eq!(c.batch.id, id);
+    c
+}
+
+async fn nothing_to_claim(s: &dyn JobStore, why: &str) {
+    let c = s.claim("idle", LONG, &[]).await.expect("claim");
+    assert!(c.is_none(), "{why}: claimed {:?}", c.map(|c| c.lease));
+}
+
+fn chunk(unit: u32, lines: std::ops::Range<u64>, bytes: std::ops::Range<u64>) -> Chunk {
+    Chunk {
+        unit: Unit(unit),
+        first_line: lines.start,
+        end_line: lines.end,
+        start: bytes.start,
+        end: bytes.end,
+    }
+}
+
+fn fenced<T: std::fmt::Debug>(r: StoreResult<T>, what: &str) {
+    assert!(matches!(r, Err(StoreError::Fenced(_))), "{what}: {r:?}");
+}
+
 async fn results_are_recorded_once(s: &dyn JobStore) {
-    s.insert_batch(&batch("batch-rec", "t", "file-in", 100))
+    let id = "batch-rec";
+    s.insert_batch(&batch(id, "t", "file-in", 100))
         .await
         .expect("insert");
+    let v = claim(s, "n1", &[], id, Unit::BATCH).await;
+    assert_eq!((v.batch.status, v.chunk), (Status::Validating, None));
+    let only = chunk(1, 1..4, 0..300);
     assert!(
-        s.begin("batch-rec", 3, Some("m"), 101)
+        s.begin(&v.lease, 3, Some("m"), &[only], 101)
             .await
             .expect("begin")
     );
-    s.record("batch-rec", &[row(1, true), row(2, false)])
+    let c = claim(s, "n1", &[], id, Unit(1)).await;
+    assert_eq!(c.chunk, Some(only), "the chunk as validation cut it");
+    s.record(&c.lease, &[row(1, true), row(2, false)])
         .await
         .expect("record");
-    s.record("batch-rec", &[row(2, true), row(3, true), row(1, true)])
+    s.record(&c.lease, &[row(2, true), row(3, true), row(1, true)])
         .await
         .expect("record again");
-    let b = s
-        .batch("t", "batch-rec")
-        .await
-        .expect("get")
-        .expect("found");
+    let b = s.batch("t", id).await.expect("get").expect("found");
     assert_eq!(
         (b.completed, b.failed, b.usage.input_tokens),
         (2, 1, 3),
         "the first result of a line counts, once"
     );
-    let lines = s.recorded_lines("batch-rec").await.expect("lines");
+    let lines = s.recorded_lines(id, 1..4).await.expect("lines");
     let recorded: Vec<u64> = (0..6).filter(|&l| lines.contains(l)).collect();
     assert_eq!(recorded, [1, 2, 3]);
-    let page = s.results_after("batch-rec", 1, 1).await.expect("page");
+    let lines = s.recorded_lines(id, 2..3).await.expect("lines");
+    let recorded: Vec<u64> = (0..6).filter(|&l| lines.contains(l)).collect();
+    assert_eq!(recorded, [2], "only the lines asked for");
+    let page = s.results_after(id, 1, 1).await.expect("page");
     assert_eq!((page.len(), page[0].line, page[0].ok), (1, 2, false));
-    assert!(s.finalizing("batch-rec", 150).await.expect("finalizing"));
-    let done = finish(Status::Completed, 2, 1, 200);
-    assert!(s.finish("batch-rec", &done).await.expect("finish"));
     assert!(
-        !s.finish("batch-rec", &done).await.expect("finish twice"),
-        "a batch ends once"
+        s.chunk_done(&c.lease, 150).await.expect("done"),
+        "the last chunk done: finalizing"
+    );
+    let f = claim(s, "n2", &[], id, Unit::BATCH).await;
+    assert_eq!(f.batch.status, Status::Finalizing);
+    let done = finish(Status::Completed, 2, 1, 200);
+    assert!(s.finish(&f.lease, &done).await.expect("finish"));
+    fenced(
+        s.finish(&f.lease, &done).await,
+        "a batch ends once, and its units with it",
     );
     assert!(
-        s.results_after("batch-rec", 0, 10)
-            .await
-            .expect("page")
-            .is_empty(),
+        s.results_after(id, 0, 10).await.expect("page").is_empty(),
         "an ended batch keeps no results in flight"
     );
-    let b = s
-        .batch("t", "batch-rec")
-        .await
-        .expect("get")
-        .expect("found");
+    let b = s.batch("t", id).await.expect("get").expect("found");
     assert_eq!(
         (
             b.status,
@@ -137,106 +181,280 @@ async fn results_are_recorded_once(s: &dyn JobStore) {
         ),
         (Status::Completed, Some(200), 3, 3)
     );
+    nothing_to_claim(s, "an ended batch has no work").await;
 }
 
 async fn status_changes_follow_the_lifecycle(s: &dyn JobStore) {
-    s.insert_batch(&batch("batch-life", "t", "file-in", 100))
+    let id = "batch-life";
+    s.insert_batch(&batch(id, "t", "file-in", 100))
         .await
         .expect("insert");
+    let v = claim(s, "n1", &[], id, Unit::BATCH).await;
+    assert!(matches!(
+        s.cancel("t", id, 101).await.expect("cancel"),
+        Cancel::Cancelling(_)
+    ));
+    // The lease is still held: each refusal below is the lifecycle's.
     assert!(
-        !s.finalizing("batch-life", 101).await.expect("finalizing"),
-        "not from validating"
+        !s.begin(&v.lease, 2, None, &[chunk(1, 1..3, 0..9)], 102)
+            .await
+            .expect("begin"),
+        "a cancelling batch does not start"
     );
-    assert!(s.begin("batch-life", 2, None, 102).await.expect("begin"));
     assert!(
-        !s.begin("batch-life", 2, None, 103).await.expect("begin"),
-        "begins once"
+        !s.fail(&v.lease, 2, &[], 103).await.expect("fail"),
+        "a cancelling batch is not failed by validation"
     );
     assert!(
-        !s.fail("batch-life", 2, &[], 104).await.expect("fail"),
-        "a running batch is not failed by validation"
-    );
-    assert!(
-        !s.finish("batch-life", &finish(Status::Completed, 2, 0, 105))
+        !s.finish(&v.lease, &finish(Status::Completed, 0, 2, 104))
             .await
             .expect("finish"),
         "completed only after finalizing"
     );
     assert!(
-        s.finish("batch-life", &finish(Status::Expired, 1, 1, 106))
-            .await
-            .expect("expire"),
-        "the window may end a running batch"
-    );
-    let b = s
-        .batch_by_id("batch-life")
-        .await
-        .expect("get")
-        .expect("found");
-    assert_eq!((b.status, b.stamps.expired), (Status::Expired, Some(106)));
-    assert!(
-        !s.finish("batch-life", &finish(Status::Cancelled, 1, 1, 107))
-            .await
-            .expect("finish"),
-        "nothing leaves a final status"
-    );
-    assert!(
-        s.finish("batch-life", &finish(Status::Failed, 0, 0, 108))
+        s.finish(&v.lease, &finish(Status::Failed, 0, 0, 105))
             .await
             .is_err(),
         "a batch does not finish as failed: validation fails it"
     );
+    assert!(
+        s.finish(&v.lease, &finish(Status::Cancelled, 0, 2, 106))
+            .await
+            .expect("finish")
+    );
+    let b = s.batch_by_id(id).await.expect("get").expect("found");
+    assert_eq!(
+        (b.status, b.stamps.cancelled),
+        (Status::Cancelled, Some(106))
+    );
 
-    s.insert_batch(&batch("batch-invalid", "t", "file-in", 100))
+    let id = "batch-invalid";
+    s.insert_batch(&batch(id, "t", "file-in", 100))
         .await
         .expect("insert");
-    assert!(s.fail("batch-invalid", 0, &[], 101).await.expect("fail"));
-    assert!(!s.begin("batch-invalid", 1, None, 102).await.expect("begin"));
-    let unfinished: Vec<String> = s
-        .unfinished()
+    let v = claim(s, "n1", &[], id, Unit::BATCH).await;
+    assert!(s.fail(&v.lease, 0, &[], 101).await.expect("fail"));
+    fenced(
+        s.begin(&v.lease, 1, None, &[], 102).await,
+        "a failed batch has no units left",
+    );
+    nothing_to_claim(s, "a failed batch has no work").await;
+
+    // An input without requests goes straight on to finalizing.
+    let id = "batch-empty";
+    s.insert_batch(&batch(id, "t", "file-in", 100))
         .await
-        .expect("unfinished")
-        .into_iter()
-        .map(|b| b.id)
-        .collect();
+        .expect("insert");
+    let v = claim(s, "n1", &[], id, Unit::BATCH).await;
+    assert!(s.begin(&v.lease, 0, None, &[], 101).await.expect("begin"));
+    let f = claim(s, "n1", &[], id, Unit::BATCH).await;
+    assert_eq!(f.batch.status, Status::Finalizing);
     assert!(
-        !unfinished
-            .iter()
-            .any(|id| id == "batch-invalid" || id == "batch-life")
+        s.finish(&f.lease, &finish(Status::Completed, 0, 0, 102))
+            .await
+            .expect("finish")
     );
 }
 
 async fn cancel_only_what_can_be_cancelled(s: &dyn JobStore) {
-    s.insert_batch(&batch("batch-cancel", "t", "file-in", 100))
+    let id = "batch-cancel";
+    s.insert_batch(&batch(id, "t", "file-in", 100))
         .await
         .expect("insert");
     assert!(matches!(
-        s.cancel("t", "batch-cancel", 5).await.expect("cancel"),
+        s.cancel("t", id, 5).await.expect("cancel"),
         Cancel::Cancelling(_)
     ));
     assert!(matches!(
-        s.cancel("t", "batch-cancel", 6).await.expect("again"),
+        s.cancel("t", id, 6).await.expect("again"),
         Cancel::Cancelling(b) if b.stamps.cancelling == Some(5)
     ));
     assert_eq!(
-        s.cancel("u", "batch-cancel", 6)
-            .await
-            .expect("other tenant"),
+        s.cancel("u", id, 6).await.expect("other tenant"),
         Cancel::NotFound
     );
+    let f = claim(s, "n1", &[], id, Unit::BATCH).await;
+    assert_eq!(f.batch.status, Status::Cancelling);
     assert!(
-        !s.begin("batch-cancel", 1, None, 7).await.expect("begin"),
-        "a cancelling batch does not start"
-    );
-    assert!(
-        s.finish("batch-cancel", &finish(Status::Cancelled, 0, 1, 8))
+        s.finish(&f.lease, &finish(Status::Cancelled, 0, 1, 8))
             .await
             .expect("finish")
     );
     assert_eq!(
-        s.cancel("t", "batch-cancel", 9).await.expect("cancel"),
+        s.cancel("t", id, 9).await.expect("cancel"),
         Cancel::Refused(Status::Cancelled)
     );
+}
+
+/// Leases: one holder at a time; a lease not renewed runs out and is
+/// taken over under a higher epoch; the old holder's writes are refused;
+/// a node's busy batches are left to others; renewals say what was lost.
+async fn leases_are_exclusive_run_out_and_fence(s: &dyn JobStore) {
+    let id = "batch-lease";
+    s.insert_batch(&batch(id, "t", "file-in", 100))
+        .await
+        .expect("insert");
+    let short = Duration::from_millis(200);
+    let a = s
+        .claim("a", short, &[])
+        .await
+        .expect("claim")
+        .expect("work");
+    assert_eq!((a.lease.batch_id.as_str(), a.lease.unit), (id, Unit::BATCH));
+    nothing_to_claim(s, "a held lease is no one else's").await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let b = claim(s, "b", &[], id, Unit::BATCH).await;
+    assert!(b.lease.epoch > a.lease.epoch, "a takeover raises the epoch");
+    let chunks = [chunk(1, 1..3, 0..20), chunk(2, 3..4, 20..30)];
+    fenced(
+        s.begin(&a.lease, 3, None, &chunks, 101).await,
+        "the former holder cannot begin",
+    );
+    fenced(
+        s.fail(&a.lease, 3, &[], 101).await,
+        "the former holder cannot fail the batch",
+    );
+    assert_eq!(
+        s.renew(&[a.lease.clone(), b.lease.clone()], LONG)
+            .await
+            .expect("renew"),
+        [Renewed::Lost, Renewed::Held(Status::Validating)]
+    );
+    assert!(
+        s.begin(&b.lease, 3, None, &chunks, 102)
+            .await
+            .expect("begin")
+    );
+    fenced(
+        s.begin(&b.lease, 3, None, &chunks, 103).await,
+        "begin gives the batch's lease up",
+    );
+    let c1 = claim(s, "a", &[], id, Unit(1)).await;
+    assert!(
+        s.claim("a", LONG, &[id.to_owned()])
+            .await
+            .expect("claim")
+            .is_none(),
+        "a busy batch's chunks are left to other nodes"
+    );
+    let c2 = claim(s, "b", &[], id, Unit(2)).await;
+    nothing_to_claim(s, "every chunk is held, and the batch is in progress").await;
+    s.record(&c1.lease, &[row(1, true), row(2, true)])
+        .await
+        .expect("record");
+    s.release(&c2.lease).await.expect("release");
+    let c2b = claim(s, "c", &[], id, Unit(2)).await;
+    assert!(c2b.lease.epoch > c2.lease.epoch);
+    fenced(
+        s.record(&c2.lease, &[row(3, false)]).await,
+        "a released lease records nothing",
+    );
+    fenced(s.chunk_done(&c2.lease, 104).await, "nor ends its chunk");
+    assert!(
+        !s.chunk_done(&c1.lease, 104).await.expect("done"),
+        "one chunk is left"
+    );
+    s.record(&c2b.lease, &[row(3, true)]).await.expect("record");
+    nothing_to_claim(s, "the last chunk is held").await;
+    assert!(s.chunk_done(&c2b.lease, 105).await.expect("done"));
+    let f = claim(s, "a", &[], id, Unit::BATCH).await;
+    assert_eq!(f.batch.status, Status::Finalizing);
+    assert!(
+        s.finish(&f.lease, &finish(Status::Completed, 3, 0, 106))
+            .await
+            .expect("finish")
+    );
+    assert_eq!(
+        s.renew(&[c1.lease, c2b.lease, f.lease], LONG)
+            .await
+            .expect("renew"),
+        [Renewed::Lost, Renewed::Lost, Renewed::Lost],
+        "an ended batch's leases are gone"
+    );
+    let b = s.batch_by_id(id).await.expect("get").expect("found");
+    assert_eq!((b.completed, b.failed), (3, 0));
+}
+
+/// A cancelled batch, or one whose window ended, is finalized only once
+/// no chunk of it is leased: the requests in flight are recorded first.
+async fn finalization_waits_for_the_chunks(s: &dyn JobStore) {
+    let id = "batch-stop";
+    s.insert_batch(&batch(id, "t", "file-in", 100))
+        .await
+        .expect("insert");
+    let v = claim(s, "a", &[], id, Unit::BATCH).await;
+    let chunks = [chunk(1, 1..2, 0..10), chunk(2, 2..3, 10..20)];
+    assert!(
+        s.begin(&v.lease, 2, None, &chunks, 101)
+            .await
+            .expect("begin")
+    );
+    let c = claim(s, "a", &[], id, Unit(1)).await;
+    assert!(matches!(
+        s.cancel("t", id, 102).await.expect("cancel"),
+        Cancel::Cancelling(_)
+    ));
+    assert_eq!(
+        s.renew(std::slice::from_ref(&c.lease), LONG)
+            .await
+            .expect("renew"),
+        [Renewed::Held(Status::Cancelling)],
+        "the holder hears of the cancel"
+    );
+    nothing_to_claim(s, "a chunk of the cancelled batch is still leased").await;
+    s.record(&c.lease, &[row(1, true)]).await.expect("record");
+    s.release(&c.lease).await.expect("release");
+    let f = claim(s, "b", &[], id, Unit::BATCH).await;
+    assert_eq!(f.batch.status, Status::Cancelling);
+    assert!(
+        s.finish(&f.lease, &finish(Status::Cancelled, 1, 1, 103))
+            .await
+            .expect("finish")
+    );
+
+    // The window: a batch past it is finalized (as expired) once its
+    // chunks are given up; its chunks are not claimed any more.
+    let id = "batch-late";
+    let mut late = batch(id, "t", "file-in", 100);
+    late.expires_at = crate::ids::now() + 1;
+    s.insert_batch(&late).await.expect("insert");
+    let v = claim(s, "a", &[], id, Unit::BATCH).await;
+    assert!(
+        s.begin(&v.lease, 2, None, &chunks, 101)
+            .await
+            .expect("begin")
+    );
+    let c = claim(s, "a", &[], id, Unit(1)).await;
+    while crate::ids::now() < late.expires_at {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    nothing_to_claim(s, "chunk 2 is past the window; chunk 1 is leased").await;
+    s.release(&c.lease).await.expect("release");
+    let f = claim(s, "b", &[], id, Unit::BATCH).await;
+    assert_eq!(f.batch.status, Status::InProgress);
+    assert!(
+        s.finish(&f.lease, &finish(Status::Expired, 0, 2, 104))
+            .await
+            .expect("finish")
+    );
+}
+
+/// A node that starts again gives up what its former run held (or, on a
+/// store only one server uses, every lease at all).
+async fn a_restarted_node_gives_up_its_leases(s: &dyn JobStore) {
+    let id = "batch-restart";
+    s.insert_batch(&batch(id, "t", "file-in", 100))
+        .await
+        .expect("insert");
+    claim(s, "x", &[], id, Unit::BATCH).await;
+    assert_eq!(s.release_all(Some("y")).await.expect("release"), 0);
+    nothing_to_claim(s, "x still holds it").await;
+    assert_eq!(s.release_all(Some("x")).await.expect("release"), 1);
+    let v = claim(s, "y", &[], id, Unit::BATCH).await;
+    assert_eq!(s.release_all(None).await.expect("release"), 1);
+    let v2 = claim(s, "z", &[], id, Unit::BATCH).await;
+    fenced(s.fail(&v.lease, 0, &[], 101).await, "y's lease is gone");
+    assert!(s.fail(&v2.lease, 0, &[], 101).await.expect("fail"));
 }
 
 async fn lists_page_newest_first_and_keep_tenants_apart(s: &dyn JobStore) {

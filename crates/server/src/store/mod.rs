@@ -7,9 +7,25 @@
 //! transaction, so a crash between any two calls leaves a state the engine
 //! can carry on from. A shared database (PostgreSQL) and an object store
 //! (S3) can take their places without touching the API or the engine.
+//!
+//! ## Work is leased
+//!
+//! A batch's work is cut into units: the batch itself (its validation and
+//! its finalization: [`Unit::BATCH`]) and its chunks (runs of a few hundred
+//! to a few thousand request lines, whose byte ranges validation records).
+//! A node works on a unit only while it holds the unit's lease
+//! ([`JobStore::claim`]), renews it by heartbeat ([`JobStore::renew`]), and
+//! loses it when it stops renewing: then any node may claim it again. Each
+//! claim raises the unit's epoch, and every write a holder makes names its
+//! [`Lease`]: a write under a lease that was taken over fails with
+//! [`StoreError::Fenced`], so a node presumed dead that wakes up cannot
+//! write over its successor. Lease times are the store's clock, never a
+//! node's.
 
 use std::io;
+use std::ops::Range;
 use std::path::Path;
+use std::time::Duration;
 
 use crate::objects::{BatchError, BatchRecord, FileRecord, Status, Usage};
 
@@ -32,6 +48,10 @@ pub enum StoreError {
     /// A stored value could not be read back.
     #[error("corrupt record: {0}")]
     Corrupt(String),
+    /// The lease named was taken over (or its unit is gone): the write was
+    /// not made, and the holder must stop working on the unit.
+    #[error("the lease on {0} was lost: another node holds it now")]
+    Fenced(String),
 }
 
 impl StoreError {
@@ -113,9 +133,95 @@ pub struct Finish {
     pub at: i64,
 }
 
-/// Records of files and batches, and results in flight.
+/// Which unit of a batch's work: the batch itself, or one of its chunks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Unit(pub u32);
+
+impl Unit {
+    /// The batch itself: its validation, and its finalization.
+    pub const BATCH: Unit = Unit(0);
+
+    /// Whether this is a chunk of request lines.
+    pub fn is_chunk(self) -> bool {
+        self.0 > 0
+    }
+}
+
+impl std::fmt::Display for Unit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            0 => f.write_str("the batch"),
+            n => write!(f, "chunk {n}"),
+        }
+    }
+}
+
+/// A held lease on one unit, named by every write its holder makes.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Lease {
+    /// The batch.
+    pub batch_id: String,
+    /// Which of its units.
+    pub unit: Unit,
+    /// The node holding it.
+    pub owner: String,
+    /// Raised by every claim: a write under an older epoch is refused.
+    pub epoch: i64,
+}
+
+impl std::fmt::Display for Lease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} of {}", self.unit, self.batch_id)
+    }
+}
+
+/// A chunk of a batch's request lines, as validation cut the input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Chunk {
+    /// Its unit (1, 2, ... in input order).
+    pub unit: Unit,
+    /// The 1-based number of its first line.
+    pub first_line: u64,
+    /// The number of the line after its last.
+    pub end_line: u64,
+    /// Where its first line starts in the input file.
+    pub start: u64,
+    /// Where its last line ends (exclusive).
+    pub end: u64,
+}
+
+/// A unit a node has just claimed.
+#[derive(Clone, Debug)]
+pub struct Claim {
+    /// The lease, to name in writes and renewals.
+    pub lease: Lease,
+    /// The batch, as it stood at the claim.
+    pub batch: BatchRecord,
+    /// The chunk's lines, for a chunk.
+    pub chunk: Option<Chunk>,
+}
+
+/// What a renewal learnt of one lease.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Renewed {
+    /// Still held, for another lease period; the batch is in this status
+    /// (a chunk's holder stops when it reads `cancelling`).
+    Held(Status),
+    /// Taken over, or its unit is gone: stop working on it.
+    Lost,
+}
+
+/// Records of files and batches, results in flight, and the leases on the
+/// work.
 #[async_trait::async_trait]
 pub trait JobStore: Send + Sync + 'static {
+    /// Whether only one server ever uses this store (SQLite, under the
+    /// data directory's lock): then every lease held when it starts is a
+    /// dead predecessor's.
+    fn exclusive(&self) -> bool {
+        false
+    }
+
     /// Add a file's record.
     async fn insert_file(&self, file: &FileRecord) -> StoreResult<()>;
     /// A tenant's file.
@@ -150,31 +256,60 @@ pub trait JobStore: Send + Sync + 'static {
     ) -> Result<Listed<BatchRecord>, ListError>;
     /// Ask to cancel: `validating`/`in_progress` become `cancelling`.
     async fn cancel(&self, tenant: &str, id: &str, now: i64) -> StoreResult<Cancel>;
-    /// Every batch not yet in a terminal status, oldest first.
-    async fn unfinished(&self) -> StoreResult<Vec<BatchRecord>>;
     /// Counts of batches by status.
     async fn count_by_status(&self) -> StoreResult<Vec<(Status, u64)>>;
 
-    /// `validating` -> `in_progress` with the file's request count and
-    /// model; false if the batch was no longer validating.
-    async fn begin(&self, id: &str, total: u64, model: Option<&str>, now: i64)
-    -> StoreResult<bool>;
-    /// `validating` -> `failed` with the validator's errors.
+    /// Claim, for `lease`, a unit that no live lease holds and that has
+    /// work: the validation of a `validating` batch; a chunk of an
+    /// `in_progress` batch whose window is open (none of the batches in
+    /// `busy`); the finalization of a batch that is `finalizing`,
+    /// `cancelling` or past its window, once no chunk of it is leased.
+    /// Batches are served oldest first.
+    async fn claim(
+        &self,
+        owner: &str,
+        lease: Duration,
+        busy: &[String],
+    ) -> StoreResult<Option<Claim>>;
+    /// Renew these leases for another `lease`: each one's fate, in order.
+    async fn renew(&self, leases: &[Lease], lease: Duration) -> StoreResult<Vec<Renewed>>;
+    /// Give a lease up: its unit may be claimed at once. Nothing happens if
+    /// it was lost already.
+    async fn release(&self, lease: &Lease) -> StoreResult<()>;
+    /// Give up every lease `owner` holds (or, for `None`, every lease at
+    /// all: for a store only one server uses, at its start). How many.
+    async fn release_all(&self, owner: Option<&str>) -> StoreResult<u64>;
+
+    /// `validating` -> `in_progress` with the file's request count, model
+    /// and chunks (an input without requests goes on to `finalizing`);
+    /// false if the batch was no longer validating. Fenced by the batch's
+    /// lease.
+    async fn begin(
+        &self,
+        lease: &Lease,
+        total: u64,
+        model: Option<&str>,
+        chunks: &[Chunk],
+        now: i64,
+    ) -> StoreResult<bool>;
+    /// `validating` -> `failed` with the validator's errors. Fenced.
     async fn fail(
         &self,
-        id: &str,
+        lease: &Lease,
         total: u64,
         errors: &[BatchError],
         now: i64,
     ) -> StoreResult<bool>;
-    /// `in_progress` -> `finalizing`.
-    async fn finalizing(&self, id: &str, now: i64) -> StoreResult<bool>;
     /// Record results, at most once per line (a line already recorded is
     /// left as it is), updating the batch's counts and usage: one
-    /// transaction for the whole slice.
-    async fn record(&self, id: &str, rows: &[ResultRow]) -> StoreResult<()>;
-    /// Every line recorded so far.
-    async fn recorded_lines(&self, id: &str) -> StoreResult<LineSet>;
+    /// transaction for the whole slice. Fenced by the chunk's lease.
+    async fn record(&self, lease: &Lease, rows: &[ResultRow]) -> StoreResult<()>;
+    /// A chunk is done: every line of it has its result. When it was the
+    /// last, the batch goes `in_progress` -> `finalizing` in the same
+    /// transaction (true). Fenced.
+    async fn chunk_done(&self, lease: &Lease, now: i64) -> StoreResult<bool>;
+    /// The lines in `lines` recorded so far.
+    async fn recorded_lines(&self, id: &str, lines: Range<u64>) -> StoreResult<LineSet>;
     /// Up to `limit` recorded results after `after_line`, in line order.
     async fn results_after(
         &self,
@@ -183,29 +318,48 @@ pub trait JobStore: Send + Sync + 'static {
         limit: usize,
     ) -> StoreResult<Vec<ResultRow>>;
     /// End the batch: add its files, set its final status, counts and
-    /// stamp, and drop its recorded results, in one transaction. False if
-    /// it had already ended.
-    async fn finish(&self, id: &str, finish: &Finish) -> StoreResult<bool>;
+    /// stamp, and drop its recorded results and its units, in one
+    /// transaction. False if it had already ended. Fenced by the batch's
+    /// lease.
+    async fn finish(&self, lease: &Lease, finish: &Finish) -> StoreResult<bool>;
 }
 
-/// A set of line numbers, one bit each (a million-line batch: 125 KB).
+/// A set of line numbers from a first one on, one bit each (a chunk of a
+/// thousand lines: 128 bytes).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct LineSet(Vec<u64>);
+pub struct LineSet {
+    first: u64,
+    words: Vec<u64>,
+}
 
 impl LineSet {
-    /// Add `line`.
-    pub fn insert(&mut self, line: u64) {
-        let (word, bit) = ((line / 64) as usize, line % 64);
-        if word >= self.0.len() {
-            self.0.resize(word + 1, 0);
+    /// An empty set of lines from `first` on.
+    pub fn from(first: u64) -> LineSet {
+        LineSet {
+            first,
+            words: Vec::new(),
         }
-        self.0[word] |= 1 << bit;
+    }
+
+    /// Add `line` (lines before the first are not kept).
+    pub fn insert(&mut self, line: u64) {
+        let Some(i) = line.checked_sub(self.first) else {
+            return;
+        };
+        let (word, bit) = ((i / 64) as usize, i % 64);
+        if word >= self.words.len() {
+            self.words.resize(word + 1, 0);
+        }
+        self.words[word] |= 1 << bit;
     }
 
     /// Whether `line` is in the set.
     pub fn contains(&self, line: u64) -> bool {
-        let (word, bit) = ((line / 64) as usize, line % 64);
-        self.0.get(word).is_some_and(|w| w & (1 << bit) != 0)
+        let Some(i) = line.checked_sub(self.first) else {
+            return false;
+        };
+        let (word, bit) = ((i / 64) as usize, i % 64);
+        self.words.get(word).is_some_and(|w| w & (1 << bit) != 0)
     }
 }
 

@@ -1,12 +1,15 @@
 //! The job store in SQLite (WAL): all of the server's SQL is in this file.
 
+use std::ops::Range;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 
 use super::{
-    Cancel, Finish, JobStore, LineSet, ListError, Listed, Page, ResultRow, StoreError, StoreResult,
+    Cancel, Chunk, Claim, Finish, JobStore, Lease, LineSet, ListError, Listed, Page, Renewed,
+    ResultRow, StoreError, StoreResult, Unit,
 };
 use crate::lifecycle;
 use crate::objects::{BatchError, BatchRecord, FileRecord, Stamps, Status, Usage};
@@ -65,7 +68,43 @@ CREATE TABLE IF NOT EXISTS results (
     body     TEXT NOT NULL,
     PRIMARY KEY (batch_id, line)
 ) WITHOUT ROWID;
+-- A batch's units of work and their leases: unit 0 is the batch itself
+-- (validation, finalization), 1.. its chunks. Lease times are in ms.
+CREATE TABLE IF NOT EXISTS units (
+    batch_id    TEXT NOT NULL,
+    unit        INTEGER NOT NULL,
+    first_line  INTEGER NOT NULL DEFAULT 1,
+    end_line    INTEGER NOT NULL DEFAULT 0,
+    start_byte  INTEGER NOT NULL DEFAULT 0,
+    end_byte    INTEGER NOT NULL DEFAULT 0,
+    done        INTEGER NOT NULL DEFAULT 0,
+    owner       TEXT,
+    epoch       INTEGER NOT NULL DEFAULT 0,
+    lease_until INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (batch_id, unit)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS units_leased ON units (owner) WHERE owner IS NOT NULL;
 ";
+
+/// Batches from before units existed: the batch unit for each unfinished
+/// one, and one chunk of the whole input for each that was running.
+fn add_missing_units(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute(
+        &format!(
+            "INSERT OR IGNORE INTO units (batch_id, unit) \
+             SELECT id, 0 FROM batches WHERE status IN {}",
+            unfinished()
+        ),
+        [],
+    )?;
+    conn.execute(
+        "INSERT OR IGNORE INTO units (batch_id, unit, first_line, end_line, start_byte, end_byte) \
+         SELECT id, 1, 1, ?1, 0, ?1 FROM batches b WHERE status = 'in_progress' \
+         AND NOT EXISTS (SELECT 1 FROM units u WHERE u.batch_id = b.id AND u.unit > 0)",
+        params![i64::MAX],
+    )?;
+    Ok(())
+}
 
 const BATCH_COLUMNS: &str = "id, tenant, endpoint, model, input_file_id, completion_window, status, \
     output_file_id, error_file_id, created_at, expires_at, in_progress_at, finalizing_at, \
@@ -102,6 +141,34 @@ fn unfinished() -> &'static str {
     &LIST
 }
 
+fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Make a write only while `lease` is still held: same owner, same epoch.
+fn fence(tx: &Transaction<'_>, lease: &Lease) -> StoreResult<()> {
+    let held = tx
+        .query_row(
+            "SELECT 1 FROM units WHERE batch_id = ?1 AND unit = ?2 AND owner = ?3 AND epoch = ?4",
+            params![lease.batch_id, lease.unit.0, lease.owner, lease.epoch],
+            |_| Ok(()),
+        )
+        .optional()?;
+    held.ok_or_else(|| StoreError::Fenced(lease.to_string()))
+}
+
+/// `in_progress` -> `finalizing`, in a transaction; whether it moved.
+fn finalizing_in(tx: &Transaction<'_>, id: &str, now: i64) -> StoreResult<bool> {
+    let n = tx.execute(
+        &format!(
+            "UPDATE batches SET status = 'finalizing', finalizing_at = ?2 WHERE id = ?1 AND {}",
+            may_become(Status::Finalizing)
+        ),
+        params![id, now],
+    )?;
+    Ok(n > 0)
+}
+
 /// SQLite's errors become the store's, which name no backend.
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> StoreError {
@@ -113,14 +180,27 @@ impl From<rusqlite::Error> for StoreError {
 /// the async ones, one at a time on one connection.
 pub struct SqliteStore {
     db: Arc<Db>,
+    exclusive: bool,
 }
 
 impl SqliteStore {
-    /// Open (creating) the database at `path`.
+    /// Open (creating) the database at `path`, for one server.
     pub fn open(path: &Path) -> StoreResult<SqliteStore> {
         Ok(SqliteStore {
             db: Arc::new(Db::open(path)?),
+            exclusive: true,
         })
+    }
+
+    /// The same store, used by several engines at once (several nodes in
+    /// one test process): the leases held at an engine's start are then
+    /// not all its predecessor's.
+    #[cfg(test)]
+    pub(crate) fn shared(self) -> SqliteStore {
+        SqliteStore {
+            exclusive: false,
+            ..self
+        }
     }
 
     /// Run `f` on the database on a blocking thread.
@@ -152,6 +232,7 @@ impl Db {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.execute_batch(SCHEMA)?;
+        add_missing_units(&conn)?;
         Ok(Db {
             conn: Mutex::new(conn),
         })
@@ -372,7 +453,13 @@ impl Db {
 
     fn insert_batch(&self, b: &BatchRecord) -> StoreResult<()> {
         let metadata = b.metadata.as_ref().map(to_json).transpose()?;
-        self.conn().execute(
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "INSERT INTO units (batch_id, unit) VALUES (?1, 0)",
+            params![b.id],
+        )?;
+        tx.execute(
             "INSERT INTO batches (id, tenant, endpoint, model, input_file_id, completion_window, status, \
              created_at, expires_at, metadata, output_expires_after) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
@@ -390,6 +477,7 @@ impl Db {
                 b.output_expires_after
             ],
         )?;
+        tx.commit()?;
         Ok(())
     }
 
@@ -457,16 +545,6 @@ impl Db {
         })
     }
 
-    fn unfinished(&self) -> StoreResult<Vec<BatchRecord>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare(&format!(
-            "SELECT {BATCH_COLUMNS} FROM batches WHERE status IN {} ORDER BY seq",
-            unfinished()
-        ))?;
-        let rows = stmt.query_map([], batch_from)?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
-    }
-
     fn count_by_status(&self) -> StoreResult<Vec<(Status, u64)>> {
         let conn = self.conn();
         let mut stmt = conn.prepare("SELECT status, COUNT(*) FROM batches GROUP BY status")?;
@@ -481,8 +559,142 @@ impl Db {
         Ok(out)
     }
 
-    fn begin(&self, id: &str, total: u64, model: Option<&str>, now: i64) -> StoreResult<bool> {
+    fn claim(&self, owner: &str, lease: Duration, busy: &[String]) -> StoreResult<Option<Claim>> {
+        // The store's clock, which for SQLite is this one machine's.
+        let (now, now_s) = (crate::ids::now_ms(), crate::ids::now());
+        let busy = to_json(&busy)?;
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        // The batch unit first (validations and finalizations are short and
+        // unblock the rest), then chunks; oldest batch first.
+        let whole: Option<(String, u32)> = tx
+            .query_row(
+                "SELECT u.batch_id, 0 FROM units u JOIN batches b ON b.id = u.batch_id \
+                 WHERE u.unit = 0 AND u.lease_until < ?1 \
+                   AND (b.status IN ('validating', 'finalizing', 'cancelling') \
+                        OR (b.status = 'in_progress' AND b.expires_at <= ?2)) \
+                   AND (b.status = 'validating' OR NOT EXISTS (SELECT 1 FROM units c \
+                        WHERE c.batch_id = u.batch_id AND c.unit > 0 AND c.done = 0 \
+                          AND c.lease_until >= ?1)) \
+                 ORDER BY b.seq LIMIT 1",
+                params![now, now_s],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let found = match whole {
+            Some(w) => Some(w),
+            None => tx
+                .query_row(
+                    "SELECT c.batch_id, c.unit FROM units c JOIN batches b ON b.id = c.batch_id \
+                     WHERE c.unit > 0 AND c.done = 0 AND c.lease_until < ?1 \
+                       AND b.status = 'in_progress' AND b.expires_at > ?2 \
+                       AND c.batch_id NOT IN (SELECT value FROM json_each(?3)) \
+                     ORDER BY b.seq, c.unit LIMIT 1",
+                    params![now, now_s, busy],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?,
+        };
+        let Some((batch_id, unit)) = found else {
+            return Ok(None);
+        };
+        let (epoch, [first_line, end_line, start, end]) = tx.query_row(
+            "UPDATE units SET owner = ?3, epoch = epoch + 1, lease_until = ?4 \
+             WHERE batch_id = ?1 AND unit = ?2 \
+             RETURNING epoch, first_line, end_line, start_byte, end_byte",
+            params![batch_id, unit, owner, now.saturating_add(ms(lease))],
+            |r| {
+                let u = |i| r.get::<_, i64>(i).map(|v| v as u64);
+                Ok((r.get::<_, i64>(0)?, [u(1)?, u(2)?, u(3)?, u(4)?]))
+            },
+        )?;
+        let batch = tx.query_row(
+            &format!("SELECT {BATCH_COLUMNS} FROM batches WHERE id = ?1"),
+            params![batch_id],
+            batch_from,
+        )?;
+        tx.commit()?;
+        let unit = Unit(unit);
+        Ok(Some(Claim {
+            chunk: unit.is_chunk().then_some(Chunk {
+                unit,
+                first_line,
+                end_line,
+                start,
+                end,
+            }),
+            lease: Lease {
+                batch_id,
+                unit,
+                owner: owner.to_owned(),
+                epoch,
+            },
+            batch,
+        }))
+    }
+
+    fn renew(&self, leases: &[Lease], lease: Duration) -> StoreResult<Vec<Renewed>> {
+        let until = crate::ids::now_ms().saturating_add(ms(lease));
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let mut out = Vec::with_capacity(leases.len());
+        {
+            let mut renew = tx.prepare_cached(
+                "UPDATE units SET lease_until = ?5 \
+                 WHERE batch_id = ?1 AND unit = ?2 AND owner = ?3 AND epoch = ?4",
+            )?;
+            let mut status = tx.prepare_cached("SELECT status FROM batches WHERE id = ?1")?;
+            for l in leases {
+                let held =
+                    renew.execute(params![l.batch_id, l.unit.0, l.owner, l.epoch, until])? > 0;
+                let now: Option<String> = if held {
+                    status
+                        .query_row(params![l.batch_id], |r| r.get(0))
+                        .optional()?
+                } else {
+                    None
+                };
+                out.push(match now.as_deref().and_then(Status::parse) {
+                    Some(s) => Renewed::Held(s),
+                    None => Renewed::Lost,
+                });
+            }
+        }
+        tx.commit()?;
+        Ok(out)
+    }
+
+    fn release(&self, l: &Lease) -> StoreResult<()> {
+        self.conn().execute(
+            "UPDATE units SET owner = NULL, lease_until = 0 \
+             WHERE batch_id = ?1 AND unit = ?2 AND owner = ?3 AND epoch = ?4",
+            params![l.batch_id, l.unit.0, l.owner, l.epoch],
+        )?;
+        Ok(())
+    }
+
+    fn release_all(&self, owner: Option<&str>) -> StoreResult<u64> {
         let n = self.conn().execute(
+            "UPDATE units SET owner = NULL, lease_until = 0 \
+             WHERE owner IS NOT NULL AND (?1 IS NULL OR owner = ?1)",
+            params![owner],
+        )?;
+        Ok(n as u64)
+    }
+
+    fn begin(
+        &self,
+        lease: &Lease,
+        total: u64,
+        model: Option<&str>,
+        chunks: &[Chunk],
+        now: i64,
+    ) -> StoreResult<bool> {
+        let id = &lease.batch_id;
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        fence(&tx, lease)?;
+        let n = tx.execute(
             &format!(
                 "UPDATE batches SET status = 'in_progress', in_progress_at = ?2, total = ?3, model = ?4 \
                  WHERE id = ?1 AND {}",
@@ -490,37 +702,71 @@ impl Db {
             ),
             params![id, now, total as i64, model],
         )?;
-        Ok(n > 0)
+        if n == 0 {
+            return Ok(false);
+        }
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO units (batch_id, unit, first_line, end_line, start_byte, end_byte) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?;
+            for c in chunks {
+                let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+                insert.execute(params![
+                    id,
+                    c.unit.0,
+                    n(c.first_line),
+                    n(c.end_line),
+                    n(c.start),
+                    n(c.end)
+                ])?;
+            }
+        }
+        if chunks.is_empty() {
+            finalizing_in(&tx, id, now)?;
+        }
+        tx.execute(
+            "UPDATE units SET owner = NULL, lease_until = 0 WHERE batch_id = ?1 AND unit = 0",
+            params![id],
+        )?;
+        tx.commit()?;
+        Ok(true)
     }
 
-    fn fail(&self, id: &str, total: u64, errors: &[BatchError], now: i64) -> StoreResult<bool> {
+    fn fail(
+        &self,
+        lease: &Lease,
+        total: u64,
+        errors: &[BatchError],
+        now: i64,
+    ) -> StoreResult<bool> {
         let errors = to_json(&errors)?;
-        let n = self.conn().execute(
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        fence(&tx, lease)?;
+        let n = tx.execute(
             &format!(
                 "UPDATE batches SET status = 'failed', failed_at = ?2, errors = ?3, total = ?4 \
                  WHERE id = ?1 AND {}",
                 may_become(Status::Failed)
             ),
-            params![id, now, errors, total as i64],
+            params![lease.batch_id, now, errors, total as i64],
         )?;
+        if n > 0 {
+            tx.execute(
+                "DELETE FROM units WHERE batch_id = ?1",
+                params![lease.batch_id],
+            )?;
+        }
+        tx.commit()?;
         Ok(n > 0)
     }
 
-    fn finalizing(&self, id: &str, now: i64) -> StoreResult<bool> {
-        let n = self.conn().execute(
-            &format!(
-                "UPDATE batches SET status = 'finalizing', finalizing_at = ?2 \
-                 WHERE id = ?1 AND {}",
-                may_become(Status::Finalizing)
-            ),
-            params![id, now],
-        )?;
-        Ok(n > 0)
-    }
-
-    fn record(&self, id: &str, rows: &[ResultRow]) -> StoreResult<()> {
+    fn record(&self, lease: &Lease, rows: &[ResultRow]) -> StoreResult<()> {
+        let id = &lease.batch_id;
         let mut conn = self.conn();
         let tx = conn.transaction()?;
+        fence(&tx, lease)?;
         let (mut completed, mut failed, mut usage) = (0i64, 0i64, Usage::default());
         {
             let mut insert = tx.prepare_cached(
@@ -557,16 +803,38 @@ impl Db {
         Ok(())
     }
 
-    fn recorded_lines(&self, id: &str) -> StoreResult<LineSet> {
+    fn chunk_done(&self, lease: &Lease, now: i64) -> StoreResult<bool> {
+        let id = &lease.batch_id;
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        fence(&tx, lease)?;
+        tx.execute(
+            "UPDATE units SET done = 1, owner = NULL, lease_until = 0 \
+             WHERE batch_id = ?1 AND unit = ?2",
+            params![id, lease.unit.0],
+        )?;
+        let left: i64 = tx.query_row(
+            "SELECT COUNT(*) FROM units WHERE batch_id = ?1 AND unit > 0 AND done = 0",
+            params![id],
+            |r| r.get(0),
+        )?;
+        let moved = left == 0 && finalizing_in(&tx, id, now)?;
+        tx.commit()?;
+        Ok(moved)
+    }
+
+    fn recorded_lines(&self, id: &str, lines: Range<u64>) -> StoreResult<LineSet> {
         let conn = self.conn();
-        let mut stmt =
-            conn.prepare("SELECT line FROM results WHERE batch_id = ?1 ORDER BY line")?;
-        let mut rows = stmt.query(params![id])?;
-        let mut lines = LineSet::default();
+        let mut stmt = conn.prepare_cached(
+            "SELECT line FROM results WHERE batch_id = ?1 AND line >= ?2 AND line < ?3",
+        )?;
+        let end = i64::try_from(lines.end).unwrap_or(i64::MAX);
+        let mut rows = stmt.query(params![id, lines.start as i64, end])?;
+        let mut set = LineSet::from(lines.start);
         while let Some(row) = rows.next()? {
-            lines.insert(row.get::<_, i64>(0)? as u64);
+            set.insert(row.get::<_, i64>(0)? as u64);
         }
-        Ok(lines)
+        Ok(set)
     }
 
     fn results_after(
@@ -590,7 +858,8 @@ impl Db {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    fn finish(&self, id: &str, f: &Finish) -> StoreResult<bool> {
+    fn finish(&self, lease: &Lease, f: &Finish) -> StoreResult<bool> {
+        let id = &lease.batch_id;
         let stamp = match (f.status.is_terminal(), lifecycle::stamp(f.status)) {
             (true, Some(stamp)) if f.status != Status::Failed => stamp,
             _ => {
@@ -602,6 +871,7 @@ impl Db {
         };
         let mut conn = self.conn();
         let tx = conn.transaction()?;
+        fence(&tx, lease)?;
         let n = tx.execute(
             &format!(
                 "UPDATE batches SET status = ?2, {stamp} = ?3, output_file_id = ?4, error_file_id = ?5, \
@@ -626,6 +896,7 @@ impl Db {
             insert_file_in(&tx, file)?;
         }
         tx.execute("DELETE FROM results WHERE batch_id = ?1", params![id])?;
+        tx.execute("DELETE FROM units WHERE batch_id = ?1", params![id])?;
         tx.commit()?;
         Ok(true)
     }
@@ -659,6 +930,11 @@ impl OwnedPage {
 /// Each call copies its arguments and runs on a blocking thread.
 #[async_trait::async_trait]
 impl JobStore for SqliteStore {
+    /// The server opens its database only under the data directory's lock.
+    fn exclusive(&self) -> bool {
+        self.exclusive
+    }
+
     async fn insert_file(&self, file: &FileRecord) -> StoreResult<()> {
         let file = file.clone();
         self.run(move |db| db.insert_file(&file)).await
@@ -731,50 +1007,73 @@ impl JobStore for SqliteStore {
         self.run(move |db| db.cancel(&tenant, &id, now)).await
     }
 
-    async fn unfinished(&self) -> StoreResult<Vec<BatchRecord>> {
-        self.run(|db| db.unfinished()).await
-    }
-
     async fn count_by_status(&self) -> StoreResult<Vec<(Status, u64)>> {
         self.run(|db| db.count_by_status()).await
     }
 
+    async fn claim(
+        &self,
+        owner: &str,
+        lease: Duration,
+        busy: &[String],
+    ) -> StoreResult<Option<Claim>> {
+        let (owner, busy) = (owner.to_owned(), busy.to_vec());
+        self.run(move |db| db.claim(&owner, lease, &busy)).await
+    }
+
+    async fn renew(&self, leases: &[Lease], lease: Duration) -> StoreResult<Vec<Renewed>> {
+        let leases = leases.to_vec();
+        self.run(move |db| db.renew(&leases, lease)).await
+    }
+
+    async fn release(&self, lease: &Lease) -> StoreResult<()> {
+        let lease = lease.clone();
+        self.run(move |db| db.release(&lease)).await
+    }
+
+    async fn release_all(&self, owner: Option<&str>) -> StoreResult<u64> {
+        let owner = owner.map(str::to_owned);
+        self.run(move |db| db.release_all(owner.as_deref())).await
+    }
+
     async fn begin(
         &self,
-        id: &str,
+        lease: &Lease,
         total: u64,
         model: Option<&str>,
+        chunks: &[Chunk],
         now: i64,
     ) -> StoreResult<bool> {
-        let (id, model) = (id.to_owned(), model.map(str::to_owned));
-        self.run(move |db| db.begin(&id, total, model.as_deref(), now))
+        let (lease, model, chunks) = (lease.clone(), model.map(str::to_owned), chunks.to_vec());
+        self.run(move |db| db.begin(&lease, total, model.as_deref(), &chunks, now))
             .await
     }
 
     async fn fail(
         &self,
-        id: &str,
+        lease: &Lease,
         total: u64,
         errors: &[BatchError],
         now: i64,
     ) -> StoreResult<bool> {
-        let (id, errors) = (id.to_owned(), errors.to_vec());
-        self.run(move |db| db.fail(&id, total, &errors, now)).await
+        let (lease, errors) = (lease.clone(), errors.to_vec());
+        self.run(move |db| db.fail(&lease, total, &errors, now))
+            .await
     }
 
-    async fn finalizing(&self, id: &str, now: i64) -> StoreResult<bool> {
+    async fn record(&self, lease: &Lease, rows: &[ResultRow]) -> StoreResult<()> {
+        let (lease, rows) = (lease.clone(), rows.to_vec());
+        self.run(move |db| db.record(&lease, &rows)).await
+    }
+
+    async fn chunk_done(&self, lease: &Lease, now: i64) -> StoreResult<bool> {
+        let lease = lease.clone();
+        self.run(move |db| db.chunk_done(&lease, now)).await
+    }
+
+    async fn recorded_lines(&self, id: &str, lines: Range<u64>) -> StoreResult<LineSet> {
         let id = id.to_owned();
-        self.run(move |db| db.finalizing(&id, now)).await
-    }
-
-    async fn record(&self, id: &str, rows: &[ResultRow]) -> StoreResult<()> {
-        let (id, rows) = (id.to_owned(), rows.to_vec());
-        self.run(move |db| db.record(&id, &rows)).await
-    }
-
-    async fn recorded_lines(&self, id: &str) -> StoreResult<LineSet> {
-        let id = id.to_owned();
-        self.run(move |db| db.recorded_lines(&id)).await
+        self.run(move |db| db.recorded_lines(&id, lines)).await
     }
 
     async fn results_after(
@@ -788,9 +1087,9 @@ impl JobStore for SqliteStore {
             .await
     }
 
-    async fn finish(&self, id: &str, finish: &Finish) -> StoreResult<bool> {
-        let (id, finish) = (id.to_owned(), finish.clone());
-        self.run(move |db| db.finish(&id, &finish)).await
+    async fn finish(&self, lease: &Lease, finish: &Finish) -> StoreResult<bool> {
+        let (lease, finish) = (lease.clone(), finish.clone());
+        self.run(move |db| db.finish(&lease, &finish)).await
     }
 }
 
