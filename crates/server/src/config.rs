@@ -16,8 +16,15 @@ pub struct ServerConfig {
     pub upstream_api_key: Option<String>,
     /// Where to listen (`127.0.0.1:0` picks a free port).
     pub listen: SocketAddr,
-    /// The database and the stored files live here.
+    /// The database and the stored files live here (with SQLite and no
+    /// object store).
     pub data_dir: PathBuf,
+    /// A PostgreSQL URL, for a job store several nodes share; `None`:
+    /// SQLite in `data_dir`, for one server.
+    pub database: Option<String>,
+    /// Where files are stored: `file:///PATH`, a directory every node
+    /// mounts; `None`: `data_dir`.
+    pub object_store: Option<String>,
     /// Accepted API keys, one tenant each; empty means no authentication.
     pub api_keys: Vec<String>,
     /// Serve without keys on an address other than loopback.
@@ -71,6 +78,8 @@ impl ServerConfig {
             upstream_api_key: None,
             listen: SocketAddr::from(([127, 0, 0, 1], 8090)),
             data_dir: PathBuf::from("batchkit-data"),
+            database: None,
+            object_store: None,
             api_keys: Vec::new(),
             insecure_no_auth: false,
             concurrency: 64,

@@ -5,7 +5,8 @@
 //! The parts: [`http`] answers the API, the [`engine`] takes each batch
 //! through validation (with `batchkit-core`), dispatch to the upstream and
 //! the writing of its output and error files, and the [`store`] keeps every
-//! record (SQLite) and file (the local disk) behind narrow interfaces.
+//! record (SQLite for one server, PostgreSQL for several nodes) and file
+//! (a local or shared directory) behind narrow interfaces.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), batchkit_server::ServeError> {
@@ -38,7 +39,7 @@ pub mod window;
 pub use config::ServerConfig;
 
 use engine::Engine;
-use store::{DiskFiles, SqliteStore};
+use store::{DiskFiles, FileStore, JobStore, PgStore, SqliteStore};
 
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +78,9 @@ pub enum ServeError {
         /// Why.
         source: std::io::Error,
     },
+    /// The shared database or object store could not be used.
+    #[error("{0}")]
+    Shared(String),
     /// Anything else.
     #[error("{0}")]
     Other(String),
@@ -86,8 +90,76 @@ pub enum ServeError {
 pub struct Server {
     listener: tokio::net::TcpListener,
     engine: Arc<Engine>,
-    /// Held while serving: no other server may use the data directory.
-    _lock: lock::DataDirLock,
+    /// Held while serving on SQLite: no other server may use the data
+    /// directory.
+    _lock: Option<lock::DataDirLock>,
+}
+
+/// The stores a server runs on, and the data directory's lock (SQLite).
+type Stores = (
+    Arc<dyn JobStore>,
+    Arc<dyn FileStore>,
+    Option<lock::DataDirLock>,
+);
+
+/// The directory of a `file:///PATH` object store.
+fn object_store_dir(url: &str) -> Result<std::path::PathBuf, ServeError> {
+    if let Some(path) = url.strip_prefix("file://") {
+        if path.starts_with('/') {
+            return Ok(path.into());
+        }
+        return Err(ServeError::Shared(format!(
+            "--object-store {url}: a file:// URL needs an absolute path (file:///srv/batchkit)"
+        )));
+    }
+    if url.starts_with("s3://") {
+        return Err(ServeError::Shared(format!(
+            "--object-store {url}: S3 is not supported by this build yet; give file:///PATH, a directory every node mounts (NFS, CephFS, ...)"
+        )));
+    }
+    Err(ServeError::Shared(format!(
+        "--object-store {url}: give file:///PATH, a directory every node mounts"
+    )))
+}
+
+/// Open the stores `cfg` names: SQLite and the disk under the data
+/// directory (locked), or PostgreSQL and a shared object store.
+async fn open_stores(cfg: &ServerConfig) -> Result<Stores, ServeError> {
+    let dir = cfg.data_dir.clone();
+    let data_err = |e: Box<dyn std::error::Error + Send + Sync>| ServeError::DataDir {
+        path: dir.clone(),
+        source: e,
+    };
+    let Some(url) = &cfg.database else {
+        std::fs::create_dir_all(&dir).map_err(|e| data_err(e.into()))?;
+        // Before anything is opened or resumed.
+        let lock = lock::DataDirLock::acquire(&dir)?;
+        let store =
+            SqliteStore::open(&dir.join("batchkit.sqlite3")).map_err(|e| data_err(e.into()))?;
+        let files_dir = match &cfg.object_store {
+            Some(url) => object_store_dir(url)?,
+            None => dir.clone(),
+        };
+        let files = DiskFiles::open(&files_dir).map_err(|e| data_err(e.into()))?;
+        return Ok((Arc::new(store), Arc::new(files), Some(lock)));
+    };
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return Err(ServeError::Shared(
+            "--database takes a PostgreSQL URL: postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE (without --database, SQLite in --data-dir)".into(),
+        ));
+    }
+    let Some(objects) = &cfg.object_store else {
+        return Err(ServeError::Shared(
+            "--database postgres://... needs --object-store too: the nodes that share the database must share the files (a file uploaded to one node is read by the others). Give --object-store file:///PATH, a directory every node mounts".into(),
+        ));
+    };
+    let files_dir = object_store_dir(objects)?;
+    let files = DiskFiles::open_shared(&files_dir, &cfg.node_id)
+        .map_err(|e| ServeError::Shared(format!("cannot open the object store {objects}: {e}")))?;
+    let store = PgStore::connect(url)
+        .await
+        .map_err(|e| ServeError::Shared(format!("cannot use the database: {e}")))?;
+    Ok((Arc::new(store), Arc::new(files), None))
 }
 
 impl Server {
@@ -96,17 +168,7 @@ impl Server {
         if cfg.api_keys.is_empty() && !cfg.insecure_no_auth && !cfg.listen.ip().is_loopback() {
             return Err(ServeError::NoAuth(cfg.listen));
         }
-        let dir = cfg.data_dir.clone();
-        let data_err = |e: Box<dyn std::error::Error + Send + Sync>| ServeError::DataDir {
-            path: dir.clone(),
-            source: e,
-        };
-        std::fs::create_dir_all(&dir).map_err(|e| data_err(e.into()))?;
-        // Before anything is opened or resumed.
-        let mut lock = lock::DataDirLock::acquire(&dir)?;
-        let store =
-            SqliteStore::open(&dir.join("batchkit.sqlite3")).map_err(|e| data_err(e.into()))?;
-        let files = DiskFiles::open(&dir).map_err(|e| data_err(e.into()))?;
+        let (store, files, mut lock) = open_stores(&cfg).await?;
         http::listen::raise_open_files_limit();
         let listener = tokio::net::TcpListener::bind(cfg.listen)
             .await
@@ -114,10 +176,12 @@ impl Server {
                 addr: cfg.listen,
                 source,
             })?;
-        lock.record(listener.local_addr().unwrap_or(cfg.listen));
+        if let Some(lock) = &mut lock {
+            lock.record(listener.local_addr().unwrap_or(cfg.listen));
+        }
         let engine = Engine::new(
-            Arc::new(store),
-            Arc::new(files),
+            store,
+            files,
             Arc::new(cfg),
             Arc::new(metrics::Metrics::new()),
         )

@@ -110,6 +110,22 @@ pub struct ServeArgs {
         value_parser = clap::value_parser!(u64).range(1..))]
     pub header_timeout: u64,
 
+    /// A PostgreSQL database that several nodes share, as
+    /// postgres://USER:PASS@HOST:PORT/DB; needs --object-store. Without
+    /// it: SQLite in --data-dir, for one server.
+    #[arg(
+        long,
+        env = "BATCHKIT_DATABASE_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub database: Option<String>,
+
+    /// Where the files are kept: file:///PATH, a directory every node
+    /// mounts [default: --data-dir].
+    #[arg(long, env = "BATCHKIT_OBJECT_STORE", value_name = "URL")]
+    pub object_store: Option<String>,
+
     /// This node's name in leases, logs and metrics; unique among the
     /// nodes that share a database [default: host name and process id].
     #[arg(long, env = "BATCHKIT_NODE_ID", value_name = "NAME")]
@@ -122,6 +138,12 @@ pub struct ServeArgs {
     #[arg(long, env = "BATCHKIT_LEASE_SECONDS", value_name = "SECS", default_value_t = 15,
         value_parser = clap::value_parser!(u64).range(3..=3600))]
     pub lease_seconds: u64,
+
+    /// Requests per chunk: the unit of a batch's work that one node
+    /// claims (more nodes share a batch of more chunks).
+    #[arg(long, env = "BATCHKIT_CHUNK_REQUESTS", value_name = "N", default_value_t = 1000,
+        value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub chunk_requests: u64,
 }
 
 impl ServeArgs {
@@ -149,6 +171,9 @@ impl ServeArgs {
             cfg.node_id.clone_from(node);
         }
         cfg.lease = std::time::Duration::from_secs(self.lease_seconds);
+        cfg.chunk_requests = self.chunk_requests;
+        cfg.database.clone_from(&self.database);
+        cfg.object_store.clone_from(&self.object_store);
         cfg
     }
 }

@@ -12,6 +12,7 @@ mod docs;
 mod fake_openai;
 mod fixtures;
 mod merge;
+mod nodes;
 mod run;
 mod serve;
 mod split;

@@ -12,11 +12,23 @@ use serde_json::{Value, json};
 
 #[test]
 fn the_official_python_sdk_runs_the_whole_lifecycle() {
+    sdk_lifecycle(&[]);
+}
+
+/// The same on a node of PostgreSQL and a shared files directory.
+#[test]
+fn the_official_python_sdk_runs_the_whole_lifecycle_on_postgres() {
+    let shared = tempfile::tempdir().unwrap();
+    let database = batchkit_testkit::postgres::Postgres::shared().database();
+    let objects = format!("file://{}", shared.path().display());
+    sdk_lifecycle(&["--database", &database, "--object-store", &objects]);
+}
+
+fn sdk_lifecycle(stores: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
-    let serve = Serve::start(
-        &dir.path().join("data"),
-        &["--api-key", "sk-test", "--concurrency", "4"],
-    );
+    let mut args = vec!["--api-key", "sk-test", "--concurrency", "4"];
+    args.extend_from_slice(stores);
+    let serve = Serve::start(&dir.path().join("data"), &args);
     let mut texts: Vec<String> = (0..40).map(|i| format!("question {i}")).collect();
     texts[5] = "fail:400".into();
     texts[9] = "flaky:429:1".into();

@@ -22,7 +22,9 @@ use tokio_util::task::TaskTracker;
 use crate::config::ServerConfig;
 use crate::metrics::Metrics;
 use crate::objects::Status;
-use crate::store::{Claim, FileStore, JobStore, Lease, Renewed, StoreError, StoreResult, Unit};
+use crate::store::{
+    Claim, FileStore, JobStore, Lease, Renewed, StoreError, StoreEvent, StoreResult, Unit,
+};
 
 mod chunks;
 mod finalize;
@@ -119,6 +121,22 @@ impl Engine {
                 leases = released,
                 "gave up the leases of a former run; resuming its work"
             );
+        }
+        if let Some(mut events) = self.store.events().await {
+            let engine = self.clone();
+            self.tasks.spawn(async move {
+                loop {
+                    let event = tokio::select! {
+                        _ = engine.shutdown.cancelled() => return,
+                        e = events.recv() => e,
+                    };
+                    match event {
+                        Some(StoreEvent::Work) => engine.wake(),
+                        Some(StoreEvent::Cancelled(id)) => engine.cancelled(&id),
+                        None => return,
+                    }
+                }
+            });
         }
         let engine = self.clone();
         self.tasks.spawn(async move { engine.schedule().await });

@@ -30,6 +30,43 @@ impl DiskFiles {
         Ok(DiskFiles { files, scratch })
     }
 
+    /// Open (creating) the store under `dir`, a directory several nodes
+    /// share (`--object-store file:///DIR`): each node writes in a scratch
+    /// directory of its own, `scratch/<node>`, and removes only its own
+    /// leftovers, and those of nodes gone for a day.
+    pub fn open_shared(dir: &Path, node: &str) -> io::Result<DiskFiles> {
+        let files = dir.join("files");
+        let scratch_root = dir.join("scratch");
+        fs::create_dir_all(&files)?;
+        fs::create_dir_all(&scratch_root)?;
+        let name: String = node
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let scratch = scratch_root.join(if name.is_empty() { "node".into() } else { name });
+        if scratch.exists() {
+            fs::remove_dir_all(&scratch)?;
+        }
+        let day_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(86_400);
+        for entry in fs::read_dir(&scratch_root)?.flatten() {
+            let old = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t < day_ago);
+            if old {
+                let _ = fs::remove_dir_all(entry.path());
+            }
+        }
+        fs::create_dir_all(&scratch)?;
+        Ok(DiskFiles { files, scratch })
+    }
+
     fn path(&self, id: &str) -> io::Result<PathBuf> {
         // Ids are made by the server, but a path is never built from
         // anything that could leave the directory.

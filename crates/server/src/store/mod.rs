@@ -32,9 +32,12 @@ use crate::objects::{BatchError, BatchRecord, FileRecord, Status, Usage};
 #[cfg(test)]
 pub(crate) mod conformance;
 mod disk;
+mod postgres;
+mod sql;
 mod sqlite;
 
 pub use disk::DiskFiles;
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
 /// A job store failure, in terms of no particular backend: the backend's
@@ -48,6 +51,10 @@ pub enum StoreError {
     /// A stored value could not be read back.
     #[error("corrupt record: {0}")]
     Corrupt(String),
+    /// The database cannot be used by this binary (its schema is newer,
+    /// its URL is not one).
+    #[error("{0}")]
+    Schema(String),
     /// The lease named was taken over (or its unit is gone): the write was
     /// not made, and the holder must stop working on the unit.
     #[error("the lease on {0} was lost: another node holds it now")]
@@ -211,6 +218,17 @@ pub enum Renewed {
     Lost,
 }
 
+/// What a store shared by several nodes tells a node of other nodes'
+/// writes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreEvent {
+    /// Work may have appeared: a batch created, a unit given up, a batch
+    /// ready to finalize.
+    Work,
+    /// This batch was cancelled.
+    Cancelled(String),
+}
+
 /// Records of files and batches, results in flight, and the leases on the
 /// work.
 #[async_trait::async_trait]
@@ -322,6 +340,13 @@ pub trait JobStore: Send + Sync + 'static {
     /// transaction. False if it had already ended. Fenced by the batch's
     /// lease.
     async fn finish(&self, lease: &Lease, finish: &Finish) -> StoreResult<bool>;
+
+    /// Notices of other nodes' writes, for a store several nodes share;
+    /// `None` where there are no other nodes to hear from (the engine
+    /// polls in any case, for what a notice may miss).
+    async fn events(&self) -> Option<tokio::sync::mpsc::Receiver<StoreEvent>> {
+        None
+    }
 }
 
 /// A set of line numbers from a first one on, one bit each (a chunk of a

@@ -7,12 +7,12 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 
+use super::sql::{self, BATCH_COLUMNS, FILE_COLUMNS, may_become, to_json, unfinished};
 use super::{
     Cancel, Chunk, Claim, Finish, JobStore, Lease, LineSet, ListError, Listed, Page, Renewed,
     ResultRow, StoreError, StoreResult, Unit,
 };
-use crate::lifecycle;
-use crate::objects::{BatchError, BatchRecord, FileRecord, Stamps, Status, Usage};
+use crate::objects::{BatchError, BatchRecord, FileRecord, Status, Usage};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS files (
@@ -104,41 +104,6 @@ fn add_missing_units(conn: &Connection) -> rusqlite::Result<()> {
         params![i64::MAX],
     )?;
     Ok(())
-}
-
-const BATCH_COLUMNS: &str = "id, tenant, endpoint, model, input_file_id, completion_window, status, \
-    output_file_id, error_file_id, created_at, expires_at, in_progress_at, finalizing_at, \
-    completed_at, failed_at, expired_at, cancelling_at, cancelled_at, total, completed, failed, \
-    metadata, errors, input_tokens, cached_tokens, output_tokens, reasoning_tokens, total_tokens, \
-    output_expires_after";
-
-const FILE_COLUMNS: &str = "id, tenant, bytes, created_at, expires_at, filename, purpose";
-
-/// `statuses` as an SQL list: `('validating', 'in_progress')`.
-fn sql_list(statuses: &[Status]) -> String {
-    let names: Vec<String> = statuses
-        .iter()
-        .map(|s| format!("'{}'", s.as_str()))
-        .collect();
-    format!("({})", names.join(", "))
-}
-
-/// The `WHERE` condition of a move to `to`: from a status the lifecycle
-/// allows, and no other.
-fn may_become(to: Status) -> String {
-    format!("status IN {}", sql_list(lifecycle::sources(to)))
-}
-
-/// The statuses that are not final, as an SQL list: `('validating', ...)`.
-fn unfinished() -> &'static str {
-    static LIST: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-        let open: Vec<Status> = Status::ALL
-            .into_iter()
-            .filter(|s| !s.is_terminal())
-            .collect();
-        sql_list(&open)
-    });
-    &LIST
 }
 
 fn ms(d: Duration) -> i64 {
@@ -245,74 +210,28 @@ impl Db {
     }
 }
 
-fn file_from(row: &Row<'_>) -> rusqlite::Result<FileRecord> {
-    Ok(FileRecord {
-        id: row.get(0)?,
-        tenant: row.get(1)?,
-        bytes: row.get::<_, i64>(2)? as u64,
-        created_at: row.get(3)?,
-        expires_at: row.get(4)?,
-        filename: row.get(5)?,
-        purpose: row.get(6)?,
-    })
+impl sql::Columns for Row<'_> {
+    type Error = rusqlite::Error;
+
+    fn text(&self, i: usize) -> rusqlite::Result<Option<String>> {
+        self.get(i)
+    }
+
+    fn int(&self, i: usize) -> rusqlite::Result<Option<i64>> {
+        self.get(i)
+    }
+
+    fn corrupt(&self, i: usize, what: String) -> rusqlite::Error {
+        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, what.into())
+    }
 }
 
-fn corrupt(what: &str, e: impl std::fmt::Display) -> rusqlite::Error {
-    rusqlite::Error::FromSqlConversionFailure(
-        0,
-        rusqlite::types::Type::Text,
-        format!("{what}: {e}").into(),
-    )
+fn file_from(row: &Row<'_>) -> rusqlite::Result<FileRecord> {
+    sql::file_from(row)
 }
 
 fn batch_from(row: &Row<'_>) -> rusqlite::Result<BatchRecord> {
-    let status: String = row.get(6)?;
-    let metadata: Option<String> = row.get(21)?;
-    let errors: Option<String> = row.get(22)?;
-    let u = |i: usize| row.get::<_, i64>(i).map(|v| v as u64);
-    Ok(BatchRecord {
-        id: row.get(0)?,
-        tenant: row.get(1)?,
-        endpoint: row.get(2)?,
-        model: row.get(3)?,
-        input_file_id: row.get(4)?,
-        completion_window: row.get(5)?,
-        status: Status::parse(&status).ok_or_else(|| corrupt("status", &status))?,
-        output_file_id: row.get(7)?,
-        error_file_id: row.get(8)?,
-        created_at: row.get(9)?,
-        expires_at: row.get(10)?,
-        stamps: Stamps {
-            in_progress: row.get(11)?,
-            finalizing: row.get(12)?,
-            completed: row.get(13)?,
-            failed: row.get(14)?,
-            expired: row.get(15)?,
-            cancelling: row.get(16)?,
-            cancelled: row.get(17)?,
-        },
-        total: u(18)?,
-        completed: u(19)?,
-        failed: u(20)?,
-        metadata: metadata
-            .map(|m| serde_json::from_str(&m).map_err(|e| corrupt("metadata", e)))
-            .transpose()?,
-        errors: errors
-            .map(|m| serde_json::from_str(&m).map_err(|e| corrupt("errors", e)))
-            .transpose()?,
-        usage: Usage {
-            input_tokens: u(23)?,
-            cached_tokens: u(24)?,
-            output_tokens: u(25)?,
-            reasoning_tokens: u(26)?,
-            total_tokens: u(27)?,
-        },
-        output_expires_after: row.get(28)?,
-    })
-}
-
-fn to_json<T: serde::Serialize>(v: &T) -> StoreResult<String> {
-    serde_json::to_string(v).map_err(|e| StoreError::Corrupt(e.to_string()))
+    sql::batch_from(row)
 }
 
 /// One page of `table` for `tenant` (with an extra filter), newest first
@@ -767,19 +686,14 @@ impl Db {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         fence(&tx, lease)?;
-        let (mut completed, mut failed, mut usage) = (0i64, 0i64, Usage::default());
+        let mut tally = sql::Tally::default();
         {
             let mut insert = tx.prepare_cached(
                 "INSERT OR IGNORE INTO results (batch_id, line, ok, body) VALUES (?1, ?2, ?3, ?4)",
             )?;
             for r in rows {
                 if insert.execute(params![id, r.line as i64, r.ok, r.body])? > 0 {
-                    if r.ok {
-                        completed += 1;
-                    } else {
-                        failed += 1;
-                    }
-                    usage.add(&r.usage);
+                    tally.add(r);
                 }
             }
         }
@@ -790,13 +704,13 @@ impl Db {
              total_tokens = total_tokens + ?8 WHERE id = ?1",
             params![
                 id,
-                completed,
-                failed,
-                usage.input_tokens as i64,
-                usage.cached_tokens as i64,
-                usage.output_tokens as i64,
-                usage.reasoning_tokens as i64,
-                usage.total_tokens as i64
+                tally.completed,
+                tally.failed,
+                tally.usage.input_tokens as i64,
+                tally.usage.cached_tokens as i64,
+                tally.usage.output_tokens as i64,
+                tally.usage.reasoning_tokens as i64,
+                tally.usage.total_tokens as i64
             ],
         )?;
         tx.commit()?;
@@ -860,15 +774,7 @@ impl Db {
 
     fn finish(&self, lease: &Lease, f: &Finish) -> StoreResult<bool> {
         let id = &lease.batch_id;
-        let stamp = match (f.status.is_terminal(), lifecycle::stamp(f.status)) {
-            (true, Some(stamp)) if f.status != Status::Failed => stamp,
-            _ => {
-                return Err(StoreError::Corrupt(format!(
-                    "a batch cannot finish as '{}'",
-                    f.status.as_str()
-                )));
-            }
-        };
+        let stamp = sql::finish_stamp(f.status)?;
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         fence(&tx, lease)?;
