@@ -22,7 +22,8 @@ pub struct ServerConfig {
     /// A PostgreSQL URL, for a job store several nodes share; `None`:
     /// SQLite in `data_dir`, for one server.
     pub database: Option<String>,
-    /// Where files are stored: `file:///PATH`, a directory every node
+    /// Where files are stored: `s3://BUCKET[/PREFIX]` (configured from the
+    /// `AWS_*` environment), or `file:///PATH`, a directory every node
     /// mounts; `None`: `data_dir`.
     pub object_store: Option<String>,
     /// Accepted API keys, one tenant each; empty means no authentication.

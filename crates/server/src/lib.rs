@@ -39,7 +39,7 @@ pub mod window;
 pub use config::ServerConfig;
 
 use engine::Engine;
-use store::{DiskFiles, FileStore, JobStore, PgStore, SqliteStore};
+use store::{DiskFiles, FileStore, JobStore, PgStore, S3Files, SqliteStore};
 
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -102,24 +102,32 @@ type Stores = (
     Option<lock::DataDirLock>,
 );
 
-/// The directory of a `file:///PATH` object store.
-fn object_store_dir(url: &str) -> Result<std::path::PathBuf, ServeError> {
-    if let Some(path) = url.strip_prefix("file://") {
-        if path.starts_with('/') {
-            return Ok(path.into());
-        }
-        return Err(ServeError::Shared(format!(
-            "--object-store {url}: a file:// URL needs an absolute path (file:///srv/batchkit)"
-        )));
-    }
+/// The file store an `--object-store` URL names: `s3://BUCKET[/PREFIX]`
+/// (configured from `AWS_*`), or `file:///PATH`, a directory (`shared`:
+/// other nodes use it too, so each node has its own scratch space).
+fn open_files(url: &str, node: &str, shared: bool) -> Result<Arc<dyn FileStore>, ServeError> {
+    let failed =
+        |e: std::io::Error| ServeError::Shared(format!("cannot open the object store {url}: {e}"));
     if url.starts_with("s3://") {
-        return Err(ServeError::Shared(format!(
-            "--object-store {url}: S3 is not supported by this build yet; give file:///PATH, a directory every node mounts (NFS, CephFS, ...)"
-        )));
+        return Ok(Arc::new(S3Files::open(url, &[]).map_err(failed)?));
     }
-    Err(ServeError::Shared(format!(
-        "--object-store {url}: give file:///PATH, a directory every node mounts"
-    )))
+    match url.strip_prefix("file://") {
+        Some(path) if path.starts_with('/') => {
+            let dir = std::path::Path::new(path);
+            let files = if shared {
+                DiskFiles::open_shared(dir, node)
+            } else {
+                DiskFiles::open(dir)
+            };
+            Ok(Arc::new(files.map_err(failed)?))
+        }
+        Some(_) => Err(ServeError::Shared(format!(
+            "--object-store {url}: a file:// URL needs an absolute path (file:///srv/batchkit)"
+        ))),
+        None => Err(ServeError::Shared(format!(
+            "--object-store {url}: give s3://BUCKET[/PREFIX] or file:///PATH"
+        ))),
+    }
 }
 
 /// Open the stores `cfg` names: SQLite and the disk under the data
@@ -136,12 +144,11 @@ async fn open_stores(cfg: &ServerConfig) -> Result<Stores, ServeError> {
         let lock = lock::DataDirLock::acquire(&dir)?;
         let store =
             SqliteStore::open(&dir.join("batchkit.sqlite3")).map_err(|e| data_err(e.into()))?;
-        let files_dir = match &cfg.object_store {
-            Some(url) => object_store_dir(url)?,
-            None => dir.clone(),
+        let files = match &cfg.object_store {
+            Some(url) => open_files(url, &cfg.node_id, false)?,
+            None => Arc::new(DiskFiles::open(&dir).map_err(|e| data_err(e.into()))?),
         };
-        let files = DiskFiles::open(&files_dir).map_err(|e| data_err(e.into()))?;
-        return Ok((Arc::new(store), Arc::new(files), Some(lock)));
+        return Ok((Arc::new(store), files, Some(lock)));
     };
     if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
         return Err(ServeError::Shared(
@@ -150,16 +157,14 @@ async fn open_stores(cfg: &ServerConfig) -> Result<Stores, ServeError> {
     }
     let Some(objects) = &cfg.object_store else {
         return Err(ServeError::Shared(
-            "--database postgres://... needs --object-store too: the nodes that share the database must share the files (a file uploaded to one node is read by the others). Give --object-store file:///PATH, a directory every node mounts".into(),
+            "--database postgres://... needs --object-store too: the nodes that share the database must share the files (a file uploaded to one node is read by the others). Give --object-store s3://BUCKET[/PREFIX] (any S3-compatible store), or file:///PATH, a directory every node mounts".into(),
         ));
     };
-    let files_dir = object_store_dir(objects)?;
-    let files = DiskFiles::open_shared(&files_dir, &cfg.node_id)
-        .map_err(|e| ServeError::Shared(format!("cannot open the object store {objects}: {e}")))?;
+    let files = open_files(objects, &cfg.node_id, true)?;
     let store = PgStore::connect(url)
         .await
         .map_err(|e| ServeError::Shared(format!("cannot use the database: {e}")))?;
-    Ok((Arc::new(store), Arc::new(files), None))
+    Ok((Arc::new(store), files, None))
 }
 
 impl Server {

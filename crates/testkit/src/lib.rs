@@ -24,6 +24,8 @@
 //! ```
 
 pub mod postgres;
+mod process;
+pub mod s3;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -9,12 +9,13 @@
 //! test fails with a message naming the package to install: it never
 //! skips silently.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
+
+use crate::process::{free_port, remove_stale_dirs, spawn_for_the_process};
 
 /// The role the tests connect as (a superuser, trusted on loopback).
 const USER: &str = "batchkit";
@@ -72,7 +73,7 @@ impl Postgres {
 
     fn start() -> Result<Postgres, String> {
         let bin = find_binaries()?;
-        remove_stale_dirs();
+        remove_stale_dirs("batchkit-pg-");
         let dir = std::env::temp_dir().join(format!("batchkit-pg-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).map_err(|e| format!("cannot make {}: {e}", dir.display()))?;
@@ -138,26 +139,7 @@ impl Postgres {
             .stdout(log.try_clone().map_err(|e| e.to_string())?)
             .stderr(log);
         with_user(&mut cmd, as_user);
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::Builder::new()
-            .name("postgres".into())
-            .spawn(move || {
-                let mut cmd = cmd;
-                attach_to_this_thread(&mut cmd);
-                match cmd.spawn() {
-                    Ok(mut child) => {
-                        let _ = tx.send(Ok(()));
-                        // This thread must outlive the tests: the death
-                        // signal follows the thread that started the child.
-                        let _ = child.wait();
-                    }
-                    Err(e) => {
-                        let _ = tx.send(Err(format!("cannot start postgres: {e}")));
-                    }
-                }
-            })
-            .map_err(|e| e.to_string())?;
-        rx.recv().map_err(|e| e.to_string())??;
+        spawn_for_the_process(cmd, "postgres")?;
         let start = Instant::now();
         while start.elapsed() < Duration::from_secs(30) {
             let ready = Command::new(bin.join("pg_isready"))
@@ -243,47 +225,4 @@ fn with_user(cmd: &mut Command, as_user: Option<(u32, u32)>) -> &mut Command {
         cmd.gid(gid).uid(uid);
     }
     cmd
-}
-
-/// The child gets SIGQUIT when the thread that starts it ends.
-#[cfg(target_os = "linux")]
-fn attach_to_this_thread(cmd: &mut Command) {
-    use std::os::unix::process::CommandExt;
-    // SAFETY: only an async-signal-safe system call (prctl) runs between
-    // fork and exec.
-    #[allow(unsafe_code)]
-    unsafe {
-        cmd.pre_exec(|| {
-            rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::QUIT))
-                .map_err(std::io::Error::from)
-        });
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn attach_to_this_thread(_: &mut Command) {}
-
-fn free_port() -> Result<u16, String> {
-    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-    l.local_addr().map(|a| a.port()).map_err(|e| e.to_string())
-}
-
-/// Remove the directories of earlier runs whose process is gone.
-fn remove_stale_dirs() {
-    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let name = e.file_name();
-        let Some(pid) = name
-            .to_str()
-            .and_then(|n| n.strip_prefix("batchkit-pg-"))
-            .and_then(|p| p.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if !Path::new(&format!("/proc/{pid}")).exists() {
-            let _ = std::fs::remove_dir_all(e.path());
-        }
-    }
 }

@@ -121,8 +121,10 @@ pub struct ServeArgs {
     )]
     pub database: Option<String>,
 
-    /// Where the files are kept: file:///PATH, a directory every node
-    /// mounts [default: --data-dir].
+    /// Where the files are kept: s3://BUCKET[/PREFIX] (any S3-compatible
+    /// store, configured by AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID,
+    /// AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ALLOW_HTTP), or
+    /// file:///PATH, a directory every node mounts [default: --data-dir].
     #[arg(long, env = "BATCHKIT_OBJECT_STORE", value_name = "URL")]
     pub object_store: Option<String>,
 

@@ -1,9 +1,9 @@
 //! Several `batchkit serve` processes on one PostgreSQL database (a real
-//! server, started by the tests from the machine's binaries) and one shared
-//! files directory: any node answers any request, a batch's chunks spread
-//! over the nodes, a node killed with SIGKILL has its work taken over
-//! within about two lease periods, and a cancel sent to one node stops the
-//! others.
+//! server, started by the tests from the machine's binaries) and one
+//! S3-compatible bucket (s3s-fs, a real S3 implementation) or shared files
+//! directory: any node answers any request, a batch's chunks spread over
+//! the nodes, a node killed with SIGKILL has its work taken over within
+//! about two lease periods, and a cancel sent to one node stops the others.
 
 use crate::common;
 
@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use batchkit_testkit::postgres::Postgres;
+use batchkit_testkit::s3::S3;
 use common::serve::{Serve, requests, terminal};
 use serde_json::Value;
 
@@ -21,11 +22,27 @@ struct Cluster {
     _dirs: tempfile::TempDir,
 }
 
+/// Where the nodes keep the files.
+#[derive(Clone, Copy)]
+enum Objects {
+    S3,
+    SharedDir,
+}
+
 impl Cluster {
-    fn start(n: usize, extra: &[&str]) -> Cluster {
+    fn start(n: usize, objects: Objects, extra: &[&str]) -> Cluster {
         let dirs = tempfile::tempdir().unwrap();
         let database = Postgres::shared().database();
-        let objects = format!("file://{}", dirs.path().join("objects").display());
+        let (objects, env) = match objects {
+            Objects::S3 => {
+                let s3 = S3::shared();
+                (format!("s3://{}/batchkit", s3.bucket()), s3.env())
+            }
+            Objects::SharedDir => (
+                format!("file://{}", dirs.path().join("objects").display()),
+                Vec::new(),
+            ),
+        };
         let lease = LEASE_SECONDS.to_string();
         let nodes = (0..n)
             .map(|i| {
@@ -41,7 +58,7 @@ impl Cluster {
                     &lease,
                 ];
                 args.extend_from_slice(extra);
-                Some(Serve::start(&dirs.path().join(&node), &args))
+                Some(Serve::start_env(&dirs.path().join(&node), &args, &env))
             })
             .collect();
         Cluster { nodes, _dirs: dirs }
@@ -99,7 +116,11 @@ fn wait_long(node: &Serve, id: &str, until: impl Fn(&Value) -> bool) -> Value {
 
 #[test]
 fn three_nodes_share_a_batch_and_a_killed_nodes_chunks_move_within_two_leases() {
-    let mut c = Cluster::start(3, &["--concurrency", "4", "--chunk-requests", "40"]);
+    let mut c = Cluster::start(
+        3,
+        Objects::S3,
+        &["--concurrency", "4", "--chunk-requests", "40"],
+    );
     let n = 900;
     // Upload on node 0, create on node 1, poll on node 2.
     let file = c
@@ -153,7 +174,11 @@ fn three_nodes_share_a_batch_and_a_killed_nodes_chunks_move_within_two_leases() 
 
 #[test]
 fn a_cancel_sent_to_one_node_stops_dispatch_on_all() {
-    let c = Cluster::start(3, &["--concurrency", "2", "--chunk-requests", "1000"]);
+    let c = Cluster::start(
+        3,
+        Objects::SharedDir,
+        &["--concurrency", "2", "--chunk-requests", "1000"],
+    );
     let n = 3000;
     let file = c
         .node(0)

@@ -12,23 +12,26 @@ use serde_json::{Value, json};
 
 #[test]
 fn the_official_python_sdk_runs_the_whole_lifecycle() {
-    sdk_lifecycle(&[]);
+    sdk_lifecycle(&[], &[]);
 }
 
-/// The same on a node of PostgreSQL and a shared files directory.
+/// The same on a node of PostgreSQL and S3 (s3s-fs).
 #[test]
-fn the_official_python_sdk_runs_the_whole_lifecycle_on_postgres() {
-    let shared = tempfile::tempdir().unwrap();
+fn the_official_python_sdk_runs_the_whole_lifecycle_on_postgres_and_s3() {
+    let s3 = batchkit_testkit::s3::S3::shared();
     let database = batchkit_testkit::postgres::Postgres::shared().database();
-    let objects = format!("file://{}", shared.path().display());
-    sdk_lifecycle(&["--database", &database, "--object-store", &objects]);
+    let objects = format!("s3://{}", s3.bucket());
+    sdk_lifecycle(
+        &["--database", &database, "--object-store", &objects],
+        &s3.env(),
+    );
 }
 
-fn sdk_lifecycle(stores: &[&str]) {
+fn sdk_lifecycle(stores: &[&str], env: &[(&str, String)]) {
     let dir = tempfile::tempdir().unwrap();
     let mut args = vec!["--api-key", "sk-test", "--concurrency", "4"];
     args.extend_from_slice(stores);
-    let serve = Serve::start(&dir.path().join("data"), &args);
+    let serve = Serve::start_env(&dir.path().join("data"), &args, env);
     let mut texts: Vec<String> = (0..40).map(|i| format!("question {i}")).collect();
     texts[5] = "fail:400".into();
     texts[9] = "flaky:429:1".into();

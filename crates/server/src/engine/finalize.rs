@@ -3,16 +3,15 @@
 //! file as cancelled or expired), stored, and the batch closed in one
 //! transaction with them.
 //!
-//! Finalizing may be interrupted anywhere and run again: files are written
-//! under scratch names, and a stored file the closing transaction did not
-//! record is removed at the next start.
+//! Finalizing may be interrupted anywhere and run again: a file is stored
+//! only when complete, and a stored file the closing transaction did not
+//! record is an orphan, removed by a later sweep.
 
 use std::collections::VecDeque;
-use std::fs::File;
-use std::io::{self, BufRead, BufReader, BufWriter, Write};
+use std::io::{self, BufRead, BufReader};
 use std::sync::Arc;
 
-use tempfile::TempPath;
+use bytes::Bytes;
 use tokio_util::io::SyncIoBridge;
 
 use super::Engine;
@@ -20,67 +19,86 @@ use super::output_lines::error_line;
 use super::runner::RunError;
 use crate::ids;
 use crate::objects::{BatchRecord, FileRecord, Status};
-use crate::store::{Finish, Lease, Reader, ResultRow};
+use crate::store::{FileWriter, Finish, Lease, Reader, ResultRow};
 
 /// Recorded results read from the store at a time.
 const PAGE: usize = 2048;
 
-/// A file being written in the scratch directory.
-struct ScratchFile {
-    out: BufWriter<File>,
-    path: TempPath,
+/// An output or error file, written line by line from the blocking thread
+/// that reads the input: lines are gathered into blocks of about 1 MiB,
+/// each handed to the file store's writer (streamed to the store as it
+/// goes, never held whole). Nothing is created until the first line.
+struct OutputFile<'a> {
+    engine: &'a Engine,
+    rt: &'a tokio::runtime::Handle,
+    writer: Option<(String, Box<dyn FileWriter>)>,
+    buf: Vec<u8>,
     lines: u64,
     bytes: u64,
 }
 
-impl ScratchFile {
-    fn new(engine: &Engine) -> io::Result<ScratchFile> {
-        let (file, path) = tempfile::Builder::new()
-            .prefix("batch-")
-            .tempfile_in(engine.files.scratch_dir())?
-            .into_parts();
-        Ok(ScratchFile {
-            out: BufWriter::with_capacity(1 << 20, file),
-            path,
+/// Bytes gathered before a write to the store.
+const BLOCK: usize = 1 << 20;
+
+impl<'a> OutputFile<'a> {
+    fn new(engine: &'a Engine, rt: &'a tokio::runtime::Handle) -> OutputFile<'a> {
+        OutputFile {
+            engine,
+            rt,
+            writer: None,
+            buf: Vec::with_capacity(BLOCK),
             lines: 0,
             bytes: 0,
-        })
+        }
     }
 
     fn line(&mut self, line: &str) -> io::Result<()> {
-        self.out.write_all(line.as_bytes())?;
-        self.out.write_all(b"\n")?;
+        self.buf.extend_from_slice(line.as_bytes());
+        self.buf.push(b'\n');
         self.lines += 1;
         self.bytes += line.len() as u64 + 1;
+        if self.buf.len() >= BLOCK {
+            self.flush()?;
+        }
         Ok(())
     }
 
+    fn flush(&mut self) -> io::Result<()> {
+        let block = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(BLOCK)));
+        let (engine, rt) = (self.engine, self.rt);
+        rt.block_on(async {
+            if self.writer.is_none() {
+                let id = ids::new_id("file-", 24);
+                let w = engine.files.create(&id).await?;
+                self.writer = Some((id, w));
+            }
+            match &mut self.writer {
+                Some((_, w)) => w.write(block).await,
+                None => Ok(()),
+            }
+        })
+    }
+
     /// Store the file under a new id, if it has lines.
-    fn store(
-        self,
-        engine: &Engine,
-        batch: &BatchRecord,
-        kind: &str,
-    ) -> io::Result<Option<FileRecord>> {
+    fn store(mut self, batch: &BatchRecord, kind: &str) -> io::Result<Option<FileRecord>> {
         if self.lines == 0 {
             return Ok(None);
         }
-        self.out
-            .into_inner()
-            .map_err(io::IntoInnerError::into_error)?;
+        self.flush()?;
+        let Some((id, writer)) = self.writer.take() else {
+            return Ok(None);
+        };
+        self.rt.block_on(writer.commit())?;
         let now = ids::now();
-        let record = FileRecord {
-            id: ids::new_id("file-", 24),
+        Ok(Some(FileRecord {
+            id,
             tenant: batch.tenant.clone(),
             bytes: self.bytes,
             created_at: now,
             expires_at: batch.output_expires_after.map(|s| now + s),
             filename: format!("{}_{kind}.jsonl", batch.id),
             purpose: "batch_output".to_owned(),
-        };
-        let path = self.path.keep().map_err(|e| e.error)?;
-        engine.files.put(&record.id, &path)?;
-        Ok(Some(record))
+        }))
     }
 }
 
@@ -110,7 +128,7 @@ pub(super) async fn finalize(
             // Not recorded (the lease was lost, or the store failed): the
             // files just written are not needed; the next holder writes
             // its own.
-            remove_files(engine, &finish);
+            remove_files(engine, &finish).await;
             return Err(e.into());
         }
     };
@@ -125,16 +143,16 @@ pub(super) async fn finalize(
         );
     } else {
         // It had ended already: the files just written are not needed.
-        remove_files(engine, &finish);
+        remove_files(engine, &finish).await;
     }
     Ok(())
 }
 
 /// Remove the files of a finish that was not recorded (a file left behind
 /// is found by the orphan sweep).
-fn remove_files(engine: &Engine, finish: &Finish) {
+async fn remove_files(engine: &Engine, finish: &Finish) {
     for f in finish.output.iter().chain(&finish.error) {
-        if let Err(e) = engine.files.remove(&f.id) {
+        if let Err(e) = engine.files.remove(&f.id).await {
             tracing::warn!(file = %f.id, "cannot remove an unrecorded output: {e}");
         }
     }
@@ -158,8 +176,8 @@ fn write_files(
         ),
         _ => ("batch_failed", "This request did not run."),
     };
-    let mut output = ScratchFile::new(engine)?;
-    let mut errors = ScratchFile::new(engine)?;
+    let mut output = OutputFile::new(engine, rt);
+    let mut errors = OutputFile::new(engine, rt);
     let input = input
         .map(|r| BufReader::with_capacity(1 << 20, SyncIoBridge::new_with_handle(r, rt.clone())));
     let mut page: VecDeque<ResultRow> = VecDeque::new();
@@ -205,8 +223,8 @@ fn write_files(
     let (completed, failed) = (output.lines, errors.lines);
     Ok(Finish {
         status,
-        output: output.store(engine, batch, "output")?,
-        error: errors.store(engine, batch, "error")?,
+        output: output.store(batch, "output")?,
+        error: errors.store(batch, "error")?,
         completed,
         failed,
         total: completed + failed,

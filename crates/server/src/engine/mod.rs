@@ -172,14 +172,21 @@ impl Engine {
     pub async fn sweep_orphans(&self) -> StoreResult<()> {
         let old_enough = std::time::SystemTime::now() - ORPHAN_GRACE;
         let mut orphans = Vec::new();
-        for f in self.files.stored().unwrap_or_default() {
+        let stored = match self.files.stored().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!("cannot list the stored files: {e}");
+                Vec::new()
+            }
+        };
+        for f in stored {
             if f.written <= old_enough && !self.store.file_exists(&f.id).await? {
                 orphans.push(f.id);
             }
         }
         for id in orphans {
             tracing::info!(file = %id, "removing a file left without a record");
-            if let Err(e) = self.files.remove(&id) {
+            if let Err(e) = self.files.remove(&id).await {
                 tracing::warn!(file = %id, "cannot remove: {e}");
             }
         }
@@ -201,7 +208,7 @@ impl Engine {
             match self.store.delete_file(&tenant, &id).await {
                 Ok(_) => {
                     tracing::info!(file = %f.id, "file expired; removed");
-                    if let Err(e) = self.files.remove(&f.id) {
+                    if let Err(e) = self.files.remove(&f.id).await {
                         tracing::warn!(file = %f.id, "cannot remove: {e}");
                     }
                 }

@@ -84,8 +84,6 @@ impl Cluster {
                 "{{\"custom_id\":\"r{i}\",\"method\":\"POST\",\"url\":\"/v1/chat/completions\",\"body\":{{\"model\":\"m\",\"messages\":[{{\"role\":\"user\",\"content\":\"q{i}\"}}]}}}}\n"
             ));
         }
-        let scratch = self.files.scratch_dir().join("upload");
-        std::fs::write(&scratch, &text).unwrap();
         let file = FileRecord {
             id: crate::ids::new_id("file-", 24),
             tenant: "t".into(),
@@ -95,7 +93,9 @@ impl Cluster {
             filename: "in.jsonl".into(),
             purpose: "batch".into(),
         };
-        self.files.put(&file.id, &scratch).unwrap();
+        crate::store::put_bytes(self.files.as_ref(), &file.id, text.as_bytes())
+            .await
+            .unwrap();
         self.store.insert_file(&file).await.unwrap();
         let now = crate::ids::now();
         let batch = BatchRecord::validating(

@@ -553,40 +553,81 @@ async fn file_records(s: &dyn JobStore) {
     assert!(!s.file_exists("file-c").await.expect("exists"));
 }
 
-/// Run the file store's cases on `files`, which must be empty: what is put
-/// reads back whole and by byte range, a missing file is `NotFound`, and a
-/// removed file is gone from the listing.
+/// Run the file store's cases on `files`, which must be empty: what is
+/// written reads back whole and by byte range, also when it took many
+/// writes and more than one part of an object store's multipart upload; a
+/// writer dropped without a commit stores nothing; a missing file is
+/// `NotFound`; a removed file is gone from the listing.
 pub async fn run_files(files: &dyn FileStore) {
-    let scratch = files.scratch_dir().join("upload");
-    std::fs::write(&scratch, b"0123456789").expect("a scratch file");
-    files.put("file-one", &scratch).expect("put");
-    let read = |range: Option<std::ops::Range<u64>>| async move {
-        let mut r = files.read("file-one", range).await.expect("read");
+    super::put_bytes(files, "file-one", b"0123456789")
+        .await
+        .expect("put");
+    let read = |id: &'static str, range: Option<std::ops::Range<u64>>| async move {
+        let mut r = files.read(id, range).await.expect("read");
         let mut bytes = Vec::new();
         r.read_to_end(&mut bytes).await.expect("read to end");
         bytes
     };
-    assert_eq!(read(None).await, b"0123456789");
-    assert_eq!(read(Some(2..5)).await, b"234");
+    assert_eq!(read("file-one", None).await, b"0123456789");
+    assert_eq!(read("file-one", Some(2..5)).await, b"234");
     assert_eq!(
-        read(Some(8..100)).await,
+        read("file-one", Some(8..100)).await,
         b"89",
         "a range past the end reads what there is"
     );
-    assert_eq!(read(Some(20..30)).await, b"");
+    assert_eq!(read("file-one", Some(20..30)).await, b"");
     let missing = files.read("file-none", None).await.map(|_| ());
     assert_eq!(
         missing.expect_err("missing").kind(),
         std::io::ErrorKind::NotFound
     );
-    let listed: Vec<String> = files
+
+    // 20 MiB in 64 KiB writes: several parts of a multipart upload.
+    let block: Vec<u8> = (0..65_536u32).map(|i| (i % 251) as u8).collect();
+    let mut w = files.create("file-big").await.expect("create");
+    for _ in 0..320 {
+        w.write(bytes::Bytes::copy_from_slice(&block))
+            .await
+            .expect("write");
+    }
+    w.commit().await.expect("commit");
+    let whole = read("file-big", None).await;
+    assert_eq!(whole.len(), 320 * 65_536);
+    assert!(whole.chunks(65_536).all(|c| c == block.as_slice()));
+    let at = 13 * 1024 * 1024 + 7;
+    assert_eq!(
+        read("file-big", Some(at..at + 100_000)).await,
+        &whole[at as usize..at as usize + 100_000],
+        "a range across a part boundary"
+    );
+
+    // Past one part: an object store's multipart upload has begun.
+    let mut dropped = files.create("file-dropped").await.expect("create");
+    for _ in 0..160 {
+        dropped
+            .write(bytes::Bytes::copy_from_slice(&block))
+            .await
+            .expect("write");
+    }
+    drop(dropped);
+    let gone = files.read("file-dropped", None).await.map(|_| ());
+    assert_eq!(
+        gone.expect_err("not stored").kind(),
+        std::io::ErrorKind::NotFound
+    );
+
+    let mut listed: Vec<String> = files
         .stored()
+        .await
         .expect("stored")
         .into_iter()
         .map(|f| f.id)
         .collect();
-    assert_eq!(listed, ["file-one"]);
-    files.remove("file-one").expect("remove");
-    files.remove("file-one").expect("remove again is fine");
-    assert!(files.stored().expect("stored").is_empty());
+    listed.sort();
+    assert_eq!(listed, ["file-big", "file-one"]);
+    for id in ["file-one", "file-big"] {
+        files.remove(id).await.expect("remove");
+        files.remove(id).await.expect("remove again is fine");
+    }
+    assert!(files.stored().await.expect("stored").is_empty());
 }

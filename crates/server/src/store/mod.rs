@@ -24,7 +24,6 @@
 
 use std::io;
 use std::ops::Range;
-use std::path::Path;
 use std::time::Duration;
 
 use crate::objects::{BatchError, BatchRecord, FileRecord, Status, Usage};
@@ -33,11 +32,13 @@ use crate::objects::{BatchError, BatchRecord, FileRecord, Status, Usage};
 pub(crate) mod conformance;
 mod disk;
 mod postgres;
+mod s3;
 mod sql;
 mod sqlite;
 
 pub use disk::DiskFiles;
 pub use postgres::PgStore;
+pub use s3::S3Files;
 pub use sqlite::SqliteStore;
 
 /// A job store failure, in terms of no particular backend: the backend's
@@ -391,22 +392,58 @@ impl LineSet {
 /// A file's bytes, read as they are needed.
 pub type Reader = std::pin::Pin<Box<dyn tokio::io::AsyncRead + Send>>;
 
-/// The bytes of files, by id. Reads are streams of a whole file or of a
-/// byte range, so that a store need not be a local disk.
+/// A file being written: its bytes go in, in order, and
+/// [`FileWriter::commit`] makes them the content of its id, durably.
+/// Dropped without a commit, nothing is stored (what a crash leaves is an
+/// orphan the engine's sweep removes).
+#[async_trait::async_trait]
+pub trait FileWriter: Send {
+    /// Append `bytes`.
+    async fn write(&mut self, bytes: bytes::Bytes) -> io::Result<()>;
+    /// Store what was written under the file's id.
+    async fn commit(self: Box<Self>) -> io::Result<()>;
+}
+
+/// The bytes of files, by id. Writes and reads are streams (a read of a
+/// whole file or of a byte range), so that a store need not be a local
+/// disk, and a file is never held whole in memory.
 #[async_trait::async_trait]
 pub trait FileStore: Send + Sync + 'static {
-    /// Scratch space for files being written (uploads, batch outputs).
-    fn scratch_dir(&self) -> &Path;
-    /// Make the finished scratch file `src` the content of `id`, durably.
-    fn put(&self, id: &str, src: &Path) -> io::Result<()>;
+    /// Start writing the file `id`.
+    async fn create(&self, id: &str) -> io::Result<Box<dyn FileWriter>>;
     /// Read a file, or the bytes `range` of it (a range past the end reads
     /// what there is). A missing file is `NotFound`.
     async fn read(&self, id: &str, range: Option<std::ops::Range<u64>>) -> io::Result<Reader>;
     /// Remove a file (no error if it is gone already).
-    fn remove(&self, id: &str) -> io::Result<()>;
+    async fn remove(&self, id: &str) -> io::Result<()>;
     /// Every stored file, with when it was written (to find files a crash
     /// left without a record, and to leave alone those just written).
-    fn stored(&self) -> io::Result<Vec<Stored>>;
+    async fn stored(&self) -> io::Result<Vec<Stored>>;
+}
+
+/// `id`, if it can name a stored file: ids are made by the server, but a
+/// path or key is never built from anything that could name another
+/// place (`..`, `/`); anything else is a file that does not exist.
+fn checked_id(id: &str) -> io::Result<&str> {
+    let fine = !id.is_empty()
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if fine {
+        Ok(id)
+    } else {
+        Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("no file '{id}'"),
+        ))
+    }
+}
+
+/// Store `bytes` as file `id` in one go (for small files and tests).
+pub async fn put_bytes(files: &dyn FileStore, id: &str, bytes: &[u8]) -> io::Result<()> {
+    let mut w = files.create(id).await?;
+    w.write(bytes::Bytes::copy_from_slice(bytes)).await?;
+    w.commit().await
 }
 
 /// A stored file, as [`FileStore::stored`] lists it.

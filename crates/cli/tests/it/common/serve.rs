@@ -32,6 +32,14 @@ impl Serve {
         Serve::start_on(data, "127.0.0.1:0", extra)
     }
 
+    /// Start with these environment variables set too.
+    pub fn start_env(data: &Path, extra: &[&str], env: &[(&str, String)]) -> Serve {
+        let mut cmd = super::batchkit();
+        cmd.args(Serve::args(data, "127.0.0.1:0", extra));
+        cmd.envs(env.iter().map(|(k, v)| (k, v)));
+        Serve::spawn(cmd, data)
+    }
+
     /// Start on a given address (to restart a server where clients expect it).
     pub fn start_on(data: &Path, listen: &str, extra: &[&str]) -> Serve {
         let mut cmd = super::batchkit();
