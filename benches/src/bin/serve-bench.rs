@@ -5,11 +5,17 @@
 //! cargo build --profile dist -p batchkit -p batchkit-testkit -p batchkit-benches
 //! target/dist/serve-bench --requests 100000                       # zero-latency upstream
 //! target/dist/serve-bench --requests 20000 --latency-ms 100 --concurrency 256
+//! # several nodes on one PostgreSQL and one bucket (AWS_* in the environment)
+//! target/dist/serve-bench --nodes 3 --database postgres://... --object-store s3://bucket/run1
+//! # ... and node 1 killed (SIGKILL) once 20,000 requests are done
+//! target/dist/serve-bench --nodes 3 --database ... --object-store ... --kill-after 20000
 //! ```
 //!
 //! Prints the upload's speed, the batch's requests per second from create
-//! to `completed`, and the server's peak memory (VmHWM) and the memory it
-//! had before the batch, read from `/proc`.
+//! to `completed`, and each server's peak memory (VmHWM) and the memory it
+//! had before the batch, read from `/proc`. With `--kill-after`, also the
+//! time from the kill until another node resumes one of the killed node's
+//! chunks (`batchkit_chunks_resumed_total` on a survivor).
 
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -23,6 +29,12 @@ struct Args {
     latency_ms: u64,
     concurrency: u32,
     bin_dir: PathBuf,
+    nodes: usize,
+    database: Option<String>,
+    object_store: Option<String>,
+    kill_after: Option<u64>,
+    lease_seconds: u64,
+    chunk_requests: u64,
 }
 
 fn parse_args() -> Args {
@@ -35,6 +47,12 @@ fn parse_args() -> Args {
             .ok()
             .and_then(|p| p.parent().map(PathBuf::from))
             .unwrap_or_else(|| PathBuf::from("target/dist")),
+        nodes: 1,
+        database: None,
+        object_store: None,
+        kill_after: None,
+        lease_seconds: 15,
+        chunk_requests: 1000,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -51,10 +69,24 @@ fn parse_args() -> Args {
             "--latency-ms" => a.latency_ms = num(),
             "--concurrency" => a.concurrency = num() as u32,
             "--bin-dir" => a.bin_dir = PathBuf::from(&value),
+            "--nodes" => a.nodes = (num() as usize).max(1),
+            "--database" => a.database = Some(value),
+            "--object-store" => a.object_store = Some(value),
+            "--kill-after" => a.kill_after = Some(num()),
+            "--lease-seconds" => a.lease_seconds = num(),
+            "--chunk-requests" => a.chunk_requests = num(),
             _ => die(&format!(
-                "unknown flag {flag} (--requests N --latency-ms MS --concurrency N --bin-dir DIR)"
+                "unknown flag {flag} (--requests N --latency-ms MS --concurrency N --bin-dir DIR \
+                 --nodes N --database URL --object-store URL --kill-after N --lease-seconds S \
+                 --chunk-requests N)"
             )),
         }
+    }
+    if a.nodes > 1 && a.database.is_none() {
+        die("--nodes above 1 needs --database and --object-store");
+    }
+    if a.kill_after.is_some() && a.nodes < 2 {
+        die("--kill-after needs --nodes 2 or more (node 1 is killed)");
     }
     a
 }
@@ -119,6 +151,18 @@ fn write_requests(path: &Path, n: usize) -> u64 {
     bytes
 }
 
+/// A counter of a node's `/metrics`.
+fn metric(client: &reqwest::blocking::Client, base: &str, name: &str) -> Option<f64> {
+    let text = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .ok()?
+        .text()
+        .ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
 fn main() {
     let args = parse_args();
     let dir = tempfile::tempdir().unwrap_or_else(|e| die(&e.to_string()));
@@ -131,9 +175,10 @@ fn main() {
         "--latency-ms",
         &args.latency_ms.to_string(),
     ]));
-    let (mut serve, base) = start(
-        Command::new(args.bin_dir.join("batchkit"))
-            .args([
+    let mut nodes: Vec<(Option<Child>, String, u32)> = (0..args.nodes)
+        .map(|i| {
+            let mut cmd = Command::new(args.bin_dir.join("batchkit"));
+            cmd.args([
                 "serve",
                 "--listen",
                 "127.0.0.1:0",
@@ -143,13 +188,26 @@ fn main() {
                 "100GiB",
             ])
             .args(["--concurrency", &args.concurrency.to_string()])
+            .args(["--lease-seconds", &args.lease_seconds.to_string()])
+            .args(["--chunk-requests", &args.chunk_requests.to_string()])
+            .args(["--node-id", &format!("bench-{i}")])
             .arg("--upstream")
             .arg(format!("{up_addr}/v1"))
             .arg("--data-dir")
-            .arg(dir.path().join("data"))
-            .env("RUST_LOG", "warn"),
-    );
-    let pid = serve.id();
+            .arg(dir.path().join(format!("data-{i}")))
+            .env("RUST_LOG", "warn");
+            if let Some(db) = &args.database {
+                cmd.args(["--database", db]);
+            }
+            if let Some(os) = &args.object_store {
+                cmd.args(["--object-store", os]);
+            }
+            let (child, base) = start(&mut cmd);
+            let pid = child.id();
+            (Some(child), base, pid)
+        })
+        .collect();
+    let base = nodes[0].1.clone();
     let client = reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(3600))
         .build()
@@ -167,11 +225,14 @@ fn main() {
         .and_then(|r| r.json())
         .unwrap_or_else(|e| die(&format!("upload: {e}")));
     let upload_s = t.elapsed().as_secs_f64();
-    let rss_before = status_kb(pid, "VmRSS:");
+    let upload_peak_kb = status_kb(nodes[0].2, "VmHWM:");
+    let rss_before: Vec<u64> = nodes.iter().map(|n| status_kb(n.2, "VmRSS:")).collect();
 
+    // Created on another node than the upload's, when there is one.
+    let creator = nodes[1 % nodes.len()].1.clone();
     let t = Instant::now();
     let batch: Value = client
-        .post(format!("{base}/v1/batches"))
+        .post(format!("{creator}/v1/batches"))
         .json(&json!({"input_file_id": uploaded["id"], "endpoint": "/v1/chat/completions", "completion_window": "24h"}))
         .send()
         .and_then(|r| r.json())
@@ -180,13 +241,44 @@ fn main() {
         .as_str()
         .unwrap_or_else(|| die(&format!("create: {batch}")))
         .to_owned();
+    let mut killed: Option<(Instant, u64)> = None;
+    let mut killed_peak_kb = 0;
+    let mut resumed_after: Option<f64> = None;
     let done = loop {
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(if killed.is_some() {
+            20
+        } else {
+            100
+        }));
         let b: Value = client
             .get(format!("{base}/v1/batches/{id}"))
             .send()
             .and_then(|r| r.json())
             .unwrap_or_else(|e| die(&format!("get: {e}")));
+        if let (Some(at), None) = (args.kill_after, killed) {
+            let completed = b["request_counts"]["completed"].as_u64().unwrap_or(0);
+            if completed >= at {
+                killed_peak_kb = status_kb(nodes[1].2, "VmHWM:");
+                if let Some(mut child) = nodes[1].0.take() {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                }
+                let resumed_before =
+                    metric(&client, &base, "batchkit_chunks_resumed_total").unwrap_or(0.0) as u64;
+                killed = Some((Instant::now(), resumed_before));
+            }
+        }
+        if let (Some((at, before)), None) = (killed, resumed_after) {
+            let resumed: u64 = nodes
+                .iter()
+                .filter(|n| n.0.is_some())
+                .filter_map(|n| metric(&client, &n.1, "batchkit_chunks_resumed_total"))
+                .map(|v| v as u64)
+                .sum();
+            if resumed > before {
+                resumed_after = Some(at.elapsed().as_secs_f64());
+            }
+        }
         if ["completed", "failed", "expired", "cancelled"]
             .contains(&b["status"].as_str().unwrap_or(""))
         {
@@ -194,43 +286,72 @@ fn main() {
         }
     };
     let run_s = t.elapsed().as_secs_f64();
-    let peak_kb = status_kb(pid, "VmHWM:");
-    let _ = serve.kill();
+    let peaks: Vec<u64> = nodes
+        .iter()
+        .map(|n| match n.0 {
+            Some(_) => status_kb(n.2, "VmHWM:"),
+            None => killed_peak_kb,
+        })
+        .collect();
+    for (child, _, _) in &mut nodes {
+        if let Some(c) = child {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
     let _ = upstream.kill();
-    let _ = serve.wait();
     let _ = upstream.wait();
 
     let counts = &done["request_counts"];
     println!(
-        "requests {}  latency {} ms  concurrency {}  status {}  completed {}  failed {}",
+        "requests {}  latency {} ms  concurrency {} per node  nodes {}  status {}  completed {}  failed {}",
         args.requests,
         args.latency_ms,
         args.concurrency,
+        args.nodes,
         done["status"],
         counts["completed"],
         counts["failed"]
     );
     println!(
-        "upload   {:.1} MB in {upload_s:.2} s: {:.0} MB/s",
+        "upload   {:.1} MB in {upload_s:.2} s: {:.0} MB/s; the receiving node's peak RSS {:.0} MB",
         bytes as f64 / 1e6,
-        bytes as f64 / 1e6 / upload_s
+        bytes as f64 / 1e6 / upload_s,
+        upload_peak_kb as f64 / 1024.0
     );
     println!(
         "batch    {run_s:.2} s create to completed: {:.0} requests/s",
         args.requests as f64 / run_s
     );
     if args.latency_ms > 0 {
-        let ceiling = args.concurrency as f64 * 1000.0 / args.latency_ms as f64;
+        let ceiling =
+            (args.concurrency as usize * args.nodes) as f64 * 1000.0 / args.latency_ms as f64;
         println!(
             "         {:.0}% of the {ceiling:.0} requests/s that {} in flight at {} ms allow",
             100.0 * args.requests as f64 / run_s / ceiling,
-            args.concurrency,
+            args.concurrency as usize * args.nodes,
             args.latency_ms
         );
     }
-    println!(
-        "server   peak RSS {:.0} MB (VmHWM), {:.0} MB before the batch",
-        peak_kb as f64 / 1024.0,
-        rss_before as f64 / 1024.0
-    );
+    if killed.is_some() {
+        match resumed_after {
+            Some(s) => println!(
+                "kill     node 1 killed; a survivor resumed one of its chunks {s:.2} s later (lease {} s)",
+                args.lease_seconds
+            ),
+            None => println!("kill     node 1 killed; no chunk of it was resumed (it held none?)"),
+        }
+    }
+    for (i, (peak, before)) in peaks.iter().zip(&rss_before).enumerate() {
+        let gone = if killed.is_some() && i == 1 {
+            " (killed)"
+        } else {
+            ""
+        };
+        println!(
+            "node {i}   peak RSS {:.0} MB (VmHWM), {:.0} MB before the batch{gone}",
+            *peak as f64 / 1024.0,
+            *before as f64 / 1024.0
+        );
+    }
 }

@@ -13,7 +13,7 @@ use tokio_util::io::ReaderStream;
 
 use crate::config::{Auth, ClientConfig};
 use crate::error::{ClientError, chain};
-use crate::types::{Batch, CreateBatch, FileObject, Page, WithRaw, from_value};
+use crate::types::{Batch, CreateBatch, FileObject, List, Page, WithRaw, from_value};
 
 /// The longest wait between attempts, whatever the service asks.
 const MAX_DELAY: Duration = Duration::from_secs(60);
@@ -218,27 +218,25 @@ impl Client {
             url: self.url(path),
             reason,
         };
-        let items = v
-            .get("data")
-            .and_then(Value::as_array)
-            .ok_or_else(|| decode("no `data` list".into()))?;
-        let data = items
-            .iter()
-            .map(|i| from_value(i.clone()).map_err(|e| decode(e.to_string())))
+        if !v.get("data").is_some_and(Value::is_array) {
+            return Err(decode("no `data` list".into()));
+        }
+        let list: List<Value> = serde_json::from_value(v).map_err(|e| decode(e.to_string()))?;
+        let last_id = list.last_id.or_else(|| {
+            list.data
+                .last()
+                .and_then(|i| i["id"].as_str())
+                .map(str::to_owned)
+        });
+        let data = list
+            .data
+            .into_iter()
+            .map(|i| from_value(i).map_err(|e| decode(e.to_string())))
             .collect::<Result<Vec<T>, _>>()?;
         Ok(Page {
-            has_more: v.get("has_more").and_then(Value::as_bool).unwrap_or(false),
-            last_id: v
-                .get("last_id")
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-                .or_else(|| {
-                    items
-                        .last()
-                        .and_then(|i| i["id"].as_str())
-                        .map(str::to_owned)
-                }),
             data,
+            has_more: list.has_more,
+            last_id,
         })
     }
 

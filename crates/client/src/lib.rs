@@ -40,4 +40,7 @@ pub use config::{
 };
 pub use error::ClientError;
 pub use status::BatchStatus;
-pub use types::{Batch, BatchErrorItem, BatchErrors, CreateBatch, FileObject, Page, RequestCounts};
+pub use types::{
+    Batch, BatchErrorItem, BatchErrors, BatchUsage, CreateBatch, FileObject, InputTokensDetails,
+    List, OutputTokensDetails, Page, RequestCounts,
+};

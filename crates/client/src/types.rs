@@ -1,17 +1,24 @@
-//! The objects of the Files and Batches API. Fields the client uses are
-//! typed; each object also keeps the service's JSON as it came (`raw`), so
-//! that it can be shown unchanged and nothing a service adds is lost.
+//! The objects of the Files and Batches API, on the wire: the one
+//! definition that `batchkit serve` writes and the client reads. Every
+//! field OpenAI's objects have is here, in OpenAI's order, absent ones
+//! written as `null`; read leniently (a missing field takes its default),
+//! since other services omit some. Each object read by the client also
+//! keeps the service's JSON as it came (`raw`), so that it can be shown
+//! unchanged and nothing a service adds is lost.
 
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// A file.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct FileObject {
     /// `file-…`.
     pub id: String,
+    /// `file`.
+    #[serde(default)]
+    pub object: String,
     /// Size.
     #[serde(default)]
     pub bytes: u64,
@@ -27,13 +34,19 @@ pub struct FileObject {
     /// `batch`, `batch_output`, ...
     #[serde(default)]
     pub purpose: String,
+    /// `processed` (deprecated by OpenAI, still sent).
+    #[serde(default)]
+    pub status: Option<String>,
+    /// Deprecated by OpenAI, still sent (`null`).
+    #[serde(default)]
+    pub status_details: Option<Value>,
     /// The object as the service sent it.
     #[serde(skip)]
     pub raw: Value,
 }
 
 /// `request_counts`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RequestCounts {
     /// Requests in the batch.
     #[serde(default)]
@@ -47,7 +60,7 @@ pub struct RequestCounts {
 }
 
 /// One entry of a failed batch's `errors`.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BatchErrorItem {
     /// Error code.
     #[serde(default)]
@@ -64,27 +77,79 @@ pub struct BatchErrorItem {
 }
 
 /// A batch's `errors` list.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BatchErrors {
+    /// `list`.
+    #[serde(default)]
+    pub object: String,
     /// The errors.
     #[serde(default)]
     pub data: Vec<BatchErrorItem>,
 }
 
+/// `input_tokens_details`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InputTokensDetails {
+    /// Served from cache.
+    #[serde(default)]
+    pub cached_tokens: u64,
+}
+
+/// `output_tokens_details`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutputTokensDetails {
+    /// Spent on reasoning.
+    #[serde(default)]
+    pub reasoning_tokens: u64,
+}
+
+/// A batch's `usage`: tokens summed over its responses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchUsage {
+    /// Prompt tokens.
+    #[serde(default)]
+    pub input_tokens: u64,
+    /// Of which cached.
+    #[serde(default)]
+    pub input_tokens_details: InputTokensDetails,
+    /// Completion tokens.
+    #[serde(default)]
+    pub output_tokens: u64,
+    /// Of which reasoning.
+    #[serde(default)]
+    pub output_tokens_details: OutputTokensDetails,
+    /// All tokens.
+    #[serde(default)]
+    pub total_tokens: u64,
+}
+
 /// A batch.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Batch {
     /// `batch_…`.
     pub id: String,
-    /// `validating`, `in_progress`, `completed`, ...
+    /// `batch`.
     #[serde(default)]
-    pub status: String,
+    pub object: String,
     /// The endpoint.
     #[serde(default)]
     pub endpoint: String,
+    /// The model of its requests, once validation found it.
+    #[serde(default)]
+    pub model: Option<String>,
+    /// Why validation failed.
+    #[serde(default)]
+    pub errors: Option<BatchErrors>,
     /// The input file.
     #[serde(default)]
     pub input_file_id: String,
+    /// `24h`, ...
+    #[serde(default)]
+    pub completion_window: String,
+    /// `validating`, `in_progress`, `completed`, ... (a string: a service
+    /// may have statuses [`crate::BatchStatus`] does not know).
+    #[serde(default)]
+    pub status: String,
     /// Successful results.
     #[serde(default)]
     pub output_file_id: Option<String>,
@@ -94,18 +159,39 @@ pub struct Batch {
     /// Unix seconds.
     #[serde(default)]
     pub created_at: i64,
+    /// When it went `in_progress`.
+    #[serde(default)]
+    pub in_progress_at: Option<i64>,
     /// When the window ends.
     #[serde(default)]
     pub expires_at: Option<i64>,
+    /// When it went `finalizing`.
+    #[serde(default)]
+    pub finalizing_at: Option<i64>,
+    /// When it completed.
+    #[serde(default)]
+    pub completed_at: Option<i64>,
+    /// When it failed.
+    #[serde(default)]
+    pub failed_at: Option<i64>,
+    /// When its window ended.
+    #[serde(default)]
+    pub expired_at: Option<i64>,
+    /// When cancel was asked.
+    #[serde(default)]
+    pub cancelling_at: Option<i64>,
+    /// When it was cancelled.
+    #[serde(default)]
+    pub cancelled_at: Option<i64>,
     /// Progress.
     #[serde(default)]
     pub request_counts: Option<RequestCounts>,
-    /// Why validation failed.
-    #[serde(default)]
-    pub errors: Option<BatchErrors>,
     /// As given at creation.
     #[serde(default)]
     pub metadata: Option<BTreeMap<String, String>>,
+    /// Tokens, summed over the responses so far.
+    #[serde(default)]
+    pub usage: Option<BatchUsage>,
     /// The object as the service sent it.
     #[serde(skip)]
     pub raw: Value,
@@ -120,6 +206,40 @@ impl Batch {
     /// The counts, zero when absent.
     pub fn counts(&self) -> RequestCounts {
         self.request_counts.unwrap_or_default()
+    }
+}
+
+/// A list on the wire: `{object: "list", data, first_id, last_id,
+/// has_more}`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct List<T> {
+    /// `list`.
+    #[serde(default)]
+    pub object: String,
+    /// The items.
+    #[serde(default = "Vec::new")]
+    pub data: Vec<T>,
+    /// The first item's id.
+    #[serde(default)]
+    pub first_id: Option<String>,
+    /// The last item's id.
+    #[serde(default)]
+    pub last_id: Option<String>,
+    /// More follow after `last_id`.
+    #[serde(default)]
+    pub has_more: bool,
+}
+
+impl<T> List<T> {
+    /// A page of `data`, whose items' ids are given by `id`.
+    pub fn of(data: Vec<T>, has_more: bool, id: impl Fn(&T) -> &str) -> List<T> {
+        List {
+            object: "list".to_owned(),
+            first_id: data.first().map(|t| id(t).to_owned()),
+            last_id: data.last().map(|t| id(t).to_owned()),
+            has_more,
+            data,
+        }
     }
 }
 

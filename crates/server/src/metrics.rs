@@ -24,6 +24,11 @@ pub struct Metrics {
     pub latency: Histogram,
     /// Writes to the stores that failed (each retry counted).
     pub store_errors: Counter,
+    /// Units of work this node holds now.
+    pub leases_held: Gauge,
+    /// Chunks this node claimed that an earlier holder had begun: taken
+    /// over from a node that died, stalled or stopped.
+    pub chunks_resumed: Counter,
     batches: Family<Vec<(String, String)>, Gauge>,
 }
 
@@ -42,6 +47,8 @@ impl Metrics {
         let retried = Counter::default();
         let failed = Counter::default();
         let store_errors = Counter::default();
+        let leases_held = Gauge::default();
+        let chunks_resumed = Counter::default();
         let latency = Histogram::new(exponential_buckets(0.001, 2.0, 18));
         let batches = Family::<Vec<(String, String)>, Gauge>::default();
         registry.register(
@@ -74,6 +81,16 @@ impl Metrics {
             "Writes of records or files that failed and are being retried (a full disk, say)",
             store_errors.clone(),
         );
+        registry.register(
+            "leases_held",
+            "Units of work (validations, chunks, finalizations) this node holds",
+            leases_held.clone(),
+        );
+        registry.register(
+            "chunks_resumed",
+            "Chunks claimed after an earlier holder began them (taken over from a node that died, stalled or stopped)",
+            chunks_resumed.clone(),
+        );
         registry.register("batches", "Batches by status", batches.clone());
         Metrics {
             registry,
@@ -83,6 +100,8 @@ impl Metrics {
             failed,
             latency,
             store_errors,
+            leases_held,
+            chunks_resumed,
             batches,
         }
     }

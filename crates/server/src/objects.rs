@@ -1,8 +1,14 @@
-//! The API's objects: files and batches as the store keeps them, and their
-//! JSON exactly as OpenAI's API writes it (absent fields as `null`).
+//! Files and batches as the store keeps them (the records), apart from
+//! what goes on the wire (the client crate's [`Batch`] and [`FileObject`],
+//! the one definition the server writes and the client reads): each record
+//! turns into its wire object, exactly as OpenAI's API writes it.
 
+use batchkit_client::{
+    Batch, BatchErrorItem, BatchErrors, BatchUsage, FileObject, InputTokensDetails, List,
+    OutputTokensDetails, RequestCounts,
+};
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
 /// A stored file.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -24,19 +30,20 @@ pub struct FileRecord {
 }
 
 impl FileRecord {
-    /// The file object.
-    pub fn to_json(&self) -> Value {
-        json!({
-            "id": self.id,
-            "object": "file",
-            "bytes": self.bytes,
-            "created_at": self.created_at,
-            "expires_at": self.expires_at,
-            "filename": self.filename,
-            "purpose": self.purpose,
-            "status": "processed",
-            "status_details": null,
-        })
+    /// The file object, as the API writes it.
+    pub fn to_wire(&self) -> FileObject {
+        FileObject {
+            id: self.id.clone(),
+            object: "file".to_owned(),
+            bytes: self.bytes,
+            created_at: self.created_at,
+            expires_at: self.expires_at,
+            filename: self.filename.clone(),
+            purpose: self.purpose.clone(),
+            status: Some("processed".to_owned()),
+            status_details: None,
+            raw: Value::Null,
+        }
     }
 }
 
@@ -107,14 +114,18 @@ impl Usage {
         self.total_tokens += other.total_tokens;
     }
 
-    fn to_json(self) -> Value {
-        json!({
-            "input_tokens": self.input_tokens,
-            "input_tokens_details": {"cached_tokens": self.cached_tokens},
-            "output_tokens": self.output_tokens,
-            "output_tokens_details": {"reasoning_tokens": self.reasoning_tokens},
-            "total_tokens": self.total_tokens,
-        })
+    fn to_wire(self) -> BatchUsage {
+        BatchUsage {
+            input_tokens: self.input_tokens,
+            input_tokens_details: InputTokensDetails {
+                cached_tokens: self.cached_tokens,
+            },
+            output_tokens: self.output_tokens,
+            output_tokens_details: OutputTokensDetails {
+                reasoning_tokens: self.reasoning_tokens,
+            },
+            total_tokens: self.total_tokens,
+        }
     }
 }
 
@@ -227,55 +238,153 @@ impl BatchRecord {
         }
     }
 
-    /// The batch object.
-    pub fn to_json(&self) -> Value {
+    /// The batch object, as the API writes it.
+    pub fn to_wire(&self) -> Batch {
         let s = &self.stamps;
-        json!({
-            "id": self.id,
-            "object": "batch",
-            "endpoint": self.endpoint,
-            "model": self.model,
-            "errors": self.errors.as_ref().map(|data| json!({"object": "list", "data": data})),
-            "input_file_id": self.input_file_id,
-            "completion_window": self.completion_window,
-            "status": self.status.as_str(),
-            "output_file_id": self.output_file_id,
-            "error_file_id": self.error_file_id,
-            "created_at": self.created_at,
-            "in_progress_at": s.in_progress,
-            "expires_at": self.expires_at,
-            "finalizing_at": s.finalizing,
-            "completed_at": s.completed,
-            "failed_at": s.failed,
-            "expired_at": s.expired,
-            "cancelling_at": s.cancelling,
-            "cancelled_at": s.cancelled,
-            "request_counts": {
-                "total": self.total,
-                "completed": self.completed,
-                "failed": self.failed,
-            },
-            "metadata": self.metadata,
-            "usage": self.usage.to_json(),
-        })
+        Batch {
+            id: self.id.clone(),
+            object: "batch".to_owned(),
+            endpoint: self.endpoint.clone(),
+            model: self.model.clone(),
+            errors: self.errors.as_ref().map(|errors| BatchErrors {
+                object: "list".to_owned(),
+                data: errors
+                    .iter()
+                    .map(|e| BatchErrorItem {
+                        code: Some(e.code.clone()),
+                        message: Some(e.message.clone()),
+                        param: e.param.clone(),
+                        line: e.line,
+                    })
+                    .collect(),
+            }),
+            input_file_id: self.input_file_id.clone(),
+            completion_window: self.completion_window.clone(),
+            status: self.status.as_str().to_owned(),
+            output_file_id: self.output_file_id.clone(),
+            error_file_id: self.error_file_id.clone(),
+            created_at: self.created_at,
+            in_progress_at: s.in_progress,
+            expires_at: Some(self.expires_at),
+            finalizing_at: s.finalizing,
+            completed_at: s.completed,
+            failed_at: s.failed,
+            expired_at: s.expired,
+            cancelling_at: s.cancelling,
+            cancelled_at: s.cancelled,
+            request_counts: Some(RequestCounts {
+                total: self.total,
+                completed: self.completed,
+                failed: self.failed,
+            }),
+            metadata: self.metadata.as_ref().map(|m| {
+                m.iter()
+                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+                    .collect()
+            }),
+            usage: Some(self.usage.to_wire()),
+            raw: Value::Null,
+        }
     }
 }
 
-/// A page of a list: `{object: "list", data, first_id, last_id, has_more}`.
-pub fn list_json(items: Vec<Value>, has_more: bool) -> Value {
-    let id = |v: Option<&Value>| v.and_then(|v| v.get("id")).cloned();
-    json!({
-        "object": "list",
-        "first_id": id(items.first()),
-        "last_id": id(items.last()),
-        "has_more": has_more,
-        "data": items,
-    })
+/// A page of a list, with the envelope the API writes.
+pub fn list<T>(items: Vec<T>, has_more: bool, id: impl Fn(&T) -> &str) -> List<T> {
+    List::of(items, has_more, id)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
+
+    /// The wire objects carry every field of OpenAI's (openai-python's
+    /// `Batch` and `FileObject` types), in its order, absent ones as null;
+    /// and what the server writes, the client reads back.
+    #[test]
+    fn wire_objects_are_openais_and_read_back() {
+        let mut b = BatchRecord::validating(
+            "batch_1".into(),
+            "t".into(),
+            "/v1/chat/completions".into(),
+            "file-in".into(),
+            "24h".into(),
+            100,
+            200,
+        );
+        b.errors = Some(vec![BatchError {
+            code: "invalid_json_line".into(),
+            message: "m".into(),
+            param: None,
+            line: Some(3),
+        }]);
+        b.usage.input_tokens = 5;
+        b.metadata = Some(json!({"k": "v"}).as_object().cloned().unwrap_or_default());
+        let v = serde_json::to_value(b.to_wire()).expect("serialize");
+        let keys: Vec<&str> = v
+            .as_object()
+            .map(|o| o.keys().map(String::as_str).collect())
+            .unwrap_or_default();
+        let mut want = vec![
+            "id",
+            "object",
+            "endpoint",
+            "model",
+            "errors",
+            "input_file_id",
+            "completion_window",
+            "status",
+            "output_file_id",
+            "error_file_id",
+            "created_at",
+            "in_progress_at",
+            "expires_at",
+            "finalizing_at",
+            "completed_at",
+            "failed_at",
+            "expired_at",
+            "cancelling_at",
+            "cancelled_at",
+            "request_counts",
+            "metadata",
+            "usage",
+        ];
+        want.sort_unstable();
+        let mut got = keys.clone();
+        got.sort_unstable();
+        assert_eq!(got, want);
+        assert_eq!(v["in_progress_at"], Value::Null);
+        assert_eq!(v["errors"]["object"], "list");
+        assert_eq!(v["errors"]["data"][0]["line"], 3);
+        assert_eq!(v["usage"]["input_tokens_details"]["cached_tokens"], 0);
+        let back: Batch = serde_json::from_value(v).expect("the client reads it");
+        assert_eq!(
+            (back.id.as_str(), back.status.as_str(), back.expires_at),
+            ("batch_1", "validating", Some(200))
+        );
+        assert_eq!(back.usage.map(|u| u.input_tokens), Some(5));
+        assert_eq!(
+            back.metadata.and_then(|m| m.get("k").cloned()),
+            Some("v".to_owned())
+        );
+
+        let f = FileRecord {
+            id: "file-1".into(),
+            tenant: "t".into(),
+            bytes: 3,
+            created_at: 1,
+            expires_at: None,
+            filename: "a.jsonl".into(),
+            purpose: "batch".into(),
+        };
+        let v = serde_json::to_value(f.to_wire()).expect("serialize");
+        assert_eq!(
+            v,
+            json!({"id": "file-1", "object": "file", "bytes": 3, "created_at": 1,
+                "expires_at": null, "filename": "a.jsonl", "purpose": "batch",
+                "status": "processed", "status_details": null})
+        );
+    }
 
     #[test]
     fn usage_of_each_shape() {

@@ -283,7 +283,15 @@ impl Engine {
         let key = (claim.lease.batch_id.clone(), claim.lease.unit);
         let token = self.shutdown.child_token();
         let sending = Arc::new(AtomicBool::new(claim.chunk.is_some()));
-        tracing::debug!(batch = %key.0, unit = %key.1, epoch = claim.lease.epoch, "claimed");
+        if claim.chunk.is_some() && claim.lease.epoch > 1 {
+            // Begun by an earlier holder: a node that died, stalled or
+            // stopped (or this one, before a restart).
+            self.metrics.chunks_resumed.inc();
+            tracing::info!(batch = %key.0, unit = %key.1, epoch = claim.lease.epoch, "resuming a chunk an earlier holder began");
+        } else {
+            tracing::debug!(batch = %key.0, unit = %key.1, epoch = claim.lease.epoch, "claimed");
+        }
+        self.metrics.leases_held.inc();
         self.held().insert(
             key.clone(),
             Held {
@@ -317,6 +325,7 @@ impl Engine {
                 }
             }
             engine.held().remove(&key);
+            engine.metrics.leases_held.dec();
             if let Err(e) = engine.store.release(&claim.lease).await {
                 // It expires by itself within a lease period.
                 tracing::warn!(batch = %claim.lease.batch_id, "cannot give up the lease on {}: {e}", claim.lease);

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use axum::Extension;
 use axum::extract::State;
 use axum::response::Json;
+use batchkit_client::{Batch, List};
 use batchkit_core::params;
 use serde_json::{Map, Value};
 
@@ -146,7 +147,7 @@ pub(super) async fn create(
     State(state): State<Arc<AppState>>,
     Extension(Tenant(tenant)): Extension<Tenant>,
     ApiJson(body): ApiJson<Value>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Batch>, ApiError> {
     let Value::Object(body) = body else {
         return Err(ApiError::invalid(format!(
             "The body must be a JSON object, but it is {}.",
@@ -211,7 +212,7 @@ pub(super) async fn create(
     state.engine.store.insert_batch(&r).await?;
     tracing::info!(batch = %record.id, to = "validating", input = %record.input_file_id, endpoint = %record.endpoint, "batch created");
     state.engine.wake();
-    Ok(Json(record.to_json()))
+    Ok(Json(record.to_wire()))
 }
 
 /// `GET /v1/batches/{id}`.
@@ -219,11 +220,11 @@ pub(super) async fn get(
     State(state): State<Arc<AppState>>,
     Extension(Tenant(tenant)): Extension<Tenant>,
     ApiPath(id): ApiPath<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Batch>, ApiError> {
     let i = id.clone();
     let batch = state.engine.store.batch(&tenant, &i).await?;
     batch
-        .map(|b| Json(b.to_json()))
+        .map(|b| Json(b.to_wire()))
         .ok_or_else(|| ApiError::not_found("batch", &id))
 }
 
@@ -232,7 +233,7 @@ pub(super) async fn list(
     State(state): State<Arc<AppState>>,
     Extension(Tenant(tenant)): Extension<Tenant>,
     ApiQuery(q): ApiQuery<Params>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<List<Batch>>, ApiError> {
     let limit = limit(q.get("limit").map(String::as_str), 20, 100)?;
     let after = q.get("after").cloned();
     let page = Page {
@@ -246,8 +247,8 @@ pub(super) async fn list(
         .list_batches(&tenant, &page)
         .await
         .map_err(list_error)?;
-    let items = batches.iter().map(BatchRecord::to_json).collect();
-    Ok(Json(crate::objects::list_json(items, more)))
+    let items = batches.iter().map(BatchRecord::to_wire).collect();
+    Ok(Json(List::of(items, more, |b: &Batch| &b.id)))
 }
 
 /// `POST /v1/batches/{id}/cancel`.
@@ -255,13 +256,13 @@ pub(super) async fn cancel(
     State(state): State<Arc<AppState>>,
     Extension(Tenant(tenant)): Extension<Tenant>,
     ApiPath(id): ApiPath<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Batch>, ApiError> {
     let (i, now) = (id.clone(), ids::now());
     match state.engine.store.cancel(&tenant, &i, now).await? {
         Cancel::Cancelling(batch) => {
             tracing::info!(batch = %id, to = "cancelling", "cancel asked");
             state.engine.cancelled(&id);
-            Ok(Json(batch.to_json()))
+            Ok(Json(batch.to_wire()))
         }
         Cancel::Refused(status) => Err(ApiError::conflict(format!(
             "Cannot cancel a batch with status '{}'.",

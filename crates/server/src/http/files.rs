@@ -13,6 +13,8 @@ use serde_json::{Value, json};
 use tokio_util::io::ReaderStream;
 
 use super::{ApiPath, ApiQuery, AppState, Params, Tenant, limit, list_error};
+use batchkit_client::{FileObject, List};
+
 use crate::error::ApiError;
 use crate::ids;
 use crate::objects::FileRecord;
@@ -119,7 +121,7 @@ pub(super) async fn upload(
     Extension(Tenant(tenant)): Extension<Tenant>,
     headers: HeaderMap,
     multipart: Result<Multipart, axum::extract::multipart::MultipartRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<FileObject>, ApiError> {
     let cap = state.engine.cfg.max_upload_bytes;
     let declared = headers
         .get(header::CONTENT_LENGTH)
@@ -237,7 +239,7 @@ pub(super) async fn upload(
     let r = record.clone();
     state.engine.store.insert_file(&r).await?;
     tracing::info!(file = %record.id, bytes = record.bytes, purpose = %record.purpose, "file uploaded");
-    Ok(Json(record.to_json()))
+    Ok(Json(record.to_wire()))
 }
 
 async fn find(state: &AppState, tenant: &str, id: &str) -> Result<FileRecord, ApiError> {
@@ -255,7 +257,7 @@ pub(super) async fn list(
     State(state): State<Arc<AppState>>,
     Extension(Tenant(tenant)): Extension<Tenant>,
     ApiQuery(q): ApiQuery<Params>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<List<FileObject>>, ApiError> {
     let limit = limit(q.get("limit").map(String::as_str), 10_000, 10_000)?;
     let ascending = match q.get("order").map(String::as_str) {
         None | Some("desc") => false,
@@ -279,8 +281,8 @@ pub(super) async fn list(
         .list_files(&tenant, purpose.as_deref(), &page)
         .await
         .map_err(list_error)?;
-    let items = files.iter().map(FileRecord::to_json).collect();
-    Ok(Json(crate::objects::list_json(items, more)))
+    let items = files.iter().map(FileRecord::to_wire).collect();
+    Ok(Json(List::of(items, more, |f: &FileObject| &f.id)))
 }
 
 /// `GET /v1/files/{id}`.
@@ -288,8 +290,8 @@ pub(super) async fn get(
     State(state): State<Arc<AppState>>,
     Extension(Tenant(tenant)): Extension<Tenant>,
     ApiPath(id): ApiPath<String>,
-) -> Result<Json<Value>, ApiError> {
-    Ok(Json(find(&state, &tenant, &id).await?.to_json()))
+) -> Result<Json<FileObject>, ApiError> {
+    Ok(Json(find(&state, &tenant, &id).await?.to_wire()))
 }
 
 /// `GET /v1/files/{id}/content`, streamed from the store.
