@@ -31,6 +31,10 @@ enum Objects {
 
 impl Cluster {
     fn start(n: usize, objects: Objects, extra: &[&str]) -> Cluster {
+        Cluster::with_lease(n, objects, LEASE_SECONDS, extra)
+    }
+
+    fn with_lease(n: usize, objects: Objects, lease: u64, extra: &[&str]) -> Cluster {
         let dirs = tempfile::tempdir().unwrap();
         let database = Postgres::shared().database();
         let (objects, env) = match objects {
@@ -43,7 +47,7 @@ impl Cluster {
                 Vec::new(),
             ),
         };
-        let lease = LEASE_SECONDS.to_string();
+        let lease = lease.to_string();
         let nodes = (0..n)
             .map(|i| {
                 let node = format!("node-{i}");
@@ -240,4 +244,52 @@ fn postgres_without_shared_files_is_refused_saying_why() {
     let err = common::stderr(&out);
     assert!(err.contains("needs --object-store"), "{err}");
     assert!(err.contains("file:///PATH"), "{err}");
+}
+
+/// A node stopped with SIGTERM gives its leases up as it stops: the others
+/// carry on with its chunks at once, not after the lease runs out.
+#[test]
+fn a_node_stopped_with_sigterm_hands_its_work_over_at_once() {
+    let lease = 60;
+    let mut c = Cluster::with_lease(
+        2,
+        Objects::S3,
+        lease,
+        &["--concurrency", "4", "--chunk-requests", "50"],
+    );
+    let n = 600;
+    let file = c
+        .node(0)
+        .upload(&requests(n, |i| format!("slow:20 term {i}")));
+    let id = c.node(0).create(&file);
+    c.node(1).wait(&id, |b| {
+        b["request_counts"]["completed"].as_u64().unwrap() >= 100
+    });
+    assert!(
+        c.dispatched().iter().all(|&d| d > 0),
+        "both nodes took chunks"
+    );
+    let mut stopped = c.nodes[1].take().unwrap();
+    let pid = stopped.child.id().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = stopped.child.wait().unwrap();
+    assert!(status.success(), "serve exited with {status} on SIGTERM");
+    let at_stop = Instant::now();
+    let b = wait_long(c.node(0), &id, terminal);
+    assert_eq!(b["status"], "completed", "{b}");
+    assert_eq!(b["request_counts"]["completed"], n);
+    let took = at_stop.elapsed();
+    assert!(
+        took < Duration::from_secs(20),
+        "the rest took {took:?}: the stopped node's leases ({lease} s) were waited for"
+    );
+    let seen = lines_by_id(c.node(0), &b);
+    assert_eq!(seen.len(), n);
+    assert!(seen.values().all(|&k| k == 1));
 }
