@@ -14,9 +14,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tokio_util::io::SyncIoBridge;
 
-use super::Engine;
 use super::output_lines::error_line;
-use super::runner::RunError;
+use super::{Engine, RunError};
 use crate::ids;
 use crate::objects::{BatchRecord, FileRecord, Status};
 use crate::store::{FileWriter, Finish, Lease, Reader, ResultRow};

@@ -46,6 +46,18 @@ pub const ORPHAN_GRACE: Duration = Duration::from_secs(3600);
 /// before it is tried again, its lease still held.
 const RETRY_EVERY: Duration = Duration::from_secs(5);
 
+/// Why a unit's work could not be done (it is tried again while the lease
+/// is held, unless the lease was lost).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum RunError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("file store: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("task: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
 /// A unit this node holds.
 struct Held {
     lease: Lease,
@@ -309,7 +321,7 @@ impl Engine {
                         engine.health.succeeded(&what);
                         break;
                     }
-                    Err(runner::RunError::Store(StoreError::Fenced(lease))) => {
+                    Err(RunError::Store(StoreError::Fenced(lease))) => {
                         tracing::warn!(batch = %claim.lease.batch_id, "the lease on {lease} was lost to another node; its work there stops");
                         break;
                     }

@@ -15,28 +15,16 @@ use tokio::task::JoinSet;
 use tokio_util::io::SyncIoBridge;
 use tokio_util::sync::CancellationToken;
 
-use super::Engine;
 use super::chunks::ChunkPlan;
 use super::finalize::finalize;
 use super::output_lines::{RequestLine, error_line, result_row};
+use super::{Engine, RunError};
 use crate::ids;
 use crate::objects::{BatchError, BatchRecord, Status};
 use crate::store::{Chunk, Claim, Lease, ResultRow, StoreError};
 
 /// Results written to the store in one transaction at most.
 const RECORD_BATCH: usize = 512;
-
-/// Why a unit's work could not be done (it is tried again while the lease
-/// is held).
-#[derive(Debug, thiserror::Error)]
-pub(super) enum RunError {
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error("file store: {0}")]
-    Io(#[from] std::io::Error),
-    #[error("task: {0}")]
-    Task(#[from] tokio::task::JoinError),
-}
 
 /// Do the work of a claimed unit. `sending` is cleared once a chunk's last
 /// request is sent.
