@@ -30,6 +30,7 @@ pub struct Metrics {
     /// over from a node that died, stalled or stopped.
     pub chunks_resumed: Counter,
     batches: Family<Vec<(String, String)>, Gauge>,
+    node: Family<Vec<(String, String)>, Gauge>,
 }
 
 impl Default for Metrics {
@@ -51,6 +52,7 @@ impl Metrics {
         let chunks_resumed = Counter::default();
         let latency = Histogram::new(exponential_buckets(0.001, 2.0, 18));
         let batches = Family::<Vec<(String, String)>, Gauge>::default();
+        let node = Family::<Vec<(String, String)>, Gauge>::default();
         registry.register(
             "upstream_requests_dispatched",
             "Requests sent to the upstream, every attempt counted",
@@ -92,6 +94,11 @@ impl Metrics {
             chunks_resumed.clone(),
         );
         registry.register("batches", "Batches by status", batches.clone());
+        registry.register(
+            "node",
+            "This node (its --node-id as the label), always 1",
+            node.clone(),
+        );
         Metrics {
             registry,
             dispatched,
@@ -103,7 +110,15 @@ impl Metrics {
             leases_held,
             chunks_resumed,
             batches,
+            node,
         }
+    }
+
+    /// Name this node in the metrics (`batchkit_node{node="..."} 1`).
+    pub fn set_node(&self, id: &str) {
+        self.node
+            .get_or_create(&vec![("node".to_owned(), id.to_owned())])
+            .set(1);
     }
 
     /// The text exposition, with batch counts as of now.

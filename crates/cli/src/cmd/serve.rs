@@ -29,10 +29,14 @@ pub fn run(cfg: batchkit_server::ServerConfig) -> anyhow::Result<Exit> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
-        let upstream = cfg.upstream.clone();
+        let (upstream, node) = (cfg.upstream.clone(), cfg.node_id.clone());
+        let stores = match &cfg.database {
+            Some(_) => "PostgreSQL",
+            None => "SQLite",
+        };
         let server = batchkit_server::Server::bind(cfg).await?;
         eprintln!("listening on http://{}", server.local_addr());
-        tracing::info!(%upstream, "forwarding batch requests");
+        tracing::info!(%upstream, %node, stores, "forwarding batch requests");
         server.run(shutdown_signal()).await?;
         tracing::info!("stopped; unfinished batches resume on the next start");
         Ok(Exit::Ok)

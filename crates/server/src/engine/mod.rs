@@ -104,6 +104,7 @@ impl Engine {
         metrics: Arc<Metrics>,
     ) -> Result<Arc<Engine>, reqwest::Error> {
         let upstream = Upstream::new(cfg.clone(), metrics.clone())?;
+        metrics.set_node(&cfg.node_id);
         Ok(Arc::new(Engine {
             permits: Arc::new(Semaphore::new(cfg.concurrency.max(1))),
             store,
