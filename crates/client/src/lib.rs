@@ -41,6 +41,6 @@ pub use config::{
 pub use error::ClientError;
 pub use status::BatchStatus;
 pub use types::{
-    Batch, BatchErrorItem, BatchErrors, BatchUsage, CreateBatch, FileObject, InputTokensDetails,
-    List, OutputTokensDetails, Page, RequestCounts,
+    Batch, BatchErrorItem, BatchErrors, BatchUsage, CreateBatch, CreateBatchBody, ExpiresAfter,
+    FileObject, InputTokensDetails, List, OutputTokensDetails, Page, RequestCounts,
 };

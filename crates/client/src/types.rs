@@ -283,20 +283,46 @@ impl CreateBatch {
 
     /// The request body.
     pub fn body(&self) -> Value {
-        let mut body = serde_json::json!({
-            "input_file_id": self.input_file_id,
-            "endpoint": self.endpoint,
-            "completion_window": self.completion_window,
-        });
-        if !self.metadata.is_empty() {
-            body["metadata"] = serde_json::json!(self.metadata);
-        }
-        if let Some(s) = self.output_expires_after {
-            body["output_expires_after"] =
-                serde_json::json!({"anchor": "created_at", "seconds": s});
-        }
-        body
+        let body = CreateBatchBody {
+            input_file_id: self.input_file_id.clone(),
+            endpoint: self.endpoint.clone(),
+            completion_window: self.completion_window.clone(),
+            metadata: (!self.metadata.is_empty()).then(|| self.metadata.clone()),
+            output_expires_after: self.output_expires_after.map(|seconds| ExpiresAfter {
+                anchor: "created_at".to_owned(),
+                seconds,
+            }),
+        };
+        serde_json::to_value(body).unwrap_or_default()
     }
+}
+
+/// `POST /v1/batches`'s body on the wire, as the client sends it and the
+/// server reads it (once its fields are checked one by one, for messages
+/// that name the field at fault).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateBatchBody {
+    /// The uploaded request file.
+    pub input_file_id: String,
+    /// `/v1/chat/completions`, ...
+    pub endpoint: String,
+    /// `24h`, ...
+    pub completion_window: String,
+    /// Up to 16 pairs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<BTreeMap<String, String>>,
+    /// When the output files expire.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_expires_after: Option<ExpiresAfter>,
+}
+
+/// `{anchor: "created_at", seconds}`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExpiresAfter {
+    /// `created_at`, the only anchor.
+    pub anchor: String,
+    /// Seconds after the anchor.
+    pub seconds: i64,
 }
 
 /// Types that keep the JSON they were read from.
@@ -322,4 +348,40 @@ pub(crate) fn from_value<T: WithRaw>(v: Value) -> Result<T, serde_json::Error> {
     let mut t: T = serde_json::from_value(v.clone())?;
     t.set_raw(v);
     Ok(t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the client sends is the wire body the server reads, field for
+    /// field; absent options are left out, not sent as null.
+    #[test]
+    fn a_create_request_is_the_wire_body() {
+        let mut req = CreateBatch {
+            input_file_id: "file-1".into(),
+            endpoint: "/v1/chat/completions".into(),
+            completion_window: "24h".into(),
+            ..CreateBatch::default()
+        };
+        let plain = req.body();
+        assert_eq!(
+            plain,
+            serde_json::json!({"input_file_id": "file-1", "endpoint": "/v1/chat/completions", "completion_window": "24h"})
+        );
+        req.metadata.insert("k".into(), "v".into());
+        req.output_expires_after = Some(3600);
+        let body: CreateBatchBody = serde_json::from_value(req.body()).expect("reads back");
+        assert_eq!(
+            body.metadata.and_then(|m| m.get("k").cloned()).as_deref(),
+            Some("v")
+        );
+        assert_eq!(
+            body.output_expires_after,
+            Some(ExpiresAfter {
+                anchor: "created_at".into(),
+                seconds: 3600
+            })
+        );
+    }
 }

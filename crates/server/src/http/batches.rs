@@ -6,7 +6,7 @@ use std::sync::Arc;
 use axum::Extension;
 use axum::extract::State;
 use axum::response::Json;
-use batchkit_client::{Batch, List};
+use batchkit_client::{Batch, CreateBatchBody, List};
 use batchkit_core::params;
 use serde_json::{Map, Value};
 
@@ -55,9 +55,9 @@ fn kind(v: &Value) -> &'static str {
 
 /// `metadata`: at most 16 string pairs, keys of at most 64 characters,
 /// values of at most 512.
-pub fn check_metadata(v: &Value) -> Result<Option<Map<String, Value>>, ApiError> {
+pub fn check_metadata(v: &Value) -> Result<(), ApiError> {
     let m = match v {
-        Value::Null => return Ok(None),
+        Value::Null => return Ok(()),
         Value::Object(m) => m,
         other => {
             return Err(ApiError::invalid_param(
@@ -85,14 +85,13 @@ pub fn check_metadata(v: &Value) -> Result<Option<Map<String, Value>>, ApiError>
         }
     }
     params::check_metadata(pairs.into_iter())
-        .map_err(|e| ApiError::invalid_param(&e.param, e.message))?;
-    Ok(Some(m.clone()))
+        .map_err(|e| ApiError::invalid_param(&e.param, e.message))
 }
 
 /// `output_expires_after`: `{anchor: "created_at", seconds: 3600..=2592000}`.
-pub fn check_output_expiry(v: &Value) -> Result<Option<i64>, ApiError> {
+pub fn check_output_expiry(v: &Value) -> Result<(), ApiError> {
     let m = match v {
-        Value::Null => return Ok(None),
+        Value::Null => return Ok(()),
         Value::Object(m) => m,
         other => {
             return Err(ApiError::invalid_param(
@@ -128,9 +127,9 @@ pub fn check_output_expiry(v: &Value) -> Result<Option<i64>, ApiError> {
         }
     }
     match m.get("seconds").and_then(Value::as_i64) {
-        Some(s) => params::check_output_expiry(s)
-            .map(|()| Some(s))
-            .map_err(|e| ApiError::invalid_param(&e.param, e.message)),
+        Some(s) => {
+            params::check_output_expiry(s).map_err(|e| ApiError::invalid_param(&e.param, e.message))
+        }
         None => Err(ApiError::invalid_param(
             "output_expires_after.seconds",
             format!(
@@ -160,11 +159,11 @@ pub(super) async fn create(
             format!("Unrecognized request argument supplied: '{k}'."),
         ));
     }
-    let input_file_id = required(&body, "input_file_id")?.to_owned();
-    let endpoint = required(&body, "endpoint")?.to_owned();
-    let window_text = required(&body, "completion_window")?.to_owned();
+    required(&body, "input_file_id")?;
+    let endpoint = required(&body, "endpoint")?;
+    let window_text = required(&body, "completion_window")?;
     let profile = state.engine.cfg.provider.profile();
-    if !profile.supports(&endpoint) {
+    if !profile.supports(endpoint) {
         return Err(ApiError::invalid_param(
             "endpoint",
             format!(
@@ -174,10 +173,22 @@ pub(super) async fn create(
         ));
     }
     let window =
-        window::parse(&window_text).map_err(|m| ApiError::invalid_param("completion_window", m))?;
-    let metadata = check_metadata(body.get("metadata").unwrap_or(&Value::Null))?;
-    let output_expires_after =
-        check_output_expiry(body.get("output_expires_after").unwrap_or(&Value::Null))?;
+        window::parse(window_text).map_err(|m| ApiError::invalid_param("completion_window", m))?;
+    check_metadata(body.get("metadata").unwrap_or(&Value::Null))?;
+    check_output_expiry(body.get("output_expires_after").unwrap_or(&Value::Null))?;
+    // Every field checked, the body reads as the wire type the client
+    // writes.
+    let CreateBatchBody {
+        input_file_id,
+        endpoint,
+        completion_window: window_text,
+        metadata,
+        output_expires_after,
+    } = serde_json::from_value(Value::Object(body))
+        .map_err(|e| ApiError::invalid(format!("The body cannot be read: {e}.")))?;
+    let metadata: Option<Map<String, Value>> =
+        metadata.map(|m| m.into_iter().map(|(k, v)| (k, Value::String(v))).collect());
+    let output_expires_after = output_expires_after.map(|e| e.seconds);
     let (t, f) = (tenant.clone(), input_file_id.clone());
     let file = state.engine.store.file(&t, &f).await?.ok_or_else(|| {
         ApiError::invalid_param(
