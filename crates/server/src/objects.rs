@@ -4,7 +4,7 @@
 //! turns into its wire object, exactly as OpenAI's API writes it.
 
 use batchkit_client::{
-    Batch, BatchErrorItem, BatchErrors, BatchUsage, FileObject, InputTokensDetails, List,
+    Batch, BatchErrorItem, BatchErrors, BatchUsage, FileObject, InputTokensDetails,
     OutputTokensDetails, RequestCounts,
 };
 use serde::{Deserialize, Serialize};
@@ -286,11 +286,6 @@ impl BatchRecord {
             raw: Value::Null,
         }
     }
-}
-
-/// A page of a list, with the envelope the API writes.
-pub fn list<T>(items: Vec<T>, has_more: bool, id: impl Fn(&T) -> &str) -> List<T> {
-    List::of(items, has_more, id)
 }
 
 #[cfg(test)]

@@ -21,14 +21,7 @@ impl DiskFiles {
     /// Open (creating) the store under `dir`; leftover scratch files of an
     /// earlier run are removed.
     pub fn open(dir: &Path) -> io::Result<DiskFiles> {
-        let files = dir.join("files");
-        let scratch = dir.join("scratch");
-        fs::create_dir_all(&files)?;
-        if scratch.exists() {
-            fs::remove_dir_all(&scratch)?;
-        }
-        fs::create_dir_all(&scratch)?;
-        Ok(DiskFiles { files, scratch })
+        DiskFiles::with_scratch(dir, dir.join("scratch"))
     }
 
     /// Open (creating) the store under `dir`, a directory several nodes
@@ -36,24 +29,8 @@ impl DiskFiles {
     /// directory of its own, `scratch/<node>`, and removes only its own
     /// leftovers, and those of nodes gone for a day.
     pub fn open_shared(dir: &Path, node: &str) -> io::Result<DiskFiles> {
-        let files = dir.join("files");
         let scratch_root = dir.join("scratch");
-        fs::create_dir_all(&files)?;
         fs::create_dir_all(&scratch_root)?;
-        let name: String = node
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        let scratch = scratch_root.join(if name.is_empty() { "node".into() } else { name });
-        if scratch.exists() {
-            fs::remove_dir_all(&scratch)?;
-        }
         let day_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(86_400);
         for entry in fs::read_dir(&scratch_root)?.flatten() {
             let old = entry
@@ -63,6 +40,25 @@ impl DiskFiles {
             if old {
                 let _ = fs::remove_dir_all(entry.path());
             }
+        }
+        let name: String = node
+            .chars()
+            .map(|c| match c {
+                // No dots: a node called `..` must not name the store.
+                'a'..='z' | 'A'..='Z' | '0'..='9' | '-' | '_' => c,
+                _ => '_',
+            })
+            .collect();
+        let name = if name.is_empty() { "node".into() } else { name };
+        DiskFiles::with_scratch(dir, scratch_root.join(name))
+    }
+
+    /// The store under `dir`, writing in `scratch`, emptied first.
+    fn with_scratch(dir: &Path, scratch: PathBuf) -> io::Result<DiskFiles> {
+        let files = dir.join("files");
+        fs::create_dir_all(&files)?;
+        if scratch.exists() {
+            fs::remove_dir_all(&scratch)?;
         }
         fs::create_dir_all(&scratch)?;
         Ok(DiskFiles { files, scratch })
@@ -202,6 +198,27 @@ impl FileStore for DiskFiles {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A node's scratch directory is its own, whatever its id: an id of
+    /// dots names no directory above it.
+    #[test]
+    fn a_shared_store_gives_each_node_a_scratch_directory_of_its_own() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        std::fs::create_dir_all(dir.path().join("files")).expect("files");
+        std::fs::write(dir.path().join("files/file-kept"), b"x").expect("a file");
+        for node in ["..", ".", "", "host.example-1", "../x"] {
+            let files = DiskFiles::open_shared(dir.path(), node).expect("open");
+            assert_eq!(
+                files.scratch.parent(),
+                Some(dir.path().join("scratch").as_path()),
+                "{node:?}"
+            );
+        }
+        assert!(
+            dir.path().join("files/file-kept").exists(),
+            "nothing else removed"
+        );
+    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn disk_passes_the_file_store_suite() {

@@ -22,7 +22,9 @@ use tokio::sync::mpsc;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row, Transaction};
 
-use super::sql::{self, BATCH_COLUMNS, FILE_COLUMNS, may_become, to_json, unfinished};
+use super::sql::{
+    self, BATCH_COLUMNS, FILE_COLUMNS, may_become, millis, signed, to_json, unfinished,
+};
 use super::{
     Cancel, Chunk, Claim, Finish, JobStore, Lease, LineSet, ListError, Listed, Page, Renewed,
     ResultRow, StoreError, StoreEvent, StoreResult, Unit,
@@ -163,14 +165,6 @@ fn redact(url: &str) -> String {
     }
 }
 
-fn ms(d: Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
-}
-
-fn big(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
-}
-
 /// Make a write only while `lease` is still held: the unit's row is
 /// locked until the transaction ends, so no takeover slips in.
 async fn fence(tx: &Transaction<'_>, lease: &Lease) -> StoreResult<()> {
@@ -216,7 +210,7 @@ async fn insert_file_in(tx: &Transaction<'_>, f: &FileRecord) -> StoreResult<()>
         &[
             &f.id,
             &f.tenant,
-            &big(f.bytes),
+            &signed(f.bytes),
             &f.created_at,
             &f.expires_at,
             &f.filename,
@@ -519,7 +513,7 @@ impl JobStore for PgStore {
                  lease_until = now() + $4 * interval '1 millisecond' \
                  WHERE batch_id = $1 AND unit = $2 \
                  RETURNING epoch, first_line, end_line, start_byte, end_byte",
-                &[&batch_id, &unit, &owner, &(ms(lease) as f64)],
+                &[&batch_id, &unit, &owner, &(millis(lease) as f64)],
             )
             .await?;
         let batch = tx
@@ -553,7 +547,7 @@ impl JobStore for PgStore {
     async fn renew(&self, leases: &[Lease], lease: Duration) -> StoreResult<Vec<Renewed>> {
         let c = self.client().await?;
         let renew = c
-            .prepare(
+            .prepare_cached(
                 "UPDATE units u SET lease_until = now() + $5 * interval '1 millisecond' \
                  FROM batches b \
                  WHERE u.batch_id = $1 AND u.unit = $2 AND u.owner = $3 AND u.epoch = $4 \
@@ -571,7 +565,7 @@ impl JobStore for PgStore {
                         &(l.unit.0 as i32),
                         &l.owner,
                         &l.epoch,
-                        &(ms(lease) as f64),
+                        &(millis(lease) as f64),
                     ],
                 )
                 .await?;
@@ -633,13 +627,14 @@ impl JobStore for PgStore {
                      WHERE id = $1 AND {}",
                     may_become(Status::InProgress)
                 ),
-                &[id, &now, &big(total), &model],
+                &[id, &now, &signed(total), &model],
             )
             .await?;
         if n == 0 {
             return Ok(false);
         }
-        let column = |f: fn(&Chunk) -> u64| chunks.iter().map(|c| big(f(c))).collect::<Vec<i64>>();
+        let column =
+            |f: fn(&Chunk) -> u64| chunks.iter().map(|c| signed(f(c))).collect::<Vec<i64>>();
         let units: Vec<i32> = chunks.iter().map(|c| c.unit.0 as i32).collect();
         tx.execute(
             "INSERT INTO units (batch_id, unit, first_line, end_line, start_byte, end_byte) \
@@ -685,7 +680,7 @@ impl JobStore for PgStore {
                      WHERE id = $1 AND {}",
                     may_become(Status::Failed)
                 ),
-                &[&lease.batch_id, &now, &errors, &big(total)],
+                &[&lease.batch_id, &now, &errors, &signed(total)],
             )
             .await?;
         if n > 0 {
@@ -701,7 +696,7 @@ impl JobStore for PgStore {
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
         fence(&tx, lease).await?;
-        let lines: Vec<i64> = rows.iter().map(|r| big(r.line)).collect();
+        let lines: Vec<i64> = rows.iter().map(|r| signed(r.line)).collect();
         let oks: Vec<bool> = rows.iter().map(|r| r.ok).collect();
         let bodies: Vec<&str> = rows.iter().map(|r| r.body.as_str()).collect();
         let inserted = tx
@@ -718,7 +713,7 @@ impl JobStore for PgStore {
         let mut tally = sql::Tally::default();
         let mut counted = std::collections::HashSet::new();
         for r in rows {
-            let line = big(r.line);
+            let line = signed(r.line);
             if inserted.contains(&line) && counted.insert(line) {
                 tally.add(r);
             }
@@ -732,11 +727,11 @@ impl JobStore for PgStore {
                 id,
                 &tally.completed,
                 &tally.failed,
-                &big(tally.usage.input_tokens),
-                &big(tally.usage.cached_tokens),
-                &big(tally.usage.output_tokens),
-                &big(tally.usage.reasoning_tokens),
-                &big(tally.usage.total_tokens),
+                &signed(tally.usage.input_tokens),
+                &signed(tally.usage.cached_tokens),
+                &signed(tally.usage.output_tokens),
+                &signed(tally.usage.reasoning_tokens),
+                &signed(tally.usage.total_tokens),
             ],
         )
         .await?;
@@ -778,7 +773,7 @@ impl JobStore for PgStore {
         let rows = c
             .query(
                 "SELECT line FROM results WHERE batch_id = $1 AND line >= $2 AND line < $3",
-                &[&id, &big(lines.start), &big(lines.end)],
+                &[&id, &signed(lines.start), &signed(lines.end)],
             )
             .await?;
         let mut set = LineSet::from(lines.start);
@@ -799,7 +794,7 @@ impl JobStore for PgStore {
             .query(
                 "SELECT line, ok, body FROM results WHERE batch_id = $1 AND line > $2 \
                  ORDER BY line LIMIT $3",
-                &[&id, &big(after_line), &(limit as i64)],
+                &[&id, &signed(after_line), &(limit as i64)],
             )
             .await?;
         Ok(rows
@@ -832,9 +827,9 @@ impl JobStore for PgStore {
                     &f.at,
                     &f.output.as_ref().map(|o| &o.id),
                     &f.error.as_ref().map(|e| &e.id),
-                    &big(f.completed),
-                    &big(f.failed),
-                    &big(f.total),
+                    &signed(f.completed),
+                    &signed(f.failed),
+                    &signed(f.total),
                 ],
             )
             .await?;

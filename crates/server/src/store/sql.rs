@@ -80,6 +80,16 @@ pub(super) fn finish_stamp(status: Status) -> StoreResult<&'static str> {
     }
 }
 
+/// A lease period in milliseconds, for a column.
+pub(super) fn millis(d: std::time::Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// A count or offset for a signed 64-bit column (SQL has no unsigned one).
+pub(super) fn signed(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
 /// JSON text for a column.
 pub(super) fn to_json<T: serde::Serialize>(v: &T) -> StoreResult<String> {
     serde_json::to_string(v).map_err(|e| StoreError::Corrupt(e.to_string()))

@@ -106,10 +106,6 @@ fn add_missing_units(conn: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
-fn ms(d: Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
-}
-
 /// Make a write only while `lease` is still held: same owner, same epoch.
 fn fence(tx: &Transaction<'_>, lease: &Lease) -> StoreResult<()> {
     let held = tx
@@ -521,7 +517,12 @@ impl Db {
             "UPDATE units SET owner = ?3, epoch = epoch + 1, lease_until = ?4 \
              WHERE batch_id = ?1 AND unit = ?2 \
              RETURNING epoch, first_line, end_line, start_byte, end_byte",
-            params![batch_id, unit, owner, now.saturating_add(ms(lease))],
+            params![
+                batch_id,
+                unit,
+                owner,
+                now.saturating_add(sql::millis(lease))
+            ],
             |r| {
                 let u = |i| r.get::<_, i64>(i).map(|v| v as u64);
                 Ok((r.get::<_, i64>(0)?, [u(1)?, u(2)?, u(3)?, u(4)?]))
@@ -553,7 +554,7 @@ impl Db {
     }
 
     fn renew(&self, leases: &[Lease], lease: Duration) -> StoreResult<Vec<Renewed>> {
-        let until = crate::ids::now_ms().saturating_add(ms(lease));
+        let until = crate::ids::now_ms().saturating_add(sql::millis(lease));
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         let mut out = Vec::with_capacity(leases.len());
@@ -630,7 +631,7 @@ impl Db {
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?;
             for c in chunks {
-                let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+                let n = sql::signed;
                 insert.execute(params![
                     id,
                     c.unit.0,
