@@ -55,7 +55,8 @@ codes! {
     InvalidJsonLine => "invalid_json_line", Error;
     /// `custom_id`, `method`, `url` or `body` is absent.
     MissingRequiredParameter => "missing_required_parameter", Error;
-    /// A field has the wrong type or value, or the body lacks what the endpoint needs.
+    /// An envelope field of the wrong type or value, or the body without
+    /// the model or messages the service checks before it runs anything.
     InvalidRequest => "invalid_request", Error;
     /// `custom_id` breaks the provider's rule for its form.
     InvalidCustomId => "invalid_custom_id", Error;
@@ -89,6 +90,13 @@ codes! {
     NoRequests => "no_requests", Warning;
     /// `body.stream` is true, where the service only fails that request (vLLM).
     StreamedRequest => "streamed_request", Warning;
+    /// A body the endpoint will refuse (a message without a role, an input
+    /// of the wrong type), where the service runs the batch and only that
+    /// request fails (OpenAI: its 400 lands in the error file).
+    InvalidBody => "invalid_body", Warning;
+    /// A key repeated in one object: the services' parsers keep one of the
+    /// values, and which one is not the same everywhere.
+    DuplicateKey => "duplicate_key", Warning;
 }
 
 impl fmt::Display for Code {

@@ -69,6 +69,11 @@ pub struct Profile {
     /// request (a url it does not serve, a repeated `custom_id`) or nothing
     /// at all (an empty file) is a warning, not a rejection.
     pub per_line: bool,
+    /// The body is parsed against the endpoint's schema before anything runs
+    /// (vLLM's line model), so a body the endpoint refuses fails the file;
+    /// elsewhere (OpenAI's recorded replies) that request runs, fails with a
+    /// 400 in the error file, and the rest of the batch completes.
+    pub body_checked_upfront: bool,
 }
 
 const OPENAI_ENDPOINTS: &[&str] = &[
@@ -164,6 +169,7 @@ impl Provider {
                 model_required: true,
                 max_custom_id_chars: None,
                 per_line: false,
+                body_checked_upfront: false,
             },
             Provider::Azure => Profile {
                 provider: self,
@@ -174,6 +180,7 @@ impl Provider {
                 model_required: true,
                 max_custom_id_chars: None,
                 per_line: false,
+                body_checked_upfront: false,
             },
             Provider::Groq => Profile {
                 provider: self,
@@ -184,6 +191,7 @@ impl Provider {
                 model_required: true,
                 max_custom_id_chars: None,
                 per_line: false,
+                body_checked_upfront: false,
             },
             Provider::Together => Profile {
                 provider: self,
@@ -194,6 +202,7 @@ impl Provider {
                 model_required: true,
                 max_custom_id_chars: Some(64),
                 per_line: false,
+                body_checked_upfront: false,
             },
             Provider::Mistral => Profile {
                 provider: self,
@@ -204,6 +213,7 @@ impl Provider {
                 model_required: false,
                 max_custom_id_chars: None,
                 per_line: false,
+                body_checked_upfront: false,
             },
             Provider::Vllm => Profile {
                 provider: self,
@@ -214,6 +224,7 @@ impl Provider {
                 model_required: true,
                 max_custom_id_chars: None,
                 per_line: true,
+                body_checked_upfront: true,
             },
         }
     }

@@ -142,6 +142,9 @@ pub struct Summary {
     pub models: Vec<(String, u64)>,
     /// Requests whose model was not tallied by name (too many distinct models).
     pub other_models: u64,
+    /// The batch's model and the line it was first read from, where the
+    /// profile wants one model per batch.
+    pub batch_model: Option<(String, u64)>,
     /// Embedding inputs across all lines.
     pub embedding_inputs: u64,
     /// The limits checked.
@@ -672,6 +675,7 @@ impl<'c, S: Sink> Validator<'c, S> {
                 endpoint: self.endpoint,
                 models,
                 other_models: self.models.others,
+                batch_model: self.model,
                 embedding_inputs: self.embedding_inputs,
                 limits,
             },

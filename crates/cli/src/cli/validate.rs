@@ -28,6 +28,11 @@ pub struct ValidateArgs {
     /// Print only the diagnostics, without the summary.
     #[arg(long, short)]
     pub quiet: bool,
+
+    /// Fail (exit 1) on warnings too: a request that will fail when it
+    /// runs, a blank line, a file name other than `*.jsonl`.
+    #[arg(long)]
+    pub strict: bool,
 }
 
 impl ValidateArgs {
@@ -41,6 +46,7 @@ impl ValidateArgs {
             format: self.format.into(),
             max_per_code: self.shown.max_per_code,
             quiet: self.quiet,
+            strict: self.strict,
         }
     }
 }

@@ -22,6 +22,8 @@ pub struct Options {
     pub max_per_code: usize,
     /// No summary after the diagnostics.
     pub quiet: bool,
+    /// Warnings fail the file as errors do.
+    pub strict: bool,
 }
 
 /// Validate every file named; the exit status is the worst one's.
@@ -56,11 +58,8 @@ pub fn run(args: &Options) -> Result<Exit> {
         if uploadable {
             report.check_file_name(&name);
         }
-        worst = worst.max(if report.is_valid() {
-            Exit::Ok
-        } else {
-            Exit::Invalid
-        });
+        let accepted = report.is_valid() && !(args.strict && report.warnings() > 0);
+        worst = worst.max(if accepted { Exit::Ok } else { Exit::Invalid });
         crate::exit::record(worst);
         match args.format {
             Format::Json => {
@@ -74,6 +73,13 @@ pub fn run(args: &Options) -> Result<Exit> {
                 report::human_diagnostics(&mut err, &name, &report, args.max_per_code)?;
                 if !args.quiet {
                     report::human_summary(&mut err, &name, &report)?;
+                }
+                if report.is_valid() && !accepted {
+                    writeln!(
+                        err,
+                        "--strict: {} fail the file",
+                        report::count(report.warnings(), "warning")
+                    )?;
                 }
             }
         }

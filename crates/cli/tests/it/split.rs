@@ -179,13 +179,14 @@ fn invalid_input_is_refused_unless_skipped() {
     let m: Manifest = serde_json::from_slice(&o.stdout).unwrap();
     let rejects = m.rejects.unwrap();
     // Line 4 is an embeddings request without input: with several endpoints
-    // allowed, its body is judged by its own url.
+    // allowed, its body is judged by its own url, and a body the endpoint
+    // refuses fails that request only (a warning), so it is not rejected.
     assert_eq!(
         (rejects.lines, rejects.path.as_str()),
-        (4, "rejects/example-broken.rejects.jsonl")
+        (3, "rejects/example-broken.rejects.jsonl")
     );
-    assert_eq!(rejects.input_lines, vec![[3, 6]]);
-    assert_eq!(m.requests, 2);
+    assert_eq!(rejects.input_lines, vec![[3, 3], [5, 6]]);
+    assert_eq!(m.requests, 3);
     // No temporary file is left behind.
     for entry in std::fs::read_dir(&out).unwrap() {
         let name = entry.unwrap().file_name().to_string_lossy().into_owned();
@@ -372,14 +373,14 @@ fn stats_on_a_file_with_errors_says_so_and_exits_1() {
     let o = run(&["stats", "--format", "json", &broken]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     let s: Stats = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(s.errors.lines, 4);
+    assert_eq!(s.errors.lines, 3);
     assert_eq!(s.errors.by_code["duplicate_custom_id"], 1);
     assert_eq!(s.errors.by_code["invalid_json_line"], 1);
     let human = run(&["stats", &broken]);
     assert_eq!(human.status.code(), Some(1));
     let text = String::from_utf8_lossy(&human.stdout);
     assert!(
-        text.contains("errors:     4 lines would be rejected"),
+        text.contains("errors:     3 lines would be rejected"),
         "{text}"
     );
 }

@@ -1,6 +1,13 @@
 //! The per-line rules: everything that can be judged from one line and the
 //! batch's reference endpoint and model. Rules that need the whole file
 //! (repeated ids, counts, sizes) are in [`crate::validate`].
+//!
+//! Where a rule's verdict falls follows what the service does: the envelope
+//! (`custom_id`, `method`, `url`, `body`), `stream`, the model and the
+//! presence of chat messages fail the batch at validation (OpenAI's replies
+//! recorded in llama-stack's batch tests); what is inside a body is the
+//! endpoint's to refuse when that request runs, so it is a warning
+//! ([`Code::InvalidBody`]) unless the profile parses bodies up front (vLLM).
 
 use crate::dedup::IdEntry;
 use crate::diag::{Code, Diagnostic, locate};
@@ -103,23 +110,49 @@ fn near_key(line: &[u8], param: &str) -> Option<(String, usize)> {
 }
 
 fn wrong_type(out: &mut ChunkOut, pos: Pos<'_>, param: &str, expected: &str, kind: Kind) {
-    out.report(Code::InvalidRequest, pos, || {
+    typed(out, Code::InvalidRequest, pos, param, expected, kind);
+}
+
+fn typed(out: &mut ChunkOut, code: Code, pos: Pos<'_>, param: &str, expected: &str, kind: Kind) {
+    out.report(code, pos, || {
         Diagnostic::new(
-            Code::InvalidRequest,
-            format!(
-                "The {param} must be {expected}, but it is {}.",
-                kind.described()
+            code,
+            will_fail(
+                code,
+                format!(
+                    "The {param} must be {expected}, but it is {}.",
+                    kind.described()
+                ),
             ),
         )
         .param(param)
     });
 }
 
+/// The code of a problem inside the body that the endpoint refuses when the
+/// request runs, not the batch service when it reads the file: only that
+/// request fails (a warning), unless the profile parses bodies up front.
+fn body_code(ctx: &LineCtx<'_>) -> Code {
+    if ctx.profile.body_checked_upfront {
+        Code::InvalidRequest
+    } else {
+        Code::InvalidBody
+    }
+}
+
+/// `message`, saying what a warning of [`Code::InvalidBody`] means.
+fn will_fail(code: Code, mut message: String) -> String {
+    if code == Code::InvalidBody {
+        message.push_str(" This request will fail when it runs; the others run.");
+    }
+    message
+}
+
 pub(super) fn check_view(ctx: &LineCtx<'_>, view: &LineView<'_>, pos: Pos<'_>, out: &mut ChunkOut) {
     if let Some(key) = view.duplicate_key {
-        out.report(Code::InvalidRequest, pos, || {
+        out.report(Code::DuplicateKey, pos, || {
             Diagnostic::new(
-                Code::InvalidRequest,
+                Code::DuplicateKey,
                 format!("The key '{key}' appears more than once in this request; parsers disagree on which value counts."),
             )
             .param(key)
@@ -269,9 +302,9 @@ fn check_body(
 ) {
     if let Some(key) = body.duplicate_key {
         let param = format!("body.{key}");
-        out.report(Code::InvalidRequest, pos, || {
+        out.report(Code::DuplicateKey, pos, || {
             Diagnostic::new(
-                Code::InvalidRequest,
+                Code::DuplicateKey,
                 format!("The key '{param}' appears more than once in this request; parsers disagree on which value counts."),
             )
             .param(param.clone())
@@ -306,11 +339,14 @@ fn check_body(
         });
     }
     check_model(ctx, body, kind, pos, out);
+    // OpenAI checks the model and the messages before it runs anything;
+    // the rest of a body is the endpoint's to refuse, one request at a time.
+    let code = body_code(ctx);
     match kind {
-        EndpointKind::Chat => check_messages(body.messages, pos, out),
+        EndpointKind::Chat => check_messages(code, body.messages, pos, out),
         EndpointKind::Completions => {
             if body.prompt.is_none_or(|p| p.kind == Kind::Null) {
-                required(out, pos, "Prompt", "body.prompt");
+                required(out, code, pos, "Prompt", "body.prompt");
             }
         }
         // A Responses request may name a stored prompt instead of an input.
@@ -319,31 +355,31 @@ fn check_body(
                 .input
                 .filter(|i| !matches!(i.kind, Kind::String | Kind::Array | Kind::Null))
             {
-                wrong_type(out, pos, "body.input", "a string or an array", i.kind);
+                typed(out, code, pos, "body.input", "a string or an array", i.kind);
             }
         }
         EndpointKind::Embeddings | EndpointKind::Moderations | EndpointKind::Responses => {
             match body.input {
-                None => required(out, pos, "Input", "body.input"),
-                Some(i) if i.kind == Kind::Null => required(out, pos, "Input", "body.input"),
+                None => required(out, code, pos, "Input", "body.input"),
+                Some(i) if i.kind == Kind::Null => required(out, code, pos, "Input", "body.input"),
                 Some(i) if matches!(i.kind, Kind::String | Kind::Array) => {
                     if kind == EndpointKind::Embeddings {
                         out.embedding_inputs += i.count;
                     }
                 }
-                Some(i) => wrong_type(out, pos, "body.input", "a string or an array", i.kind),
+                Some(i) => typed(out, code, pos, "body.input", "a string or an array", i.kind),
             }
         }
         EndpointKind::Other => {}
     }
 }
 
-fn required(out: &mut ChunkOut, pos: Pos<'_>, name: &str, param: &'static str) {
+fn required(out: &mut ChunkOut, code: Code, pos: Pos<'_>, name: &str, param: &'static str) {
     absent(
         out,
         pos,
-        Code::InvalidRequest,
-        format!("{name} parameter is required."),
+        code,
+        will_fail(code, format!("{name} parameter is required.")),
         param,
         None,
     );
@@ -389,19 +425,32 @@ fn check_model(
     }
 }
 
-fn check_messages(messages: Option<Messages>, pos: Pos<'_>, out: &mut ChunkOut) {
+/// The chat messages: their absence fails the batch (OpenAI's "Messages
+/// parameter is required."); what is inside them is `code`'s to report.
+fn check_messages(code: Code, messages: Option<Messages>, pos: Pos<'_>, out: &mut ChunkOut) {
+    let absent = Code::InvalidRequest;
     match messages {
-        None => required(out, pos, "Messages", "body.messages"),
-        Some(Messages::Other(Kind::Null)) => required(out, pos, "Messages", "body.messages"),
-        Some(Messages::Other(kind)) => wrong_type(out, pos, "body.messages", "an array", kind),
-        Some(Messages::Array { len: 0, .. }) => out.report(Code::InvalidRequest, pos, || {
-            Diagnostic::new(Code::InvalidRequest, "Messages must be a non-empty array.")
-                .param("body.messages")
+        None => required(out, absent, pos, "Messages", "body.messages"),
+        Some(Messages::Other(Kind::Null)) => {
+            required(out, absent, pos, "Messages", "body.messages")
+        }
+        Some(Messages::Other(kind)) => typed(out, code, pos, "body.messages", "an array", kind),
+        // An empty array passes every schema (vLLM's too); the engine
+        // refuses it when the request runs.
+        Some(Messages::Array { len: 0, .. }) => out.report(Code::InvalidBody, pos, || {
+            Diagnostic::new(
+                Code::InvalidBody,
+                will_fail(
+                    Code::InvalidBody,
+                    "Messages must be a non-empty array.".to_owned(),
+                ),
+            )
+            .param("body.messages")
         }),
         Some(Messages::Array {
             problem: Some((i, problem)),
             ..
-        }) => out.report(Code::InvalidRequest, pos, || {
+        }) => out.report(code, pos, || {
             let message = match problem {
                 MessageProblem::NotObject(kind) => format!(
                     "Each message must be an object, but body.messages[{i}] is {}.",
@@ -411,7 +460,7 @@ fn check_messages(messages: Option<Messages>, pos: Pos<'_>, out: &mut ChunkOut) 
                     format!("Each message must have a role, but body.messages[{i}] has none.")
                 }
             };
-            Diagnostic::new(Code::InvalidRequest, message)
+            Diagnostic::new(code, will_fail(code, message))
                 .param(format!("body.messages[{i}]"))
                 .hint("messages look like {\"role\": \"user\", \"content\": \"...\"}")
         }),
