@@ -126,7 +126,11 @@ async fn the_whole_lifecycle_against_batchkit_serve() {
     }
     let e = c.batch("batch_nope").await.unwrap_err();
     assert_eq!(e.status(), Some(404));
-    assert!(e.to_string().starts_with("HTTP 404: No such batch"), "{e}");
+    assert!(
+        e.to_string()
+            .starts_with("HTTP 404: No batch found with id 'batch_nope'"),
+        "{e}"
+    );
     let e = client(&base, "wrong")
         .batches(None, None)
         .await

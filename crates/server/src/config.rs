@@ -58,6 +58,31 @@ pub struct ServerConfig {
     pub chunk_requests: u64,
     /// How often an idle node looks for work it was not told of.
     pub poll_interval: Duration,
+    /// The completion windows a batch may ask for (OpenAI: only `24h`).
+    pub completion_windows: Vec<Window>,
+    /// Fail a batch at validation whose model the upstream's `GET
+    /// /v1/models` does not list (OpenAI's `model_not_found`).
+    pub check_models: bool,
+}
+
+/// A completion window a server offers: its name and its length.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Window {
+    /// As a client writes it: `24h`, `48h`, `90s`.
+    pub text: String,
+    /// Its length in seconds.
+    pub seconds: i64,
+}
+
+impl std::str::FromStr for Window {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Window, String> {
+        Ok(Window {
+            text: text.to_owned(),
+            seconds: crate::window::parse(text)?,
+        })
+    }
 }
 
 /// The default node id: the host's name and the process id.
@@ -95,6 +120,11 @@ impl ServerConfig {
             lease: Duration::from_secs(15),
             chunk_requests: 1000,
             poll_interval: Duration::from_secs(1),
+            completion_windows: vec![Window {
+                text: "24h".to_owned(),
+                seconds: 86_400,
+            }],
+            check_models: true,
         }
     }
 

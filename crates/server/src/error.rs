@@ -41,12 +41,49 @@ impl ApiError {
         ApiError::invalid(message).param(param)
     }
 
-    /// 404: no such object (also for another tenant's objects).
+    /// 400: a parameter is absent (`missing_required_parameter`).
+    pub fn missing(param: &str) -> ApiError {
+        ApiError::invalid_param(param, format!("Missing required parameter: '{param}'."))
+            .code("missing_required_parameter")
+    }
+
+    /// 400: a value outside the set a parameter takes (`invalid_value`), in
+    /// OpenAI's words: "Invalid value: 'x'. Supported values are: 'a' and 'b'."
+    pub fn invalid_value(param: &str, value: &str, supported: &[&str]) -> ApiError {
+        let quoted: Vec<String> = supported.iter().map(|s| format!("'{s}'")).collect();
+        let list = match quoted.as_slice() {
+            [] => String::new(),
+            [one] => one.clone(),
+            [rest @ .., last] if rest.len() == 1 => format!("{} and {last}", rest[0]),
+            [rest @ .., last] => format!("{}, and {last}", rest.join(", ")),
+        };
+        let supported = if supported.len() == 1 {
+            format!("Supported values: {list}.")
+        } else {
+            format!("Supported values are: {list}.")
+        };
+        ApiError::invalid_param(param, format!("Invalid value: '{value}'. {supported}"))
+            .code("invalid_value")
+    }
+
+    /// 400: a parameter of the wrong JSON type (`invalid_type`), in OpenAI's
+    /// words: "Invalid type for 'p': expected a string, but got an array
+    /// instead."
+    pub fn invalid_type(param: &str, expected: &str, got: &str) -> ApiError {
+        ApiError::invalid_param(
+            param,
+            format!("Invalid type for '{param}': expected {expected}, but got {got} instead."),
+        )
+        .code("invalid_type")
+    }
+
+    /// 404: no such object (also for another tenant's objects): "No batch
+    /// found with id '...'".
     pub fn not_found(what: &str, id: &str) -> ApiError {
         ApiError::new(
             StatusCode::NOT_FOUND,
             "invalid_request_error",
-            format!("No such {what}: '{id}'"),
+            format!("No {what} found with id '{id}': not found for this API key."),
         )
         .param("id")
     }

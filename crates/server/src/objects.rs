@@ -246,18 +246,24 @@ impl BatchRecord {
             object: "batch".to_owned(),
             endpoint: self.endpoint.clone(),
             model: self.model.clone(),
-            errors: self.errors.as_ref().map(|errors| BatchErrors {
-                object: "list".to_owned(),
-                data: errors
-                    .iter()
-                    .map(|e| BatchErrorItem {
-                        code: Some(e.code.clone()),
-                        message: Some(e.message.clone()),
-                        param: e.param.clone(),
-                        line: e.line,
-                    })
-                    .collect(),
-            }),
+            // A verdict reached at creation waits for the validation step
+            // to apply it: the batch shows it once it has failed.
+            errors: self
+                .errors
+                .as_ref()
+                .filter(|_| self.status == Status::Failed)
+                .map(|errors| BatchErrors {
+                    object: "list".to_owned(),
+                    data: errors
+                        .iter()
+                        .map(|e| BatchErrorItem {
+                            code: Some(e.code.clone()),
+                            message: Some(e.message.clone()),
+                            param: e.param.clone(),
+                            line: e.line,
+                        })
+                        .collect(),
+                }),
             input_file_id: self.input_file_id.clone(),
             completion_window: self.completion_window.clone(),
             status: self.status.as_str().to_owned(),
@@ -313,6 +319,12 @@ mod tests {
             param: None,
             line: Some(3),
         }]);
+        assert_eq!(
+            serde_json::to_value(b.to_wire()).expect("serialize")["errors"],
+            Value::Null,
+            "errors show once the batch has failed"
+        );
+        b.status = Status::Failed;
         b.usage.input_tokens = 5;
         b.metadata = Some(json!({"k": "v"}).as_object().cloned().unwrap_or_default());
         let v = serde_json::to_value(b.to_wire()).expect("serialize");
@@ -355,7 +367,7 @@ mod tests {
         let back: Batch = serde_json::from_value(v).expect("the client reads it");
         assert_eq!(
             (back.id.as_str(), back.status.as_str(), back.expires_at),
-            ("batch_1", "validating", Some(200))
+            ("batch_1", "failed", Some(200))
         );
         assert_eq!(back.usage.map(|u| u.input_tokens), Some(5));
         assert_eq!(

@@ -30,6 +30,17 @@ async fn files_upload_get_list_content_delete() {
     assert!(f["created_at"].as_i64().unwrap() > 1_700_000_000);
     assert!(f["expires_at"].is_null());
     assert_eq!(h.content(&id).await.as_bytes(), content.as_slice());
+    let r = h
+        .client
+        .get(h.url(&format!("/v1/files/{id}/content")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.headers()["content-disposition"],
+        "attachment; filename=\"requests.jsonl\""
+    );
+    assert_eq!(r.headers()["content-type"], "application/octet-stream");
 
     // `purpose` after `file` works as well, with an expiry.
     let form = reqwest::multipart::Form::new()
@@ -314,7 +325,11 @@ async fn cancel_keeps_finished_results_and_cancels_the_rest() {
         sent < 40,
         "dispatch went on after the cancel: {sent} requests"
     );
-    h.cancel_refused(&id, "cancelled").await;
+    // As on OpenAI, asking again answers with the batch.
+    let (s, again) = h
+        .post(&format!("/v1/batches/{id}/cancel"), &json!({}))
+        .await;
+    assert_eq!((s, &again["status"]), (200, &json!("cancelled")), "{again}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -472,10 +487,25 @@ async fn tenants_see_only_their_own() {
     }
     let (_, list) = h.get_as(Some("key-b"), "/v1/batches").await;
     assert_eq!(list["data"].as_array().unwrap().len(), 0);
-    let (s, _, _) = h
+    // Another key's file is not there for this key: the batch is created
+    // and fails at validation, as on OpenAI for a file it cannot find.
+    let (s, theirs, _) = h
         .post_as(Some("key-b"), "/v1/batches", &json!({"input_file_id": file, "endpoint": "/v1/chat/completions", "completion_window": "24h"}))
         .await;
-    assert_eq!(s, 400);
+    assert_eq!(s, 200, "{theirs}");
+    let theirs = theirs["id"].as_str().unwrap();
+    let failed = loop {
+        let (_, b) = h
+            .get_as(Some("key-b"), &format!("/v1/batches/{theirs}"))
+            .await;
+        if b["status"] != "validating" {
+            break b;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(failed["status"], "failed", "{failed}");
+    assert_eq!(failed["errors"]["data"][0]["code"], "invalid_request");
+    assert_eq!(failed["errors"]["data"][0]["param"], "file_id");
     assert_eq!(
         h.post_as(
             Some("key-b"),
@@ -516,14 +546,81 @@ async fn bad_input_is_a_4xx_with_the_envelope() {
     };
     let many: serde_json::Map<String, Value> =
         (0..17).map(|i| (format!("k{i}"), json!("v"))).collect();
-    let cases: Vec<(Value, &str)> = vec![
+    // The body, the parameter at fault, and OpenAI's code where it sets one.
+    let coded: Vec<(Value, &str, &str)> = vec![
         (
             json!({"endpoint": "/v1/chat/completions", "completion_window": "24h"}),
             "input_file_id",
+            "missing_required_parameter",
         ),
-        (with("endpoint", json!("/v1/chat/completion")), "endpoint"),
-        (with("completion_window", json!("1y")), "completion_window"),
-        (with("completion_window", json!(24)), "completion_window"),
+        (
+            with("endpoint", json!("/v1/invalid/endpoint")),
+            "endpoint",
+            "invalid_value",
+        ),
+        (
+            with("completion_window", json!("1h")),
+            "completion_window",
+            "invalid_value",
+        ),
+        (
+            with("completion_window", json!("48h")),
+            "completion_window",
+            "invalid_value",
+        ),
+        (
+            with("completion_window", json!("")),
+            "completion_window",
+            "invalid_value",
+        ),
+        (
+            with("completion_window", json!(24)),
+            "completion_window",
+            "invalid_type",
+        ),
+        (
+            with("metadata", json!({"tags": ["tag1", "tag2"]})),
+            "metadata.tags",
+            "invalid_type",
+        ),
+        (with("metadata", json!("text")), "metadata", "invalid_type"),
+    ];
+    for (body, param, code) in coded {
+        let (s, e) = h.post("/v1/batches", &body).await;
+        assert_eq!(s, 400, "{body}: {e}");
+        assert_eq!(
+            (&e["error"]["param"], &e["error"]["code"]),
+            (&json!(param), &json!(code)),
+            "{body}: {e}"
+        );
+    }
+    // OpenAI's words, which the SDKs' users match on.
+    let (_, e) = h
+        .post(
+            "/v1/batches",
+            &with("endpoint", json!("/v1/invalid/endpoint")),
+        )
+        .await;
+    let message = e["error"]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("Invalid value: '/v1/invalid/endpoint'. Supported values are: '/v1/responses', '/v1/chat/completions',"),
+        "{message}"
+    );
+    let (_, e) = h
+        .post("/v1/batches", &with("completion_window", json!("1h")))
+        .await;
+    assert_eq!(
+        e["error"]["message"],
+        "Invalid value: '1h'. Supported values are: '24h' and '2s'."
+    );
+    let (_, e) = h
+        .post("/v1/batches", &with("metadata", json!({"tags": ["a"]})))
+        .await;
+    assert_eq!(
+        e["error"]["message"],
+        "Invalid type for 'metadata.tags': expected a string, but got an array instead."
+    );
+    let cases: Vec<(Value, &str)> = vec![
         (with("metadata", Value::Object(many)), "metadata"),
         (
             with("metadata", json!({"k".repeat(65): "v"})),
@@ -534,7 +631,6 @@ async fn bad_input_is_a_4xx_with_the_envelope() {
             "metadata.k",
         ),
         (with("metadata", json!({"k": 1})), "metadata.k"),
-        (with("metadata", json!("text")), "metadata"),
         (
             with(
                 "output_expires_after",
@@ -549,7 +645,6 @@ async fn bad_input_is_a_4xx_with_the_envelope() {
             ),
             "output_expires_after.anchor",
         ),
-        (with("input_file_id", json!("file-nope")), "input_file_id"),
         (with("surprise", json!(true)), "surprise"),
     ];
     for (body, param) in cases {
@@ -590,6 +685,10 @@ async fn bad_input_is_a_4xx_with_the_envelope() {
         let (s, e) = h.get(path).await;
         assert_eq!(s, status, "{path}: {e}");
         assert!(e["error"]["message"].is_string(), "{path}: {e}");
+        if s == 404 && path.contains("nope") {
+            let m = e["error"]["message"].as_str().unwrap();
+            assert!(m.contains("not found"), "{path}: {m}");
+        }
     }
     let r = h.client.put(h.url("/v1/batches")).send().await.unwrap();
     assert_eq!(r.status(), 405);
@@ -836,4 +935,216 @@ async fn a_file_without_a_record_is_removed_only_after_the_grace_period() {
     assert!(young.exists(), "a young one is left for a later sweep");
     let (s, _) = h.get(&format!("/v1/files/{kept}/content")).await;
     assert_eq!(s, 200, "a recorded file stays");
+}
+
+/// OpenAI's recorded reply: a create naming a file that is not there is
+/// accepted, and the batch then fails with `invalid_request`, param
+/// `file_id`, no line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_whose_input_file_is_missing_is_created_and_then_fails() {
+    let h = Harness::new(|_| {}).await;
+    let b = h.create_batch("file-nonexistent-xyz", "24h").await;
+    assert_eq!(b["status"], "validating", "{b}");
+    assert!(b["errors"].is_null(), "{b}");
+    let b = h
+        .wait(b["id"].as_str().unwrap(), Duration::from_secs(10))
+        .await;
+    assert_eq!(b["status"], "failed", "{b}");
+    assert!(b["failed_at"].as_i64().is_some());
+    let errors = b["errors"]["data"].as_array().unwrap();
+    assert_eq!(errors.len(), 1, "{b}");
+    assert_eq!(errors[0]["code"], "invalid_request");
+    assert_eq!(errors[0]["param"], "file_id");
+    assert!(errors[0]["line"].is_null());
+    let message = errors[0]["message"].as_str().unwrap().to_lowercase();
+    assert!(message.contains("cannot find file"), "{message}");
+}
+
+/// OpenAI's recorded reply: what is inside a message does not fail the
+/// batch; that request runs, its 400 lands in the error file, and the
+/// rest completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn message_contents_fail_their_request_not_the_batch() {
+    let h = Harness::new(|_| {}).await;
+    let bad = json!({"custom_id": "bad-keys", "method": "POST", "url": "/v1/chat/completions",
+        "body": {"model": "test-model", "messages": [{"rolez": "user", "contentz": "Hi"}]}});
+    let text = format!(
+        "{}\n{bad}\n{}\n",
+        chat_line("ok-1", "hello"),
+        chat_line("ok-2", "hello again")
+    );
+    let file = h.upload(text.as_bytes()).await;
+    let b = h.create_batch(&file, "24h").await;
+    let b = h
+        .wait(b["id"].as_str().unwrap(), Duration::from_secs(10))
+        .await;
+    assert_eq!(b["status"], "completed", "{b}");
+    assert_eq!(
+        b["request_counts"],
+        json!({"total": 3, "completed": 2, "failed": 1})
+    );
+    let (out, err) = h.results(&b).await;
+    assert_eq!(out.len(), 2);
+    assert_eq!(err.len(), 1);
+    assert_eq!(err[0]["custom_id"], "bad-keys");
+    assert_eq!(err[0]["response"]["status_code"], 400, "{}", err[0]);
+}
+
+/// A model the upstream's `GET /v1/models` does not list fails the batch
+/// at validation with OpenAI's `model_not_found`, before any request is
+/// sent; a listed one runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_the_upstream_does_not_serve_fails_the_batch_at_validation() {
+    let opts = batchkit_testkit::Options {
+        models: Some(vec!["test-model".to_owned()]),
+        ..Default::default()
+    };
+    let h = Harness::with_upstream(opts, |_| {}).await;
+    let line = json!({"custom_id": "invalid-model", "method": "POST", "url": "/v1/chat/completions",
+        "body": {"model": "nonexistent-model-xyz", "messages": [{"role": "user", "content": "Hello"}]}});
+    let file = h.upload(format!("{line}\n").as_bytes()).await;
+    let b = h.create_batch(&file, "24h").await;
+    let b = h
+        .wait(b["id"].as_str().unwrap(), Duration::from_secs(10))
+        .await;
+    assert_eq!(b["status"], "failed", "{b}");
+    let errors = b["errors"]["data"].as_array().unwrap();
+    assert_eq!(errors.len(), 1, "{b}");
+    assert_eq!(errors[0]["code"], "model_not_found");
+    assert_eq!(errors[0]["line"], 1);
+    assert_eq!(errors[0]["param"], "body.model");
+    let message = errors[0]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with(
+            "The provided model 'nonexistent-model-xyz' is not supported by the Batch API."
+        ) && message.contains("'test-model'"),
+        "{message}"
+    );
+    assert_eq!(
+        h.upstream
+            .stats
+            .requests
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+
+    let file = h.upload(&chat_file(&texts(2, |i| format!("hi {i}")))).await;
+    let b = h.create_batch(&file, "24h").await;
+    let b = h
+        .wait(b["id"].as_str().unwrap(), Duration::from_secs(10))
+        .await;
+    assert_eq!(b["status"], "completed", "{b}");
+}
+
+/// Every answer, whatever its status, carries an `x-request-id`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_answer_carries_a_request_id() {
+    let h = Harness::new(|c| c.api_keys = vec!["k".to_owned()]).await;
+    let requests = [
+        h.client.get(h.url("/v1/batches")).bearer_auth("k"),
+        h.client.get(h.url("/v1/batches")),
+        h.client
+            .get(h.url("/v1/batches/batch_nope"))
+            .bearer_auth("k"),
+        h.client.get(h.url("/v1/nothing")).bearer_auth("k"),
+        h.client
+            .post(h.url("/v1/batches"))
+            .bearer_auth("k")
+            .json(&json!({})),
+        h.client.get(h.url("/health")),
+    ];
+    let mut seen = std::collections::HashSet::new();
+    for rb in requests {
+        let r = rb.send().await.unwrap();
+        let id = r.headers()["x-request-id"].to_str().unwrap().to_owned();
+        assert!(id.starts_with("req_") && id.len() > 20, "{id}");
+        assert!(seen.insert(id), "request ids repeat");
+    }
+}
+
+/// As on OpenAI, an input file a running batch reads can be deleted: it is
+/// gone from the API at once, and the batch finishes from its bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_input_file_deleted_while_its_batch_runs_leaves_the_api_and_the_batch_finishes() {
+    let h = Harness::new(|c| c.concurrency = 2).await;
+    let file = h
+        .upload(&chat_file(&texts(20, |i| format!("slow:30 {i}"))))
+        .await;
+    let b = h.create_batch(&file, "24h").await;
+    let id = b["id"].as_str().unwrap().to_owned();
+    h.until_completed(&id, 2).await;
+    let r = h
+        .client
+        .delete(h.url(&format!("/v1/files/{file}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let deleted: Value = r.json().await.unwrap();
+    assert_eq!(
+        deleted,
+        json!({"id": file, "object": "file", "deleted": true})
+    );
+    for path in [
+        format!("/v1/files/{file}"),
+        format!("/v1/files/{file}/content"),
+    ] {
+        assert_eq!(h.get(&path).await.0, 404, "{path}");
+    }
+    let (_, list) = h.get("/v1/files").await;
+    assert!(list["data"].as_array().unwrap().is_empty(), "{list}");
+    let b = h.wait(&id, Duration::from_secs(20)).await;
+    assert_eq!(b["status"], "completed", "{b}");
+    assert_eq!(b["request_counts"]["completed"], 20, "{b}");
+}
+
+/// A `batch` upload must be a file with a first request object (OpenAI:
+/// "Invalid file format for Batch API"); the rest is judged when a batch
+/// reads it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_uploads_are_refused_when_empty_or_not_jsonl() {
+    let h = Harness::new(|_| {}).await;
+    for content in [&b""[..], b"\n\n", b"{malformed json", b"not json at all\n"] {
+        let (s, e) = h.upload_as(None, "input.jsonl", content).await;
+        assert_eq!(s, 400, "{e}");
+        let message = e["error"]["message"].as_str().unwrap().to_lowercase();
+        assert!(
+            message.contains("invalid file format") && message.contains("jsonl"),
+            "{message}"
+        );
+        assert_eq!(e["error"]["param"], "file");
+    }
+    // A bad second line passes the upload and fails the batch at line 2.
+    let text = format!("{}\n{{invalid json here\n", chat_line("valid", "hi"));
+    let file = h.upload(text.as_bytes()).await;
+    let b = h.create_batch(&file, "24h").await;
+    let b = h
+        .wait(b["id"].as_str().unwrap(), Duration::from_secs(10))
+        .await;
+    assert_eq!(b["status"], "failed", "{b}");
+    let last = b["errors"]["data"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (&last["code"], &last["line"]),
+        (&json!("invalid_json_line"), &json!(2))
+    );
+    // Other purposes are not batch files.
+    let form = reqwest::multipart::Form::new()
+        .text("purpose", "user_data")
+        .part(
+            "file",
+            reqwest::multipart::Part::bytes(b"plain text".to_vec()).file_name("notes.txt"),
+        );
+    let r = h
+        .client
+        .post(h.url("/v1/files"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
 }

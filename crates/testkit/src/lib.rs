@@ -50,6 +50,9 @@ pub struct Options {
     pub api_key: Option<String>,
     /// Listen here (default `127.0.0.1:0`).
     pub listen: Option<SocketAddr>,
+    /// Served by `GET /v1/models`, as engines list what they loaded; `None`:
+    /// no such route (a 404, as from an engine without the list).
+    pub models: Option<Vec<String>>,
 }
 
 /// What the upstream has seen.
@@ -115,7 +118,18 @@ impl TestUpstream {
             opts,
             stats: stats.clone(),
         });
-        let app = Router::new()
+        let mut app = Router::new();
+        if let Some(models) = shared.opts.models.clone() {
+            let list = json!({
+                "object": "list",
+                "data": models.iter().map(|id| json!({"id": id, "object": "model", "created": 0, "owned_by": "batchkit-testkit"})).collect::<Vec<_>>(),
+            });
+            app = app.route(
+                "/v1/models",
+                axum::routing::get(move || std::future::ready(axum::Json(list))),
+            );
+        }
+        let app = app
             .route("/v1/chat/completions", post(answer))
             .route("/v1/completions", post(answer))
             .route("/v1/embeddings", post(answer))
@@ -210,6 +224,19 @@ async fn answer(
             "invalid_json",
         );
     };
+    // As an engine's schema does: every chat message is an object with a
+    // role (OpenAI answers the same request with a 400 of its own).
+    if uri.path().ends_with("/chat/completions") {
+        let messages = body["messages"].as_array();
+        if let Some(i) = messages.and_then(|m| m.iter().position(|m| m.get("role").is_none())) {
+            s.stats.arrive(&text_of(&body));
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!("messages.{i}.role: Field required"),
+                "invalid_value",
+            );
+        }
+    }
     let text = text_of(&body);
     let attempt = s.stats.arrive(&text);
     if !s.opts.latency.is_zero() {

@@ -146,6 +146,24 @@ pub struct ServeArgs {
     #[arg(long, env = "BATCHKIT_CHUNK_REQUESTS", value_name = "N", default_value_t = 1000,
         value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub chunk_requests: u64,
+
+    /// The completion windows a batch may ask for, comma-separated: 24h
+    /// (OpenAI's only one), or any <n>s, <n>m, <n>h, <n>d up to 30d, such
+    /// as 24h,48h,7d.
+    #[arg(
+        long,
+        env = "BATCHKIT_COMPLETION_WINDOWS",
+        value_name = "LIST",
+        value_delimiter = ',',
+        default_value = "24h"
+    )]
+    pub completion_windows: Vec<batchkit_server::Window>,
+
+    /// Do not ask the upstream's GET /v1/models which models it serves
+    /// (by default a batch whose model it does not list fails at
+    /// validation with model_not_found, as on OpenAI).
+    #[arg(long, env = "BATCHKIT_NO_MODEL_CHECK")]
+    pub no_model_check: bool,
 }
 
 impl ServeArgs {
@@ -176,6 +194,8 @@ impl ServeArgs {
         cfg.chunk_requests = self.chunk_requests;
         cfg.database.clone_from(&self.database);
         cfg.object_store.clone_from(&self.object_store);
+        cfg.completion_windows.clone_from(&self.completion_windows);
+        cfg.check_models = !self.no_model_check;
         cfg
     }
 }

@@ -60,6 +60,9 @@ fn sdk_lifecycle(stores: &[&str], env: &[(&str, String)]) {
         "Cannot cancel a batch with status 'completed'."
     );
     assert_eq!(seen["listed"], 2);
+    assert_eq!(seen["bad_endpoint"], "invalid_value");
+    assert_eq!(seen["missing_file"], "invalid_request");
+    assert_eq!(seen["errors_checked"], true);
     let c = &seen["cancelled_counts"];
     assert!(c["completed"].as_u64().unwrap() < 60, "{c}");
 
@@ -92,6 +95,42 @@ fn sdk_lifecycle(stores: &[&str], env: &[(&str, String)]) {
         assert_eq!(l["status"], want, "{l}");
     }
     assert_eq!(lines[5]["status_code"], 400);
+}
+
+/// A second client holds the shapes: the official Node SDK runs the
+/// lifecycle and the error cases (`tests/sdk/lifecycle.cjs`).
+#[test]
+fn the_official_node_sdk_runs_the_lifecycle_and_its_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let serve = Serve::start(&dir.path().join("data"), &["--api-key", "sk-node"]);
+    let reqs = dir.path().join("requests.jsonl");
+    let mut texts: Vec<String> = (0..20).map(|i| format!("node {i}")).collect();
+    texts[3] = "fail:400".into();
+    std::fs::write(&reqs, requests(20, |i| texts[i].clone())).unwrap();
+    let out = Command::new("node")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/lifecycle.cjs"))
+        .arg(serve.url("/v1"))
+        .arg("sk-node")
+        .arg(&reqs)
+        .arg(dir.path())
+        .env("NODE_PATH", common::sdk_node_modules())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "the Node SDK script failed:\n{stderr}"
+    );
+    let seen: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        seen["counts"],
+        json!({"total": 20, "completed": 19, "failed": 1})
+    );
+    assert_eq!(seen["bad_endpoint"], "invalid_value");
+    assert_eq!(seen["conflict"], 409);
+    assert_eq!(seen["missing_file"], "invalid_request");
+    let output = std::fs::read_to_string(dir.path().join("node-output.jsonl")).unwrap();
+    assert_eq!(output.lines().count(), 19);
 }
 
 #[test]

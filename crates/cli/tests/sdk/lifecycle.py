@@ -99,7 +99,83 @@ def main():
 
     deleted = client.files.delete(slow_file.id)
     assert deleted.deleted, deleted
+
+    errors(client, uploaded.id, seen)
     print(json.dumps(seen))
+
+
+def refused(call, status):
+    """The error a call must end in; every one has a request id."""
+    try:
+        call()
+    except openai.APIStatusError as e:
+        assert e.status_code == status, (e.status_code, e.body)
+        assert (e.request_id or "").startswith("req_"), e.response.headers
+        return e
+    raise SystemExit(f"expected a {status}")
+
+
+def errors(client, file_id, seen):
+    """The error cases, shaped as OpenAI's (status, code, param, message,
+    request id), from the replies recorded against the real service."""
+    b = client.batches.list(limit=1)
+    assert b._request_id.startswith("req_"), b._request_id
+    create = dict(input_file_id=file_id, endpoint="/v1/chat/completions", completion_window="24h")
+
+    e = refused(lambda: client.batches.create(**{**create, "endpoint": "/v1/invalid/endpoint"}), 400)
+    assert isinstance(e, openai.BadRequestError)
+    assert (e.code, e.param) == ("invalid_value", "endpoint"), e.body
+    assert "supported values" in e.message.lower() and "/v1/invalid/endpoint" in e.message, e.message
+    seen["bad_endpoint"] = e.code
+
+    for window in ("1h", "48h", "invalid", ""):
+        e = refused(lambda: client.batches.create(**{**create, "completion_window": window}), 400)
+        assert (e.code, e.param) == ("invalid_value", "completion_window"), e.body
+
+    e = refused(lambda: client.batches.create(**create, metadata={"tags": ["tag1", "tag2"]}), 400)
+    assert (e.code, e.param) == ("invalid_type", "metadata.tags"), e.body
+    assert "expected a string, but got an array" in e.message, e.message
+
+    for call in (
+        lambda: client.batches.retrieve("batch-nonexistent-xyz"),
+        lambda: client.batches.cancel("batch-nonexistent-xyz"),
+        lambda: client.files.retrieve("file-nonexistent-xyz"),
+    ):
+        e = refused(call, 404)
+        assert isinstance(e, openai.NotFoundError)
+        assert "not found" in e.message.lower(), e.message
+
+    # A file that is not there: created, then failed at validation.
+    missing = client.batches.create(**{**create, "input_file_id": "file-nonexistent-xyz"})
+    failed = wait(client, missing.id)
+    assert failed.status == "failed" and failed.failed_at, failed
+    [error] = failed.errors.data
+    assert (error.code, error.param, error.line) == ("invalid_request", "file_id", None), error
+    assert "cannot find file" in error.message.lower(), error
+    seen["missing_file"] = error.code
+
+    # A message without a role runs and fails alone; the batch completes.
+    bad = client.files.create(
+        file=("contents.jsonl", b'{"custom_id": "ok", "method": "POST", "url": "/v1/chat/completions", '
+              b'"body": {"model": "test-model", "messages": [{"role": "user", "content": "hi"}]}}\n'
+              b'{"custom_id": "rolez", "method": "POST", "url": "/v1/chat/completions", '
+              b'"body": {"model": "test-model", "messages": [{"rolez": "user", "contentz": "hi"}]}}\n'),
+        purpose="batch",
+    )
+    ran = wait(client, client.batches.create(**{**create, "input_file_id": bad.id}).id)
+    assert ran.status == "completed", ran
+    assert (ran.request_counts.completed, ran.request_counts.failed) == (1, 1), ran.request_counts
+
+    # An empty or non-JSONL upload is refused at once.
+    for content in (b"", b"{malformed json"):
+        e = refused(lambda: client.files.create(file=("bad.jsonl", content), purpose="batch"), 400)
+        assert "invalid file format" in e.message.lower() and "jsonl" in e.message.lower(), e.message
+
+    # Cancelling again answers with the batch (OpenAI allows it).
+    again = client.batches.list(limit=10).data
+    cancelled = next(b for b in again if b.status == "cancelled")
+    assert client.batches.cancel(cancelled.id).status == "cancelled"
+    seen["errors_checked"] = True
 
 
 if __name__ == "__main__":

@@ -193,7 +193,7 @@ impl Engine {
             }
         };
         for f in stored {
-            if f.written <= old_enough && !self.store.file_exists(&f.id).await? {
+            if f.written <= old_enough && !self.store.file_needed(&f.id).await? {
                 orphans.push(f.id);
             }
         }
@@ -217,17 +217,27 @@ impl Engine {
             }
         };
         for f in expired {
-            let (tenant, id) = (f.tenant.clone(), f.id.clone());
-            match self.store.delete_file(&tenant, &id).await {
-                Ok(_) => {
-                    tracing::info!(file = %f.id, "file expired; removed");
-                    if let Err(e) = self.files.remove(&f.id).await {
-                        tracing::warn!(file = %f.id, "cannot remove: {e}");
-                    }
-                }
+            match self.forget_file(&f.tenant, &f.id).await {
+                Ok(_) => tracing::info!(file = %f.id, "file expired; removed"),
                 Err(e) => tracing::warn!(file = %f.id, "cannot remove expired file: {e}"),
             }
         }
+    }
+
+    /// Delete a file's record, and its bytes unless an unfinished batch
+    /// still reads them (they go once it ends, with the next sweep of
+    /// files without a record). False if there was no record.
+    pub async fn forget_file(&self, tenant: &str, id: &str) -> StoreResult<bool> {
+        if !self.store.delete_file(tenant, id).await? {
+            return Ok(false);
+        }
+        if self.store.file_needed(id).await? {
+            tracing::info!(file = %id, "the file's record is deleted; its bytes stay until the batch reading them ends");
+        } else if let Err(e) = self.files.remove(id).await {
+            // Left for the sweep of files without a record.
+            tracing::warn!(file = %id, "cannot remove: {e}");
+        }
+        Ok(true)
     }
 
     /// Tell the scheduler that work may have appeared (a batch was

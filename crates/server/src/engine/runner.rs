@@ -68,6 +68,17 @@ async fn validate(
     lease: &Lease,
     batch: &BatchRecord,
 ) -> Result<(), RunError> {
+    // A verdict reached when the batch was created (its input file was
+    // not there): applied now, so the batch fails from `validating` as on
+    // OpenAI.
+    if let Some(errors) = batch.errors.as_ref().filter(|e| !e.is_empty()) {
+        let detail = errors[0].message.clone();
+        if engine.store.fail(lease, 0, errors, ids::now()).await? {
+            tracing::info!(batch = %batch.id, from = "validating", to = "failed", "{detail}");
+            engine.wake();
+        }
+        return Ok(());
+    }
     let mut cfg = Config::new(engine.cfg.provider);
     let per_chunk = engine.cfg.chunk_requests;
     cfg.endpoint = Some(batch.endpoint.clone());
@@ -77,12 +88,25 @@ async fn validate(
     let input = engine.files.read(&batch.input_file_id, None).await;
     let rt = tokio::runtime::Handle::current();
     let name = std::path::PathBuf::from(&batch.input_file_id);
+    let file_id = batch.input_file_id.clone();
     let verdict = tokio::task::spawn_blocking(move || -> Result<_, BatchError> {
         let fail = |code: &str, message: String| BatchError {
             code: code.to_owned(),
             message,
             param: None,
             line: None,
+        };
+        let input = match input {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(BatchError {
+                    param: Some("file_id".to_owned()),
+                    ..fail(
+                        "invalid_request",
+                        format!("Cannot find file {file_id}, or this API key does not have access to it."),
+                    )
+                });
+            }
+            other => other,
         };
         let unreadable = |e: &dyn std::fmt::Display| {
             fail(
@@ -111,9 +135,13 @@ async fn validate(
             .map_err(|e| unreadable(&e))
     })
     .await?;
+    let unserved = match &verdict {
+        Ok((report, _)) => unserved_models(engine, &report.summary).await,
+        Err(_) => Vec::new(),
+    };
     let now = ids::now();
     let (moved, to, detail) = match verdict {
-        Ok((report, plan)) if report.is_valid() => {
+        Ok((report, plan)) if report.is_valid() && unserved.is_empty() => {
             let requests = report.summary.requests;
             let model = match report.summary.models.as_slice() {
                 [(m, _)] => Some(m.clone()),
@@ -129,7 +157,7 @@ async fn validate(
         }
         Ok((report, _)) => {
             let requests = report.summary.requests;
-            let errors: Vec<BatchError> = report
+            let mut errors: Vec<BatchError> = report
                 .diagnostics
                 .iter()
                 .filter(|d| d.severity() == Severity::Error)
@@ -139,8 +167,10 @@ async fn validate(
                     param: d.param.clone(),
                     line: d.line,
                 })
+                .chain(unserved)
                 .collect();
-            let detail = format!("{} errors, first: {}", report.errors(), errors[0].message);
+            errors.sort_by_key(|e| e.line.unwrap_or(u64::MAX));
+            let detail = format!("{} errors, first: {}", errors.len(), errors[0].message);
             let moved = engine.store.fail(lease, requests, &errors, now).await?;
             (moved, Status::Failed, detail)
         }
@@ -155,6 +185,68 @@ async fn validate(
         engine.wake();
     }
     Ok(())
+}
+
+/// How long the upstream's model list is trusted; a model missing from a
+/// list older than [`MODELS_RECHECK`] is asked about again before the
+/// batch fails (it may have been loaded since).
+const MODELS_TTL: Duration = Duration::from_secs(60);
+const MODELS_RECHECK: Duration = Duration::from_secs(5);
+
+/// OpenAI's `model_not_found` for each model of the batch that the
+/// upstream does not list (none when it has no list, or is not asked).
+async fn unserved_models(
+    engine: &Engine,
+    summary: &batchkit_core::validate::Summary,
+) -> Vec<BatchError> {
+    if !engine.cfg.check_models || summary.models.is_empty() {
+        return Vec::new();
+    }
+    let missing = |served: &std::collections::HashSet<String>| -> Vec<String> {
+        summary
+            .models
+            .iter()
+            .filter(|(m, _)| !served.contains(m))
+            .map(|(m, _)| m.clone())
+            .collect()
+    };
+    let Some(served) = engine.upstream.models(MODELS_TTL).await else {
+        return Vec::new();
+    };
+    if missing(&served).is_empty() {
+        return Vec::new();
+    }
+    let Some(served) = engine.upstream.models(MODELS_RECHECK).await else {
+        return Vec::new();
+    };
+    let mut names: Vec<&str> = served.iter().map(String::as_str).collect();
+    names.sort_unstable();
+    let listed = names
+        .iter()
+        .take(10)
+        .map(|m| format!("'{m}'"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let more = match names.len() {
+        0 => "no models",
+        1..=10 => "",
+        _ => ", ...",
+    };
+    missing(&served)
+        .into_iter()
+        .map(|model| BatchError {
+            line: summary
+                .batch_model
+                .as_ref()
+                .filter(|(m, _)| *m == model)
+                .map(|(_, line)| *line),
+            code: "model_not_found".to_owned(),
+            message: format!(
+                "The provided model '{model}' is not supported by the Batch API. The upstream serves: {listed}{more}."
+            ),
+            param: Some("body.model".to_owned()),
+        })
+        .collect()
 }
 
 /// Why a chunk's dispatch stopped.

@@ -2,6 +2,7 @@
 //! timeouts and connection errors are retried with exponential backoff and
 //! jitter (at least `Retry-After`), up to `max_retries` times.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -43,6 +44,27 @@ pub struct Upstream {
     client: reqwest::Client,
     cfg: Arc<ServerConfig>,
     metrics: Arc<Metrics>,
+    models: Arc<tokio::sync::Mutex<Option<Listed>>>,
+}
+
+/// The models the upstream listed, and when it was asked.
+#[derive(Clone)]
+struct Listed {
+    at: Instant,
+    /// `None`: the upstream has no `GET /v1/models` (or an answer that is
+    /// not a list of models), so no model is checked.
+    ids: Option<Arc<HashSet<String>>>,
+}
+
+/// What `GET /v1/models` answers: `{"data": [{"id": ...}, ...]}`.
+#[derive(serde::Deserialize)]
+struct ModelList {
+    data: Vec<ModelEntry>,
+}
+
+#[derive(serde::Deserialize)]
+struct ModelEntry {
+    id: String,
 }
 
 fn retryable(status: StatusCode) -> bool {
@@ -71,6 +93,7 @@ impl Upstream {
             client,
             cfg,
             metrics,
+            models: Arc::default(),
         })
     }
 
@@ -85,6 +108,48 @@ impl Upstream {
         let base = base.min(MAX_DELAY);
         let jittered = base.mul_f64(rand::rng().random_range(0.5..=1.0));
         jittered.max(asked.unwrap_or_default()).min(MAX_DELAY)
+    }
+
+    /// The models the upstream serves (its `GET /v1/models`), as listed
+    /// at most `max_age` ago; `None` where it has no such route, or cannot
+    /// be asked now (an outage is not a verdict on the batch's model: its
+    /// requests wait and retry as any others).
+    pub async fn models(&self, max_age: Duration) -> Option<Arc<HashSet<String>>> {
+        let mut cached = self.models.lock().await;
+        if let Some(listed) = cached.as_ref().filter(|l| l.at.elapsed() <= max_age) {
+            return listed.ids.clone();
+        }
+        let target = self.cfg.upstream_url("/v1/models");
+        let mut req = self.client.get(&target).timeout(Duration::from_secs(10));
+        if let Some(key) = &self.cfg.upstream_api_key {
+            req = req.header(AUTHORIZATION, format!("Bearer {key}"));
+        }
+        let ids = match req.send().await {
+            Ok(resp) if resp.status().is_success() => match resp.json::<ModelList>().await {
+                Ok(list) => Some(Arc::new(list.data.into_iter().map(|m| m.id).collect())),
+                Err(e) => {
+                    tracing::info!(%target, "the upstream's model list cannot be read ({e}); models are not checked");
+                    None
+                }
+            },
+            Ok(resp) if matches!(resp.status().as_u16(), 404 | 405 | 501) => {
+                tracing::info!(%target, status = resp.status().as_u16(), "the upstream has no model list; models are not checked");
+                None
+            }
+            Ok(resp) => {
+                tracing::warn!(%target, status = resp.status().as_u16(), "the upstream's model list is unavailable; this batch's model is not checked");
+                return None;
+            }
+            Err(e) => {
+                tracing::warn!(%target, "the upstream's model list is unavailable ({}); this batch's model is not checked", error_chain(&e));
+                return None;
+            }
+        };
+        *cached = Some(Listed {
+            at: Instant::now(),
+            ids: ids.clone(),
+        });
+        ids
     }
 
     /// Send `body` to the upstream's `url` until it is answered for good.

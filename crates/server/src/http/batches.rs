@@ -13,9 +13,8 @@ use serde_json::{Map, Value};
 use super::{ApiJson, ApiPath, ApiQuery, AppState, Params, Tenant, limit, list_error};
 use crate::error::ApiError;
 use crate::ids;
-use crate::objects::BatchRecord;
+use crate::objects::{BatchError, BatchRecord, Status};
 use crate::store::{Cancel, Page};
-use crate::window;
 
 const FIELDS: &[&str] = &[
     "input_file_id",
@@ -27,18 +26,9 @@ const FIELDS: &[&str] = &[
 
 fn required<'a>(body: &'a Map<String, Value>, name: &str) -> Result<&'a str, ApiError> {
     match body.get(name) {
-        None | Some(Value::Null) => Err(ApiError::invalid_param(
-            name,
-            format!("Missing required parameter: '{name}'."),
-        )),
+        None | Some(Value::Null) => Err(ApiError::missing(name)),
         Some(Value::String(s)) => Ok(s),
-        Some(other) => Err(ApiError::invalid_param(
-            name,
-            format!(
-                "Invalid type for '{name}': expected a string, but got {}.",
-                kind(other)
-            ),
-        )),
+        Some(other) => Err(ApiError::invalid_type(name, "a string", kind(other))),
     }
 }
 
@@ -59,27 +49,17 @@ pub fn check_metadata(v: &Value) -> Result<(), ApiError> {
     let m = match v {
         Value::Null => return Ok(()),
         Value::Object(m) => m,
-        other => {
-            return Err(ApiError::invalid_param(
-                "metadata",
-                format!(
-                    "Invalid type for 'metadata': expected an object, but got {}.",
-                    kind(other)
-                ),
-            ));
-        }
+        other => return Err(ApiError::invalid_type("metadata", "an object", kind(other))),
     };
     let mut pairs = Vec::with_capacity(m.len());
     for (k, v) in m {
         match v {
             Value::String(s) => pairs.push((k.as_str(), s.as_str())),
             other => {
-                return Err(ApiError::invalid_param(
+                return Err(ApiError::invalid_type(
                     &format!("metadata.{k}"),
-                    format!(
-                        "Invalid 'metadata': values are strings, the value of '{k}' is {}.",
-                        kind(other)
-                    ),
+                    "a string",
+                    kind(other),
                 ));
             }
         }
@@ -94,12 +74,10 @@ pub fn check_output_expiry(v: &Value) -> Result<(), ApiError> {
         Value::Null => return Ok(()),
         Value::Object(m) => m,
         other => {
-            return Err(ApiError::invalid_param(
+            return Err(ApiError::invalid_type(
                 "output_expires_after",
-                format!(
-                    "Invalid type for 'output_expires_after': expected an object, but got {}.",
-                    kind(other)
-                ),
+                "an object",
+                kind(other),
             ));
         }
     };
@@ -164,16 +142,24 @@ pub(super) async fn create(
     let window_text = required(&body, "completion_window")?;
     let profile = state.engine.cfg.provider.profile();
     if !profile.supports(endpoint) {
-        return Err(ApiError::invalid_param(
+        return Err(ApiError::invalid_value(
             "endpoint",
-            format!(
-                "Invalid 'endpoint' '{endpoint}': this server runs batches for {}.",
-                profile.endpoints.join(", ")
-            ),
+            endpoint,
+            profile.endpoints,
         ));
     }
-    let window =
-        window::parse(window_text).map_err(|m| ApiError::invalid_param("completion_window", m))?;
+    let windows = &state.engine.cfg.completion_windows;
+    let window = match windows.iter().find(|w| w.text == window_text) {
+        Some(w) => w.seconds,
+        None => {
+            let names: Vec<&str> = windows.iter().map(|w| w.text.as_str()).collect();
+            return Err(ApiError::invalid_value(
+                "completion_window",
+                window_text,
+                &names,
+            ));
+        }
+    };
     check_metadata(body.get("metadata").unwrap_or(&Value::Null))?;
     check_output_expiry(body.get("output_expires_after").unwrap_or(&Value::Null))?;
     // Every field checked, the body reads as the wire type the client
@@ -190,13 +176,10 @@ pub(super) async fn create(
         metadata.map(|m| m.into_iter().map(|(k, v)| (k, Value::String(v))).collect());
     let output_expires_after = output_expires_after.map(|e| e.seconds);
     let (t, f) = (tenant.clone(), input_file_id.clone());
-    let file = state.engine.store.file(&t, &f).await?.ok_or_else(|| {
-        ApiError::invalid_param(
-            "input_file_id",
-            format!("No such file: '{input_file_id}'. Upload it first with purpose 'batch'."),
-        )
-    })?;
-    if file.purpose != "batch" {
+    let file = state.engine.store.file(&t, &f).await?;
+    if let Some(file) = &file
+        && file.purpose != "batch"
+    {
         return Err(ApiError::invalid_param(
             "input_file_id",
             format!(
@@ -205,10 +188,25 @@ pub(super) async fn create(
             ),
         ));
     }
+    // As on OpenAI, a file that is not there (or not this key's) does not
+    // refuse the create: the batch is created and fails at validation. The
+    // verdict is reached here, while the file's owner is known, and carried
+    // to the validation step in `errors`.
+    let errors = file.is_none().then(|| {
+        vec![BatchError {
+            code: "invalid_request".to_owned(),
+            message: format!(
+                "Cannot find file {input_file_id}, or this API key does not have access to it."
+            ),
+            param: Some("file_id".to_owned()),
+            line: None,
+        }]
+    });
     let now = ids::now();
     let record = BatchRecord {
         metadata,
         output_expires_after,
+        errors,
         ..BatchRecord::validating(
             ids::new_id("batch_", 32),
             tenant,
@@ -275,9 +273,21 @@ pub(super) async fn cancel(
             state.engine.cancelled(&id);
             Ok(Json(batch.to_wire()))
         }
-        Cancel::Refused(status) => Err(ApiError::conflict(format!(
+        // As on OpenAI: asking again is answered with the batch, and a
+        // batch already finalizing finishes as it would (so "create, then
+        // cancel at once" never races into an error); only an ended batch
+        // refuses.
+        Cancel::Unchanged(batch)
+            if matches!(
+                batch.status,
+                Status::Cancelling | Status::Cancelled | Status::Finalizing
+            ) =>
+        {
+            Ok(Json(batch.to_wire()))
+        }
+        Cancel::Unchanged(batch) => Err(ApiError::conflict(format!(
             "Cannot cancel a batch with status '{}'.",
-            status.as_str()
+            batch.status.as_str()
         ))),
         Cancel::NotFound => Err(ApiError::not_found("batch", &id)),
     }

@@ -73,6 +73,58 @@ struct Spooled {
     writer: Box<dyn FileWriter>,
     bytes: u64,
     filename: String,
+    /// The file's first bytes, up to the end of its first request line
+    /// (or [`HEAD`] bytes), for the checks of a `batch` upload.
+    head: Vec<u8>,
+}
+
+/// How much of an upload is kept to check its first line.
+const HEAD: usize = 16 << 20;
+
+/// The start of `head` up to its first non-blank line's end, if it holds
+/// one whole line (or the whole file, `complete`).
+fn first_line(head: &[u8], complete: bool) -> Option<&[u8]> {
+    let mut rest = head;
+    loop {
+        match rest.iter().position(|&b| b == b'\n') {
+            Some(end) if rest[..end].iter().all(u8::is_ascii_whitespace) => rest = &rest[end + 1..],
+            Some(end) => return Some(&rest[..end]),
+            None if complete => return Some(rest),
+            None => return None,
+        }
+    }
+}
+
+/// OpenAI's check of a `batch` upload: the file has a request, and its
+/// first one is a JSON object (the rest is judged when a batch reads it).
+fn check_batch_file(head: &[u8], bytes: u64) -> Result<(), ApiError> {
+    let refuse = |why: String| {
+        ApiError::invalid_param(
+            "file",
+            format!(
+                "Invalid file format for Batch API. {why} Expected .jsonl: one JSON request object per line."
+            ),
+        )
+    };
+    let complete = head.len() as u64 == bytes;
+    match first_line(head, complete) {
+        // Longer than the part kept: left to validation.
+        None => Ok(()),
+        Some(line) if line.iter().all(u8::is_ascii_whitespace) => {
+            Err(refuse("The file is empty.".to_owned()))
+        }
+        Some(line) => {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            let line = line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(line);
+            match serde_json::from_slice::<serde_json::Value>(line) {
+                Ok(serde_json::Value::Object(_)) => Ok(()),
+                Ok(_) => Err(refuse(
+                    "The first line is JSON but not an object.".to_owned(),
+                )),
+                Err(e) => Err(refuse(format!("The first line is not JSON: {e}."))),
+            }
+        }
+    }
 }
 
 async fn spool(
@@ -93,8 +145,15 @@ async fn spool(
     let id = ids::new_id("file-", 24);
     let mut writer = state.engine.files.create(&id).await?;
     let mut bytes = 0u64;
+    let (mut head, mut head_done) = (Vec::new(), false);
     while let Some(chunk) = field.chunk().await.map_err(|e| multipart_error(e, cap))? {
         bytes += chunk.len() as u64;
+        if !head_done && head.len() < HEAD {
+            let part = &chunk[..chunk.len().min(HEAD - head.len())];
+            head.extend_from_slice(part);
+            // Looked for again only when a line ended.
+            head_done = part.contains(&b'\n') && first_line(&head, false).is_some();
+        }
         if bytes > cap {
             // Read on (up to a bound), so the client hears the answer.
             while bytes <= cap.saturating_add(DRAIN) {
@@ -112,6 +171,7 @@ async fn spool(
         writer,
         bytes,
         filename,
+        head,
     })
 }
 
@@ -199,6 +259,9 @@ pub(super) async fn upload(
             "Invalid file format for Batch API. Must be .jsonl",
         ));
     }
+    if purpose == "batch" {
+        check_batch_file(&file.head, file.bytes)?;
+    }
     let now = ids::now();
     let expires_at = match (anchor.as_deref(), seconds) {
         (None, None) => None,
@@ -249,7 +312,7 @@ async fn find(state: &AppState, tenant: &str, id: &str) -> Result<FileRecord, Ap
         .store
         .file(&t, &i)
         .await?
-        .ok_or_else(|| ApiError::not_found("File", id))
+        .ok_or_else(|| ApiError::not_found("file", id))
 }
 
 /// `GET /v1/files`.
@@ -312,10 +375,34 @@ pub(super) async fn content(
         [
             (header::CONTENT_TYPE, "application/octet-stream".to_owned()),
             (header::CONTENT_LENGTH, record.bytes.to_string()),
+            (header::CONTENT_DISPOSITION, attachment(&record.filename)),
         ],
         Body::from_stream(stream),
     )
         .into_response())
+}
+
+/// `Content-Disposition` naming the file (RFC 6266): a quoted name where
+/// it is plain ASCII, and the exact name percent-encoded (RFC 8187) beside
+/// an ASCII stand-in where it is not.
+fn attachment(name: &str) -> String {
+    let plain = |c: char| (c.is_ascii_graphic() && c != '"' && c != '\\') || c == ' ';
+    if name.chars().all(plain) {
+        return format!("attachment; filename=\"{name}\"");
+    }
+    let ascii: String = name
+        .chars()
+        .map(|c| if plain(c) { c } else { '_' })
+        .collect();
+    let mut encoded = String::with_capacity(name.len() * 3);
+    for b in name.bytes() {
+        if b.is_ascii_alphanumeric() || b"!#$&+-.^_`|~".contains(&b) {
+            encoded.push(char::from(b));
+        } else {
+            encoded.push_str(&format!("%{b:02X}"));
+        }
+    }
+    format!("attachment; filename=\"{ascii}\"; filename*=UTF-8''{encoded}")
 }
 
 /// `DELETE /v1/files/{id}`.
@@ -324,16 +411,49 @@ pub(super) async fn delete(
     Extension(Tenant(tenant)): Extension<Tenant>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let record = find(&state, &tenant, &id).await?;
-    let (t, i) = (tenant.clone(), id.clone());
-    if let Some(batch) = state.engine.store.file_in_use(&t, &i).await? {
-        return Err(ApiError::conflict(format!(
-            "The file '{id}' is the input of batch '{batch}', which has not finished; cancel the batch or wait for it to end."
-        )));
+    // As on OpenAI, a file a batch still reads can be deleted: it leaves
+    // the API at once, and the batch keeps its bytes until it ends.
+    if !state.engine.forget_file(&tenant, &id).await? {
+        return Err(ApiError::not_found("file", &id));
     }
-    let (t, i) = (tenant, id.clone());
-    state.engine.store.delete_file(&t, &i).await?;
-    state.engine.files.remove(&record.id).await?;
     tracing::info!(file = %id, "file deleted");
     Ok(Json(json!({"id": id, "object": "file", "deleted": true})))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::attachment;
+
+    #[test]
+    fn batch_uploads_need_a_first_request_object() {
+        let check = |text: &[u8]| super::check_batch_file(text, text.len() as u64);
+        assert!(check(b"{\"custom_id\":\"a\"}\n{broken").is_ok());
+        assert!(check(b"\n \r\n{\"a\":1}").is_ok(), "blank lines first");
+        assert!(check(b"\xEF\xBB\xBF{\"a\":1}\r\n").is_ok(), "BOM and CRLF");
+        for bad in [&b""[..], b"\n\n  ", b"{malformed json", b"[1]\n", b"hello"] {
+            let e = check(bad).expect_err("refused");
+            assert!(
+                e.message.starts_with("Invalid file format for Batch API."),
+                "{}",
+                e.message
+            );
+        }
+        // A first line longer than what is kept is left to validation.
+        let long = b"{\"a\":\"xxxxxxxx";
+        assert!(super::check_batch_file(long, 1 << 30).is_ok());
+    }
+
+    #[test]
+    fn attachments_name_the_file_safely() {
+        assert_eq!(
+            attachment("batch input.jsonl"),
+            "attachment; filename=\"batch input.jsonl\""
+        );
+        assert_eq!(
+            attachment("r\u{e9}sum\u{e9} \"1\".jsonl"),
+            "attachment; filename=\"r_sum_ _1_.jsonl\"; filename*=UTF-8''r%C3%A9sum%C3%A9%20%221%22.jsonl"
+        );
+        // A header value never carries a line break.
+        assert!(!attachment("a\r\nSet-Cookie: x").contains('\n'));
+    }
 }

@@ -75,7 +75,18 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .method_not_allowed_fallback(no_method)
         .layer(axum::extract::DefaultBodyLimit::max(JSON_BODY_LIMIT))
         .layer(TraceLayer::new_for_http())
+        .layer(middleware::map_response(request_id))
         .with_state(state)
+}
+
+/// Every answer carries an `x-request-id` (`req_...`), as OpenAI's do; the
+/// SDKs show it as `_request_id`, and a user can quote it.
+async fn request_id(mut response: Response) -> Response {
+    let id = crate::ids::new_id("req_", 32);
+    if let Ok(value) = header::HeaderValue::from_str(&id) {
+        response.headers_mut().insert("x-request-id", value);
+    }
+    response
 }
 
 async fn authenticate(

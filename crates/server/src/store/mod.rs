@@ -115,8 +115,9 @@ pub struct ResultRow {
 pub enum Cancel {
     /// Now (or already) cancelling.
     Cancelling(Box<BatchRecord>),
-    /// The batch is past cancelling.
-    Refused(Status),
+    /// Left as it was: finalizing, cancelled or ended (the handler
+    /// decides whether that is an answer or a refusal).
+    Unchanged(Box<BatchRecord>),
     /// No such batch for this tenant.
     NotFound,
 }
@@ -254,12 +255,12 @@ pub trait JobStore: Send + Sync + 'static {
     ) -> Result<Listed<FileRecord>, ListError>;
     /// Remove a file's record; false if there was none.
     async fn delete_file(&self, tenant: &str, id: &str) -> StoreResult<bool>;
-    /// An unfinished batch of the tenant's that reads this file, if any.
-    async fn file_in_use(&self, tenant: &str, id: &str) -> StoreResult<Option<String>>;
     /// Files whose `expires_at` has passed.
     async fn expired_files(&self, now: i64) -> StoreResult<Vec<FileRecord>>;
-    /// Whether any tenant has a file of this id.
-    async fn file_exists(&self, id: &str) -> StoreResult<bool>;
+    /// Whether a file's bytes are still needed: a record names it (any
+    /// tenant's), or an unfinished batch reads it (a deleted input keeps
+    /// its bytes until its batch ends).
+    async fn file_needed(&self, id: &str) -> StoreResult<bool>;
 
     /// Add a new batch (status `validating`).
     async fn insert_batch(&self, batch: &BatchRecord) -> StoreResult<()>;

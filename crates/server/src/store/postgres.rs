@@ -331,20 +331,6 @@ impl JobStore for PgStore {
         Ok(n > 0)
     }
 
-    async fn file_in_use(&self, tenant: &str, id: &str) -> StoreResult<Option<String>> {
-        let c = self.client().await?;
-        let row = c
-            .query_opt(
-                &format!(
-                    "SELECT id FROM batches WHERE tenant = $1 AND input_file_id = $2 AND status IN {} LIMIT 1",
-                    unfinished()
-                ),
-                &[&tenant, &id],
-            )
-            .await?;
-        Ok(row.map(|r| r.get(0)))
-    }
-
     async fn expired_files(&self, now: i64) -> StoreResult<Vec<FileRecord>> {
         let c = self.client().await?;
         c.query(
@@ -359,22 +345,30 @@ impl JobStore for PgStore {
         .collect()
     }
 
-    async fn file_exists(&self, id: &str) -> StoreResult<bool> {
+    async fn file_needed(&self, id: &str) -> StoreResult<bool> {
         let c = self.client().await?;
         let row = c
-            .query_opt("SELECT 1 FROM files WHERE id = $1", &[&id])
+            .query_opt(
+                &format!(
+                    "SELECT 1 FROM files WHERE id = $1 UNION ALL \
+                     SELECT 1 FROM batches WHERE input_file_id = $1 AND status IN {} LIMIT 1",
+                    unfinished()
+                ),
+                &[&id],
+            )
             .await?;
         Ok(row.is_some())
     }
 
     async fn insert_batch(&self, b: &BatchRecord) -> StoreResult<()> {
         let metadata = b.metadata.as_ref().map(to_json).transpose()?;
+        let errors = b.errors.as_ref().map(to_json).transpose()?;
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
         tx.execute(
             "INSERT INTO batches (id, tenant, endpoint, model, input_file_id, completion_window, status, \
-             created_at, expires_at, metadata, output_expires_after) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+             created_at, expires_at, metadata, output_expires_after, errors) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
             &[
                 &b.id,
                 &b.tenant,
@@ -387,6 +381,7 @@ impl JobStore for PgStore {
                 &b.expires_at,
                 &metadata,
                 &b.output_expires_after,
+                &errors,
             ],
         )
         .await?;
@@ -447,7 +442,7 @@ impl JobStore for PgStore {
         Ok(match batch {
             None => Cancel::NotFound,
             Some(b) if b.status == Status::Cancelling => Cancel::Cancelling(Box::new(b)),
-            Some(b) => Cancel::Refused(b.status),
+            Some(b) => Cancel::Unchanged(Box::new(b)),
         })
     }
 

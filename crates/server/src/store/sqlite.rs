@@ -335,20 +335,6 @@ impl Db {
         Ok(n > 0)
     }
 
-    fn file_in_use(&self, tenant: &str, id: &str) -> StoreResult<Option<String>> {
-        Ok(self
-            .conn()
-            .query_row(
-                &format!(
-                    "SELECT id FROM batches WHERE tenant = ?1 AND input_file_id = ?2 AND status IN {} LIMIT 1",
-                    unfinished()
-                ),
-                params![tenant, id],
-                |r| r.get(0),
-            )
-            .optional()?)
-    }
-
     fn expired_files(&self, now: i64) -> StoreResult<Vec<FileRecord>> {
         let conn = self.conn();
         let mut stmt = conn.prepare(&format!(
@@ -358,16 +344,25 @@ impl Db {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    fn file_exists(&self, id: &str) -> StoreResult<bool> {
+    fn file_needed(&self, id: &str) -> StoreResult<bool> {
         Ok(self
             .conn()
-            .query_row("SELECT 1 FROM files WHERE id = ?1", params![id], |_| Ok(()))
+            .query_row(
+                &format!(
+                    "SELECT 1 FROM files WHERE id = ?1 UNION ALL \
+                     SELECT 1 FROM batches WHERE input_file_id = ?1 AND status IN {} LIMIT 1",
+                    unfinished()
+                ),
+                params![id],
+                |_| Ok(()),
+            )
             .optional()?
             .is_some())
     }
 
     fn insert_batch(&self, b: &BatchRecord) -> StoreResult<()> {
         let metadata = b.metadata.as_ref().map(to_json).transpose()?;
+        let errors = b.errors.as_ref().map(to_json).transpose()?;
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         tx.execute(
@@ -376,8 +371,8 @@ impl Db {
         )?;
         tx.execute(
             "INSERT INTO batches (id, tenant, endpoint, model, input_file_id, completion_window, status, \
-             created_at, expires_at, metadata, output_expires_after) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+             created_at, expires_at, metadata, output_expires_after, errors) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
             params![
                 b.id,
                 b.tenant,
@@ -389,7 +384,8 @@ impl Db {
                 b.created_at,
                 b.expires_at,
                 metadata,
-                b.output_expires_after
+                b.output_expires_after,
+                errors
             ],
         )?;
         tx.commit()?;
@@ -456,7 +452,7 @@ impl Db {
         Ok(match batch {
             None => Cancel::NotFound,
             Some(b) if b.status == Status::Cancelling => Cancel::Cancelling(Box::new(b)),
-            Some(b) => Cancel::Refused(b.status),
+            Some(b) => Cancel::Unchanged(Box::new(b)),
         })
     }
 
@@ -869,18 +865,13 @@ impl JobStore for SqliteStore {
         self.run(move |db| db.delete_file(&tenant, &id)).await
     }
 
-    async fn file_in_use(&self, tenant: &str, id: &str) -> StoreResult<Option<String>> {
-        let (tenant, id) = (tenant.to_owned(), id.to_owned());
-        self.run(move |db| db.file_in_use(&tenant, &id)).await
-    }
-
     async fn expired_files(&self, now: i64) -> StoreResult<Vec<FileRecord>> {
         self.run(move |db| db.expired_files(now)).await
     }
 
-    async fn file_exists(&self, id: &str) -> StoreResult<bool> {
+    async fn file_needed(&self, id: &str) -> StoreResult<bool> {
         let id = id.to_owned();
-        self.run(move |db| db.file_exists(&id)).await
+        self.run(move |db| db.file_needed(&id)).await
     }
 
     async fn insert_batch(&self, batch: &BatchRecord) -> StoreResult<()> {

@@ -26,6 +26,8 @@ pub fn config(upstream: &TestUpstream, dir: &std::path::Path) -> ServerConfig {
     cfg.request_timeout = Duration::from_secs(10);
     cfg.cancel_grace = Duration::from_millis(200);
     cfg.concurrency = 8;
+    // OpenAI's 24h, and a window short enough to see a batch expire.
+    cfg.completion_windows = ["24h", "2s"].map(|w| w.parse().unwrap()).to_vec();
     cfg
 }
 

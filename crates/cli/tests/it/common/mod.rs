@@ -119,6 +119,34 @@ impl Drop for SmallDisk {
     }
 }
 
+/// The `node_modules` that has the `openai` Node SDK:
+/// `BATCHKIT_TEST_NODE_MODULES`, or `target/sdk-node/node_modules`
+/// installed (once) with npm from `tests/sdk/package.json`.
+pub fn sdk_node_modules() -> PathBuf {
+    if let Some(p) = std::env::var_os("BATCHKIT_TEST_NODE_MODULES") {
+        return p.into();
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let prefix = root.join("target/sdk-node");
+    let modules = prefix.join("node_modules");
+    if !modules.join("openai/package.json").exists() {
+        let package = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/package.json");
+        let made = std::fs::create_dir_all(&prefix).is_ok()
+            && std::fs::copy(&package, prefix.join("package.json")).is_ok()
+            && Command::new("npm")
+                .args(["install", "--no-audit", "--no-fund", "--loglevel=error"])
+                .current_dir(&prefix)
+                .status()
+                .is_ok_and(|s| s.success());
+        assert!(
+            made,
+            "cannot set up the openai Node SDK in {}: run `mkdir -p target/sdk-node && cp crates/cli/tests/sdk/package.json target/sdk-node/ && npm install --prefix target/sdk-node`, or set BATCHKIT_TEST_NODE_MODULES",
+            prefix.display()
+        );
+    }
+    modules
+}
+
 /// The Python that has the `openai` SDK: `BATCHKIT_TEST_PYTHON`, or a venv
 /// under `target/` made (once) from `tests/sdk/requirements.txt`.
 pub fn sdk_python() -> PathBuf {
