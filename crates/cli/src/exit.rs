@@ -11,6 +11,9 @@ pub enum Exit {
     Invalid = 1,
     /// A usage or I/O error: the command could not do its job.
     Error = 2,
+    /// Interrupted (Ctrl-C) before the end; the work can be resumed (the
+    /// shells' code for SIGINT, 128 + 2).
+    Interrupted = 130,
 }
 
 impl From<Exit> for std::process::ExitCode {
@@ -34,6 +37,7 @@ pub fn recorded() -> Exit {
     match VERDICT.load(Ordering::Relaxed) {
         0 => Exit::Ok,
         1 => Exit::Invalid,
+        130 => Exit::Interrupted,
         _ => Exit::Error,
     }
 }

@@ -207,6 +207,11 @@ impl Batch {
     pub fn counts(&self) -> RequestCounts {
         self.request_counts.unwrap_or_default()
     }
+
+    /// Why it failed: its `errors`, none when absent.
+    pub fn error_list(&self) -> &[BatchErrorItem] {
+        self.errors.as_ref().map_or(&[], |e| e.data.as_slice())
+    }
 }
 
 /// A list on the wire: `{object: "list", data, first_id, last_id,

@@ -243,7 +243,14 @@ fn an_expired_batch_is_resubmitted() {
     let dir = tempfile::tempdir().unwrap();
     let serve = Serve::start(
         &dir.path().join("data"),
-        &["--concurrency", "1", "--provider", "vllm"],
+        &[
+            "--concurrency",
+            "1",
+            "--provider",
+            "vllm",
+            "--completion-windows",
+            "24h,2s",
+        ],
     );
     std::fs::write(
         dir.path().join("requests.jsonl"),
@@ -352,7 +359,7 @@ fn ctrl_c_without_a_terminal_leaves_the_batches_running() {
     );
     let mut rest = String::new();
     let _ = std::io::Read::read_to_string(&mut stderr, &mut rest);
-    assert_eq!(child.wait().unwrap().code(), Some(2));
+    assert_eq!(child.wait().unwrap().code(), Some(130), "{rest}");
     assert!(rest.contains("1 batches keep running"), "{rest}");
     let batches = serve.all("/v1/batches");
     assert_eq!(
@@ -370,4 +377,69 @@ fn ctrl_c_without_a_terminal_leaves_the_batches_running() {
     );
     every_request_once(dir.path(), 10);
     assert_eq!(serve.all("/v1/batches").len(), 1);
+}
+
+/// A batch the service fails as a whole (here: a model the upstream does
+/// not serve) is reported with the service's errors; each of its requests
+/// is in the output with that error; none is sent again; exit 1 with the
+/// reason on the last line.
+#[test]
+fn a_failed_batch_says_why_and_is_not_sent_again() {
+    let dir = tempfile::tempdir().unwrap();
+    // OpenAI's rules: one model per batch, so the file is two batches.
+    let serve = Serve::start_to(
+        common::serve::upstream_with_models(),
+        &dir.path().join("data"),
+        &[],
+    );
+    let line = |i: usize, model: &str| {
+        format!(
+            "{{\"custom_id\":\"req-{i}\",\"method\":\"POST\",\"url\":\"/v1/chat/completions\",\"body\":{{\"model\":\"{model}\",\"messages\":[{{\"role\":\"user\",\"content\":\"m {i}\"}}]}}}}\n"
+        )
+    };
+    let text: String = (0..4)
+        .map(|i| line(i, if i < 2 { "test-model" } else { "no-such-model" }))
+        .collect();
+    std::fs::write(dir.path().join("requests.jsonl"), text).unwrap();
+    let o = common::batchkit()
+        .arg("run")
+        .arg(dir.path().join("requests.jsonl"))
+        .arg("-o")
+        .arg(dir.path().join("merged.jsonl"))
+        .args(["--poll-interval", "0.05", "--max-rounds", "3"])
+        .env("OPENAI_BASE_URL", serve.url("/v1"))
+        .env_remove("OPENAI_API_KEY")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("failed with 1 error:")
+            && stderr.contains(":1: model_not_found: The provided model 'no-such-model' is not supported by the Batch API."),
+        "{stderr}"
+    );
+    let last = stderr.lines().last().unwrap();
+    assert!(
+        last.starts_with("error: 1 of the run's batches failed; batch_")
+            && last.contains("model_not_found"),
+        "{last}"
+    );
+    let lines = every_request_once(dir.path(), 4);
+    for l in &lines[..2] {
+        assert_eq!(l["status"], "succeeded", "{l}");
+    }
+    for l in &lines[2..] {
+        assert_eq!(l["status"], "failed", "{l}");
+        assert_eq!(l["error"]["code"], "model_not_found", "{l}");
+        assert!(
+            l["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("not supported by the Batch API"),
+            "{l}"
+        );
+    }
+    // One round: the failed batch's lines were not sent again.
+    assert_eq!(state(dir.path())["rounds"].as_array().unwrap().len(), 1);
+    assert_eq!(serve.all("/v1/batches").len(), 2);
 }

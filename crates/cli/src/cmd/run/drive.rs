@@ -86,7 +86,7 @@ pub(super) fn run(
                     running.len()
                 );
             }
-            Ok(Exit::Error)
+            Ok(Exit::Interrupted)
         }
     }
 }
@@ -122,12 +122,17 @@ async fn rounds(
         if number < args.max_rounds {
             let next = number + 1;
             let retry = paths.work.join(format!("round-{next}.jsonl"));
+            // A batch that failed for a reason of the file (a line the
+            // service refuses, a model it does not have) fails the same
+            // way when sent again.
+            let hopeless = hopeless_codes(state);
             let picked = merge_into(
                 name,
                 results.clone(),
                 &retry,
                 &|rec, buf| {
-                    let again = rec.worth_retrying();
+                    let again = rec.worth_retrying()
+                        && !rec.error_code().is_some_and(|c| hopeless.contains(c));
                     if again {
                         buf.extend_from_slice(rec.request_line);
                         buf.push(b'\n');
@@ -184,6 +189,23 @@ async fn rounds(
         };
         if args.clean {
             clean(paths)?;
+        }
+        // The reason, last: the first batch that failed, and why.
+        let failed: Vec<&super::state::Chunk> = state
+            .rounds
+            .iter()
+            .flat_map(|r| &r.chunks)
+            .filter(|c| !c.errors.is_empty())
+            .collect();
+        if let Some(first) = failed.first() {
+            let e = &first.errors[0];
+            eprintln!(
+                "error: {} of the run's batches failed; {} {}: {}",
+                failed.len(),
+                first.batch_id.as_deref().unwrap_or("?"),
+                e.code.as_deref().unwrap_or("failed"),
+                e.message.as_deref().unwrap_or("no reason given")
+            );
         }
         return Ok(exit);
     }
@@ -294,6 +316,14 @@ async fn drive(
             .map_err(api(format!("batch {batch_id}")))?;
         std::fs::create_dir_all(&results_dir).map_err(anyhow::Error::from)?;
         let mut saved = Vec::new();
+        if b.status == "failed" {
+            let errors = b.error_list().to_vec();
+            let rel = format!("round-{number}/results/{batch_id}_failed.jsonl");
+            let chunk = paths.work.join(&state.rounds[r].chunks[i].path);
+            failure_lines(&chunk, &paths.work.join(&rel), &batch_id, &errors)?;
+            saved.push(rel);
+            state.rounds[r].chunks[i].errors = errors;
+        }
         for (kind, file_id) in [("output", &b.output_file_id), ("error", &b.error_file_id)] {
             let Some(file_id) = file_id else { continue };
             let rel = format!("round-{number}/results/{batch_id}_{kind}.jsonl");
@@ -387,6 +417,12 @@ async fn wait(
                         crate::cmd::service::counts_text(&c)
                     );
                 }
+                if b.status == "failed" {
+                    let errors = b.error_list();
+                    bar.suspend(|| {
+                        print_failure(number, &id, &state.rounds[r].chunks[i].name, errors)
+                    });
+                }
                 state.rounds[r].chunks[i].status = Some(b.status.clone());
                 state.save(&paths.state)?;
             }
@@ -430,5 +466,105 @@ fn clean(paths: &Paths) -> Result<()> {
         paths.work.display(),
         paths.state.display()
     );
+    Ok(())
+}
+
+/// Error codes of failed batches that a resubmission of the same lines
+/// cannot fix: all but the service's own limits and faults.
+fn hopeless_codes(state: &State) -> std::collections::HashSet<String> {
+    state
+        .rounds
+        .iter()
+        .flat_map(|r| &r.chunks)
+        .flat_map(|c| &c.errors)
+        .filter_map(|e| e.code.clone())
+        .filter(|c| !fixable_by_resending(c))
+        .collect()
+}
+
+/// A batch failure that may pass another time: a quota that frees up, a
+/// fault of the service's.
+fn fixable_by_resending(code: &str) -> bool {
+    matches!(
+        code,
+        "token_limit_exceeded"
+            | "rate_limit_exceeded"
+            | "request_limit_exceeded"
+            | "server_error"
+            | "internal_error"
+            | "upstream_unavailable"
+    )
+}
+
+/// Most errors of one failed batch printed.
+const SHOWN_ERRORS: usize = 10;
+
+/// Why a batch failed, as the service says it: code, line, message.
+fn print_failure(round: u32, batch: &str, chunk: &str, errors: &[batchkit_client::BatchErrorItem]) {
+    eprintln!(
+        "round {round}: {batch} ({chunk}) failed with {}:",
+        crate::report::count(errors.len() as u64, "error")
+    );
+    for e in errors.iter().take(SHOWN_ERRORS) {
+        let at = match (e.line, &e.param) {
+            (Some(line), _) => format!("{chunk}:{line}: "),
+            (None, Some(param)) => format!("{param}: "),
+            (None, None) => String::new(),
+        };
+        eprintln!(
+            "  {at}{}: {}",
+            e.code.as_deref().unwrap_or("error"),
+            e.message.as_deref().unwrap_or("no message")
+        );
+    }
+    if errors.len() > SHOWN_ERRORS {
+        eprintln!("  ... and {} more", errors.len() - SHOWN_ERRORS);
+    }
+}
+
+/// The results of a batch that failed as a whole: one error line per
+/// request of its chunk, with the batch's error for that line (or its
+/// first error), so that the merged output says of each request why it
+/// did not run.
+fn failure_lines(
+    chunk: &Path,
+    to: &Path,
+    batch: &str,
+    errors: &[batchkit_client::BatchErrorItem],
+) -> Result<()> {
+    use std::io::{BufRead, Write};
+    let general = errors
+        .iter()
+        .find(|e| e.line.is_none())
+        .or_else(|| errors.first());
+    let input =
+        std::fs::File::open(chunk).with_context(|| format!("cannot read {}", chunk.display()))?;
+    let mut out = Output::create(to, false)?;
+    for (i, line) in std::io::BufReader::new(input).split(b'\n').enumerate() {
+        let line = line.with_context(|| format!("cannot read {}", chunk.display()))?;
+        // The chunk was written by this run from validated lines: each has
+        // a custom_id; a blank one has nothing to say.
+        let Some(id) = serde_json::from_slice::<serde_json::Value>(&line)
+            .ok()
+            .and_then(|v| v.get("custom_id")?.as_str().map(str::to_owned))
+        else {
+            continue;
+        };
+        let number = i as u64 + 1;
+        let e = errors.iter().find(|e| e.line == Some(number)).or(general);
+        let code = e.and_then(|e| e.code.as_deref()).unwrap_or("batch_failed");
+        let why = e
+            .and_then(|e| e.message.as_deref())
+            .unwrap_or("no reason given");
+        let record = serde_json::json!({
+            "id": null,
+            "custom_id": id,
+            "response": null,
+            "error": {"code": code, "message": format!("The batch {batch} failed: {why}")},
+        });
+        serde_json::to_writer(&mut out, &record)?;
+        out.write_all(b"\n")?;
+    }
+    out.commit()?;
     Ok(())
 }

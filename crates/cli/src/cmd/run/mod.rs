@@ -145,6 +145,7 @@ fn round(number: u32, manifest: &Manifest, dir: &str) -> Round {
                 status: None,
                 results: Vec::new(),
                 downloaded: false,
+                errors: Vec::new(),
             })
             .collect(),
         done: false,

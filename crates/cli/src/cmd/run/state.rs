@@ -62,6 +62,9 @@ pub struct Chunk {
     pub results: Vec<String>,
     /// Its results are downloaded.
     pub downloaded: bool,
+    /// Why its batch failed, if it did (the batch's `errors`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<batchkit_client::BatchErrorItem>,
 }
 
 impl State {

@@ -18,6 +18,20 @@ pub fn upstream() -> &'static str {
     })
 }
 
+/// A second test upstream, started once, whose `GET /v1/models` lists
+/// `test-model` (as engines list what they loaded).
+pub fn upstream_with_models() -> &'static str {
+    static URL: OnceLock<String> = OnceLock::new();
+    URL.get_or_init(|| {
+        let opts = batchkit_testkit::Options {
+            models: Some(vec!["test-model".to_owned()]),
+            ..Default::default()
+        };
+        let (addr, _) = batchkit_testkit::TestUpstream::start_in_thread(opts);
+        format!("http://{addr}/v1")
+    })
+}
+
 /// A running `batchkit serve`.
 pub struct Serve {
     pub child: Child,
@@ -47,11 +61,28 @@ impl Serve {
         Serve::spawn(cmd, data)
     }
 
+    /// Start in front of another upstream.
+    pub fn start_to(upstream: &str, data: &Path, extra: &[&str]) -> Serve {
+        let mut cmd = super::batchkit();
+        cmd.args(Serve::args_to(upstream, data, "127.0.0.1:0", extra));
+        Serve::spawn(cmd, data)
+    }
+
     /// The arguments of `batchkit serve` in front of the test upstream.
     pub fn args(data: &Path, listen: &str, extra: &[&str]) -> Vec<std::ffi::OsString> {
+        Serve::args_to(upstream(), data, listen, extra)
+    }
+
+    /// The arguments of `batchkit serve` in front of `upstream`.
+    pub fn args_to(
+        upstream: &str,
+        data: &Path,
+        listen: &str,
+        extra: &[&str],
+    ) -> Vec<std::ffi::OsString> {
         let mut args: Vec<std::ffi::OsString> = ["serve", "--listen", listen]
             .iter()
-            .chain(&["--retry-base-delay-ms", "10", "--upstream", upstream()])
+            .chain(&["--retry-base-delay-ms", "10", "--upstream", upstream])
             .map(Into::into)
             .collect();
         args.extend(["--data-dir".into(), data.as_os_str().to_owned()]);
