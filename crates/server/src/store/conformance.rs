@@ -284,6 +284,25 @@ async fn cancel_only_what_can_be_cancelled(s: &dyn JobStore) {
         Cancel::Unchanged(b) => assert_eq!(b.status, Status::Cancelled),
         other => panic!("a cancelled batch stays cancelled: {other:?}"),
     }
+
+    // A finalizing batch finishes as it would: the cancel changes nothing.
+    let id = "batch-finalizing";
+    s.insert_batch(&batch(id, "t", "file-in", 100))
+        .await
+        .expect("insert");
+    let v = claim(s, "n1", &[], id, Unit::BATCH).await;
+    assert!(s.begin(&v.lease, 0, None, &[], 101).await.expect("begin"));
+    let f = claim(s, "n1", &[], id, Unit::BATCH).await;
+    assert_eq!(f.batch.status, Status::Finalizing);
+    match s.cancel("t", id, 102).await.expect("cancel") {
+        Cancel::Unchanged(b) => assert_eq!(b.status, Status::Finalizing),
+        other => panic!("a finalizing batch is not cancelled: {other:?}"),
+    }
+    assert!(
+        s.finish(&f.lease, &finish(Status::Completed, 0, 0, 103))
+            .await
+            .expect("the finalization goes on")
+    );
 }
 
 /// Leases: one holder at a time; a lease not renewed runs out and is
