@@ -30,13 +30,20 @@ pub struct ServerConfig {
     pub api_keys: Vec<String>,
     /// Serve without keys on an address other than loopback.
     pub insecure_no_auth: bool,
-    /// Requests in flight to the upstream at once, across all batches.
+    /// The most requests in flight to the upstream at once, across all
+    /// batches: the ceiling of the adaptive limit.
     pub concurrency: usize,
     /// Retries of one request after a 408, 429, 5xx, timeout or
     /// connection error.
     pub max_retries: u32,
     /// How long one upstream request may take.
     pub request_timeout: Duration,
+    /// How long a connection to the upstream may take to open.
+    pub connect_timeout: Duration,
+    /// How long a request may wait for its answer before the upstream is
+    /// asked (by a probe) whether it is alive; a dead one is declared
+    /// down, a slow one waited for up to `request_timeout`.
+    pub stall_timeout: Duration,
     /// The first retry's delay; later ones double it (with jitter).
     pub retry_base_delay: Duration,
     /// The largest file accepted by `POST /v1/files`.
@@ -111,6 +118,8 @@ impl ServerConfig {
             concurrency: 64,
             max_retries: batchkit_client::DEFAULT_MAX_RETRIES,
             request_timeout: Duration::from_secs(600),
+            connect_timeout: Duration::from_secs(10),
+            stall_timeout: Duration::from_secs(20),
             retry_base_delay: Duration::from_millis(500),
             max_upload_bytes: 200 * 1024 * 1024,
             provider: Provider::OpenAi,

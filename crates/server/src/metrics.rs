@@ -29,6 +29,10 @@ pub struct Metrics {
     /// Chunks this node claimed that an earlier holder had begun: taken
     /// over from a node that died, stalled or stopped.
     pub chunks_resumed: Counter,
+    /// Requests the upstream may have in flight now (the adaptive limit).
+    pub upstream_limit: Gauge,
+    /// 1 while the upstream is taken to be up, 0 through an outage.
+    pub upstream_up: Gauge,
     batches: Family<Vec<(String, String)>, Gauge>,
     node: Family<Vec<(String, String)>, Gauge>,
 }
@@ -50,6 +54,9 @@ impl Metrics {
         let store_errors = Counter::default();
         let leases_held = Gauge::default();
         let chunks_resumed = Counter::default();
+        let upstream_limit = Gauge::default();
+        let upstream_up = Gauge::default();
+        upstream_up.set(1);
         let latency = Histogram::new(exponential_buckets(0.001, 2.0, 18));
         let batches = Family::<Vec<(String, String)>, Gauge>::default();
         let node = Family::<Vec<(String, String)>, Gauge>::default();
@@ -93,6 +100,16 @@ impl Metrics {
             "Chunks claimed after an earlier holder began them (taken over from a node that died, stalled or stopped)",
             chunks_resumed.clone(),
         );
+        registry.register(
+            "upstream_concurrency_limit",
+            "Requests the upstream may have in flight now: the adaptive limit, at most --concurrency",
+            upstream_limit.clone(),
+        );
+        registry.register(
+            "upstream_up",
+            "1 while the upstream is taken to be up; 0 through an outage, while dispatch pauses",
+            upstream_up.clone(),
+        );
         registry.register("batches", "Batches by status", batches.clone());
         registry.register(
             "node",
@@ -109,6 +126,8 @@ impl Metrics {
             store_errors,
             leases_held,
             chunks_resumed,
+            upstream_limit,
+            upstream_up,
             batches,
             node,
         }

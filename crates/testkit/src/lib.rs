@@ -23,6 +23,7 @@
 //! # }
 //! ```
 
+pub mod llama;
 pub mod postgres;
 mod process;
 pub mod s3;
@@ -53,6 +54,10 @@ pub struct Options {
     /// Served by `GET /v1/models`, as engines list what they loaded; `None`:
     /// no such route (a 404, as from an engine without the list).
     pub models: Option<Vec<String>>,
+    /// While set, nothing is answered (`/health` included): connections
+    /// are accepted and kept, as by an engine stopping that still holds
+    /// them.
+    pub hang: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// What the upstream has seen.
@@ -106,6 +111,11 @@ struct Shared {
 impl TestUpstream {
     /// Start on the current tokio runtime.
     pub async fn start(opts: Options) -> TestUpstream {
+        TestUpstream::start_with(opts, Arc::new(Stats::default())).await
+    }
+
+    /// Start, counting into `stats` (kept over a restart).
+    pub async fn start_with(opts: Options, stats: Arc<Stats>) -> TestUpstream {
         let listen = opts
             .listen
             .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
@@ -113,12 +123,23 @@ impl TestUpstream {
             .await
             .unwrap_or_else(|e| panic!("test upstream cannot listen on {listen}: {e}"));
         let addr = listener.local_addr().unwrap_or(listen);
-        let stats = Arc::new(Stats::default());
+        let hang = opts.hang.clone();
         let shared = Arc::new(Shared {
             opts,
             stats: stats.clone(),
         });
-        let mut app = Router::new();
+        let mut app = Router::new().route(
+            "/health",
+            axum::routing::get(move || {
+                let hang = hang.clone();
+                async move {
+                    if hang.load(Ordering::Relaxed) {
+                        std::future::pending::<()>().await;
+                    }
+                    axum::Json(json!({"status": "ok"}))
+                }
+            }),
+        );
         if let Some(models) = shared.opts.models.clone() {
             let list = json!({
                 "object": "list",
@@ -173,6 +194,93 @@ impl TestUpstream {
     }
 }
 
+/// A test upstream on a runtime of its own, which [`Killable::kill`] stops
+/// as a killed process stops: every connection is dropped at once and the
+/// port refuses connections, until [`Killable::restart`] listens on it
+/// again (with the same counts).
+pub struct Killable {
+    addr: SocketAddr,
+    opts: Options,
+    /// What it has seen, over every restart.
+    pub stats: Arc<Stats>,
+    stop: Option<(
+        tokio::sync::oneshot::Sender<()>,
+        std::thread::JoinHandle<()>,
+    )>,
+}
+
+impl Killable {
+    /// Start (on `opts.listen`, or a free port).
+    pub fn start(opts: Options) -> Killable {
+        let mut k = Killable {
+            addr: opts
+                .listen
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0))),
+            opts,
+            stats: Arc::new(Stats::default()),
+            stop: None,
+        };
+        k.restart();
+        k
+    }
+
+    /// Listen again, on the same port.
+    pub fn restart(&mut self) {
+        self.kill();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let opts = Options {
+            listen: Some(self.addr),
+            ..self.opts.clone()
+        };
+        let stats = self.stats.clone();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap_or_else(|e| panic!("test upstream runtime: {e}"));
+            rt.block_on(async move {
+                let up = TestUpstream::start_with(opts, stats).await;
+                let _ = ready_tx.send(up.addr);
+                let _ = stop_rx.await;
+                drop(up);
+            });
+            // Every task of the runtime (the connections too) ends here.
+            rt.shutdown_background();
+        });
+        self.addr = ready_rx
+            .recv()
+            .unwrap_or_else(|e| panic!("test upstream did not start: {e}"));
+        self.stop = Some((stop_tx, thread));
+    }
+
+    /// Stop as a killed process: connections dropped, the port closed.
+    pub fn kill(&mut self) {
+        if let Some((stop, thread)) = self.stop.take() {
+            let _ = stop.send(());
+            let _ = thread.join();
+        }
+    }
+
+    /// Answer nothing from now on (or again, with `false`), keeping the
+    /// connections open.
+    pub fn hang(&self, on: bool) {
+        self.opts.hang.store(on, Ordering::Relaxed);
+    }
+
+    /// Its base URL, with `/v1`.
+    pub fn url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+}
+
+impl Drop for Killable {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 impl Drop for TestUpstream {
     fn drop(&mut self) {
         self.task.abort();
@@ -216,6 +324,9 @@ async fn answer(
                 "invalid_api_key",
             );
         }
+    }
+    if s.opts.hang.load(Ordering::Relaxed) {
+        std::future::pending::<()>().await;
     }
     let Ok(body) = serde_json::from_slice::<Value>(&body) else {
         return error(

@@ -32,7 +32,7 @@ pub(crate) fn spawn_for_the_process(cmd: Command, name: &str) -> Result<(), Stri
 
 /// The child gets SIGQUIT when the thread that starts it ends.
 #[cfg(target_os = "linux")]
-fn attach_to_this_thread(cmd: &mut Command) {
+pub(crate) fn attach_to_this_thread(cmd: &mut Command) {
     use std::os::unix::process::CommandExt;
     // SAFETY: only an async-signal-safe system call (prctl) runs between
     // fork and exec.
@@ -46,7 +46,7 @@ fn attach_to_this_thread(cmd: &mut Command) {
 }
 
 #[cfg(not(target_os = "linux"))]
-fn attach_to_this_thread(_: &mut Command) {}
+pub(crate) fn attach_to_this_thread(_: &mut Command) {}
 
 pub(crate) fn free_port() -> Result<u16, String> {
     let l = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;

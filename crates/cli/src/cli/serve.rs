@@ -58,7 +58,11 @@ pub struct ServeArgs {
     #[arg(long, env = "BATCHKIT_INSECURE_NO_AUTH")]
     pub insecure_no_auth: bool,
 
-    /// Requests in flight to the upstream at once, shared by all batches.
+    /// The most requests in flight to the upstream at once, shared by all
+    /// batches: the ceiling of a limit that adapts to what the upstream
+    /// sustains (it starts at 4, grows while answers come in time, and
+    /// backs off on 429, 503 or rising latency; an engine that publishes
+    /// its slots, as llama.cpp's /props, lowers it to them).
     #[arg(long, env = "BATCHKIT_CONCURRENCY", value_name = "N", default_value_t = 64,
         value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub concurrency: u32,
@@ -78,6 +82,19 @@ pub struct ServeArgs {
     #[arg(long, env = "BATCHKIT_REQUEST_TIMEOUT", value_name = "SECS", default_value_t = 600,
         value_parser = clap::value_parser!(u64).range(1..))]
     pub request_timeout: u64,
+
+    /// Seconds a connection to the upstream may take to open.
+    #[arg(long, env = "BATCHKIT_CONNECT_TIMEOUT", value_name = "SECS", default_value_t = 10,
+        value_parser = clap::value_parser!(u64).range(1..))]
+    pub connect_timeout: u64,
+
+    /// Seconds a request may wait for its answer before the upstream is
+    /// probed: a dead upstream is declared down (dispatch pauses, the
+    /// request is sent again when it is back), a slow one is waited for up
+    /// to --request-timeout.
+    #[arg(long, env = "BATCHKIT_STALL_TIMEOUT", value_name = "SECS", default_value_t = 20,
+        value_parser = clap::value_parser!(u64).range(1..))]
+    pub stall_timeout: u64,
 
     /// Milliseconds before the first retry (doubling after each).
     #[arg(
@@ -183,6 +200,8 @@ impl ServeArgs {
         cfg.concurrency = self.concurrency as usize;
         cfg.max_retries = self.max_retries;
         cfg.request_timeout = std::time::Duration::from_secs(self.request_timeout);
+        cfg.connect_timeout = std::time::Duration::from_secs(self.connect_timeout);
+        cfg.stall_timeout = std::time::Duration::from_secs(self.stall_timeout);
         cfg.retry_base_delay = std::time::Duration::from_millis(self.retry_base_delay_ms);
         cfg.max_upload_bytes = self.max_upload_bytes;
         cfg.provider = self.provider;

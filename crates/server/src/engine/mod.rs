@@ -2,8 +2,9 @@
 //! work from the job store (a batch's validation, its chunks of request
 //! lines, its finalization: see [`crate::store`]), a task works on each
 //! while its lease is held, and a heartbeat renews the leases, stopping the
-//! work on any that was lost or whose batch was cancelled. Upstream
-//! permits are shared fairly among the batches being sent.
+//! work on any that was lost or whose batch was cancelled. The upstream's
+//! [`gate::Gate`] (an adaptive limit and a circuit) is shared fairly among
+//! the batches being sent.
 //!
 //! State lives in the stores, never only in memory: a unit's task reads
 //! its batch and carries on from there, so a restart (after a crash or a
@@ -15,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -28,6 +29,7 @@ use crate::store::{
 
 mod chunks;
 mod finalize;
+pub mod gate;
 pub mod health;
 pub mod output_lines;
 mod runner;
@@ -81,12 +83,11 @@ pub struct Engine {
     pub metrics: Arc<Metrics>,
     /// Writes that keep failing (a full disk), for `/health`.
     pub health: health::Health,
+    /// The upstream, behind its gate. The gate's permits are fair (first
+    /// come, first served), and each sending chunk waits for one permit at
+    /// a time, so active batches take turns: a small batch is not starved
+    /// by a large one created before it.
     upstream: Upstream,
-    /// Upstream requests in flight, across batches. Tokio's semaphore is
-    /// fair (first come, first served), and each sending chunk waits for
-    /// one permit at a time, so active batches take turns: a small batch is
-    /// not starved by a large one created before it.
-    permits: Arc<Semaphore>,
     held: Mutex<HashMap<(String, Unit), Held>>,
     /// Wakes the scheduler: work may have appeared (a batch created, a
     /// chunk sent, a lease given up).
@@ -106,7 +107,6 @@ impl Engine {
         let upstream = Upstream::new(cfg.clone(), metrics.clone())?;
         metrics.set_node(&cfg.node_id);
         Ok(Arc::new(Engine {
-            permits: Arc::new(Semaphore::new(cfg.concurrency.max(1))),
             store,
             files,
             cfg,
@@ -127,6 +127,9 @@ impl Engine {
     /// expire.
     pub async fn start(self: &Arc<Self>) -> StoreResult<()> {
         self.sweep_orphans().await?;
+        let upstream = self.upstream.clone();
+        self.tasks
+            .spawn(async move { upstream.read_capacity().await });
         let whose = (!self.store.exclusive()).then_some(self.cfg.node_id.as_str());
         let released = self.store.release_all(whose).await?;
         if released > 0 {
@@ -238,6 +241,19 @@ impl Engine {
             tracing::warn!(file = %id, "cannot remove: {e}");
         }
         Ok(true)
+    }
+
+    /// The upstream's state, for `GET /health`: whether it is up (since
+    /// when it is down), and its concurrency limit and ceiling.
+    pub fn upstream_state(&self) -> serde_json::Value {
+        let gate = self.upstream.gate();
+        serde_json::json!({
+            "url": gate.name(),
+            "up": gate.is_up(),
+            "down_for_seconds": gate.down_since().map(|t| t.elapsed().as_secs()),
+            "concurrency_limit": gate.limit(),
+            "concurrency_ceiling": gate.ceiling(),
+        })
     }
 
     /// Tell the scheduler that work may have appeared (a batch was

@@ -304,10 +304,7 @@ async fn dispatch(
             biased;
             _ = token.cancelled() => break DispatchEnd::Told,
             _ = tokio::time::sleep_until(deadline) => break DispatchEnd::Expired,
-            p = engine.permits.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break DispatchEnd::Told,
-            },
+            p = engine.upstream.gate().acquire() => p,
         };
         while tasks.try_join_next().is_some() {}
         let tx = tx.clone();
@@ -319,7 +316,8 @@ async fn dispatch(
                 let upstream = engine.upstream.clone();
                 let metrics = engine.metrics.clone();
                 tasks.spawn(async move {
-                    let row = result_row(line_no, &custom_id, upstream.send(&url, body).await);
+                    let reply = upstream.send(&url, body, deadline).await;
+                    let row = result_row(line_no, &custom_id, reply);
                     if !row.ok {
                         metrics.failed.inc();
                     }

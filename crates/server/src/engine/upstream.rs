@@ -1,6 +1,8 @@
-//! Sending one request to the upstream, with retries: 408, 409, 429, 5xx,
-//! timeouts and connection errors are retried with exponential backoff and
-//! jitter (at least `Retry-After`), up to `max_retries` times.
+//! Sending one request to the upstream, through its [`Gate`]: 408, 409,
+//! 429 and 5xx are retried with exponential backoff and jitter (at least
+//! `Retry-After`), up to `max_retries` times; an upstream that cannot be
+//! reached pauses dispatch until a probe finds it back, and costs no
+//! request.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -11,6 +13,7 @@ use rand::Rng;
 use reqwest::StatusCode;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, RETRY_AFTER};
 
+use super::gate::{Gate, Signal};
 use crate::config::ServerConfig;
 use crate::metrics::Metrics;
 
@@ -45,6 +48,8 @@ pub struct Upstream {
     cfg: Arc<ServerConfig>,
     metrics: Arc<Metrics>,
     models: Arc<tokio::sync::Mutex<Option<Listed>>>,
+    gate: Arc<Gate>,
+    last_probe: Arc<tokio::sync::Mutex<Option<(Instant, bool)>>>,
 }
 
 /// The models the upstream listed, and when it was asked.
@@ -86,14 +91,20 @@ impl Upstream {
     pub fn new(cfg: Arc<ServerConfig>, metrics: Arc<Metrics>) -> Result<Upstream, reqwest::Error> {
         let client = reqwest::Client::builder()
             .pool_max_idle_per_host(cfg.concurrency.max(1))
+            // Under the 5 s keep-alive of llama.cpp's server: a connection
+            // it is about to close is not reused.
+            .pool_idle_timeout(Duration::from_secs(4))
             .timeout(cfg.request_timeout)
-            .connect_timeout(Duration::from_secs(10).min(cfg.request_timeout))
+            .connect_timeout(cfg.connect_timeout.min(cfg.request_timeout))
             .build()?;
+        let gate = Gate::new(cfg.upstream_url(""), cfg.concurrency);
         Ok(Upstream {
             client,
             cfg,
             metrics,
             models: Arc::default(),
+            gate,
+            last_probe: Arc::default(),
         })
     }
 
@@ -152,76 +163,296 @@ impl Upstream {
         ids
     }
 
-    /// Send `body` to the upstream's `url` until it is answered for good.
-    pub async fn send(&self, url: &str, body: Bytes) -> Reply {
+    /// Send `body` to the upstream's `url` until it is answered for good,
+    /// or `deadline` (the end of the batch's window) passes. The caller
+    /// holds a permit of [`Upstream::gate`].
+    ///
+    /// 408, 409, 429 and 5xx answers are retried up to `max_retries` times
+    /// with backoff. An upstream that cannot be reached (refused, reset, 502,
+    /// 503, 504, no answer and no answer to a probe) is an outage, not the
+    /// request's fault: dispatch pauses until a probe finds it back, and
+    /// such attempts use up no retries unless other requests are answered
+    /// meanwhile. Only the end of the window writes a request off.
+    pub async fn send(&self, url: &str, body: Bytes, deadline: tokio::time::Instant) -> Reply {
         let target = self.cfg.upstream_url(url);
         let mut attempt = 0u32;
         loop {
-            let mut req = self
-                .client
-                .post(&target)
-                .header(CONTENT_TYPE, "application/json")
-                .body(body.clone());
-            if let Some(key) = &self.cfg.upstream_api_key {
-                req = req.header(AUTHORIZATION, format!("Bearer {key}"));
+            if !self.gate.wait_up(deadline).await {
+                return Reply::NoResponse {
+                    code: "upstream_unavailable",
+                    message: format!(
+                        "The upstream {} was down until the batch's window ended.",
+                        self.gate.name()
+                    ),
+                };
             }
+            let down = self.gate.down_token();
+            let outages = self.gate.outages();
             self.metrics.dispatched.inc();
             self.metrics.in_flight.inc();
             let started = Instant::now();
-            let result = match req.send().await {
-                Ok(resp) => {
-                    let status = resp.status();
-                    let asked = retry_after(resp.headers());
-                    let request_id = resp
-                        .headers()
-                        .get("x-request-id")
-                        .and_then(|v| v.to_str().ok())
-                        .map(str::to_owned);
-                    resp.bytes().await.map(|b| (status, asked, request_id, b))
-                }
-                Err(e) => Err(e),
+            // (At the end of the window the dispatcher abandons what is in
+            // flight; it is written as expired.)
+            let result = tokio::select! {
+                r = self.attempt(&target, &body) => Some(r),
+                // Found down while this attempt waited: abandoned, and sent
+                // again once the upstream is back.
+                _ = down.cancelled() => None,
             };
             self.metrics.in_flight.dec();
             self.metrics
                 .latency
                 .observe(started.elapsed().as_secs_f64());
             let last = attempt >= self.cfg.max_retries;
-            match result {
-                Ok((status, asked, _, _)) if retryable(status) && !last => {
-                    tracing::warn!(%target, status = status.as_u16(), attempt, "upstream answered {status}; retrying");
-                    self.metrics.retried.inc();
-                    tokio::time::sleep(self.delay(attempt, asked)).await;
+            let answer = match result {
+                Some(Ok(answer)) => answer,
+                Some(Err(e)) => {
+                    let certain = e.is_connect();
+                    if self
+                        .outage(&target, &error_chain(&e), certain, outages, deadline)
+                        .await
+                    {
+                        if last {
+                            let code = if e.is_timeout() {
+                                "request_timeout"
+                            } else {
+                                "upstream_unavailable"
+                            };
+                            tracing::warn!(%target, attempts = attempt + 1, "upstream request failed for good: {e}");
+                            return Reply::NoResponse {
+                                code,
+                                message: format!(
+                                    "The upstream gave no response after {} attempts: {}",
+                                    attempt + 1,
+                                    error_chain(&e)
+                                ),
+                            };
+                        }
+                        attempt += 1;
+                    }
+                    continue;
                 }
-                Ok((status, _, request_id, body)) => {
-                    return Reply::Response {
-                        status: status.as_u16(),
-                        request_id: request_id.unwrap_or_else(|| crate::ids::new_id("req_", 24)),
-                        body,
-                    };
+                None => continue,
+            };
+            let status = answer.status;
+            self.publish();
+            if matches!(status.as_u16(), 502..=504) {
+                if status == StatusCode::SERVICE_UNAVAILABLE {
+                    self.gate.signal(Signal::Overloaded);
                 }
-                Err(e) if !last => {
-                    tracing::warn!(%target, attempt, "upstream request failed: {e}; retrying");
-                    self.metrics.retried.inc();
-                    tokio::time::sleep(self.delay(attempt, None)).await;
+                let counted = self
+                    .outage(
+                        &target,
+                        &format!("answered {status}"),
+                        false,
+                        outages,
+                        deadline,
+                    )
+                    .await;
+                if counted && last {
+                    return answer.reply();
                 }
-                Err(e) => {
-                    let code = if e.is_timeout() {
-                        "request_timeout"
-                    } else {
-                        "upstream_unavailable"
-                    };
-                    tracing::warn!(%target, attempts = attempt + 1, "upstream request failed for good: {e}");
-                    return Reply::NoResponse {
-                        code,
-                        message: format!(
-                            "The upstream gave no response after {} attempts: {}",
-                            attempt + 1,
-                            error_chain(&e)
-                        ),
-                    };
+                attempt += u32::from(counted);
+                continue;
+            }
+            if status == StatusCode::TOO_MANY_REQUESTS {
+                self.gate.signal(Signal::Overloaded);
+            } else {
+                self.gate.signal(Signal::Answered(started.elapsed()));
+            }
+            if retryable(status) && !last {
+                tracing::warn!(%target, status = status.as_u16(), attempt, "upstream answered {status}; retrying");
+                self.metrics.retried.inc();
+                let wait = self.delay(attempt, answer.retry_after);
+                tokio::time::sleep_until(deadline.min(tokio::time::Instant::now() + wait)).await;
+                attempt += 1;
+                continue;
+            }
+            return answer.reply();
+        }
+    }
+
+    /// One attempt. While it has no answer, the upstream is asked every
+    /// `--stall-timeout` whether it is alive: a slow engine is waited for
+    /// (up to `--request-timeout`), a dead one is declared down, which
+    /// abandons the attempt.
+    async fn attempt(&self, target: &str, body: &Bytes) -> Result<Answer, reqwest::Error> {
+        let mut req = self
+            .client
+            .post(target)
+            .header(CONTENT_TYPE, "application/json")
+            .body(body.clone());
+        if let Some(key) = &self.cfg.upstream_api_key {
+            req = req.header(AUTHORIZATION, format!("Bearer {key}"));
+        }
+        let sent = async {
+            let resp = req.send().await?;
+            let status = resp.status();
+            let retry_after = retry_after(resp.headers());
+            let request_id = resp
+                .headers()
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            let body = resp.bytes().await?;
+            Ok::<_, reqwest::Error>(Answer {
+                status,
+                retry_after,
+                request_id,
+                body,
+            })
+        };
+        tokio::pin!(sent);
+        loop {
+            tokio::select! {
+                r = &mut sent => return r,
+                _ = tokio::time::sleep(self.cfg.stall_timeout) => {
+                    if !self.alive().await {
+                        tracing::warn!(%target, "no answer for {:?} and the upstream does not answer a probe: taken as down", self.cfg.stall_timeout);
+                        if self.gate.unreachable(true) {
+                            self.watch_recovery();
+                        }
+                    }
                 }
             }
-            attempt += 1;
+        }
+    }
+
+    /// An attempt could not reach the upstream. Tell the gate (which may
+    /// declare it down and pause dispatch), wait a little, and say whether
+    /// the attempt counts against the request's retries: not when the
+    /// upstream was found down since the attempt began (an outage costs
+    /// no request), else yes (the upstream is up, so the trouble is this
+    /// request's, or a passing one).
+    async fn outage(
+        &self,
+        target: &str,
+        what: &str,
+        certain: bool,
+        outages: u64,
+        deadline: tokio::time::Instant,
+    ) -> bool {
+        if self.gate.unreachable(certain) {
+            tracing::warn!(upstream = %self.gate.name(), %target, "the upstream is down ({what}); dispatch pauses until it answers again");
+            self.watch_recovery();
+        }
+        self.publish();
+        let wait = self.delay(0, None);
+        tokio::time::sleep_until(deadline.min(tokio::time::Instant::now() + wait)).await;
+        let counted = self.gate.outages() == outages && self.gate.is_up();
+        if counted {
+            tracing::warn!(%target, "upstream {what}; retrying");
+            self.metrics.retried.inc();
+        }
+        counted
+    }
+
+    /// Probe the upstream until it answers, then reopen dispatch (one
+    /// watcher at a time).
+    fn watch_recovery(&self) {
+        let up = self.clone();
+        tokio::spawn(async move {
+            let mut wait = Duration::from_millis(250);
+            loop {
+                tokio::time::sleep(wait).await;
+                if up.probe().await {
+                    up.gate.closed();
+                    up.publish();
+                    up.read_capacity().await;
+                    return;
+                }
+                if up.gate.is_up() {
+                    return;
+                }
+                wait = (wait * 2).min(Duration::from_secs(5));
+            }
+        });
+    }
+
+    /// Whether the upstream answers a probe, asked at most once per few
+    /// seconds however many requests wonder.
+    async fn alive(&self) -> bool {
+        let mut last = self.last_probe.lock().await;
+        if let Some((at, ok)) = *last
+            && at.elapsed() < PROBE_FRESH
+        {
+            return ok;
+        }
+        let ok = self.probe().await;
+        *last = Some((Instant::now(), ok));
+        ok
+    }
+
+    /// `GET /health`: llama.cpp, vLLM and SGLang answer 200 once the model
+    /// is loaded and 503 while it loads; an upstream without the route
+    /// answers 404, which still shows it alive. No answer, or 502, 503 or
+    /// 504, is down.
+    async fn probe(&self) -> bool {
+        let req = self
+            .client
+            .get(self.cfg.upstream_url("/health"))
+            .timeout(PROBE_TIMEOUT.min(self.cfg.stall_timeout));
+        match req.send().await {
+            Ok(r) => !matches!(r.status().as_u16(), 502..=504),
+            Err(_) => false,
+        }
+    }
+
+    /// Read what the engine says of its capacity (llama.cpp's `GET /props`
+    /// `total_slots`): no more requests than that are sent to it at once.
+    pub async fn read_capacity(&self) {
+        let req = self
+            .client
+            .get(self.cfg.upstream_url("/props"))
+            .timeout(PROBE_TIMEOUT);
+        let Ok(resp) = req.send().await else { return };
+        if !resp.status().is_success() {
+            return;
+        }
+        let Ok(props) = resp.json::<serde_json::Value>().await else {
+            return;
+        };
+        if let Some(slots) = props.get("total_slots").and_then(serde_json::Value::as_u64)
+            && self.gate.set_ceiling(slots as usize, self.cfg.concurrency)
+        {
+            tracing::info!(upstream = %self.gate.name(), slots, "the upstream runs {slots} requests at once (GET /props): at most {} in flight", self.gate.ceiling());
+        }
+        self.publish();
+    }
+
+    /// The gate's state, in the metrics.
+    fn publish(&self) {
+        self.metrics.upstream_limit.set(self.gate.limit() as i64);
+        self.metrics.upstream_up.set(i64::from(self.gate.is_up()));
+    }
+
+    /// The gate requests to this upstream pass.
+    pub fn gate(&self) -> &Arc<Gate> {
+        &self.gate
+    }
+}
+
+/// How long a probe may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a probe's verdict stands for requests that wonder.
+const PROBE_FRESH: Duration = Duration::from_secs(5);
+
+/// An answer of the upstream.
+struct Answer {
+    status: StatusCode,
+    retry_after: Option<Duration>,
+    request_id: Option<String>,
+    body: Bytes,
+}
+
+impl Answer {
+    fn reply(self) -> Reply {
+        Reply::Response {
+            status: self.status.as_u16(),
+            request_id: self
+                .request_id
+                .unwrap_or_else(|| crate::ids::new_id("req_", 24)),
+            body: self.body,
         }
     }
 }

@@ -1,0 +1,378 @@
+//! One upstream's admission: how many requests may be in flight to it (a
+//! limit that adapts to what the upstream sustains) and whether it is up (a
+//! circuit that pauses dispatch through an outage instead of failing
+//! requests).
+//!
+//! The limit is AIMD, as in Netflix's concurrency-limits: it starts low and
+//! doubles per round of answers (slow start) until the first sign of
+//! overload, then grows by one per round while latency holds, and is cut by
+//! a quarter on a 429 or 503, or when the recent latency rises to twice the
+//! long-run one (requests queueing inside the engine). `--concurrency` is
+//! its ceiling; an engine that publishes its slots (llama.cpp's `/props`)
+//! lowers the ceiling to them.
+//!
+//! Permits come from a FIFO semaphore, so batches waiting for the upstream
+//! take turns. A lowered limit is paid as a debt: permits released while
+//! it is owed are forgotten instead of returned.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio_util::sync::CancellationToken;
+
+/// The limit a gate starts at (below its ceiling).
+const INITIAL: f64 = 4.0;
+/// The cut on a sign of overload.
+const BACKOFF: f64 = 0.75;
+/// Recent latency this many times the long-run one is a sign of overload.
+const TOLERANCE: f64 = 2.0;
+/// Weights of the recent and the long-run latency averages.
+const SHORT: f64 = 0.2;
+const LONG: f64 = 0.02;
+/// Failures in a row, with no success between, that open the circuit.
+const TRIP: u32 = 2;
+
+/// The limit and what it is judged by.
+struct Limit {
+    value: f64,
+    ceiling: usize,
+    slow_start: bool,
+    short: Option<f64>,
+    long: Option<f64>,
+    last_cut: Option<Instant>,
+}
+
+/// Whether the upstream is taken to be up.
+struct Circuit {
+    failures: u32,
+    /// Cancelled when the upstream is found down: the requests in flight
+    /// to it are abandoned (and sent again once it is back).
+    down: CancellationToken,
+    since: Option<Instant>,
+}
+
+/// One upstream's limit and circuit.
+pub struct Gate {
+    name: String,
+    sem: Arc<Semaphore>,
+    /// Permits owed after a cut.
+    debt: AtomicUsize,
+    limit: Mutex<Limit>,
+    circuit: Mutex<Circuit>,
+    up: watch::Sender<bool>,
+    successes: AtomicU64,
+    outages: AtomicU64,
+}
+
+/// Leave to send one request (and its retries) to the upstream.
+pub struct GatePermit {
+    gate: Arc<Gate>,
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+impl Drop for GatePermit {
+    fn drop(&mut self) {
+        if let Some(p) = self.permit.take() {
+            let owed = self
+                .gate
+                .debt
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |d| d.checked_sub(1));
+            if owed.is_ok() {
+                p.forget();
+            }
+        }
+    }
+}
+
+/// What became of one attempt, as the limit sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Signal {
+    /// Answered (any status the upstream chose), after this long.
+    Answered(Duration),
+    /// Refused for load: 429, or 503.
+    Overloaded,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Gate {
+    /// A gate for the upstream `name`, with at most `ceiling` requests in
+    /// flight.
+    pub fn new(name: impl Into<String>, ceiling: usize) -> Arc<Gate> {
+        let ceiling = ceiling.max(1);
+        let start = INITIAL.min(ceiling as f64);
+        Arc::new(Gate {
+            name: name.into(),
+            sem: Arc::new(Semaphore::new(start as usize)),
+            debt: AtomicUsize::new(0),
+            limit: Mutex::new(Limit {
+                value: start,
+                ceiling,
+                slow_start: true,
+                short: None,
+                long: None,
+                last_cut: None,
+            }),
+            circuit: Mutex::new(Circuit {
+                failures: 0,
+                down: CancellationToken::new(),
+                since: None,
+            }),
+            up: watch::Sender::new(true),
+            successes: AtomicU64::new(0),
+            outages: AtomicU64::new(0),
+        })
+    }
+
+    /// The upstream this gate is for.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Wait for a permit (in turn with every other request to this
+    /// upstream).
+    pub async fn acquire(self: &Arc<Self>) -> GatePermit {
+        // The semaphore is never closed.
+        let permit = self.sem.clone().acquire_owned().await.ok();
+        GatePermit {
+            gate: self.clone(),
+            permit,
+        }
+    }
+
+    /// The limit now (requests in flight allowed).
+    pub fn limit(&self) -> usize {
+        lock(&self.limit).value as usize
+    }
+
+    /// Its ceiling now.
+    pub fn ceiling(&self) -> usize {
+        lock(&self.limit).ceiling
+    }
+
+    /// Answers recorded so far.
+    pub fn successes(&self) -> u64 {
+        self.successes.load(Ordering::Acquire)
+    }
+
+    /// Outages declared so far.
+    pub fn outages(&self) -> u64 {
+        self.outages.load(Ordering::Acquire)
+    }
+
+    /// Whether the upstream is taken to be up.
+    pub fn is_up(&self) -> bool {
+        *self.up.borrow()
+    }
+
+    /// Since when it has been down, if it is.
+    pub fn down_since(&self) -> Option<Instant> {
+        lock(&self.circuit).since
+    }
+
+    /// The token cancelled when the upstream is next found down.
+    pub fn down_token(&self) -> CancellationToken {
+        lock(&self.circuit).down.clone()
+    }
+
+    /// Wait until the upstream is up, or `deadline`: whether it is up.
+    pub async fn wait_up(&self, deadline: tokio::time::Instant) -> bool {
+        let mut rx = self.up.subscribe();
+        tokio::select! {
+            r = rx.wait_for(|up| *up) => r.is_ok(),
+            _ = tokio::time::sleep_until(deadline) => self.is_up(),
+        }
+    }
+
+    /// The engine says how many requests it runs at once: no more are sent.
+    pub fn set_ceiling(&self, ceiling: usize, max: usize) -> bool {
+        let ceiling = ceiling.clamp(1, max.max(1));
+        let mut l = lock(&self.limit);
+        if l.ceiling == ceiling {
+            return false;
+        }
+        l.ceiling = ceiling;
+        // The engine runs that many at once: start there.
+        self.set(&mut l, ceiling as f64);
+        true
+    }
+
+    /// Record what an attempt's answer says of the upstream's load.
+    pub fn signal(&self, signal: Signal) {
+        let mut l = lock(&self.limit);
+        match signal {
+            Signal::Answered(took) => {
+                self.successes.fetch_add(1, Ordering::AcqRel);
+                self.closed();
+                let secs = took.as_secs_f64();
+                let short = l.short.map_or(secs, |s| s + SHORT * (secs - s));
+                let long = l.long.map_or(secs, |s| s + LONG * (secs - s));
+                l.short = Some(short);
+                l.long = Some(long);
+                if short > TOLERANCE * long && l.value > 1.0 {
+                    self.cut(&mut l);
+                } else if l.slow_start {
+                    let next = l.value + 1.0;
+                    self.set(&mut l, next);
+                } else {
+                    let next = l.value + 1.0 / l.value;
+                    self.set(&mut l, next);
+                }
+            }
+            Signal::Overloaded => self.cut(&mut l),
+        }
+    }
+
+    /// Cut the limit, at most once per recent latency (one round of
+    /// answers shows one overload).
+    fn cut(&self, l: &mut Limit) {
+        let round = Duration::from_secs_f64(l.short.unwrap_or(0.1).clamp(0.05, 5.0));
+        if l.last_cut.is_some_and(|t| t.elapsed() < round) {
+            return;
+        }
+        l.last_cut = Some(Instant::now());
+        l.slow_start = false;
+        let next = (l.value * BACKOFF).max(1.0);
+        self.set(l, next);
+    }
+
+    /// Move the limit to `value` (within 1 and the ceiling), adding or
+    /// owing permits for the change of its whole part.
+    fn set(&self, l: &mut Limit, value: f64) {
+        let value = value.clamp(1.0, l.ceiling as f64);
+        let (old, new) = (l.value as usize, value as usize);
+        l.value = value;
+        if new > old {
+            let mut add = new - old;
+            // Pay the debt first.
+            while add > 0
+                && self
+                    .debt
+                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |d| d.checked_sub(1))
+                    .is_ok()
+            {
+                add -= 1;
+            }
+            self.sem.add_permits(add);
+        } else if new < old {
+            let cut = old - new;
+            let forgotten = self.sem.forget_permits(cut);
+            self.debt.fetch_add(cut - forgotten, Ordering::AcqRel);
+        }
+        if new != old {
+            tracing::debug!(upstream = %self.name, limit = new, "concurrency limit changed");
+        }
+    }
+
+    /// An attempt could not reach the upstream (refused, reset, no answer
+    /// in time, 502/503/504). Returns whether this opened the circuit:
+    /// then the caller starts probing it.
+    pub fn unreachable(&self, certain: bool) -> bool {
+        let mut c = lock(&self.circuit);
+        c.failures += 1;
+        if c.since.is_some() || (c.failures < TRIP && !certain) {
+            return false;
+        }
+        c.since = Some(Instant::now());
+        self.outages.fetch_add(1, Ordering::AcqRel);
+        c.down.cancel();
+        c.down = CancellationToken::new();
+        drop(c);
+        self.up.send_replace(false);
+        // Resume gently: the engine that comes back may be a new one.
+        let mut l = lock(&self.limit);
+        l.slow_start = true;
+        let start = INITIAL.min(l.ceiling as f64);
+        self.set(&mut l, start);
+        true
+    }
+
+    /// The upstream answered: the failures in a row end, and a circuit
+    /// that was open closes.
+    pub fn closed(&self) {
+        let mut c = lock(&self.circuit);
+        c.failures = 0;
+        if let Some(since) = c.since.take() {
+            drop(c);
+            self.up.send_replace(true);
+            tracing::info!(upstream = %self.name, down_for = ?since.elapsed(), "the upstream answers again; dispatch resumes");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn permits(g: &Gate) -> usize {
+        g.sem.available_permits()
+    }
+
+    #[test]
+    fn slow_start_doubles_until_overload_then_grows_by_one_per_round() {
+        let g = Gate::new("u", 64);
+        assert_eq!((g.limit(), permits(&g)), (4, 4));
+        for _ in 0..4 {
+            g.signal(Signal::Answered(Duration::from_millis(100)));
+        }
+        assert_eq!(g.limit(), 8);
+        g.signal(Signal::Overloaded);
+        assert_eq!(g.limit(), 6);
+        // A second overload in the same round is the same overload.
+        g.signal(Signal::Overloaded);
+        assert_eq!(g.limit(), 6);
+        // A round is as many answers as the limit: about one more per round.
+        for _ in 0..7 {
+            g.signal(Signal::Answered(Duration::from_millis(100)));
+        }
+        assert_eq!(g.limit(), 7, "one more per round of answers");
+        assert_eq!(permits(&g), 7);
+    }
+
+    #[test]
+    fn rising_latency_cuts_the_limit() {
+        let g = Gate::new("u", 64);
+        for _ in 0..40 {
+            g.signal(Signal::Answered(Duration::from_millis(100)));
+        }
+        let before = g.limit();
+        for _ in 0..6 {
+            g.signal(Signal::Answered(Duration::from_secs(2)));
+        }
+        assert!(g.limit() < before, "{} !< {before}", g.limit());
+    }
+
+    #[tokio::test]
+    async fn a_cut_is_paid_by_permits_coming_back() {
+        let g = Gate::new("u", 4);
+        use futures_util::FutureExt;
+        let held: Vec<GatePermit> = (0..4)
+            .map(|_| g.acquire().now_or_never().expect("a permit is free"))
+            .collect();
+        assert_eq!(permits(&g), 0);
+        g.signal(Signal::Overloaded);
+        assert_eq!(g.limit(), 3);
+        drop(held);
+        assert_eq!(permits(&g), 3, "the released permit paid the debt");
+    }
+
+    #[tokio::test]
+    async fn the_ceiling_follows_the_engine_and_the_circuit_pauses() {
+        let g = Gate::new("u", 64);
+        assert!(g.set_ceiling(2, 64));
+        assert_eq!((g.limit(), permits(&g)), (2, 2));
+        let token = g.down_token();
+        assert!(!g.unreachable(false), "one failure is not an outage");
+        assert!(g.unreachable(false), "two in a row are");
+        assert!(token.is_cancelled() && !g.is_up());
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(30);
+        assert!(!g.wait_up(deadline).await);
+        g.signal(Signal::Answered(Duration::from_millis(10)));
+        assert!(g.is_up());
+        assert!(!g.down_token().is_cancelled());
+    }
+}
