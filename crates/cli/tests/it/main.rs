@@ -9,6 +9,7 @@ mod common;
 mod cli;
 mod client;
 mod docs;
+mod engine;
 mod fake_openai;
 mod fixtures;
 mod merge;

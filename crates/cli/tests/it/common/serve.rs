@@ -156,9 +156,13 @@ impl Serve {
     }
 
     pub fn create(&self, file: &str) -> String {
+        self.create_for(file, "/v1/chat/completions")
+    }
+
+    pub fn create_for(&self, file: &str, endpoint: &str) -> String {
         let v: Value = reqwest::blocking::Client::new()
             .post(self.url("/v1/batches"))
-            .json(&json!({"input_file_id": file, "endpoint": "/v1/chat/completions", "completion_window": "24h"}))
+            .json(&json!({"input_file_id": file, "endpoint": endpoint, "completion_window": "24h"}))
             .send()
             .unwrap()
             .json()
