@@ -10,8 +10,10 @@ use batchkit_core::Provider;
 /// Everything `batchkit serve` is told.
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
-    /// Base URL of the OpenAI-compatible upstream, with or without `/v1`.
-    pub upstream: String,
+    /// The OpenAI-compatible upstreams: base URLs with or without `/v1`,
+    /// each for any model or for one (`MODEL=URL`); several for one model
+    /// are replicas.
+    pub upstreams: Vec<UpstreamSpec>,
     /// Sent to the upstream as `Authorization: Bearer ...`.
     pub upstream_api_key: Option<String>,
     /// Where to listen (`127.0.0.1:0` picks a free port).
@@ -107,7 +109,10 @@ impl ServerConfig {
     /// The defaults of `batchkit serve`, for this upstream.
     pub fn new(upstream: impl Into<String>) -> ServerConfig {
         ServerConfig {
-            upstream: upstream.into(),
+            upstreams: vec![UpstreamSpec {
+                model: None,
+                url: upstream.into(),
+            }],
             upstream_api_key: None,
             listen: SocketAddr::from(([127, 0, 0, 1], 8090)),
             data_dir: PathBuf::from("batchkit-data"),
@@ -136,17 +141,54 @@ impl ServerConfig {
             check_models: true,
         }
     }
+}
 
-    /// The upstream URL for a request line's `url`: `--upstream` with any
-    /// trailing `/` and `/v1` removed, then the url (never `/v1/v1`).
-    pub fn upstream_url(&self, url: &str) -> String {
-        let base = self.upstream.trim_end_matches('/');
-        let base = base.strip_suffix("/v1").unwrap_or(base);
-        if url.starts_with('/') {
-            format!("{base}{url}")
-        } else {
-            format!("{base}/{url}")
+/// One `--upstream`: `URL`, for any model, or `MODEL=URL`, for that model.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UpstreamSpec {
+    /// The model it serves, or `None` for any model (the ones its
+    /// `GET /v1/models` lists).
+    pub model: Option<String>,
+    /// Its base URL, with or without `/v1`.
+    pub url: String,
+}
+
+impl std::str::FromStr for UpstreamSpec {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<UpstreamSpec, String> {
+        let scheme = s.find("://");
+        let (model, url) = match s.find('=') {
+            // An `=` before the scheme separates a model; one after it is
+            // the URL's own (a query).
+            Some(eq) if scheme.is_none_or(|sc| eq < sc) => (Some(&s[..eq]), &s[eq + 1..]),
+            _ => (None, s),
+        };
+        if model.is_some_and(str::is_empty) {
+            return Err(format!("'{s}': the model before '=' is empty"));
         }
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(format!(
+                "'{url}' is not an http:// or https:// URL (give URL, or MODEL=URL)"
+            ));
+        }
+        Ok(UpstreamSpec {
+            model: model.map(str::to_owned),
+            url: url.to_owned(),
+        })
+    }
+}
+
+/// The URL of `path` (a request line's `url`, `/health`) at the upstream
+/// `base`: any trailing `/` and `/v1` removed, then the path (never
+/// `/v1/v1`).
+pub fn upstream_url(base: &str, path: &str) -> String {
+    let base = base.trim_end_matches('/');
+    let base = base.strip_suffix("/v1").unwrap_or(base);
+    if path.starts_with('/') {
+        format!("{base}{path}")
+    } else {
+        format!("{base}/{path}")
     }
 }
 
@@ -162,12 +204,38 @@ mod tests {
             "http://h:8000/v1",
             "http://h:8000/v1/",
         ] {
-            let cfg = ServerConfig::new(base);
             assert_eq!(
-                cfg.upstream_url("/v1/chat/completions"),
+                upstream_url(base, "/v1/chat/completions"),
                 "http://h:8000/v1/chat/completions"
             );
-            assert_eq!(cfg.upstream_url("/score"), "http://h:8000/score");
+            assert_eq!(upstream_url(base, "/score"), "http://h:8000/score");
+        }
+    }
+
+    #[test]
+    fn upstreams_are_urls_or_model_equals_url() {
+        let spec = |s: &str| s.parse::<UpstreamSpec>();
+        assert_eq!(
+            spec("http://gpu:8000/v1"),
+            Ok(UpstreamSpec {
+                model: None,
+                url: "http://gpu:8000/v1".into()
+            })
+        );
+        assert_eq!(
+            spec("llama-3.1-8b=http://gpu:8000"),
+            Ok(UpstreamSpec {
+                model: Some("llama-3.1-8b".into()),
+                url: "http://gpu:8000".into()
+            })
+        );
+        assert_eq!(
+            spec("http://gpu:8000/v1?a=b").map(|s| s.model),
+            Ok(None),
+            "an = in the URL is the URL's"
+        );
+        for bad in ["gpu:8000", "=http://gpu", "m=gpu:8000", ""] {
+            assert!(spec(bad).is_err(), "{bad}");
         }
     }
 }

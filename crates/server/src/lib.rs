@@ -36,7 +36,7 @@ pub mod objects;
 pub mod store;
 pub mod window;
 
-pub use config::{ServerConfig, Window};
+pub use config::{ServerConfig, UpstreamSpec, Window};
 
 use engine::Engine;
 use store::{DiskFiles, FileStore, JobStore, PgStore, S3Files, SqliteStore};

@@ -29,10 +29,8 @@ pub struct Metrics {
     /// Chunks this node claimed that an earlier holder had begun: taken
     /// over from a node that died, stalled or stopped.
     pub chunks_resumed: Counter,
-    /// Requests the upstream may have in flight now (the adaptive limit).
-    pub upstream_limit: Gauge,
-    /// 1 while the upstream is taken to be up, 0 through an outage.
-    pub upstream_up: Gauge,
+    upstream_limit: Family<Vec<(String, String)>, Gauge>,
+    upstream_up: Family<Vec<(String, String)>, Gauge>,
     batches: Family<Vec<(String, String)>, Gauge>,
     node: Family<Vec<(String, String)>, Gauge>,
 }
@@ -54,9 +52,8 @@ impl Metrics {
         let store_errors = Counter::default();
         let leases_held = Gauge::default();
         let chunks_resumed = Counter::default();
-        let upstream_limit = Gauge::default();
-        let upstream_up = Gauge::default();
-        upstream_up.set(1);
+        let upstream_limit = Family::<Vec<(String, String)>, Gauge>::default();
+        let upstream_up = Family::<Vec<(String, String)>, Gauge>::default();
         let latency = Histogram::new(exponential_buckets(0.001, 2.0, 18));
         let batches = Family::<Vec<(String, String)>, Gauge>::default();
         let node = Family::<Vec<(String, String)>, Gauge>::default();
@@ -131,6 +128,15 @@ impl Metrics {
             batches,
             node,
         }
+    }
+
+    /// An upstream's concurrency limit and state
+    /// (`batchkit_upstream_concurrency_limit{upstream="..."}`,
+    /// `batchkit_upstream_up{upstream="..."}`).
+    pub fn upstream(&self, url: &str, limit: usize, up: bool) {
+        let label = vec![("upstream".to_owned(), url.to_owned())];
+        self.upstream_limit.get_or_create(&label).set(limit as i64);
+        self.upstream_up.get_or_create(&label).set(i64::from(up));
     }
 
     /// Name this node in the metrics (`batchkit_node{node="..."} 1`).

@@ -1162,7 +1162,7 @@ async fn an_upstream_that_goes_away_pauses_dispatch_and_loses_no_request() {
     let mut engine = batchkit_testkit::Killable::start(Default::default());
     let url = engine.url();
     let h = Harness::new(|c| {
-        c.upstream = url;
+        c.upstreams = vec![url.parse().unwrap()];
         c.concurrency = 4;
         c.max_retries = 1;
     })
@@ -1179,7 +1179,7 @@ async fn an_upstream_that_goes_away_pauses_dispatch_and_loses_no_request() {
     for _ in 0..60 {
         tokio::time::sleep(Duration::from_millis(50)).await;
         let (_, health) = h.get("/health").await;
-        if health["upstream"]["up"] == false {
+        if health["upstreams"][0]["up"] == false {
             down = true;
             break;
         }
@@ -1196,7 +1196,7 @@ async fn an_upstream_that_goes_away_pauses_dispatch_and_loses_no_request() {
         json!({"total": 60, "completed": 60, "failed": 0})
     );
     let (_, health) = h.get("/health").await;
-    assert_eq!(health["upstream"]["up"], true, "{health}");
+    assert_eq!(health["upstreams"][0]["up"], true, "{health}");
 }
 
 /// An upstream that keeps its connections but answers nothing (an engine
@@ -1209,7 +1209,7 @@ async fn a_hung_upstream_is_found_dead_and_its_requests_sent_again() {
     let mut engine = batchkit_testkit::Killable::start(Default::default());
     let url = engine.url();
     let h = Harness::new(|c| {
-        c.upstream = url;
+        c.upstreams = vec![url.parse().unwrap()];
         c.concurrency = 4;
         c.stall_timeout = Duration::from_secs(1);
         c.request_timeout = Duration::from_secs(600);
@@ -1226,7 +1226,7 @@ async fn a_hung_upstream_is_found_dead_and_its_requests_sent_again() {
     let mut down = false;
     while started.elapsed() < Duration::from_secs(10) {
         tokio::time::sleep(Duration::from_millis(50)).await;
-        if h.get("/health").await.1["upstream"]["up"] == false {
+        if h.get("/health").await.1["upstreams"][0]["up"] == false {
             down = true;
             break;
         }
@@ -1237,4 +1237,103 @@ async fn a_hung_upstream_is_found_dead_and_its_requests_sent_again() {
     let b = h.wait(&id, Duration::from_secs(30)).await;
     assert_eq!(b["status"], "completed", "{b}");
     assert_eq!(b["request_counts"]["completed"], 30, "{b}");
+}
+
+/// Several upstreams: `MODEL=URL` serves that model only; plain URLs are
+/// replicas for any model (the ones they list) and share the requests; a
+/// killed replica's requests go to the one still up; a model that none
+/// serves fails the batch at validation, naming what they serve.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_upstreams_route_by_model_and_share_replicas() {
+    let listing = |m: &str| batchkit_testkit::Options {
+        models: Some(vec![m.to_owned()]),
+        ..Default::default()
+    };
+    let named = batchkit_testkit::TestUpstream::start(listing("model-a")).await;
+    let mut r1 = batchkit_testkit::Killable::start(listing("test-model"));
+    let r2 = batchkit_testkit::Killable::start(listing("test-model"));
+    let (a, u1, u2) = (named.url(), r1.url(), r2.url());
+    let h = Harness::new(|c| {
+        c.upstreams = vec![
+            format!("model-a={a}").parse().unwrap(),
+            u1.parse().unwrap(),
+            u2.parse().unwrap(),
+        ];
+        c.concurrency = 4;
+    })
+    .await;
+    let done = |s: &batchkit_testkit::Stats| s.succeeded.load(std::sync::atomic::Ordering::Relaxed);
+
+    let file = h
+        .upload(&chat_file(&texts(40, |i| format!("slow:10 share {i}"))))
+        .await;
+    let b = h.create_batch(&file, "24h").await;
+    let b = h
+        .wait(b["id"].as_str().unwrap(), Duration::from_secs(20))
+        .await;
+    assert_eq!(b["request_counts"]["completed"], 40, "{b}");
+    let (n1, n2) = (done(&r1.stats), done(&r2.stats));
+    assert!(n1 > 0 && n2 > 0 && n1 + n2 == 40, "{n1} + {n2}");
+    assert_eq!(
+        named
+            .stats
+            .requests
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+
+    let mut text = String::new();
+    for i in 0..5 {
+        let line = json!({"custom_id": format!("a-{i}"), "method": "POST", "url": "/v1/chat/completions",
+            "body": {"model": "model-a", "messages": [{"role": "user", "content": format!("for a {i}")}]}});
+        text.push_str(&format!("{line}\n"));
+    }
+    let b = h
+        .create_batch(&h.upload(text.as_bytes()).await, "24h")
+        .await;
+    let b = h
+        .wait(b["id"].as_str().unwrap(), Duration::from_secs(20))
+        .await;
+    assert_eq!(b["request_counts"]["completed"], 5, "{b}");
+    assert_eq!(done(&named.stats), 5);
+    assert_eq!((done(&r1.stats), done(&r2.stats)), (n1, n2));
+
+    let unknown = text.replace("model-a", "model-z");
+    let b = h
+        .create_batch(&h.upload(unknown.as_bytes()).await, "24h")
+        .await;
+    let b = h
+        .wait(b["id"].as_str().unwrap(), Duration::from_secs(20))
+        .await;
+    assert_eq!(b["status"], "failed", "{b}");
+    let message = b["errors"]["data"][0]["message"].as_str().unwrap();
+    assert!(
+        message.contains("'model-z'")
+            && message.ends_with("The upstream serves: 'model-a', 'test-model'."),
+        "{message}"
+    );
+
+    // One replica killed mid-batch: the other takes its requests.
+    let file = h
+        .upload(&chat_file(&texts(60, |i| format!("slow:30 failover {i}"))))
+        .await;
+    let b = h.create_batch(&file, "24h").await;
+    let id = b["id"].as_str().unwrap().to_owned();
+    h.until_completed(&id, 10).await;
+    r1.kill();
+    let b = h.wait(&id, Duration::from_secs(30)).await;
+    assert_eq!(
+        b["request_counts"],
+        json!({"total": 60, "completed": 60, "failed": 0}),
+        "{b}"
+    );
+    let (_, health) = h.get("/health").await;
+    let ups = health["upstreams"].as_array().unwrap();
+    assert_eq!(ups.len(), 3, "{health}");
+    assert_eq!(ups[0]["model"], "model-a");
+    assert_eq!(
+        (&ups[1]["up"], &ups[2]["up"]),
+        (&json!(false), &json!(true)),
+        "{health}"
+    );
 }

@@ -12,8 +12,18 @@ use super::parse_size;
 pub struct ServeArgs {
     /// The upstream's base URL, with or without `/v1`: a request line's url
     /// `/v1/chat/completions` goes to `<upstream>/v1/chat/completions`.
-    #[arg(long, env = "BATCHKIT_UPSTREAM", value_name = "URL")]
-    pub upstream: String,
+    /// Repeat for several: `URL` serves any model (the ones its /v1/models
+    /// lists), `MODEL=URL` only that model; several for one model (or for
+    /// any) are replicas, each request going to the least loaded one that
+    /// is up.
+    #[arg(
+        long = "upstream",
+        env = "BATCHKIT_UPSTREAM",
+        value_name = "[MODEL=]URL",
+        required = true,
+        value_delimiter = ','
+    )]
+    pub upstreams: Vec<batchkit_server::UpstreamSpec>,
 
     /// Sent to the upstream as `Authorization: Bearer KEY`.
     #[arg(
@@ -186,7 +196,8 @@ pub struct ServeArgs {
 impl ServeArgs {
     /// The server's settings.
     pub fn to_config(&self) -> batchkit_server::ServerConfig {
-        let mut cfg = batchkit_server::ServerConfig::new(self.upstream.clone());
+        let mut cfg = batchkit_server::ServerConfig::new(String::new());
+        cfg.upstreams.clone_from(&self.upstreams);
         cfg.upstream_api_key.clone_from(&self.upstream_api_key);
         cfg.listen = self.listen;
         cfg.data_dir.clone_from(&self.data_dir);

@@ -29,7 +29,15 @@ pub fn run(cfg: batchkit_server::ServerConfig) -> anyhow::Result<Exit> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
-        let (upstream, node) = (cfg.upstream.clone(), cfg.node_id.clone());
+        let upstream: Vec<String> = cfg
+            .upstreams
+            .iter()
+            .map(|u| match &u.model {
+                Some(m) => format!("{m}={}", u.url),
+                None => u.url.clone(),
+            })
+            .collect();
+        let (upstream, node) = (upstream.join(", "), cfg.node_id.clone());
         let stores = match &cfg.database {
             Some(_) => "PostgreSQL",
             None => "SQLite",

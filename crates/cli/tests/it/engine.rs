@@ -74,7 +74,7 @@ print(b.model)
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), MODEL);
-    let up = &health(&serve)["upstream"];
+    let up = &health(&serve)["upstreams"][0];
     assert_eq!(up["up"], true, "{up}");
     assert_eq!(up["concurrency_ceiling"], 2, "the engine's two slots: {up}");
 }
@@ -167,7 +167,7 @@ fn llama_server_killed_for_25_seconds_loses_no_request() {
     });
     engine.kill();
     let killed = Instant::now();
-    while health(&serve)["upstream"]["up"] != false {
+    while health(&serve)["upstreams"][0]["up"] != false {
         assert!(killed.elapsed() < Duration::from_secs(20), "not seen down");
         std::thread::sleep(Duration::from_millis(50));
     }

@@ -64,6 +64,9 @@ pub struct Gate {
     up: watch::Sender<bool>,
     successes: AtomicU64,
     outages: AtomicU64,
+    /// Requests routed here and not finished: waiting for a permit or in
+    /// flight (how replicas are chosen).
+    load: AtomicUsize,
 }
 
 /// Leave to send one request (and its retries) to the upstream.
@@ -74,6 +77,7 @@ pub struct GatePermit {
 
 impl Drop for GatePermit {
     fn drop(&mut self) {
+        self.gate.load.fetch_sub(1, Ordering::AcqRel);
         if let Some(p) = self.permit.take() {
             let owed = self
                 .gate
@@ -125,6 +129,7 @@ impl Gate {
             up: watch::Sender::new(true),
             successes: AtomicU64::new(0),
             outages: AtomicU64::new(0),
+            load: AtomicUsize::new(0),
         })
     }
 
@@ -136,12 +141,19 @@ impl Gate {
     /// Wait for a permit (in turn with every other request to this
     /// upstream).
     pub async fn acquire(self: &Arc<Self>) -> GatePermit {
-        // The semaphore is never closed.
-        let permit = self.sem.clone().acquire_owned().await.ok();
-        GatePermit {
+        self.load.fetch_add(1, Ordering::AcqRel);
+        let mut permit = GatePermit {
             gate: self.clone(),
-            permit,
-        }
+            permit: None,
+        };
+        // The semaphore is never closed.
+        permit.permit = self.sem.clone().acquire_owned().await.ok();
+        permit
+    }
+
+    /// Requests routed here and not finished.
+    pub fn load(&self) -> usize {
+        self.load.load(Ordering::Acquire)
     }
 
     /// The limit now (requests in flight allowed).

@@ -32,12 +32,13 @@ mod finalize;
 pub mod gate;
 pub mod health;
 pub mod output_lines;
+mod routes;
 mod runner;
 #[cfg(test)]
 mod tests;
 pub mod upstream;
 
-use upstream::Upstream;
+use routes::Routes;
 
 /// How often expired files are looked for.
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
@@ -83,11 +84,11 @@ pub struct Engine {
     pub metrics: Arc<Metrics>,
     /// Writes that keep failing (a full disk), for `/health`.
     pub health: health::Health,
-    /// The upstream, behind its gate. The gate's permits are fair (first
-    /// come, first served), and each sending chunk waits for one permit at
-    /// a time, so active batches take turns: a small batch is not starved
-    /// by a large one created before it.
-    upstream: Upstream,
+    /// The upstreams, each behind its gate. A gate's permits are fair
+    /// (first come, first served), and each sending chunk waits for one
+    /// permit at a time, so active batches take turns: a small batch is
+    /// not starved by a large one created before it.
+    upstreams: Routes,
     held: Mutex<HashMap<(String, Unit), Held>>,
     /// Wakes the scheduler: work may have appeared (a batch created, a
     /// chunk sent, a lease given up).
@@ -104,7 +105,7 @@ impl Engine {
         cfg: Arc<ServerConfig>,
         metrics: Arc<Metrics>,
     ) -> Result<Arc<Engine>, reqwest::Error> {
-        let upstream = Upstream::new(cfg.clone(), metrics.clone())?;
+        let upstreams = Routes::new(&cfg, &metrics)?;
         metrics.set_node(&cfg.node_id);
         Ok(Arc::new(Engine {
             store,
@@ -112,7 +113,7 @@ impl Engine {
             cfg,
             metrics,
             health: health::Health::default(),
-            upstream,
+            upstreams,
             held: Mutex::new(HashMap::new()),
             wake: Notify::new(),
             shutdown: CancellationToken::new(),
@@ -127,9 +128,9 @@ impl Engine {
     /// expire.
     pub async fn start(self: &Arc<Self>) -> StoreResult<()> {
         self.sweep_orphans().await?;
-        let upstream = self.upstream.clone();
+        let engine = self.clone();
         self.tasks
-            .spawn(async move { upstream.read_capacity().await });
+            .spawn(async move { engine.upstreams.read_capacity().await });
         let whose = (!self.store.exclusive()).then_some(self.cfg.node_id.as_str());
         let released = self.store.release_all(whose).await?;
         if released > 0 {
@@ -243,17 +244,10 @@ impl Engine {
         Ok(true)
     }
 
-    /// The upstream's state, for `GET /health`: whether it is up (since
-    /// when it is down), and its concurrency limit and ceiling.
+    /// Each upstream's state, for `GET /health`: whether it is up (since
+    /// when it is down), its concurrency limit and ceiling, its load.
     pub fn upstream_state(&self) -> serde_json::Value {
-        let gate = self.upstream.gate();
-        serde_json::json!({
-            "url": gate.name(),
-            "up": gate.is_up(),
-            "down_for_seconds": gate.down_since().map(|t| t.elapsed().as_secs()),
-            "concurrency_limit": gate.limit(),
-            "concurrency_ceiling": gate.ceiling(),
-        })
+        self.upstreams.state()
     }
 
     /// Tell the scheduler that work may have appeared (a batch was

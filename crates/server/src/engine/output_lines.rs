@@ -81,6 +81,18 @@ pub fn result_row(line: u64, custom_id: &str, reply: Reply) -> ResultRow {
             body: error_line(Some(custom_id), code, &message),
             usage: Usage::default(),
         },
+        // The dispatcher sends a moved request elsewhere; one that ends
+        // here found no other upstream.
+        Reply::Moved => ResultRow {
+            line,
+            ok: false,
+            body: error_line(
+                Some(custom_id),
+                "upstream_unavailable",
+                "The upstream was down, and no other served this request's model.",
+            ),
+            usage: Usage::default(),
+        },
     }
 }
 

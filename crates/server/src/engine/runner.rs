@@ -18,6 +18,8 @@ use tokio_util::sync::CancellationToken;
 use super::chunks::ChunkPlan;
 use super::finalize::finalize;
 use super::output_lines::{RequestLine, error_line, result_row};
+use super::routes::Served;
+use super::upstream::Reply;
 use super::{Engine, RunError};
 use crate::ids;
 use crate::objects::{BatchError, BatchRecord, Status};
@@ -193,60 +195,54 @@ async fn validate(
 const MODELS_TTL: Duration = Duration::from_secs(60);
 const MODELS_RECHECK: Duration = Duration::from_secs(5);
 
-/// OpenAI's `model_not_found` for each model of the batch that the
-/// upstream does not list (none when it has no list, or is not asked).
+/// OpenAI's `model_not_found` for each model of the batch that no
+/// upstream serves (none when they cannot say, or are not asked).
 async fn unserved_models(
     engine: &Engine,
     summary: &batchkit_core::validate::Summary,
 ) -> Vec<BatchError> {
-    if !engine.cfg.check_models || summary.models.is_empty() {
+    if !engine.cfg.check_models {
         return Vec::new();
     }
-    let missing = |served: &std::collections::HashSet<String>| -> Vec<String> {
-        summary
-            .models
-            .iter()
-            .filter(|(m, _)| !served.contains(m))
-            .map(|(m, _)| m.clone())
-            .collect()
-    };
-    let Some(served) = engine.upstream.models(MODELS_TTL).await else {
-        return Vec::new();
-    };
-    if missing(&served).is_empty() {
-        return Vec::new();
-    }
-    let Some(served) = engine.upstream.models(MODELS_RECHECK).await else {
-        return Vec::new();
-    };
-    let mut names: Vec<&str> = served.iter().map(String::as_str).collect();
-    names.sort_unstable();
-    let listed = names
-        .iter()
-        .take(10)
-        .map(|m| format!("'{m}'"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let more = match names.len() {
-        0 => "no models",
-        1..=10 => "",
-        _ => ", ...",
-    };
-    missing(&served)
-        .into_iter()
-        .map(|model| BatchError {
+    let mut errors = Vec::new();
+    for (model, _) in &summary.models {
+        let listed = match engine.upstreams.serves(model, MODELS_TTL).await {
+            Served::Yes => continue,
+            // It may have been loaded since the list was read.
+            Served::No(_) => match engine.upstreams.serves(model, MODELS_RECHECK).await {
+                Served::Yes => continue,
+                Served::No(listed) => listed,
+            },
+        };
+        let served = match listed.len() {
+            0 => "no models".to_owned(),
+            n => {
+                let names: Vec<String> = listed.iter().take(10).map(|m| format!("'{m}'")).collect();
+                let more = if n > 10 { ", ..." } else { "" };
+                format!("{}{more}", names.join(", "))
+            }
+        };
+        errors.push(BatchError {
             line: summary
                 .batch_model
                 .as_ref()
-                .filter(|(m, _)| *m == model)
+                .filter(|(m, _)| m == model)
                 .map(|(_, line)| *line),
             code: "model_not_found".to_owned(),
             message: format!(
-                "The provided model '{model}' is not supported by the Batch API. The upstream serves: {listed}{more}."
+                "The provided model '{model}' is not supported by the Batch API. The upstream serves: {served}."
             ),
             param: Some("body.model".to_owned()),
-        })
-        .collect()
+        });
+    }
+    errors
+}
+
+/// A request body's model, for routing (the rest of the body is skipped).
+#[derive(serde::Deserialize)]
+struct ModelOf<'a> {
+    #[serde(borrow)]
+    model: Option<std::borrow::Cow<'a, str>>,
 }
 
 /// Why a chunk's dispatch stopped.
@@ -300,23 +296,70 @@ async fn dispatch(
         if line.iter().all(u8::is_ascii_whitespace) || recorded.contains(line_no) {
             continue;
         }
-        let permit = tokio::select! {
-            biased;
-            _ = token.cancelled() => break DispatchEnd::Told,
-            _ = tokio::time::sleep_until(deadline) => break DispatchEnd::Expired,
-            p = engine.upstream.gate().acquire() => p,
-        };
         while tasks.try_join_next().is_some() {}
         let tx = tx.clone();
         match serde_json::from_slice::<RequestLine<'_>>(line) {
             Ok(req) => {
+                let model = engine
+                    .upstreams
+                    .by_model()
+                    .then(|| serde_json::from_str::<ModelOf<'_>>(req.body.get()).ok())
+                    .flatten()
+                    .and_then(|m| m.model);
+                let Some(upstream) = engine.upstreams.pick(model.as_deref()).cloned() else {
+                    let body = error_line(
+                        Some(&req.custom_id),
+                        "model_not_found",
+                        &format!(
+                            "No upstream serves the model '{}'.",
+                            model.as_deref().unwrap_or_default()
+                        ),
+                    );
+                    let row = ResultRow {
+                        line: line_no,
+                        ok: false,
+                        body,
+                        usage: Default::default(),
+                    };
+                    let _ = tx.send(row).await;
+                    continue;
+                };
+                let permit = tokio::select! {
+                    biased;
+                    _ = token.cancelled() => break DispatchEnd::Told,
+                    _ = tokio::time::sleep_until(deadline) => break DispatchEnd::Expired,
+                    p = upstream.gate().acquire() => p,
+                };
                 let url = req.url.as_deref().unwrap_or(&batch.endpoint).to_owned();
                 let custom_id = req.custom_id.into_owned();
                 let body = Bytes::copy_from_slice(req.body.get().as_bytes());
-                let upstream = engine.upstream.clone();
                 let metrics = engine.metrics.clone();
+                let model = model.map(std::borrow::Cow::into_owned);
+                let engine = engine.clone();
                 tasks.spawn(async move {
-                    let reply = upstream.send(&url, body, deadline).await;
+                    let (mut upstream, mut permit) = (upstream, permit);
+                    let routes = &engine.upstreams;
+                    let reply = loop {
+                        let elsewhere = || routes.other_up(model.as_deref(), &upstream);
+                        match upstream.send(&url, body.clone(), deadline, elsewhere).await {
+                            // Its replica is down and another is up: go there.
+                            Reply::Moved => match routes.pick(model.as_deref()) {
+                                Some(next) => {
+                                    drop(permit);
+                                    upstream = next.clone();
+                                    permit = upstream.gate().acquire().await;
+                                }
+                                None => {
+                                    break Reply::NoResponse {
+                                        code: "upstream_unavailable",
+                                        message: "No upstream serves this request's model."
+                                            .to_owned(),
+                                    };
+                                }
+                            },
+                            reply => break reply,
+                        }
+                    };
                     let row = result_row(line_no, &custom_id, reply);
                     if !row.ok {
                         metrics.failed.inc();

@@ -14,7 +14,7 @@ use reqwest::StatusCode;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, RETRY_AFTER};
 
 use super::gate::{Gate, Signal};
-use crate::config::ServerConfig;
+use crate::config::{ServerConfig, upstream_url};
 use crate::metrics::Metrics;
 
 /// The longest wait between attempts, whatever `Retry-After` says.
@@ -39,11 +39,15 @@ pub enum Reply {
         /// What happened on the last attempt.
         message: String,
     },
+    /// The upstream is down and another replica is up: the request is
+    /// given back, to go there.
+    Moved,
 }
 
-/// The upstream, as the dispatcher sees it.
+/// One upstream, as the dispatcher sees it.
 #[derive(Clone)]
 pub struct Upstream {
+    base: Arc<str>,
     client: reqwest::Client,
     cfg: Arc<ServerConfig>,
     metrics: Arc<Metrics>,
@@ -87,25 +91,40 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 }
 
 impl Upstream {
-    /// A client for `cfg.upstream`.
-    pub fn new(cfg: Arc<ServerConfig>, metrics: Arc<Metrics>) -> Result<Upstream, reqwest::Error> {
-        let client = reqwest::Client::builder()
-            .pool_max_idle_per_host(cfg.concurrency.max(1))
-            // Under the 5 s keep-alive of llama.cpp's server: a connection
-            // it is about to close is not reused.
-            .pool_idle_timeout(Duration::from_secs(4))
-            .timeout(cfg.request_timeout)
-            .connect_timeout(cfg.connect_timeout.min(cfg.request_timeout))
-            .build()?;
-        let gate = Gate::new(cfg.upstream_url(""), cfg.concurrency);
-        Ok(Upstream {
+    /// The upstream at `base`, reached with `client`.
+    pub fn new(
+        base: &str,
+        client: reqwest::Client,
+        cfg: Arc<ServerConfig>,
+        metrics: Arc<Metrics>,
+    ) -> Upstream {
+        let gate = Gate::new(upstream_url(base, ""), cfg.concurrency);
+        Upstream {
+            base: base.into(),
             client,
             cfg,
             metrics,
             models: Arc::default(),
             gate,
             last_probe: Arc::default(),
-        })
+        }
+    }
+
+    /// The HTTP client every upstream shares.
+    pub fn client(cfg: &ServerConfig) -> Result<reqwest::Client, reqwest::Error> {
+        reqwest::Client::builder()
+            .pool_max_idle_per_host(cfg.concurrency.max(1))
+            // Under the 5 s keep-alive of llama.cpp's server: a connection
+            // it is about to close is not reused.
+            .pool_idle_timeout(Duration::from_secs(4))
+            .timeout(cfg.request_timeout)
+            .connect_timeout(cfg.connect_timeout.min(cfg.request_timeout))
+            .build()
+    }
+
+    /// The URL of `path` at this upstream.
+    fn url(&self, path: &str) -> String {
+        upstream_url(&self.base, path)
     }
 
     /// The delay before retry number `attempt` (0-based): the base doubled
@@ -130,7 +149,7 @@ impl Upstream {
         if let Some(listed) = cached.as_ref().filter(|l| l.at.elapsed() <= max_age) {
             return listed.ids.clone();
         }
-        let target = self.cfg.upstream_url("/v1/models");
+        let target = self.url("/v1/models");
         let mut req = self.client.get(&target).timeout(Duration::from_secs(10));
         if let Some(key) = &self.cfg.upstream_api_key {
             req = req.header(AUTHORIZATION, format!("Bearer {key}"));
@@ -173,10 +192,19 @@ impl Upstream {
     /// request's fault: dispatch pauses until a probe finds it back, and
     /// such attempts use up no retries unless other requests are answered
     /// meanwhile. Only the end of the window writes a request off.
-    pub async fn send(&self, url: &str, body: Bytes, deadline: tokio::time::Instant) -> Reply {
-        let target = self.cfg.upstream_url(url);
+    pub async fn send(
+        &self,
+        url: &str,
+        body: Bytes,
+        deadline: tokio::time::Instant,
+        elsewhere: impl Fn() -> bool,
+    ) -> Reply {
+        let target = self.url(url);
         let mut attempt = 0u32;
         loop {
+            if !self.gate.is_up() && elsewhere() {
+                return Reply::Moved;
+            }
             if !self.gate.wait_up(deadline).await {
                 return Reply::NoResponse {
                     code: "upstream_unavailable",
@@ -390,7 +418,7 @@ impl Upstream {
     async fn probe(&self) -> bool {
         let req = self
             .client
-            .get(self.cfg.upstream_url("/health"))
+            .get(self.url("/health"))
             .timeout(PROBE_TIMEOUT.min(self.cfg.stall_timeout));
         match req.send().await {
             Ok(r) => !matches!(r.status().as_u16(), 502..=504),
@@ -401,10 +429,7 @@ impl Upstream {
     /// Read what the engine says of its capacity (llama.cpp's `GET /props`
     /// `total_slots`): no more requests than that are sent to it at once.
     pub async fn read_capacity(&self) {
-        let req = self
-            .client
-            .get(self.cfg.upstream_url("/props"))
-            .timeout(PROBE_TIMEOUT);
+        let req = self.client.get(self.url("/props")).timeout(PROBE_TIMEOUT);
         let Ok(resp) = req.send().await else { return };
         if !resp.status().is_success() {
             return;
@@ -422,8 +447,8 @@ impl Upstream {
 
     /// The gate's state, in the metrics.
     fn publish(&self) {
-        self.metrics.upstream_limit.set(self.gate.limit() as i64);
-        self.metrics.upstream_up.set(i64::from(self.gate.is_up()));
+        self.metrics
+            .upstream(self.gate.name(), self.gate.limit(), self.gate.is_up());
     }
 
     /// The gate requests to this upstream pass.
@@ -492,7 +517,13 @@ mod tests {
     fn backoff_doubles_and_respects_retry_after() {
         let mut cfg = ServerConfig::new("http://127.0.0.1:1");
         cfg.retry_base_delay = Duration::from_millis(100);
-        let up = Upstream::new(Arc::new(cfg), Arc::new(Metrics::new())).unwrap();
+        let client = Upstream::client(&cfg).unwrap();
+        let up = Upstream::new(
+            "http://127.0.0.1:1",
+            client,
+            Arc::new(cfg),
+            Arc::new(Metrics::new()),
+        );
         for attempt in 0..4 {
             let d = up.delay(attempt, None);
             let full = Duration::from_millis(100 << attempt);

@@ -126,7 +126,7 @@ async fn authenticate(
 /// `GET /health`: 200 `ok`, or 503 `degraded` with the writes that fail.
 async fn health(State(state): State<Arc<AppState>>) -> Response {
     let (ok, mut body) = state.engine.health.report();
-    body["upstream"] = state.engine.upstream_state();
+    body["upstreams"] = state.engine.upstream_state();
     let status = match ok {
         true => axum::http::StatusCode::OK,
         false => axum::http::StatusCode::SERVICE_UNAVAILABLE,
