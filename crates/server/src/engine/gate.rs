@@ -249,6 +249,9 @@ impl Gate {
         l.last_cut = Some(Instant::now());
         l.slow_start = false;
         let next = (l.value * BACKOFF).max(1.0);
+        if next as usize != l.value as usize {
+            tracing::info!(upstream = %self.name, from = l.value as usize, to = next as usize, "the upstream shows overload: concurrency limit cut");
+        }
         self.set(l, next);
     }
 
