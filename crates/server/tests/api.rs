@@ -1337,3 +1337,38 @@ async fn several_upstreams_route_by_model_and_share_replicas() {
         "{health}"
     );
 }
+
+/// An engine that publishes its queue (vLLM's `/metrics`): while requests
+/// wait inside it, batch requests yield (the limit is cut and does not
+/// grow); with none waiting, the limit grows with the answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_engine_that_queues_makes_batch_requests_yield() {
+    for waiting in [0u64, 5] {
+        let opts = batchkit_testkit::Options {
+            queue: Some(std::sync::Arc::new(std::sync::atomic::AtomicU64::new(
+                waiting,
+            ))),
+            ..Default::default()
+        };
+        let h = Harness::with_upstream(opts, |c| c.concurrency = 64).await;
+        // The queue is read every two seconds.
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        let file = h
+            .upload(&chat_file(&texts(120, |i| format!("slow:10 q {i}"))))
+            .await;
+        let b = h.create_batch(&file, "24h").await;
+        let b = h
+            .wait(b["id"].as_str().unwrap(), Duration::from_secs(30))
+            .await;
+        assert_eq!(b["request_counts"]["completed"], 120, "{b}");
+        let (_, health) = h.get("/health").await;
+        let limit = health["upstreams"][0]["concurrency_limit"]
+            .as_u64()
+            .unwrap();
+        if waiting == 0 {
+            assert!(limit > 8, "the limit grows: {health}");
+        } else {
+            assert!(limit <= 3, "the limit yields: {health}");
+        }
+    }
+}

@@ -58,6 +58,9 @@ pub struct Options {
     /// are accepted and kept, as by an engine stopping that still holds
     /// them.
     pub hang: Arc<std::sync::atomic::AtomicBool>,
+    /// Served by `GET /metrics` as vLLM's `vllm:num_requests_waiting`, if
+    /// set: the engine's own queue.
+    pub queue: Option<Arc<AtomicU64>>,
 }
 
 /// What the upstream has seen.
@@ -128,7 +131,22 @@ impl TestUpstream {
             opts,
             stats: stats.clone(),
         });
-        let mut app = Router::new().route(
+        let mut app = Router::new();
+        if let Some(queue) = shared.opts.queue.clone() {
+            app = app.route(
+                "/metrics",
+                axum::routing::get(move || {
+                    let waiting = queue.load(Ordering::Relaxed);
+                    std::future::ready(format!(
+                        "# HELP vllm:num_requests_waiting Number of requests waiting.\n\
+                         # TYPE vllm:num_requests_waiting gauge\n\
+                         vllm:num_requests_waiting{{model_name=\"test-model\"}} {waiting}.0\n\
+                         vllm:num_requests_running{{model_name=\"test-model\"}} 0.0\n"
+                    ))
+                }),
+            );
+        }
+        let mut app = app.route(
             "/health",
             axum::routing::get(move || {
                 let hang = hang.clone();

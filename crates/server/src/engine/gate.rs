@@ -67,6 +67,8 @@ pub struct Gate {
     /// Requests routed here and not finished: waiting for a permit or in
     /// flight (how replicas are chosen).
     load: AtomicUsize,
+    /// The engine says requests wait inside it: the limit does not grow.
+    saturated: std::sync::atomic::AtomicBool,
 }
 
 /// Leave to send one request (and its retries) to the upstream.
@@ -130,6 +132,7 @@ impl Gate {
             successes: AtomicU64::new(0),
             outages: AtomicU64::new(0),
             load: AtomicUsize::new(0),
+            saturated: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -227,6 +230,8 @@ impl Gate {
                 l.long = Some(long);
                 if short > TOLERANCE * long && l.value > 1.0 {
                     self.cut(&mut l);
+                } else if self.saturated.load(Ordering::Acquire) {
+                    // Held where it is while the engine queues.
                 } else if l.slow_start {
                     let next = l.value + 1.0;
                     self.set(&mut l, next);
@@ -236,6 +241,16 @@ impl Gate {
                 }
             }
             Signal::Overloaded => self.cut(&mut l),
+        }
+    }
+
+    /// What the engine says of its queue (vLLM's `/metrics`
+    /// `num_requests_waiting`): while requests wait inside it (its own
+    /// traffic too), the limit is cut and does not grow.
+    pub fn engine_queue(&self, waiting: u64) {
+        self.saturated.store(waiting > 0, Ordering::Release);
+        if waiting > 0 {
+            self.cut(&mut lock(&self.limit));
         }
     }
 
@@ -359,6 +374,26 @@ mod tests {
             g.signal(Signal::Answered(Duration::from_secs(2)));
         }
         assert!(g.limit() < before, "{} !< {before}", g.limit());
+    }
+
+    #[test]
+    fn an_engine_that_queues_holds_the_limit_down() {
+        let g = Gate::new("u", 64);
+        for _ in 0..8 {
+            g.signal(Signal::Answered(Duration::from_millis(100)));
+        }
+        assert_eq!(g.limit(), 12);
+        g.engine_queue(3);
+        assert_eq!(g.limit(), 9);
+        for _ in 0..20 {
+            g.signal(Signal::Answered(Duration::from_millis(100)));
+        }
+        assert_eq!(g.limit(), 9, "no growth while the engine queues");
+        g.engine_queue(0);
+        for _ in 0..10 {
+            g.signal(Signal::Answered(Duration::from_millis(100)));
+        }
+        assert!(g.limit() > 9);
     }
 
     #[tokio::test]

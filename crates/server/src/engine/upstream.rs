@@ -54,6 +54,8 @@ pub struct Upstream {
     models: Arc<tokio::sync::Mutex<Option<Listed>>>,
     gate: Arc<Gate>,
     last_probe: Arc<tokio::sync::Mutex<Option<(Instant, bool)>>>,
+    /// Whether the engine's queue is watched already.
+    watching: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The models the upstream listed, and when it was asked.
@@ -107,6 +109,7 @@ impl Upstream {
             models: Arc::default(),
             gate,
             last_probe: Arc::default(),
+            watching: Arc::default(),
         }
     }
 
@@ -392,7 +395,7 @@ impl Upstream {
                 if up.gate.is_up() {
                     return;
                 }
-                wait = (wait * 2).min(Duration::from_secs(5));
+                wait = (wait * 2).min(PROBE_EVERY);
             }
         });
     }
@@ -426,9 +429,59 @@ impl Upstream {
         }
     }
 
-    /// Read what the engine says of its capacity (llama.cpp's `GET /props`
-    /// `total_slots`): no more requests than that are sent to it at once.
+    /// Read what the engine says of its capacity: llama.cpp's `GET /props`
+    /// `total_slots` (no more requests than that are sent to it at once),
+    /// and vLLM's `GET /metrics` (watched from then on: while requests wait
+    /// inside the engine, the limit is cut and held).
     pub async fn read_capacity(&self) {
+        self.read_slots().await;
+        if !self
+            .watching
+            .swap(true, std::sync::atomic::Ordering::AcqRel)
+        {
+            match self.engine_waiting().await {
+                Some(_) => {
+                    tracing::info!(upstream = %self.gate.name(), "the upstream publishes its queue (vLLM's /metrics): batch requests yield while requests wait in it");
+                    let up = self.clone();
+                    tokio::spawn(async move {
+                        loop {
+                            tokio::time::sleep(QUEUE_EVERY).await;
+                            if let Some(waiting) = up.engine_waiting().await {
+                                up.gate.engine_queue(waiting);
+                                up.publish();
+                            }
+                        }
+                    });
+                }
+                None => self
+                    .watching
+                    .store(false, std::sync::atomic::Ordering::Release),
+            }
+        }
+    }
+
+    /// vLLM's requests waiting (`vllm:num_requests_waiting`, summed over
+    /// its models), if the upstream publishes them.
+    async fn engine_waiting(&self) -> Option<u64> {
+        let req = self.client.get(self.url("/metrics")).timeout(PROBE_TIMEOUT);
+        let resp = req.send().await.ok()?;
+        if !resp.status().is_success() {
+            return None;
+        }
+        let text = resp.text().await.ok()?;
+        let mut found = false;
+        let mut waiting = 0.0;
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("vllm:num_requests_waiting") {
+                found = true;
+                let value = rest.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok());
+                waiting += value.unwrap_or(0.0);
+            }
+        }
+        found.then_some(waiting.max(0.0) as u64)
+    }
+
+    async fn read_slots(&self) {
         let req = self.client.get(self.url("/props")).timeout(PROBE_TIMEOUT);
         let Ok(resp) = req.send().await else { return };
         if !resp.status().is_success() {
@@ -459,6 +512,11 @@ impl Upstream {
 
 /// How long a probe may take.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest wait between probes of an upstream that is down: a probe
+/// is one small request, and a shorter wait resumes sooner.
+const PROBE_EVERY: Duration = Duration::from_secs(2);
+/// How often the engine's queue is read, where it publishes it.
+const QUEUE_EVERY: Duration = Duration::from_secs(2);
 /// How long a probe's verdict stands for requests that wonder.
 const PROBE_FRESH: Duration = Duration::from_secs(5);
 
