@@ -1372,3 +1372,45 @@ async fn an_engine_that_queues_makes_batch_requests_yield() {
         }
     }
 }
+
+/// Requests that wait on an engine which was replaced behind the same
+/// address (its models stamped anew), while the address still answers, are
+/// sent again at once when a stall has the upstream probed, instead of
+/// waiting for `--request-timeout`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_to_an_engine_replaced_behind_the_address_are_sent_again() {
+    let engine = batchkit_testkit::Killable::start(batchkit_testkit::Options {
+        models: Some(vec!["test-model".to_owned()]),
+        ..Default::default()
+    });
+    let url = engine.url();
+    let h = Harness::new(|c| {
+        c.upstreams = vec![url.parse().unwrap()];
+        c.concurrency = 4;
+        c.stall_timeout = Duration::from_secs(1);
+        c.request_timeout = Duration::from_secs(600);
+    })
+    .await;
+    let file = h
+        .upload(&chat_file(&texts(30, |i| format!("slow:20 {i}"))))
+        .await;
+    let b = h.create_batch(&file, "24h").await;
+    let id = b["id"].as_str().unwrap().to_owned();
+    h.until_completed(&id, 5).await;
+    let opts = engine.options();
+    let stall = |on| opts.stall.store(on, std::sync::atomic::Ordering::Relaxed);
+    stall(true);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A new engine: what hangs now hangs for good; new requests are answered.
+    opts.generation
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    stall(false);
+    let b = h.wait(&id, Duration::from_secs(20)).await;
+    assert_eq!(b["status"], "completed", "{b}");
+    assert_eq!(b["request_counts"]["completed"], 30, "{b}");
+    let (_, health) = h.get("/health").await;
+    assert_eq!(
+        health["upstreams"][0]["up"], true,
+        "not taken as down: {health}"
+    );
+}

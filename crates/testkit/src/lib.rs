@@ -61,6 +61,13 @@ pub struct Options {
     /// Served by `GET /metrics` as vLLM's `vllm:num_requests_waiting`, if
     /// set: the engine's own queue.
     pub queue: Option<Arc<AtomicU64>>,
+    /// While set, requests arriving at the inference routes are never
+    /// answered, but `/health` and `/v1/models` are (hung workers, or a
+    /// proxy whose backend went away).
+    pub stall: Arc<std::sync::atomic::AtomicBool>,
+    /// The `created` of every model in `GET /v1/models`: a new value is a
+    /// new engine behind the same address.
+    pub generation: Arc<AtomicU64>,
 }
 
 /// What the upstream has seen.
@@ -159,13 +166,17 @@ impl TestUpstream {
             }),
         );
         if let Some(models) = shared.opts.models.clone() {
-            let list = json!({
-                "object": "list",
-                "data": models.iter().map(|id| json!({"id": id, "object": "model", "created": 0, "owned_by": "batchkit-testkit"})).collect::<Vec<_>>(),
-            });
+            let generation = shared.opts.generation.clone();
             app = app.route(
                 "/v1/models",
-                axum::routing::get(move || std::future::ready(axum::Json(list))),
+                axum::routing::get(move || {
+                    let created = generation.load(Ordering::Relaxed);
+                    let list = json!({
+                        "object": "list",
+                        "data": models.iter().map(|id| json!({"id": id, "object": "model", "created": created, "owned_by": "batchkit-testkit"})).collect::<Vec<_>>(),
+                    });
+                    std::future::ready(axum::Json(list))
+                }),
             );
         }
         let app = app
@@ -287,6 +298,11 @@ impl Killable {
         self.opts.hang.store(on, Ordering::Relaxed);
     }
 
+    /// The options it runs with (their switches act at once).
+    pub fn options(&self) -> &Options {
+        &self.opts
+    }
+
     /// Its base URL, with `/v1`.
     pub fn url(&self) -> String {
         format!("http://{}/v1", self.addr)
@@ -343,7 +359,7 @@ async fn answer(
             );
         }
     }
-    if s.opts.hang.load(Ordering::Relaxed) {
+    if s.opts.hang.load(Ordering::Relaxed) || s.opts.stall.load(Ordering::Relaxed) {
         std::future::pending::<()>().await;
     }
     let Ok(body) = serde_json::from_slice::<Value>(&body) else {

@@ -321,6 +321,14 @@ impl Gate {
         true
     }
 
+    /// Another engine answers at the upstream's address now: the requests
+    /// in flight to the one before are abandoned (and sent again at once).
+    pub fn replaced(&self) {
+        let mut c = lock(&self.circuit);
+        c.down.cancel();
+        c.down = CancellationToken::new();
+    }
+
     /// The upstream answered: the failures in a row end, and a circuit
     /// that was open closes.
     pub fn closed(&self) {

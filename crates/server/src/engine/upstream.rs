@@ -56,6 +56,9 @@ pub struct Upstream {
     last_probe: Arc<tokio::sync::Mutex<Option<(Instant, bool)>>>,
     /// Whether the engine's queue is watched already.
     watching: Arc<std::sync::atomic::AtomicBool>,
+    /// Who answers at the address: its models and when each was created,
+    /// from `GET /v1/models` (a restarted engine differs).
+    identity: Arc<tokio::sync::Mutex<Option<String>>>,
 }
 
 /// The models the upstream listed, and when it was asked.
@@ -110,6 +113,7 @@ impl Upstream {
             gate,
             last_probe: Arc::default(),
             watching: Arc::default(),
+            identity: Arc::default(),
         }
     }
 
@@ -401,7 +405,10 @@ impl Upstream {
     }
 
     /// Whether the upstream answers a probe, asked at most once per few
-    /// seconds however many requests wonder.
+    /// seconds however many requests wonder. An upstream that answers but
+    /// is another engine than before (restarted behind the same address)
+    /// has the requests in flight to the old one abandoned, to be sent
+    /// again at once.
     async fn alive(&self) -> bool {
         let mut last = self.last_probe.lock().await;
         if let Some((at, ok)) = *last
@@ -411,7 +418,49 @@ impl Upstream {
         }
         let ok = self.probe().await;
         *last = Some((Instant::now(), ok));
+        drop(last);
+        if ok && self.check_identity().await {
+            tracing::warn!(upstream = %self.gate.name(), "another engine answers at the upstream's address: the requests in flight to the one before are sent again");
+            self.gate.replaced();
+        }
         ok
+    }
+
+    /// Read who answers at the address; whether it changed since the last
+    /// reading (the first reading changes nothing).
+    async fn check_identity(&self) -> bool {
+        let Some(now) = self.identity_now().await else {
+            return false;
+        };
+        let mut known = self.identity.lock().await;
+        let changed = known.as_ref().is_some_and(|k| *k != now);
+        *known = Some(now);
+        changed
+    }
+
+    /// The upstream's models and their `created` stamps (llama.cpp, vLLM
+    /// and SGLang stamp them when the engine starts).
+    async fn identity_now(&self) -> Option<String> {
+        let mut req = self
+            .client
+            .get(self.url("/v1/models"))
+            .timeout(PROBE_TIMEOUT);
+        if let Some(key) = &self.cfg.upstream_api_key {
+            req = req.header(AUTHORIZATION, format!("Bearer {key}"));
+        }
+        let resp = req.send().await.ok()?;
+        if !resp.status().is_success() {
+            return None;
+        }
+        let v: serde_json::Value = resp.json().await.ok()?;
+        let mut models: Vec<String> = v
+            .get("data")?
+            .as_array()?
+            .iter()
+            .map(|m| format!("{}@{}", m["id"], m["created"]))
+            .collect();
+        models.sort_unstable();
+        Some(models.join(","))
     }
 
     /// `GET /health`: llama.cpp, vLLM and SGLang answer 200 once the model
@@ -435,6 +484,7 @@ impl Upstream {
     /// inside the engine, the limit is cut and held).
     pub async fn read_capacity(&self) {
         self.read_slots().await;
+        self.check_identity().await;
         if !self
             .watching
             .swap(true, std::sync::atomic::Ordering::AcqRel)
