@@ -28,8 +28,12 @@ pub struct ServerConfig {
     /// `AWS_*` environment), or `file:///PATH`, a directory every node
     /// mounts; `None`: `data_dir`.
     pub object_store: Option<String>,
-    /// Accepted API keys, one tenant each; empty means no authentication.
+    /// Accepted API keys, one tenant each; with no tenants file either,
+    /// no authentication.
     pub api_keys: Vec<String>,
+    /// The tenants file (TOML): tenants with their hashed keys, weights and
+    /// limits, read again on SIGHUP and when it changes.
+    pub tenants_file: Option<PathBuf>,
     /// Serve without keys on an address other than loopback.
     pub insecure_no_auth: bool,
     /// The most requests in flight to the upstream at once, across all
@@ -119,6 +123,7 @@ impl ServerConfig {
             database: None,
             object_store: None,
             api_keys: Vec::new(),
+            tenants_file: None,
             insecure_no_auth: false,
             concurrency: 64,
             max_retries: batchkit_client::DEFAULT_MAX_RETRIES,

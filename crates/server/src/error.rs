@@ -108,6 +108,17 @@ impl ApiError {
         ApiError::new(StatusCode::CONFLICT, "invalid_request_error", message)
     }
 
+    /// 429: the caller is over one of its limits (the SDKs retry it with
+    /// backoff).
+    pub fn too_many(message: impl Into<String>) -> ApiError {
+        ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "invalid_request_error",
+            message,
+        )
+        .code("rate_limit_exceeded")
+    }
+
     /// 413: the upload is larger than the server takes.
     pub fn too_large(message: impl Into<String>) -> ApiError {
         ApiError::new(

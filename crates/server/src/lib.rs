@@ -34,6 +34,7 @@ pub mod lock;
 pub mod metrics;
 pub mod objects;
 pub mod store;
+pub mod tenants;
 pub mod window;
 
 pub use config::{ServerConfig, UpstreamSpec, Window};
@@ -46,7 +47,7 @@ use store::{DiskFiles, FileStore, JobStore, PgStore, S3Files, SqliteStore};
 pub enum ServeError {
     /// Serving without keys on a non-loopback address.
     #[error(
-        "refusing to listen on {0} without API keys: anyone who can reach it could run batches on your upstream. Give --api-key KEY (or BATCHKIT_API_KEYS), listen on 127.0.0.1, or pass --insecure-no-auth"
+        "refusing to listen on {0} without API keys: anyone who can reach it could run batches on your upstream. Give --api-key KEY (or BATCHKIT_API_KEYS) or --tenants FILE, listen on 127.0.0.1, or pass --insecure-no-auth"
     )]
     NoAuth(SocketAddr),
     /// The data directory or database could not be opened.
@@ -170,7 +171,23 @@ async fn open_stores(cfg: &ServerConfig) -> Result<Stores, ServeError> {
 impl Server {
     /// Open the stores, resume unfinished batches and bind the address.
     pub async fn bind(cfg: ServerConfig) -> Result<Server, ServeError> {
-        if cfg.api_keys.is_empty() && !cfg.insecure_no_auth && !cfg.listen.ip().is_loopback() {
+        let tenants = match &cfg.tenants_file {
+            None => tenants::Tenants::new(&cfg.api_keys, None),
+            Some(path) => std::fs::read_to_string(path)
+                .map_err(|e| e.to_string())
+                .and_then(|text| tenants::Tenants::new(&cfg.api_keys, Some(&text))),
+        }
+        .map_err(|e| {
+            let file = cfg
+                .tenants_file
+                .as_deref()
+                .unwrap_or(std::path::Path::new(""));
+            ServeError::Other(format!(
+                "the tenants file {} cannot be used: {e}",
+                file.display()
+            ))
+        })?;
+        if tenants.is_open() && !cfg.insecure_no_auth && !cfg.listen.ip().is_loopback() {
             return Err(ServeError::NoAuth(cfg.listen));
         }
         let (store, files, mut lock) = open_stores(&cfg).await?;
@@ -191,6 +208,7 @@ impl Server {
             Arc::new(metrics::Metrics::new()),
         )
         .map_err(|e| ServeError::Other(format!("cannot build the upstream client: {e}")))?;
+        engine.tenants.replace(tenants);
         engine
             .start()
             .await

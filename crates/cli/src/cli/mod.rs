@@ -144,7 +144,10 @@ impl Command {
             Command::Retry(args) => cmd::retry::run(&args.options()),
             Command::Split(args) => cmd::split::run(&args.options()),
             Command::Stats(args) => cmd::stats::run(&args.options()),
-            Command::Serve(args) => cmd::serve::run(args.to_config()),
+            Command::Serve(args) => match &args.action {
+                Some(serve::ServeAction::HashKey { key }) => cmd::serve::hash_key(key.as_deref()),
+                None => cmd::serve::run(args.to_config()),
+            },
             Command::Files(args) => cmd::files::run(&args.options()?),
             Command::Batches(args) => cmd::batches::run(&args.options()?),
             Command::Run(args) => cmd::run::run(&args.options()?),

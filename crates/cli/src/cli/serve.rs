@@ -9,7 +9,11 @@ use super::parse_size;
 
 /// Arguments of `batchkit serve`.
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct ServeArgs {
+    #[command(subcommand)]
+    pub action: Option<ServeAction>,
+
     /// The upstream's base URL, with or without `/v1`: a request line's url
     /// `/v1/chat/completions` goes to `<upstream>/v1/chat/completions`.
     /// Repeat for several: `URL` serves any model (the ones its /v1/models
@@ -63,6 +67,12 @@ pub struct ServeArgs {
         hide_env_values = true
     )]
     pub api_keys: Vec<String>,
+
+    /// Tenants with their hashed API keys, weights and limits (TOML; see
+    /// docs/serve.md), read again on SIGHUP and when the file changes; a
+    /// broken file is reported and the tenants before it kept.
+    #[arg(long, env = "BATCHKIT_TENANTS", value_name = "FILE")]
+    pub tenants: Option<PathBuf>,
 
     /// Serve without API keys on a non-loopback address.
     #[arg(long, env = "BATCHKIT_INSECURE_NO_AUTH")]
@@ -208,6 +218,7 @@ impl ServeArgs {
             .cloned()
             .collect();
         cfg.insecure_no_auth = self.insecure_no_auth;
+        cfg.tenants_file.clone_from(&self.tenants);
         cfg.concurrency = self.concurrency as usize;
         cfg.max_retries = self.max_retries;
         cfg.request_timeout = std::time::Duration::from_secs(self.request_timeout);
@@ -228,4 +239,16 @@ impl ServeArgs {
         cfg.check_models = !self.no_model_check;
         cfg
     }
+}
+
+/// What `batchkit serve` does besides serving.
+#[derive(Debug, clap::Subcommand)]
+pub enum ServeAction {
+    /// Print the hash of an API key, as the tenants file holds keys
+    /// (`sha256:...`). The key is read from standard input when not given,
+    /// so it need not be in the shell's history.
+    HashKey {
+        /// The key (default: the first line of standard input).
+        key: Option<String>,
+    },
 }

@@ -51,6 +51,25 @@ pub fn run(cfg: batchkit_server::ServerConfig) -> anyhow::Result<Exit> {
     })
 }
 
+/// `batchkit serve hash-key`: a key's hash, as the tenants file holds it.
+pub fn hash_key(key: Option<&str>) -> anyhow::Result<Exit> {
+    let key = match key {
+        Some(k) => k.to_owned(),
+        None => {
+            let mut line = String::new();
+            std::io::stdin()
+                .read_line(&mut line)
+                .context("cannot read the key from standard input")?;
+            line.trim_end_matches(['\n', '\r']).to_owned()
+        }
+    };
+    if key.is_empty() {
+        anyhow::bail!("no key given: pass it as an argument or on standard input");
+    }
+    println!("{}", batchkit_server::tenants::hash_key(&key));
+    Ok(Exit::Ok)
+}
+
 /// Ctrl-C or SIGTERM.
 async fn shutdown_signal() {
     let ctrl_c = async {

@@ -502,3 +502,130 @@ fn a_taken_port_is_said_once() {
     );
     assert_eq!(stderr.matches("os error").count(), 1, "{stderr}");
 }
+
+/// Tenants from a file: keys stored as hashes (`serve hash-key`), a cap on
+/// unfinished batches (429 past it), and SIGHUP reading the file again
+/// while a batch runs: a key added works at once, a key removed gets 401,
+/// and the running batch finishes.
+#[test]
+fn tenants_come_from_a_file_reloaded_on_sighup() {
+    let dir = tempfile::tempdir().unwrap();
+    let hash = |key: &str| {
+        let o = common::batchkit()
+            .args(["serve", "hash-key", key])
+            .output()
+            .unwrap();
+        assert!(o.status.success());
+        String::from_utf8(o.stdout).unwrap().trim().to_owned()
+    };
+    let file = dir.path().join("tenants.toml");
+    let write = |tenants: &[(&str, &str)]| {
+        let mut text = String::new();
+        for (name, key) in tenants {
+            text.push_str(&format!(
+                "[[tenant]]\nname = \"{name}\"\nkeys = [\"{}\"]\nmax_batches = 1\n\n",
+                hash(key)
+            ));
+        }
+        std::fs::write(&file, text).unwrap();
+    };
+    write(&[("acme", "sk-acme")]);
+    assert!(!std::fs::read_to_string(&file).unwrap().contains("sk-acme"));
+    let serve = Serve::start(
+        &dir.path().join("data"),
+        &["--tenants", file.to_str().unwrap(), "--concurrency", "1"],
+    );
+    let client = reqwest::blocking::Client::new();
+    let status = |key: &str| {
+        client
+            .get(serve.url("/v1/batches"))
+            .bearer_auth(key)
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!((status("sk-acme"), status("sk-globex")), (200, 401));
+
+    // A slow batch of acme's; a second one is over its cap.
+    let form = reqwest::blocking::multipart::Form::new()
+        .text("purpose", "batch")
+        .part(
+            "file",
+            reqwest::blocking::multipart::Part::bytes(requests(40, |i| format!("slow:50 t {i}")))
+                .file_name("r.jsonl"),
+        );
+    let f: Value = client
+        .post(serve.url("/v1/files"))
+        .bearer_auth("sk-acme")
+        .multipart(form)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let create = || {
+        client
+            .post(serve.url("/v1/batches"))
+            .bearer_auth("sk-acme")
+            .json(&json!({"input_file_id": f["id"], "endpoint": "/v1/chat/completions", "completion_window": "24h"}))
+            .send()
+            .unwrap()
+    };
+    let b: Value = create().json().unwrap();
+    let id = b["id"].as_str().unwrap().to_owned();
+    let over = create();
+    assert_eq!(over.status().as_u16(), 429);
+    let e: Value = over.json().unwrap();
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("max_batches"),
+        "{e}"
+    );
+
+    // globex in, acme out; the server is told with SIGHUP.
+    write(&[("globex", "sk-globex")]);
+    let pid = serve.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let started = std::time::Instant::now();
+    while (status("sk-acme"), status("sk-globex")) != (401, 200) {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "the reload did not take"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // acme's batch ran on; with acme back, it is seen to the end.
+    write(&[("globex", "sk-globex"), ("acme", "sk-acme")]);
+    Command::new("kill").args(["-HUP", &pid]).status().unwrap();
+    let b = loop {
+        let r = client
+            .get(serve.url(&format!("/v1/batches/{id}")))
+            .bearer_auth("sk-acme")
+            .send()
+            .unwrap();
+        if r.status() == 200 {
+            let b: Value = r.json().unwrap();
+            if terminal(&b) {
+                break b;
+            }
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(60));
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert_eq!(b["status"], "completed", "{b}");
+    assert_eq!(b["request_counts"]["completed"], 40, "{b}");
+
+    // A broken file is reported, and the tenants before it stay.
+    std::fs::write(&file, "[[tenant]]\nname = 1\n").unwrap();
+    Command::new("kill").args(["-HUP", &pid]).status().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(status("sk-globex"), 200);
+}

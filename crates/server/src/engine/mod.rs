@@ -84,6 +84,8 @@ pub struct Engine {
     pub metrics: Arc<Metrics>,
     /// Writes that keep failing (a full disk), for `/health`.
     pub health: health::Health,
+    /// Who may call, with what weight and limits (reloaded in place).
+    pub tenants: crate::tenants::TenantsCell,
     /// The upstreams, each behind its gate. A gate's permits are fair
     /// (first come, first served), and each sending chunk waits for one
     /// permit at a time, so active batches take turns: a small batch is
@@ -97,6 +99,9 @@ pub struct Engine {
     tasks: TaskTracker,
 }
 
+/// How often the tenants file is looked at for a change.
+const TENANTS_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
 impl Engine {
     /// An engine over these stores; nothing runs until [`Engine::start`].
     pub fn new(
@@ -106,6 +111,9 @@ impl Engine {
         metrics: Arc<Metrics>,
     ) -> Result<Arc<Engine>, reqwest::Error> {
         let upstreams = Routes::new(&cfg, &metrics)?;
+        let tenants = crate::tenants::TenantsCell::new(
+            crate::tenants::Tenants::new(&cfg.api_keys, None).unwrap_or_default(),
+        );
         metrics.set_node(&cfg.node_id);
         Ok(Arc::new(Engine {
             store,
@@ -113,6 +121,7 @@ impl Engine {
             cfg,
             metrics,
             health: health::Health::default(),
+            tenants,
             upstreams,
             held: Mutex::new(HashMap::new()),
             wake: Notify::new(),
@@ -131,6 +140,11 @@ impl Engine {
         let engine = self.clone();
         self.tasks
             .spawn(async move { engine.upstreams.read_capacity().await });
+        if let Some(path) = self.cfg.tenants_file.clone() {
+            let engine = self.clone();
+            self.tasks
+                .spawn(async move { engine.watch_tenants(&path).await });
+        }
         let whose = (!self.store.exclusive()).then_some(self.cfg.node_id.as_str());
         let released = self.store.release_all(whose).await?;
         if released > 0 {
@@ -242,6 +256,42 @@ impl Engine {
             tracing::warn!(file = %id, "cannot remove: {e}");
         }
         Ok(true)
+    }
+
+    /// Read the tenants file again on SIGHUP, and when it changes (its
+    /// modification time or length, looked at every two seconds).
+    async fn watch_tenants(&self, path: &std::path::Path) {
+        let stamp = |p: &std::path::Path| {
+            std::fs::metadata(p)
+                .ok()
+                .map(|m| (m.modified().ok(), m.len()))
+        };
+        let mut seen = stamp(path);
+        #[cfg(unix)]
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        loop {
+            #[cfg(unix)]
+            let hangup = async {
+                match hup.as_mut() {
+                    Some(h) => {
+                        h.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            #[cfg(not(unix))]
+            let hangup = std::future::pending::<()>();
+            let told = tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                _ = hangup => true,
+                _ = tokio::time::sleep(TENANTS_EVERY) => false,
+            };
+            let now = stamp(path);
+            if told || now != seen {
+                seen = now;
+                self.tenants.reload(&self.cfg.api_keys, path);
+            }
+        }
     }
 
     /// Each upstream's state, for `GET /health`: whether it is up (since

@@ -202,6 +202,21 @@ pub(super) async fn create(
             line: None,
         }]
     });
+    let cap = state
+        .engine
+        .tenants
+        .now()
+        .get(&tenant)
+        .and_then(|t| t.max_batches);
+    if let Some(cap) = cap {
+        let t = tenant.clone();
+        let open = state.engine.store.unfinished_batches(&t).await?;
+        if open >= cap {
+            return Err(ApiError::too_many(format!(
+                "This API key's tenant has {open} unfinished batches, its limit (max_batches in the tenants file); create this one when one of them has ended."
+            )));
+        }
+    }
     let now = ids::now();
     let record = BatchRecord {
         metadata,

@@ -13,7 +13,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
-use sha2::{Digest, Sha256};
 use tower_http::trace::TraceLayer;
 
 use crate::engine::Engine;
@@ -25,35 +24,22 @@ pub mod listen;
 
 /// What every handler can reach.
 pub struct AppState {
-    /// The engine (and through it the stores and settings).
+    /// The engine (and through it the stores, settings and tenants).
     pub engine: Arc<Engine>,
-    /// API key -> tenant.
-    keys: HashMap<String, String>,
 }
 
 /// The caller's tenant, set by authentication.
 #[derive(Clone, Debug)]
 pub struct Tenant(pub String);
 
-/// The tenant of an API key: a digest, so the key itself is never stored.
-pub fn tenant_of(key: &str) -> String {
-    let digest = Sha256::digest(key.as_bytes());
-    let hex: String = digest.iter().take(12).map(|b| format!("{b:02x}")).collect();
-    format!("key_{hex}")
-}
+pub use crate::tenants::tenant_of;
 
 /// The tenant of a server with no keys.
 pub const OPEN_TENANT: &str = "default";
 
 /// The API's router.
 pub fn router(engine: Arc<Engine>) -> Router {
-    let keys = engine
-        .cfg
-        .api_keys
-        .iter()
-        .map(|k| (k.clone(), tenant_of(k)))
-        .collect();
-    let state = Arc::new(AppState { engine, keys });
+    let state = Arc::new(AppState { engine });
     let api = Router::new()
         .route(
             "/v1/files",
@@ -94,7 +80,8 @@ async fn authenticate(
     mut req: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    let tenant = if state.keys.is_empty() {
+    let tenants = state.engine.tenants.now();
+    let tenant = if tenants.is_open() {
         OPEN_TENANT.to_owned()
     } else {
         let given = req
@@ -109,11 +96,11 @@ async fn authenticate(
                     "You didn't provide an API key. Send it as 'Authorization: Bearer KEY' (the SDKs do, from OPENAI_API_KEY).",
                 ));
             }
-            Some(k) => match state.keys.get(k) {
-                Some(t) => t.clone(),
+            Some(k) => match tenants.by_key(k) {
+                Some(t) => t.name.clone(),
                 None => {
                     return Err(ApiError::unauthorized(
-                        "Incorrect API key provided. Use one of the keys the server was started with (--api-key).",
+                        "Incorrect API key provided. Use one of the keys the server was started with (--api-key or --tenants).",
                     ));
                 }
             },

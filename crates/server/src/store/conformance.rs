@@ -546,6 +546,7 @@ async fn file_records(s: &dyn JobStore) {
     assert_eq!(expired(50).await, ["file-a"]);
     assert_eq!(expired(10_000).await, ["file-a", "file-b"]);
     assert!(s.file_needed("file-c").await.expect("needed"));
+    assert_eq!(s.unfinished_batches("u").await.expect("count"), 0);
     assert_eq!(
         s.file("t", "file-c").await.expect("get"),
         None,
@@ -563,6 +564,8 @@ async fn file_records(s: &dyn JobStore) {
     s.insert_batch(&batch("batch-reads-c", "u", "file-c", 100))
         .await
         .expect("insert");
+    assert_eq!(s.unfinished_batches("u").await.expect("count"), 1);
+    assert_eq!(s.unfinished_batches("t").await.expect("count"), 0);
     assert!(s.delete_file("u", "file-c").await.expect("delete"));
     assert!(!s.delete_file("u", "file-c").await.expect("delete again"));
     assert_eq!(s.file("u", "file-c").await.expect("get"), None);

@@ -274,6 +274,8 @@ pub trait JobStore: Send + Sync + 'static {
         tenant: &str,
         page: &Page<'_>,
     ) -> Result<Listed<BatchRecord>, ListError>;
+    /// How many of a tenant's batches have not ended.
+    async fn unfinished_batches(&self, tenant: &str) -> StoreResult<u64>;
     /// Ask to cancel: `validating`/`in_progress` become `cancelling`.
     async fn cancel(&self, tenant: &str, id: &str, now: i64) -> StoreResult<Cancel>;
     /// Counts of batches by status.

@@ -446,6 +446,21 @@ impl JobStore for PgStore {
         })
     }
 
+    async fn unfinished_batches(&self, tenant: &str) -> StoreResult<u64> {
+        let c = self.client().await?;
+        let row = c
+            .query_one(
+                &format!(
+                    "SELECT COUNT(*) FROM batches WHERE tenant = $1 AND status IN {}",
+                    unfinished()
+                ),
+                &[&tenant],
+            )
+            .await?;
+        let n: i64 = row.get(0);
+        Ok(n.max(0) as u64)
+    }
+
     async fn count_by_status(&self) -> StoreResult<Vec<(Status, u64)>> {
         let c = self.client().await?;
         let rows = c

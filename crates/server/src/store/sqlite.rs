@@ -456,6 +456,18 @@ impl Db {
         })
     }
 
+    fn unfinished_batches(&self, tenant: &str) -> StoreResult<u64> {
+        let n: i64 = self.conn().query_row(
+            &format!(
+                "SELECT COUNT(*) FROM batches WHERE tenant = ?1 AND status IN {}",
+                unfinished()
+            ),
+            params![tenant],
+            |r| r.get(0),
+        )?;
+        Ok(n.max(0) as u64)
+    }
+
     fn count_by_status(&self) -> StoreResult<Vec<(Status, u64)>> {
         let conn = self.conn();
         let mut stmt = conn.prepare("SELECT status, COUNT(*) FROM batches GROUP BY status")?;
@@ -907,6 +919,11 @@ impl JobStore for SqliteStore {
 
     async fn count_by_status(&self) -> StoreResult<Vec<(Status, u64)>> {
         self.run(|db| db.count_by_status()).await
+    }
+
+    async fn unfinished_batches(&self, tenant: &str) -> StoreResult<u64> {
+        let tenant = tenant.to_owned();
+        self.run(move |db| db.unfinished_batches(&tenant)).await
     }
 
     async fn claim(
