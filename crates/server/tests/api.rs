@@ -1414,3 +1414,89 @@ async fn requests_to_an_engine_replaced_behind_the_address_are_sent_again() {
         "not taken as down: {health}"
     );
 }
+
+/// Tenants share the upstream by weight: two tenants of weights 1 and 3,
+/// each with a backlog, get about 25% and 75% of the upstream's requests
+/// while both wait; a tenant's small batch gets through while another's
+/// large one runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenants_share_the_upstream_by_weight() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tenants.toml");
+    let tenant = |name: &str, key: &str, weight: u32| {
+        format!(
+            "[[tenant]]\nname = \"{name}\"\nkeys = [\"{}\"]\nweight = {weight}\n\n",
+            batchkit_server::tenants::hash_key(key)
+        )
+    };
+    std::fs::write(
+        &file,
+        tenant("light", "sk-light", 1)
+            + &tenant("heavy", "sk-heavy", 3)
+            + &tenant("small", "sk-small", 1),
+    )
+    .unwrap();
+    let h = Harness::new(|c| {
+        c.tenants_file = Some(file.clone());
+        c.concurrency = 4;
+    })
+    .await;
+    let create = |key: &'static str, text: &'static str, n: usize| {
+        let h = &h;
+        async move {
+            let (s, f) = h
+                .upload_as(
+                    Some(key),
+                    "r.jsonl",
+                    &chat_file(&texts(n, |i| format!("slow:20 {text} {i}"))),
+                )
+                .await;
+            assert_eq!(s, 200, "{f}");
+            let (s, b, _) = h
+                .post_as(Some(key), "/v1/batches", &json!({"input_file_id": f["id"], "endpoint": "/v1/chat/completions", "completion_window": "24h"}))
+                .await;
+            assert_eq!(s, 200, "{b}");
+            b["id"].as_str().unwrap().to_owned()
+        }
+    };
+    create("sk-light", "light", 600).await;
+    create("sk-heavy", "heavy", 600).await;
+    let seen = |p: &str| h.upstream.stats.seen_prefix(p);
+    while seen("slow:20 light") < 20 || seen("slow:20 heavy") < 20 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (l0, h0) = (seen("slow:20 light"), seen("slow:20 heavy"));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (l1, h1) = (seen("slow:20 light"), seen("slow:20 heavy"));
+    let share = (h1 - h0) as f64 / ((h1 - h0) + (l1 - l0)) as f64;
+    eprintln!(
+        "weights 1:3 over 2 s: heavy {} requests, light {} ({:.1}% heavy)",
+        h1 - h0,
+        l1 - l0,
+        share * 100.0
+    );
+    assert!(
+        (0.65..=0.85).contains(&share),
+        "heavy got {:.0}% ({} against {})",
+        share * 100.0,
+        h1 - h0,
+        l1 - l0
+    );
+    // A small batch gets through while both backlogs run.
+    let started = std::time::Instant::now();
+    let small = create("sk-small", "small", 10).await;
+    loop {
+        let (_, b) = h
+            .get_as(Some("sk-small"), &format!("/v1/batches/{small}"))
+            .await;
+        if b["status"] == "completed" {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "{b}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        seen("slow:20 heavy") < 600,
+        "the small batch was not held up behind the backlog"
+    );
+}

@@ -86,6 +86,15 @@ impl Stats {
         self.lock().get(text).copied().unwrap_or(0)
     }
 
+    /// How many requests arrived whose text starts with `prefix`.
+    pub fn seen_prefix(&self, prefix: &str) -> u64 {
+        self.lock()
+            .iter()
+            .filter(|(t, _)| t.starts_with(prefix))
+            .map(|(_, n)| n)
+            .sum()
+    }
+
     /// Distinct texts seen.
     pub fn distinct(&self) -> usize {
         self.lock().len()

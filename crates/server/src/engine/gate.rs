@@ -11,15 +11,19 @@
 //! its ceiling; an engine that publishes its slots (llama.cpp's `/props`)
 //! lowers the ceiling to them.
 //!
-//! Permits come from a FIFO semaphore, so batches waiting for the upstream
-//! take turns. A lowered limit is paid as a debt: permits released while
-//! it is owed are forgotten instead of returned.
+//! Permits go to the tenants waiting for them by weighted deficit round
+//! robin (a tenant of weight 3 gets three permits for every one of a
+//! tenant of weight 1 while both wait), and within a tenant in the order
+//! asked, so its batches take turns. A lowered limit is paid as a debt:
+//! permits released while it is owed are kept back.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use std::collections::{HashMap, VecDeque};
+
+use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 /// The limit a gate starts at (below its ceiling).
@@ -56,9 +60,7 @@ struct Circuit {
 /// One upstream's limit and circuit.
 pub struct Gate {
     name: String,
-    sem: Arc<Semaphore>,
-    /// Permits owed after a cut.
-    debt: AtomicUsize,
+    sched: Mutex<Sched>,
     limit: Mutex<Limit>,
     circuit: Mutex<Circuit>,
     up: watch::Sender<bool>,
@@ -71,23 +73,84 @@ pub struct Gate {
     saturated: std::sync::atomic::AtomicBool,
 }
 
+/// Who gets the next permit.
+#[derive(Default)]
+struct Sched {
+    /// Permits free now.
+    available: usize,
+    /// Permits owed after a cut: the next ones released are kept back.
+    debt: usize,
+    /// The requests waiting, by tenant, in the order asked.
+    queues: HashMap<Arc<str>, VecDeque<oneshot::Sender<GatePermit>>>,
+    /// The tenants that wait, in round-robin order.
+    ring: VecDeque<Arc<str>>,
+    /// Each waiting tenant's weight and credit (deficit round robin).
+    weight: HashMap<Arc<str>, f64>,
+    credit: HashMap<Arc<str>, f64>,
+}
+
+impl Sched {
+    /// The next waiter by weighted deficit round robin: the tenant at the
+    /// front gets its weight in credit when its turn comes, and one
+    /// permit per unit of credit. A tenant keeps its place while it asks
+    /// again (a batch asks for one permit at a time), and leaves the ring,
+    /// with its credit, once it is found with nobody waiting.
+    fn next(&mut self) -> Option<oneshot::Sender<GatePermit>> {
+        loop {
+            let t = self.ring.front()?.clone();
+            let Some(queue) = self.queues.get_mut(&t).filter(|q| !q.is_empty()) else {
+                self.ring.pop_front();
+                self.queues.remove(&t);
+                self.credit.remove(&t);
+                self.weight.remove(&t);
+                continue;
+            };
+            let credit = self.credit.entry(t.clone()).or_insert(0.0);
+            if *credit < 1.0 {
+                *credit += self.weight.get(&t).copied().unwrap_or(1.0);
+                if *credit < 1.0 {
+                    self.ring.rotate_left(1);
+                    continue;
+                }
+            }
+            *credit -= 1.0;
+            let waiter = queue.pop_front();
+            if *credit < 1.0 {
+                self.ring.rotate_left(1);
+            }
+            return waiter;
+        }
+    }
+}
+
 /// Leave to send one request (and its retries) to the upstream.
 pub struct GatePermit {
     gate: Arc<Gate>,
-    permit: Option<OwnedSemaphorePermit>,
+    /// Given back on drop.
+    armed: bool,
+    /// Counted in the gate's load (once its request holds it).
+    counted: bool,
 }
 
 impl Drop for GatePermit {
     fn drop(&mut self) {
-        self.gate.load.fetch_sub(1, Ordering::AcqRel);
-        if let Some(p) = self.permit.take() {
-            let owed = self
-                .gate
-                .debt
-                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |d| d.checked_sub(1));
-            if owed.is_ok() {
-                p.forget();
-            }
+        if self.counted {
+            self.gate.load.fetch_sub(1, Ordering::AcqRel);
+        }
+        if self.armed {
+            self.gate.release();
+        }
+    }
+}
+
+/// Counts a request waiting for a permit in the gate's load until it gets
+/// one (then the permit counts it) or stops waiting.
+struct Waiting<'a>(&'a Gate, bool);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        if self.1 {
+            self.0.load.fetch_sub(1, Ordering::AcqRel);
         }
     }
 }
@@ -113,8 +176,10 @@ impl Gate {
         let start = INITIAL.min(ceiling as f64);
         Arc::new(Gate {
             name: name.into(),
-            sem: Arc::new(Semaphore::new(start as usize)),
-            debt: AtomicUsize::new(0),
+            sched: Mutex::new(Sched {
+                available: start as usize,
+                ..Sched::default()
+            }),
             limit: Mutex::new(Limit {
                 value: start,
                 ceiling,
@@ -141,17 +206,73 @@ impl Gate {
         &self.name
     }
 
-    /// Wait for a permit (in turn with every other request to this
-    /// upstream).
-    pub async fn acquire(self: &Arc<Self>) -> GatePermit {
+    /// Wait for a permit, in turn with the other requests of `tenant` and
+    /// by `weight` against the other tenants waiting.
+    pub async fn acquire(self: &Arc<Self>, tenant: &str, weight: u32) -> GatePermit {
         self.load.fetch_add(1, Ordering::AcqRel);
-        let mut permit = GatePermit {
-            gate: self.clone(),
-            permit: None,
+        let mut waiting = Waiting(self, true);
+        let rx = {
+            let mut s = lock(&self.sched);
+            if s.available > 0 && s.ring.is_empty() {
+                s.available -= 1;
+                None
+            } else {
+                let (tx, rx) = oneshot::channel();
+                let t: Arc<str> = tenant.into();
+                if !s.weight.contains_key(&t) {
+                    s.ring.push_back(t.clone());
+                }
+                s.queues.entry(t.clone()).or_default().push_back(tx);
+                s.weight.insert(t, f64::from(weight.max(1)));
+                // Free permits go out in turn (perhaps to this request).
+                self.hand_out(&mut s);
+                Some(rx)
+            }
         };
-        // The semaphore is never closed.
-        permit.permit = self.sem.clone().acquire_owned().await.ok();
+        let mut permit = match rx {
+            None => GatePermit {
+                gate: self.clone(),
+                armed: true,
+                counted: false,
+            },
+            // The sender lives in the queue until a permit is sent on it.
+            Some(rx) => match rx.await {
+                Ok(p) => p,
+                Err(_) => std::future::pending().await,
+            },
+        };
+        permit.counted = true;
+        waiting.1 = false;
         permit
+    }
+
+    /// A permit comes back: to the debt, else to the next waiter in turn.
+    fn release(self: &Arc<Self>) {
+        let mut s = lock(&self.sched);
+        if s.debt > 0 {
+            s.debt -= 1;
+            return;
+        }
+        s.available += 1;
+        self.hand_out(&mut s);
+    }
+
+    /// Give the free permits to the waiters, in turn.
+    fn hand_out(self: &Arc<Self>, s: &mut Sched) {
+        while s.available > 0 {
+            let Some(tx) = s.next() else { return };
+            s.available -= 1;
+            let permit = GatePermit {
+                gate: self.clone(),
+                armed: true,
+                counted: false,
+            };
+            // A request that stopped waiting: the permit is free again.
+            if let Err(mut p) = tx.send(permit) {
+                p.armed = false;
+                s.available += 1;
+            }
+        }
     }
 
     /// Requests routed here and not finished.
@@ -204,7 +325,7 @@ impl Gate {
     }
 
     /// The engine says how many requests it runs at once: no more are sent.
-    pub fn set_ceiling(&self, ceiling: usize, max: usize) -> bool {
+    pub fn set_ceiling(self: &Arc<Self>, ceiling: usize, max: usize) -> bool {
         let ceiling = ceiling.clamp(1, max.max(1));
         let mut l = lock(&self.limit);
         if l.ceiling == ceiling {
@@ -217,7 +338,7 @@ impl Gate {
     }
 
     /// Record what an attempt's answer says of the upstream's load.
-    pub fn signal(&self, signal: Signal) {
+    pub fn signal(self: &Arc<Self>, signal: Signal) {
         let mut l = lock(&self.limit);
         match signal {
             Signal::Answered(took) => {
@@ -247,7 +368,7 @@ impl Gate {
     /// What the engine says of its queue (vLLM's `/metrics`
     /// `num_requests_waiting`): while requests wait inside it (its own
     /// traffic too), the limit is cut and does not grow.
-    pub fn engine_queue(&self, waiting: u64) {
+    pub fn engine_queue(self: &Arc<Self>, waiting: u64) {
         self.saturated.store(waiting > 0, Ordering::Release);
         if waiting > 0 {
             self.cut(&mut lock(&self.limit));
@@ -256,7 +377,7 @@ impl Gate {
 
     /// Cut the limit, at most once per recent latency (one round of
     /// answers shows one overload).
-    fn cut(&self, l: &mut Limit) {
+    fn cut(self: &Arc<Self>, l: &mut Limit) {
         let round = Duration::from_secs_f64(l.short.unwrap_or(0.1).clamp(0.05, 5.0));
         if l.last_cut.is_some_and(|t| t.elapsed() < round) {
             return;
@@ -272,26 +393,20 @@ impl Gate {
 
     /// Move the limit to `value` (within 1 and the ceiling), adding or
     /// owing permits for the change of its whole part.
-    fn set(&self, l: &mut Limit, value: f64) {
+    fn set(self: &Arc<Self>, l: &mut Limit, value: f64) {
         let value = value.clamp(1.0, l.ceiling as f64);
         let (old, new) = (l.value as usize, value as usize);
         l.value = value;
         if new > old {
-            let mut add = new - old;
-            // Pay the debt first.
-            while add > 0
-                && self
-                    .debt
-                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |d| d.checked_sub(1))
-                    .is_ok()
-            {
-                add -= 1;
+            for _ in old..new {
+                self.release();
             }
-            self.sem.add_permits(add);
         } else if new < old {
             let cut = old - new;
-            let forgotten = self.sem.forget_permits(cut);
-            self.debt.fetch_add(cut - forgotten, Ordering::AcqRel);
+            let mut s = lock(&self.sched);
+            let taken = cut.min(s.available);
+            s.available -= taken;
+            s.debt += cut - taken;
         }
         if new != old {
             tracing::debug!(upstream = %self.name, limit = new, "concurrency limit changed");
@@ -301,7 +416,7 @@ impl Gate {
     /// An attempt could not reach the upstream (refused, reset, no answer
     /// in time, 502/503/504). Returns whether this opened the circuit:
     /// then the caller starts probing it.
-    pub fn unreachable(&self, certain: bool) -> bool {
+    pub fn unreachable(self: &Arc<Self>, certain: bool) -> bool {
         let mut c = lock(&self.circuit);
         c.failures += 1;
         if c.since.is_some() || (c.failures < TRIP && !certain) {
@@ -347,7 +462,7 @@ mod tests {
     use super::*;
 
     fn permits(g: &Gate) -> usize {
-        g.sem.available_permits()
+        lock(&g.sched).available
     }
 
     #[test]
@@ -404,12 +519,74 @@ mod tests {
         assert!(g.limit() > 9);
     }
 
+    /// Two tenants of weights 1 and 3 waiting with more requests than
+    /// permits: over any stretch, about 25% and 75% of the permits.
+    #[tokio::test]
+    async fn waiting_tenants_share_by_weight_and_each_in_order() {
+        use futures_util::FutureExt;
+        let g = Gate::new("u", 1);
+        let first = g.acquire("light", 1).now_or_never().expect("free");
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        for i in 0..40 {
+            for (tenant, weight) in [("light", 1), ("heavy", 3)] {
+                let (g, tx) = (g.clone(), tx.clone());
+                tokio::spawn(async move {
+                    let p = g.acquire(tenant, weight).await;
+                    let _ = tx.send((tenant, i, p));
+                });
+            }
+            // Queued in this order.
+            tokio::task::yield_now().await;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(g.load(), 81);
+        drop(first);
+        let mut order = Vec::new();
+        for _ in 0..40 {
+            let (tenant, i, permit) = rx.recv().await.expect("a permit");
+            order.push((tenant, i));
+            drop(permit);
+        }
+        let heavy = order.iter().filter(|(t, _)| *t == "heavy").count();
+        assert!((28..=32).contains(&heavy), "{heavy} of 40: {order:?}");
+        let mut last = HashMap::new();
+        for (t, i) in &order {
+            assert!(
+                last.insert(*t, *i).is_none_or(|before| before < *i),
+                "in order within a tenant: {order:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_request_that_stops_waiting_gives_its_turn_on() {
+        use futures_util::FutureExt;
+        let g = Gate::new("u", 1);
+        let held = g.acquire("a", 1).now_or_never().expect("free");
+        let mut gone = Box::pin(g.acquire("b", 1));
+        assert!(gone.as_mut().now_or_never().is_none());
+        let next = tokio::spawn({
+            let g = g.clone();
+            async move { g.acquire("c", 1).await }
+        });
+        tokio::task::yield_now().await;
+        drop(gone);
+        drop(held);
+        let p = tokio::time::timeout(Duration::from_secs(1), next)
+            .await
+            .expect("the permit went on")
+            .expect("task");
+        assert_eq!(g.load(), 1);
+        drop(p);
+        assert_eq!((g.load(), permits(&g)), (0, 1));
+    }
+
     #[tokio::test]
     async fn a_cut_is_paid_by_permits_coming_back() {
         let g = Gate::new("u", 4);
         use futures_util::FutureExt;
         let held: Vec<GatePermit> = (0..4)
-            .map(|_| g.acquire().now_or_never().expect("a permit is free"))
+            .map(|_| g.acquire("t", 1).now_or_never().expect("a permit is free"))
             .collect();
         assert_eq!(permits(&g), 0);
         g.signal(Signal::Overloaded);

@@ -285,6 +285,14 @@ async fn dispatch(
     let mut tasks = JoinSet::new();
     let mut buf = Vec::new();
     let mut line_no = chunk.first_line - 1;
+    // The batch's tenant shares the upstreams with the others by weight
+    // (read per chunk: a reload of the tenants applies from the next one).
+    let tenant: Arc<str> = batch.tenant.as_str().into();
+    let weight = engine
+        .tenants
+        .now()
+        .get(&batch.tenant)
+        .map_or(1, |t| t.weight);
     let stop = loop {
         buf.clear();
         if reader.read_until(b'\n', &mut buf).await? == 0 {
@@ -328,7 +336,7 @@ async fn dispatch(
                     biased;
                     _ = token.cancelled() => break DispatchEnd::Told,
                     _ = tokio::time::sleep_until(deadline) => break DispatchEnd::Expired,
-                    p = upstream.gate().acquire() => p,
+                    p = upstream.gate().acquire(&tenant, weight) => p,
                 };
                 let url = req.url.as_deref().unwrap_or(&batch.endpoint).to_owned();
                 let custom_id = req.custom_id.into_owned();
@@ -336,6 +344,7 @@ async fn dispatch(
                 let metrics = engine.metrics.clone();
                 let model = model.map(std::borrow::Cow::into_owned);
                 let engine = engine.clone();
+                let tenant = tenant.clone();
                 tasks.spawn(async move {
                     let (mut upstream, mut permit) = (upstream, permit);
                     let routes = &engine.upstreams;
@@ -347,7 +356,7 @@ async fn dispatch(
                                 Some(next) => {
                                     drop(permit);
                                     upstream = next.clone();
-                                    permit = upstream.gate().acquire().await;
+                                    permit = upstream.gate().acquire(&tenant, weight).await;
                                 }
                                 None => {
                                     break Reply::NoResponse {
