@@ -30,6 +30,8 @@ pub struct Metrics {
     /// over from a node that died, stalled or stopped.
     pub chunks_resumed: Counter,
     upstream_limit: Family<Vec<(String, String)>, Gauge>,
+    tenant_requests: Family<Vec<(String, String)>, Counter>,
+    tenant_tokens: Family<Vec<(String, String)>, Counter>,
     upstream_up: Family<Vec<(String, String)>, Gauge>,
     batches: Family<Vec<(String, String)>, Gauge>,
     node: Family<Vec<(String, String)>, Gauge>,
@@ -54,6 +56,8 @@ impl Metrics {
         let chunks_resumed = Counter::default();
         let upstream_limit = Family::<Vec<(String, String)>, Gauge>::default();
         let upstream_up = Family::<Vec<(String, String)>, Gauge>::default();
+        let tenant_requests = Family::<Vec<(String, String)>, Counter>::default();
+        let tenant_tokens = Family::<Vec<(String, String)>, Counter>::default();
         let latency = Histogram::new(exponential_buckets(0.001, 2.0, 18));
         let batches = Family::<Vec<(String, String)>, Gauge>::default();
         let node = Family::<Vec<(String, String)>, Gauge>::default();
@@ -107,6 +111,16 @@ impl Metrics {
             "1 while the upstream is taken to be up; 0 through an outage, while dispatch pauses",
             upstream_up.clone(),
         );
+        registry.register(
+            "tenant_requests",
+            "Requests answered for each tenant, by model and outcome (succeeded: a 2xx; failed: any other end)",
+            tenant_requests.clone(),
+        );
+        registry.register(
+            "tenant_tokens",
+            "Tokens the upstream reported for each tenant's requests, by model and kind (input, output)",
+            tenant_tokens.clone(),
+        );
         registry.register("batches", "Batches by status", batches.clone());
         registry.register(
             "node",
@@ -125,6 +139,8 @@ impl Metrics {
             chunks_resumed,
             upstream_limit,
             upstream_up,
+            tenant_requests,
+            tenant_tokens,
             batches,
             node,
         }
@@ -137,6 +153,29 @@ impl Metrics {
         let label = vec![("upstream".to_owned(), url.to_owned())];
         self.upstream_limit.get_or_create(&label).set(limit as i64);
         self.upstream_up.get_or_create(&label).set(i64::from(up));
+    }
+
+    /// One request of `tenant`'s ended: counted by model and outcome, with
+    /// the tokens the upstream reported (for billing per tenant).
+    pub fn tenant_request(&self, tenant: &str, model: &str, ok: bool, input: u64, output: u64) {
+        let outcome = if ok { "succeeded" } else { "failed" };
+        let labels = |k: &str, v: &str| {
+            vec![
+                ("tenant".to_owned(), tenant.to_owned()),
+                ("model".to_owned(), model.to_owned()),
+                (k.to_owned(), v.to_owned()),
+            ]
+        };
+        self.tenant_requests
+            .get_or_create(&labels("outcome", outcome))
+            .inc();
+        for (kind, n) in [("input", input), ("output", output)] {
+            if n > 0 {
+                self.tenant_tokens
+                    .get_or_create(&labels("kind", kind))
+                    .inc_by(n);
+            }
+        }
     }
 
     /// Name this node in the metrics (`batchkit_node{node="..."} 1`).

@@ -1499,4 +1499,28 @@ async fn tenants_share_the_upstream_by_weight() {
         seen("slow:20 heavy") < 600,
         "the small batch was not held up behind the backlog"
     );
+    // Usage per tenant, for billing.
+    let metrics = h
+        .client
+        .get(h.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"batchkit_tenant_requests_total{tenant="small",model="test-model",outcome="succeeded"} 10"#),
+        "{metrics}"
+    );
+    // The test upstream counts a word of the text and the model's answer:
+    // "slow:20 small i" is 3 input and 2 output tokens.
+    assert!(
+        metrics.contains(
+            r#"batchkit_tenant_tokens_total{tenant="small",model="test-model",kind="input"} 30"#
+        ) && metrics.contains(
+            r#"batchkit_tenant_tokens_total{tenant="small",model="test-model",kind="output"} 20"#
+        ),
+        "{metrics}"
+    );
 }

@@ -288,6 +288,7 @@ async fn dispatch(
     // The batch's tenant shares the upstreams with the others by weight
     // (read per chunk: a reload of the tenants applies from the next one).
     let tenant: Arc<str> = batch.tenant.as_str().into();
+    let batch_model: Option<Arc<str>> = batch.model.as_deref().map(Arc::from);
     let weight = engine
         .tenants
         .now()
@@ -345,6 +346,7 @@ async fn dispatch(
                 let model = model.map(std::borrow::Cow::into_owned);
                 let engine = engine.clone();
                 let tenant = tenant.clone();
+                let batch_model = batch_model.clone();
                 tasks.spawn(async move {
                     let (mut upstream, mut permit) = (upstream, permit);
                     let routes = &engine.upstreams;
@@ -373,6 +375,16 @@ async fn dispatch(
                     if !row.ok {
                         metrics.failed.inc();
                     }
+                    metrics.tenant_request(
+                        &tenant,
+                        model
+                            .as_deref()
+                            .or(batch_model.as_deref())
+                            .unwrap_or("unknown"),
+                        row.ok,
+                        row.usage.input_tokens,
+                        row.usage.output_tokens,
+                    );
                     let _ = tx.send(row).await;
                     drop(permit);
                 });
