@@ -284,8 +284,9 @@ impl Killable {
                 let _ = stop_rx.await;
                 drop(up);
             });
-            // Every task of the runtime (the connections too) ends here.
-            rt.shutdown_background();
+            // Every task of the runtime (the listener and the connections
+            // too) is dropped before this returns, so the port is free.
+            rt.shutdown_timeout(Duration::from_secs(5));
         });
         self.addr = ready_rx
             .recv()
