@@ -37,6 +37,24 @@ pub struct Metrics {
     node: Family<Vec<(String, String)>, Gauge>,
 }
 
+/// One tenant's usage counters for one model (`batchkit_tenant_*`).
+#[derive(Clone)]
+pub struct TenantUsage {
+    succeeded: Counter,
+    failed: Counter,
+    input: Counter,
+    output: Counter,
+}
+
+impl TenantUsage {
+    /// One request ended, with the tokens the upstream reported.
+    pub fn count(&self, ok: bool, input: u64, output: u64) {
+        if ok { &self.succeeded } else { &self.failed }.inc();
+        self.input.inc_by(input);
+        self.output.inc_by(output);
+    }
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         Metrics::new()
@@ -155,10 +173,10 @@ impl Metrics {
         self.upstream_up.get_or_create(&label).set(i64::from(up));
     }
 
-    /// One request of `tenant`'s ended: counted by model and outcome, with
-    /// the tokens the upstream reported (for billing per tenant).
-    pub fn tenant_request(&self, tenant: &str, model: &str, ok: bool, input: u64, output: u64) {
-        let outcome = if ok { "succeeded" } else { "failed" };
+    /// The counters of `tenant`'s requests for `model`: looked up once (a
+    /// chunk's worth of requests share them), then counted without
+    /// building labels.
+    pub fn tenant(&self, tenant: &str, model: &str) -> TenantUsage {
         let labels = |k: &str, v: &str| {
             vec![
                 ("tenant".to_owned(), tenant.to_owned()),
@@ -166,15 +184,17 @@ impl Metrics {
                 (k.to_owned(), v.to_owned()),
             ]
         };
-        self.tenant_requests
-            .get_or_create(&labels("outcome", outcome))
-            .inc();
-        for (kind, n) in [("input", input), ("output", output)] {
-            if n > 0 {
-                self.tenant_tokens
-                    .get_or_create(&labels("kind", kind))
-                    .inc_by(n);
-            }
+        let requests = |o| {
+            self.tenant_requests
+                .get_or_create(&labels("outcome", o))
+                .clone()
+        };
+        let tokens = |k| self.tenant_tokens.get_or_create(&labels("kind", k)).clone();
+        TenantUsage {
+            succeeded: requests("succeeded"),
+            failed: requests("failed"),
+            input: tokens("input"),
+            output: tokens("output"),
         }
     }
 

@@ -204,11 +204,7 @@ impl TestUpstream {
     pub fn start_in_thread(opts: Options) -> (SocketAddr, Arc<Stats>) {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap_or_else(|e| panic!("test upstream runtime: {e}"));
+            let rt = runtime();
             rt.block_on(async move {
                 let up = TestUpstream::start(opts).await;
                 let _ = tx.send((up.addr, up.stats.clone()));
@@ -230,6 +226,15 @@ impl TestUpstream {
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
+}
+
+/// A runtime of its own for a test upstream in a background thread.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("test upstream runtime: {e}"))
 }
 
 /// A test upstream on a runtime of its own, which [`Killable::kill`] stops
@@ -273,11 +278,7 @@ impl Killable {
         };
         let stats = self.stats.clone();
         let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap_or_else(|e| panic!("test upstream runtime: {e}"));
+            let rt = runtime();
             rt.block_on(async move {
                 let up = TestUpstream::start_with(opts, stats).await;
                 let _ = ready_tx.send(up.addr);

@@ -238,6 +238,17 @@ async fn unserved_models(
     errors
 }
 
+/// The row of a request that ends here, as an error line, without being
+/// sent.
+fn failed_row(line: u64, body: String) -> ResultRow {
+    ResultRow {
+        line,
+        ok: false,
+        body,
+        usage: Default::default(),
+    }
+}
+
 /// A request body's model, for routing (the rest of the body is skipped).
 #[derive(serde::Deserialize)]
 struct ModelOf<'a> {
@@ -288,7 +299,10 @@ async fn dispatch(
     // The batch's tenant shares the upstreams with the others by weight
     // (read per chunk: a reload of the tenants applies from the next one).
     let tenant: Arc<str> = batch.tenant.as_str().into();
-    let batch_model: Option<Arc<str>> = batch.model.as_deref().map(Arc::from);
+    // Usage is counted by the batch's model; a request that names another
+    // (a mixed batch) has its counters looked up on its own.
+    let batch_model = batch.model.clone().unwrap_or_else(|| "unknown".to_owned());
+    let usage = engine.metrics.tenant(&batch.tenant, &batch_model);
     let weight = engine
         .tenants
         .now()
@@ -324,13 +338,7 @@ async fn dispatch(
                             model.as_deref().unwrap_or_default()
                         ),
                     );
-                    let row = ResultRow {
-                        line: line_no,
-                        ok: false,
-                        body,
-                        usage: Default::default(),
-                    };
-                    let _ = tx.send(row).await;
+                    let _ = tx.send(failed_row(line_no, body)).await;
                     continue;
                 };
                 let permit = tokio::select! {
@@ -346,7 +354,10 @@ async fn dispatch(
                 let model = model.map(std::borrow::Cow::into_owned);
                 let engine = engine.clone();
                 let tenant = tenant.clone();
-                let batch_model = batch_model.clone();
+                let usage = match model.as_deref() {
+                    Some(m) if m != batch_model => engine.metrics.tenant(&tenant, m),
+                    _ => usage.clone(),
+                };
                 tasks.spawn(async move {
                     let (mut upstream, mut permit) = (upstream, permit);
                     let routes = &engine.upstreams;
@@ -375,16 +386,7 @@ async fn dispatch(
                     if !row.ok {
                         metrics.failed.inc();
                     }
-                    metrics.tenant_request(
-                        &tenant,
-                        model
-                            .as_deref()
-                            .or(batch_model.as_deref())
-                            .unwrap_or("unknown"),
-                        row.ok,
-                        row.usage.input_tokens,
-                        row.usage.output_tokens,
-                    );
+                    usage.count(row.ok, row.usage.input_tokens, row.usage.output_tokens);
                     let _ = tx.send(row).await;
                     drop(permit);
                 });
@@ -396,13 +398,7 @@ async fn dispatch(
                     "invalid_json_line",
                     &format!("This line is not parseable as a request: {e}."),
                 );
-                let row = ResultRow {
-                    line: line_no,
-                    ok: false,
-                    body,
-                    usage: Default::default(),
-                };
-                let _ = tx.send(row).await;
+                let _ = tx.send(failed_row(line_no, body)).await;
             }
         }
     };

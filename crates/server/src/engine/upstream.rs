@@ -79,6 +79,9 @@ struct ModelList {
 #[derive(serde::Deserialize)]
 struct ModelEntry {
     id: String,
+    /// When the engine stamped it (at its start, for llama.cpp and vLLM).
+    #[serde(default)]
+    created: serde_json::Value,
 }
 
 fn retryable(status: StatusCode) -> bool {
@@ -157,11 +160,7 @@ impl Upstream {
             return listed.ids.clone();
         }
         let target = self.url("/v1/models");
-        let mut req = self.client.get(&target).timeout(Duration::from_secs(10));
-        if let Some(key) = &self.cfg.upstream_api_key {
-            req = req.header(AUTHORIZATION, format!("Bearer {key}"));
-        }
-        let ids = match req.send().await {
+        let ids = match self.get("/v1/models", Duration::from_secs(10)).send().await {
             Ok(resp) if resp.status().is_success() => match resp.json::<ModelList>().await {
                 Ok(list) => Some(Arc::new(list.data.into_iter().map(|m| m.id).collect())),
                 Err(e) => {
@@ -441,26 +440,27 @@ impl Upstream {
     /// The upstream's models and their `created` stamps (llama.cpp, vLLM
     /// and SGLang stamp them when the engine starts).
     async fn identity_now(&self) -> Option<String> {
-        let mut req = self
-            .client
-            .get(self.url("/v1/models"))
-            .timeout(PROBE_TIMEOUT);
-        if let Some(key) = &self.cfg.upstream_api_key {
-            req = req.header(AUTHORIZATION, format!("Bearer {key}"));
-        }
-        let resp = req.send().await.ok()?;
+        let resp = self.get("/v1/models", PROBE_TIMEOUT).send().await.ok()?;
         if !resp.status().is_success() {
             return None;
         }
-        let v: serde_json::Value = resp.json().await.ok()?;
-        let mut models: Vec<String> = v
-            .get("data")?
-            .as_array()?
+        let list: ModelList = resp.json().await.ok()?;
+        let mut models: Vec<String> = list
+            .data
             .iter()
-            .map(|m| format!("{}@{}", m["id"], m["created"]))
+            .map(|m| format!("{}@{}", m.id, m.created))
             .collect();
         models.sort_unstable();
         Some(models.join(","))
+    }
+
+    /// A GET of `path` at this upstream, with its key where it has one.
+    fn get(&self, path: &str, timeout: Duration) -> reqwest::RequestBuilder {
+        let req = self.client.get(self.url(path)).timeout(timeout);
+        match &self.cfg.upstream_api_key {
+            Some(key) => req.header(AUTHORIZATION, format!("Bearer {key}")),
+            None => req,
+        }
     }
 
     /// `GET /health`: llama.cpp, vLLM and SGLang answer 200 once the model
@@ -468,10 +468,7 @@ impl Upstream {
     /// answers 404, which still shows it alive. No answer, or 502, 503 or
     /// 504, is down.
     async fn probe(&self) -> bool {
-        let req = self
-            .client
-            .get(self.url("/health"))
-            .timeout(PROBE_TIMEOUT.min(self.cfg.stall_timeout));
+        let req = self.get("/health", PROBE_TIMEOUT.min(self.cfg.stall_timeout));
         match req.send().await {
             Ok(r) => !matches!(r.status().as_u16(), 502..=504),
             Err(_) => false,
@@ -513,7 +510,7 @@ impl Upstream {
     /// vLLM's requests waiting (`vllm:num_requests_waiting`, summed over
     /// its models), if the upstream publishes them.
     async fn engine_waiting(&self) -> Option<u64> {
-        let req = self.client.get(self.url("/metrics")).timeout(PROBE_TIMEOUT);
+        let req = self.get("/metrics", PROBE_TIMEOUT);
         let resp = req.send().await.ok()?;
         if !resp.status().is_success() {
             return None;
@@ -532,7 +529,7 @@ impl Upstream {
     }
 
     async fn read_slots(&self) {
-        let req = self.client.get(self.url("/props")).timeout(PROBE_TIMEOUT);
+        let req = self.get("/props", PROBE_TIMEOUT);
         let Ok(resp) = req.send().await else { return };
         if !resp.status().is_success() {
             return;

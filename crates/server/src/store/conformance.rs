@@ -241,7 +241,17 @@ async fn status_changes_follow_the_lifecycle(s: &dyn JobStore) {
     nothing_to_claim(s, "a failed batch has no work").await;
 
     // An input without requests goes straight on to finalizing.
-    let id = "batch-empty";
+    let f = finalizing(s, "batch-empty").await;
+    assert!(
+        s.finish(&f.lease, &finish(Status::Completed, 0, 0, 102))
+            .await
+            .expect("finish")
+    );
+}
+
+/// A batch of tenant `t` without requests, validated: straight on to
+/// finalizing, claimed for it.
+async fn finalizing(s: &dyn JobStore, id: &str) -> Claim {
     s.insert_batch(&batch(id, "t", "file-in", 100))
         .await
         .expect("insert");
@@ -249,11 +259,7 @@ async fn status_changes_follow_the_lifecycle(s: &dyn JobStore) {
     assert!(s.begin(&v.lease, 0, None, &[], 101).await.expect("begin"));
     let f = claim(s, "n1", &[], id, Unit::BATCH).await;
     assert_eq!(f.batch.status, Status::Finalizing);
-    assert!(
-        s.finish(&f.lease, &finish(Status::Completed, 0, 0, 102))
-            .await
-            .expect("finish")
-    );
+    f
 }
 
 async fn cancel_only_what_can_be_cancelled(s: &dyn JobStore) {
@@ -287,13 +293,7 @@ async fn cancel_only_what_can_be_cancelled(s: &dyn JobStore) {
 
     // A finalizing batch finishes as it would: the cancel changes nothing.
     let id = "batch-finalizing";
-    s.insert_batch(&batch(id, "t", "file-in", 100))
-        .await
-        .expect("insert");
-    let v = claim(s, "n1", &[], id, Unit::BATCH).await;
-    assert!(s.begin(&v.lease, 0, None, &[], 101).await.expect("begin"));
-    let f = claim(s, "n1", &[], id, Unit::BATCH).await;
-    assert_eq!(f.batch.status, Status::Finalizing);
+    let f = finalizing(s, id).await;
     match s.cancel("t", id, 102).await.expect("cancel") {
         Cancel::Unchanged(b) => assert_eq!(b.status, Status::Finalizing),
         other => panic!("a finalizing batch is not cancelled: {other:?}"),
