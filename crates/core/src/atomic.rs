@@ -182,6 +182,12 @@ pub(crate) fn temp_file(dir: &Path, prefix: &str, mode: u32) -> io::Result<Named
 /// given a name and renamed over the target. Where the file system has no
 /// unnamed files, a named temporary file (`.NAME.XXXXXX.tmp`) is used, which
 /// a kill -9 can leave behind.
+///
+/// Giving the finished file its name takes two steps (a link under a
+/// private name, `.NAME.PID-N.tmp`, then a rename over the target), and a
+/// kill -9 that lands between the two leaves that link: the whole new
+/// output beside the old one. The next output written into the same folder
+/// removes such links of processes that are gone (see [`sweep_stale`]).
 pub struct AtomicFile {
     target: PathBuf,
     writer: BufWriter<Temp>,
@@ -307,6 +313,56 @@ fn link_unnamed(file: &File, dir: &Path, name: &str) -> io::Result<PathBuf> {
     }
 }
 
+/// Remove the `.NAME.PID-N.tmp` links that a process killed between the
+/// two steps of [`Temp::persist`] left in `dir`: those whose process is no
+/// longer running here, or that were linked more than an hour ago (a
+/// commit takes microseconds between the two steps). Each folder is looked
+/// at once per process, so writing thousands of files into one folder
+/// lists it once. Best effort: a folder that cannot be listed is skipped.
+#[cfg(target_os = "linux")]
+fn sweep_stale(dir: &Path) {
+    use std::collections::HashSet;
+    use std::os::unix::fs::MetadataExt;
+    use std::sync::Mutex;
+    static SWEPT: Mutex<Option<HashSet<PathBuf>>> = Mutex::new(None);
+    let key = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_owned());
+    {
+        let mut swept = SWEPT.lock().unwrap_or_else(|e| e.into_inner());
+        if !swept.get_or_insert_with(HashSet::new).insert(key) {
+            return;
+        }
+    }
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(stale_link_pid) else {
+            continue;
+        };
+        let gone = !Path::new(&format!("/proc/{pid}")).exists();
+        let old = entry
+            .metadata()
+            .is_ok_and(|m| m.is_file() && now - m.ctime() > 3600);
+        if (gone || old) && pid != std::process::id() {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// The process id in a name made by [`link_unnamed`] (`.NAME.PID-N.tmp`).
+#[cfg(target_os = "linux")]
+fn stale_link_pid(name: &str) -> Option<u32> {
+    let rest = name.strip_prefix('.')?.strip_suffix(".tmp")?;
+    let (_, tail) = rest.rsplit_once('.')?;
+    let (pid, n) = tail.split_once('-')?;
+    n.parse::<u64>().ok()?;
+    pid.parse().ok()
+}
+
 impl AtomicFile {
     /// Start writing `target`. Its folder must exist. A target that exists
     /// and is not a regular file (a device, a FIFO, a folder) is refused:
@@ -337,6 +393,8 @@ impl AtomicFile {
         };
         #[cfg(not(unix))]
         let mode = 0o644;
+        #[cfg(target_os = "linux")]
+        sweep_stale(dir);
         let tmp = Temp::create(dir, &name, mode)?;
         Ok(AtomicFile {
             target: target.to_owned(),
@@ -400,6 +458,42 @@ mod tests {
             .map(|e| e.expect("entry").file_name())
             .collect();
         assert_eq!(names, ["out.jsonl"]);
+    }
+
+    /// A kill -9 between the link and the rename of a commit leaves
+    /// `.NAME.PID-N.tmp`; the next output written into the folder removes
+    /// it when that process is gone, and leaves anything else alone.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_link_left_by_a_killed_commit_is_removed_by_the_next_output() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // Above any pid_max: no such process.
+        let left = dir.path().join(".out.jsonl.4294967-0.tmp");
+        let mine = dir
+            .path()
+            .join(format!(".out.jsonl.{}-0.tmp", std::process::id()));
+        let others = [
+            ".out.jsonl.tmp",
+            ".x.4294967.tmp",
+            "a.4294967-0.tmp",
+            "keep.jsonl",
+        ];
+        for p in [&left, &mine] {
+            std::fs::write(p, "whole\n").expect("write");
+        }
+        for n in others {
+            std::fs::write(dir.path().join(n), "x").expect("write");
+        }
+        let mut f = AtomicFile::create(&dir.path().join("new.jsonl")).expect("create");
+        f.write_all(b"new\n").expect("write");
+        f.commit().expect("commit");
+        assert!(!left.exists(), "a dead process's link stays");
+        assert!(mine.exists(), "a live process's link was removed");
+        for n in others {
+            assert!(dir.path().join(n).exists(), "{n} was removed");
+        }
+        assert_eq!(stale_link_pid(".a.b.jsonl.12-3.tmp"), Some(12));
+        assert_eq!(stale_link_pid("a.jsonl.12-3.tmp"), None);
     }
 
     /// A device or FIFO as the output is written in place, never renamed
