@@ -190,18 +190,7 @@ pub fn count(n: u64, noun: &str) -> String {
     }
 }
 
-/// `1234567` as `1,234,567`.
-pub fn thousands(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
+pub use batchkit_core::diag::thousands;
 
 /// One validation report as JSON.
 #[derive(Debug, Serialize)]

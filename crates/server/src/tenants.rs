@@ -9,17 +9,21 @@
 //! keys = ["sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"]
 //! weight = 3                 # share of the upstreams against the others
 //! max_batches = 20           # unfinished batches at once
+//! enqueued_tokens = 5_000_000                       # across its models
+//! enqueued_tokens_per_model = { "llama-3.1-8b" = 2_000_000 }
 //! ```
 //!
 //! Keys are stored as SHA-256 hashes (`batchkit serve hash-key` prints
 //! one), so the file holds no secret that lets anyone in.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
+
+use crate::store::TokenLimit;
 
 /// One tenant.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -30,6 +34,39 @@ pub struct Tenant {
     pub weight: u32,
     /// The most unfinished batches it may have at once.
     pub max_batches: Option<u64>,
+    /// The most tokens its `in_progress` batches may hold at once, across
+    /// its models.
+    pub enqueued_tokens: Option<u64>,
+    /// The same, per model.
+    pub enqueued_tokens_per_model: BTreeMap<String, u64>,
+}
+
+impl Tenant {
+    /// A tenant of this name with weight 1 and no limits.
+    pub fn named(name: String) -> Tenant {
+        Tenant {
+            name,
+            weight: 1,
+            max_batches: None,
+            enqueued_tokens: None,
+            enqueued_tokens_per_model: BTreeMap::new(),
+        }
+    }
+
+    /// The enqueued-token limits a batch of `model` must fit into.
+    pub fn token_limits(&self, model: Option<&str>) -> Vec<TokenLimit> {
+        let overall = self
+            .enqueued_tokens
+            .map(|limit| TokenLimit { model: None, limit });
+        let per_model = model.and_then(|m| {
+            let limit = *self.enqueued_tokens_per_model.get(m)?;
+            Some(TokenLimit {
+                model: Some(m.to_owned()),
+                limit,
+            })
+        });
+        per_model.into_iter().chain(overall).collect()
+    }
 }
 
 /// The tenants file.
@@ -48,6 +85,9 @@ struct Entry {
     #[serde(default = "one")]
     weight: u32,
     max_batches: Option<u64>,
+    enqueued_tokens: Option<u64>,
+    #[serde(default)]
+    enqueued_tokens_per_model: BTreeMap<String, u64>,
 }
 
 fn one() -> u32 {
@@ -85,11 +125,7 @@ impl Tenants {
     pub fn new(keys: &[String], file: Option<&str>) -> Result<Tenants, String> {
         let mut t = Tenants::default();
         for key in keys {
-            let tenant = Arc::new(Tenant {
-                name: tenant_of(key),
-                weight: 1,
-                max_batches: None,
-            });
+            let tenant = Arc::new(Tenant::named(tenant_of(key)));
             t.by_name.insert(tenant.name.clone(), tenant.clone());
             t.by_key.insert(hash_key(key), tenant);
         }
@@ -117,10 +153,19 @@ impl Tenants {
             if e.keys.is_empty() {
                 return bad("no keys: nobody could call as this tenant".to_owned());
             }
+            if e.enqueued_tokens == Some(0) || e.enqueued_tokens_per_model.values().any(|&n| n == 0)
+            {
+                return bad(
+                    "an enqueued-token limit of 0 would fail every batch; leave it out for none"
+                        .to_owned(),
+                );
+            }
             let tenant = Arc::new(Tenant {
                 name: e.name.clone(),
                 weight: e.weight,
                 max_batches: e.max_batches,
+                enqueued_tokens: e.enqueued_tokens,
+                enqueued_tokens_per_model: e.enqueued_tokens_per_model,
             });
             if t.by_name.insert(e.name.clone(), tenant.clone()).is_some() {
                 return bad("the name is used twice".to_owned());
@@ -216,6 +261,8 @@ name = "acme"
 keys = ["KEY_A"]
 weight = 3
 max_batches = 2
+enqueued_tokens = 1_000
+enqueued_tokens_per_model = { "m" = 500 }
 
 [[tenant]]
 name = "globex"
@@ -235,7 +282,22 @@ keys = ["KEY_B"]
             (acme.name.as_str(), acme.weight, acme.max_batches),
             ("acme", 3, Some(2))
         );
+        assert_eq!(
+            acme.token_limits(Some("m")),
+            [
+                TokenLimit {
+                    model: Some("m".into()),
+                    limit: 500
+                },
+                TokenLimit {
+                    model: None,
+                    limit: 1000
+                }
+            ]
+        );
+        assert_eq!(acme.token_limits(Some("other")).len(), 1);
         assert_eq!(t.by_key("sk-b").unwrap().weight, 1, "weight defaults to 1");
+        assert!(t.by_key("sk-b").unwrap().token_limits(Some("m")).is_empty());
         assert_eq!(t.by_key("sk-cli").unwrap().name, tenant_of("sk-cli"));
         assert!(t.by_key("sk-nope").is_none());
         assert_eq!(t.len(), 3);
@@ -261,6 +323,14 @@ keys = ["KEY_B"]
                 "unknown field",
             ),
             (file().replace("\"acme\"", "\"a b\""), "a name is"),
+            (
+                file().replace("enqueued_tokens = 1_000", "enqueued_tokens = 0"),
+                "limit of 0",
+            ),
+            (
+                file().replace("enqueued_tokens = 1_000", "enqueued_tokens = -1"),
+                "",
+            ),
             (
                 "[[tenant]]\nname = \"x\"\nkeys = []\n".to_owned(),
                 "no keys",

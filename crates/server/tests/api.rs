@@ -1442,22 +1442,9 @@ async fn tenants_share_the_upstream_by_weight() {
     })
     .await;
     let create = |key: &'static str, text: &'static str, n: usize| {
+        let content = chat_file(&texts(n, |i| format!("slow:20 {text} {i}")));
         let h = &h;
-        async move {
-            let (s, f) = h
-                .upload_as(
-                    Some(key),
-                    "r.jsonl",
-                    &chat_file(&texts(n, |i| format!("slow:20 {text} {i}"))),
-                )
-                .await;
-            assert_eq!(s, 200, "{f}");
-            let (s, b, _) = h
-                .post_as(Some(key), "/v1/batches", &json!({"input_file_id": f["id"], "endpoint": "/v1/chat/completions", "completion_window": "24h"}))
-                .await;
-            assert_eq!(s, 200, "{b}");
-            b["id"].as_str().unwrap().to_owned()
-        }
+        async move { h.create_as(Some(key), &content).await }
     };
     create("sk-light", "light", 600).await;
     create("sk-heavy", "heavy", 600).await;
@@ -1485,16 +1472,14 @@ async fn tenants_share_the_upstream_by_weight() {
     // A small batch gets through while both backlogs run.
     let started = std::time::Instant::now();
     let small = create("sk-small", "small", 10).await;
-    loop {
-        let (_, b) = h
-            .get_as(Some("sk-small"), &format!("/v1/batches/{small}"))
-            .await;
-        if b["status"] == "completed" {
-            break;
-        }
-        assert!(started.elapsed() < Duration::from_secs(10), "{b}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    h.poll_as(
+        Some("sk-small"),
+        &small,
+        |s| s == "completed",
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(started.elapsed() < Duration::from_secs(10));
     assert!(
         seen("slow:20 heavy") < 600,
         "the small batch was not held up behind the backlog"
@@ -1523,4 +1508,90 @@ async fn tenants_share_the_upstream_by_weight() {
         ),
         "{metrics}"
     );
+}
+
+/// An enqueued-token quota: a batch that would take its tenant over the
+/// limit fails as OpenAI's does (`token_limit_exceeded`, OpenAI's message),
+/// and once the batch holding the tokens completes, the same batch runs.
+/// Tokens are estimated as the input's BPE count plus `max_tokens`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_quota_fails_a_batch_over_it_and_frees_as_batches_finish() {
+    let mut lines = String::new();
+    for i in 0..20 {
+        let line = json!({"custom_id": format!("r-{i}"), "method": "POST", "url": "/v1/chat/completions",
+            "body": {"model": "test-model", "max_tokens": 50,
+                "messages": [{"role": "user", "content": format!("slow:100 quota {i}")}]}});
+        lines.push_str(&format!("{line}\n"));
+    }
+    let counter = batchkit_core::tokens::TokenCounter { forced: None };
+    let one = counter.enqueued(lines.as_bytes());
+    assert!(one > 20 * 50, "input counted besides max_tokens: {one}");
+    // Room for one such batch and a half.
+    let limit = one + one / 2;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tenants.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[[tenant]]\nname = \"acme\"\nkeys = [\"{}\"]\nenqueued_tokens_per_model = {{ \"test-model\" = {limit} }}\n\n\
+             [[tenant]]\nname = \"other\"\nkeys = [\"{}\"]\nenqueued_tokens = {limit}\n",
+            batchkit_server::tenants::hash_key("sk-acme"),
+            batchkit_server::tenants::hash_key("sk-other"),
+        ),
+    )
+    .unwrap();
+    let h = Harness::new(|c| {
+        c.tenants_file = Some(file.clone());
+        c.concurrency = 2;
+    })
+    .await;
+    let create = |key: &'static str| h.create_as(Some(key), lines.as_bytes());
+    let status = |key: &'static str, id: String| {
+        let h = &h;
+        async move {
+            h.poll_as(
+                Some(key),
+                &id,
+                |s| s != "validating",
+                Duration::from_secs(10),
+            )
+            .await
+        }
+    };
+    let first = create("sk-acme").await;
+    assert_eq!(
+        status("sk-acme", first.clone()).await["status"],
+        "in_progress"
+    );
+    // Another tenant's quota is its own.
+    let theirs = create("sk-other").await;
+    assert_eq!(status("sk-other", theirs).await["status"], "in_progress");
+    let second = create("sk-acme").await;
+    let b = status("sk-acme", second).await;
+    assert_eq!(b["status"], "failed", "{b}");
+    let e = &b["errors"]["data"][0];
+    assert_eq!(e["code"], "token_limit_exceeded", "{b}");
+    assert_eq!(
+        e["message"],
+        format!(
+            "Enqueued token limit reached for test-model in organization acme. Limit: {} enqueued tokens. \
+             Please try again once some in_progress batches have been completed.",
+            batchkit_core::diag::thousands(limit)
+        )
+    );
+    assert_eq!(b["request_counts"]["total"], 20);
+    // The first completes: its tokens are free again.
+    let (_, done) = h
+        .get_as(Some("sk-acme"), &format!("/v1/batches/{first}"))
+        .await;
+    assert_ne!(done["status"], "completed", "the first was still running");
+    h.poll_as(
+        Some("sk-acme"),
+        &first,
+        |s| s == "completed",
+        Duration::from_secs(20),
+    )
+    .await;
+    let third = create("sk-acme").await;
+    assert_eq!(status("sk-acme", third).await["status"], "in_progress");
 }

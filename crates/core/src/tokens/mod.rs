@@ -235,6 +235,22 @@ impl TokenCounter {
         }
     }
 
+    /// The tokens a block of whole request lines enqueues, as quotas
+    /// count them: each line's estimated input plus its output cap, summed
+    /// over the lines (counted in parallel). A line that is not a request
+    /// counts 0; a byte order mark is skipped.
+    pub fn enqueued(&self, block: &[u8]) -> u64 {
+        use rayon::prelude::*;
+        block
+            .par_split(|&b| b == b'\n')
+            .map(|line| {
+                let text = String::from_utf8_lossy(line);
+                let t = self.count_line(text.trim_start_matches('\u{feff}'));
+                t.input.saturating_add(t.max_output)
+            })
+            .reduce(|| 0, u64::saturating_add)
+    }
+
     fn count_parsed(&self, parsed: Line<'_>) -> RequestTokens {
         let Line { body: Some(body) } = parsed else {
             return RequestTokens::default();
@@ -299,6 +315,17 @@ fn item(enc: Encoding, i: &Item<'_>) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_block_enqueues_input_and_output_caps() {
+        let c = TokenCounter { forced: None };
+        let one = r#"{"custom_id":"a","body":{"model":"gpt-4o","messages":[{"role":"user","content":"Hello, world!"}],"max_tokens":100}}"#;
+        let each = c.count_line(one);
+        assert_eq!(each.max_output, 100);
+        let block = format!("\u{feff}{one}\n\nnot json\n{one}");
+        assert_eq!(c.enqueued(block.as_bytes()), 2 * (each.input + 100));
+        assert_eq!(c.enqueued(b""), 0);
+    }
 
     #[test]
     fn reference_counts() {

@@ -23,7 +23,7 @@ use super::upstream::Reply;
 use super::{Engine, RunError};
 use crate::ids;
 use crate::objects::{BatchError, BatchRecord, Status};
-use crate::store::{Chunk, Claim, Lease, ResultRow, StoreError};
+use crate::store::{Chunk, Claim, Lease, ResultRow, Start, Started, StoreError, TokenLimit};
 
 /// Results written to the store in one transaction at most.
 const RECORD_BATCH: usize = 512;
@@ -150,12 +150,49 @@ async fn validate(
                 _ => None,
             };
             let chunks = plan.finish();
-            let moved = engine
-                .store
-                .begin(lease, requests, model.as_deref(), &chunks, now)
-                .await?;
             let detail = format!("{requests} requests in {} chunks", chunks.len());
-            (moved, Status::InProgress, detail)
+            let limits = engine
+                .tenants
+                .now()
+                .get(&batch.tenant)
+                .map(|t| t.token_limits(model.as_deref()))
+                .unwrap_or_default();
+            let tokens = if limits.is_empty() {
+                0
+            } else {
+                match enqueued_tokens(engine, &batch.input_file_id).await? {
+                    Ok(n) => n,
+                    Err(e) => {
+                        let detail = e.message.clone();
+                        let moved = engine.store.fail(lease, requests, &[e], now).await?;
+                        if moved {
+                            tracing::info!(batch = %batch.id, from = "validating", to = "failed", "{detail}");
+                            engine.wake();
+                        }
+                        return Ok(());
+                    }
+                }
+            };
+            let start = Start {
+                total: requests,
+                model: model.clone(),
+                chunks,
+                tokens,
+                limits,
+            };
+            match engine.store.start(lease, &start, now).await? {
+                Started::Started => (true, Status::InProgress, detail),
+                Started::NotValidating => (false, Status::InProgress, detail),
+                Started::OverLimit { limit, held } => {
+                    let e = token_limit_exceeded(&batch.tenant, model.as_deref(), &limit);
+                    let detail = format!(
+                        "{} (it enqueues {tokens}; the tenant's other batches hold {held})",
+                        e.message
+                    );
+                    let moved = engine.store.fail(lease, requests, &[e], now).await?;
+                    (moved, Status::Failed, detail)
+                }
+            }
         }
         Ok((report, _)) => {
             let requests = report.summary.requests;
@@ -187,6 +224,57 @@ async fn validate(
         engine.wake();
     }
     Ok(())
+}
+
+/// OpenAI's failure for a batch over an enqueued-token limit, in its
+/// words.
+fn token_limit_exceeded(tenant: &str, model: Option<&str>, limit: &TokenLimit) -> BatchError {
+    let model = limit.model.as_deref().or(model).unwrap_or("all models");
+    BatchError {
+        code: "token_limit_exceeded".to_owned(),
+        message: format!(
+            "Enqueued token limit reached for {model} in organization {tenant}. Limit: {} enqueued tokens. \
+             Please try again once some in_progress batches have been completed.",
+            batchkit_core::diag::thousands(limit.limit)
+        ),
+        param: None,
+        line: None,
+    }
+}
+
+/// The tokens a batch's input enqueues (each request's estimated input
+/// plus its output cap), read again from the file store in blocks of
+/// whole lines, each counted in parallel.
+async fn enqueued_tokens(
+    engine: &Arc<Engine>,
+    file_id: &str,
+) -> Result<Result<u64, BatchError>, RunError> {
+    const BLOCK: usize = 8 << 20;
+    let input = engine.files.read(file_id, None).await;
+    let rt = tokio::runtime::Handle::current();
+    let counted = tokio::task::spawn_blocking(move || -> std::io::Result<u64> {
+        use std::io::BufRead;
+        let mut file = std::io::BufReader::new(SyncIoBridge::new_with_handle(input?, rt));
+        let counter = batchkit_core::tokens::TokenCounter { forced: None };
+        let (mut total, mut block) = (0u64, Vec::with_capacity(BLOCK + 4096));
+        loop {
+            let n = file.read_until(b'\n', &mut block)?;
+            if n == 0 || block.len() >= BLOCK {
+                total = total.saturating_add(counter.enqueued(&block));
+                block.clear();
+            }
+            if n == 0 {
+                return Ok(total);
+            }
+        }
+    })
+    .await?;
+    Ok(counted.map_err(|e| BatchError {
+        code: "invalid_file".to_owned(),
+        message: format!("The input file cannot be read: {e}."),
+        param: None,
+        line: None,
+    }))
 }
 
 /// How long the upstream's model list is trusted; a model missing from a

@@ -10,8 +10,8 @@ use std::time::Duration;
 use tokio::io::AsyncReadExt;
 
 use super::{
-    Cancel, Chunk, Claim, FileStore, Finish, JobStore, ListError, Page, Renewed, ResultRow,
-    StoreError, StoreResult, Unit,
+    Cancel, Chunk, Claim, FileStore, Finish, JobStore, ListError, Page, Renewed, ResultRow, Start,
+    Started, StoreError, StoreResult, TokenLimit, Unit,
 };
 use crate::objects::{BatchRecord, FileRecord, Status, Usage};
 
@@ -25,6 +25,8 @@ pub async fn run(store: &dyn JobStore) {
     leases_are_exclusive_run_out_and_fence(store).await;
     finalization_waits_for_the_chunks(store).await;
     a_restarted_node_gives_up_its_leases(store).await;
+    // The last that claims: it leaves batches running.
+    token_limits_count_what_is_unfinished(store).await;
     lists_page_newest_first_and_keep_tenants_apart(store).await;
     file_records(store).await;
 }
@@ -654,4 +656,108 @@ pub async fn run_files(files: &dyn FileStore) {
         files.remove(id).await.expect("remove again is fine");
     }
     assert!(files.stored().await.expect("stored").is_empty());
+}
+
+/// A start over an enqueued-token limit leaves the batch validating; a
+/// running batch holds its tokens in proportion to its unfinished
+/// requests; limits per model count that model's batches only; tenants
+/// are apart.
+async fn token_limits_count_what_is_unfinished(s: &dyn JobStore) {
+    let limit = |model: Option<&str>, limit| TokenLimit {
+        model: model.map(str::to_owned),
+        limit,
+    };
+    let start = |total: u64, model: &str, tokens, limits| Start {
+        total,
+        model: Some(model.to_owned()),
+        chunks: vec![chunk(1, 1..total + 1, 0..100)],
+        tokens,
+        limits,
+    };
+    let ids = ["batch-q1", "batch-q2", "batch-q3", "batch-q4"];
+    for (i, id) in ids.iter().enumerate() {
+        let tenant = if i < 3 { "tq" } else { "tr" };
+        s.insert_batch(&batch(id, tenant, "file-in", 300 + i as i64))
+            .await
+            .expect("insert");
+    }
+    let mut v = Vec::new();
+    for id in ids {
+        v.push(claim(s, "n1", &[], id, Unit::BATCH).await.lease);
+    }
+    let started = |r: StoreResult<Started>| r.expect("start");
+    assert_eq!(
+        started(
+            s.start(&v[0], &start(10, "m", 600, vec![limit(None, 1000)]), 310)
+                .await
+        ),
+        Started::Started
+    );
+    assert_eq!(
+        started(
+            s.start(
+                &v[1],
+                &start(4, "m", 500, vec![limit(Some("m"), 1000)]),
+                311
+            )
+            .await
+        ),
+        Started::OverLimit {
+            limit: limit(Some("m"), 1000),
+            held: 600
+        }
+    );
+    let b = s
+        .batch("tq", "batch-q2")
+        .await
+        .expect("get")
+        .expect("found");
+    assert_eq!(b.status, Status::Validating, "left as it was");
+    // Half of the first batch's requests finish: it holds half its tokens.
+    let c = claim(s, "n2", &[], "batch-q1", Unit(1)).await;
+    let rows: Vec<ResultRow> = (1..=5).map(|l| row(l, l % 2 == 0)).collect();
+    s.record(&c.lease, &rows).await.expect("record");
+    assert_eq!(
+        started(
+            s.start(&v[1], &start(4, "m", 500, vec![limit(None, 1000)]), 312)
+                .await
+        ),
+        Started::Started
+    );
+    // 300 + 500 held across models; model n holds nothing yet.
+    assert_eq!(
+        started(
+            s.start(
+                &v[2],
+                &start(2, "n", 400, vec![limit(Some("n"), 400), limit(None, 1000)]),
+                313
+            )
+            .await
+        ),
+        Started::OverLimit {
+            limit: limit(None, 1000),
+            held: 800
+        }
+    );
+    assert_eq!(
+        started(
+            s.start(&v[2], &start(2, "n", 400, vec![limit(Some("n"), 400)]), 314)
+                .await
+        ),
+        Started::Started
+    );
+    assert_eq!(
+        started(
+            s.start(&v[3], &start(2, "m", 1000, vec![limit(None, 1000)]), 315)
+                .await
+        ),
+        Started::Started,
+        "another tenant's batches hold none of this one's limit"
+    );
+    let b = s
+        .batch("tq", "batch-q2")
+        .await
+        .expect("get")
+        .expect("found");
+    assert_eq!((b.status, b.total), (Status::InProgress, 4));
 }

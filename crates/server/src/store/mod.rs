@@ -142,6 +142,51 @@ pub struct Finish {
     pub at: i64,
 }
 
+/// An enqueued-token limit of a tenant's that a batch must fit into when
+/// it starts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenLimit {
+    /// For this model only; `None`: across all of the tenant's models.
+    pub model: Option<String>,
+    /// The most tokens it may have enqueued at once.
+    pub limit: u64,
+}
+
+/// What validation found, to start a batch with.
+#[derive(Clone, Debug, Default)]
+pub struct Start {
+    /// Its request lines.
+    pub total: u64,
+    /// Its one model, if it has one.
+    pub model: Option<String>,
+    /// Its chunks, in input order.
+    pub chunks: Vec<Chunk>,
+    /// The tokens it enqueues (input estimates plus output caps; 0 when
+    /// its tenant has no limit and they were not counted).
+    pub tokens: u64,
+    /// The tenant's limits it must fit into, with what its tenant's other
+    /// `in_progress` batches still hold (a batch holds its tokens in
+    /// proportion to its requests not yet finished).
+    pub limits: Vec<TokenLimit>,
+}
+
+/// What [`JobStore::start`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Started {
+    /// `in_progress` (or, without requests, `finalizing`).
+    Started,
+    /// Left `validating`: with the tokens it enqueues, its tenant would
+    /// hold more than this limit (`held` already).
+    OverLimit {
+        /// The limit.
+        limit: TokenLimit,
+        /// What the tenant's other batches hold of it now.
+        held: u64,
+    },
+    /// It was no longer validating.
+    NotValidating,
+}
+
 /// Which unit of a batch's work: the batch itself, or one of its chunks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Unit(pub u32);
@@ -302,10 +347,15 @@ pub trait JobStore: Send + Sync + 'static {
     /// all: for a store only one server uses, at its start). How many.
     async fn release_all(&self, owner: Option<&str>) -> StoreResult<u64>;
 
-    /// `validating` -> `in_progress` with the file's request count, model
-    /// and chunks (an input without requests goes on to `finalizing`);
-    /// false if the batch was no longer validating. Fenced by the batch's
-    /// lease.
+    /// `validating` -> `in_progress` with the file's request count, model,
+    /// chunks and enqueued tokens (an input without requests goes on to
+    /// `finalizing`), unless that would take its tenant over one of
+    /// `start.limits`: the check and the change are one step, so two
+    /// batches starting at once on two nodes cannot both take the last
+    /// tokens. Fenced by the batch's lease.
+    async fn start(&self, lease: &Lease, start: &Start, now: i64) -> StoreResult<Started>;
+    /// [`JobStore::start`] without limits: false if the batch was no
+    /// longer validating.
     async fn begin(
         &self,
         lease: &Lease,
@@ -313,7 +363,15 @@ pub trait JobStore: Send + Sync + 'static {
         model: Option<&str>,
         chunks: &[Chunk],
         now: i64,
-    ) -> StoreResult<bool>;
+    ) -> StoreResult<bool> {
+        let start = Start {
+            total,
+            model: model.map(str::to_owned),
+            chunks: chunks.to_vec(),
+            ..Start::default()
+        };
+        Ok(self.start(lease, &start, now).await? == Started::Started)
+    }
     /// `validating` -> `failed` with the validator's errors. Fenced.
     async fn fail(
         &self,

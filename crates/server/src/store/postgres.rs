@@ -27,12 +27,15 @@ use super::sql::{
 };
 use super::{
     Cancel, Chunk, Claim, Finish, JobStore, Lease, LineSet, ListError, Listed, Page, Renewed,
-    ResultRow, StoreError, StoreEvent, StoreResult, Unit,
+    ResultRow, Start, Started, StoreError, StoreEvent, StoreResult, Unit,
 };
 use crate::objects::{BatchError, BatchRecord, FileRecord, Status, Usage};
 
 /// The schema, one migration per version, applied in order.
-const MIGRATIONS: &[&str] = &[include_str!("postgres/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("postgres/0001_init.sql"),
+    include_str!("postgres/0002_tenants.sql"),
+];
 
 /// The advisory lock migrations run under ("batchkit" in ASCII).
 const MIGRATION_LOCK: i64 = 0x6261_7463_686b_6974;
@@ -618,30 +621,52 @@ impl JobStore for PgStore {
         Ok(n)
     }
 
-    async fn begin(
-        &self,
-        lease: &Lease,
-        total: u64,
-        model: Option<&str>,
-        chunks: &[Chunk],
-        now: i64,
-    ) -> StoreResult<bool> {
-        let id = &lease.batch_id;
+    async fn start(&self, lease: &Lease, start: &Start, now: i64) -> StoreResult<Started> {
+        let (id, chunks) = (&lease.batch_id, &start.chunks);
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
         fence(&tx, lease).await?;
+        if !start.limits.is_empty() {
+            // One start per tenant at a time, across the nodes: held until
+            // the transaction ends, so no other start slips between this
+            // check and the change.
+            tx.execute(
+                "SELECT pg_advisory_xact_lock(hashtext('batchkit quota ' || tenant)) FROM batches WHERE id = $1",
+                &[id],
+            )
+            .await?;
+        }
+        for limit in &start.limits {
+            let held: i64 = tx
+                .query_one(sql::ENQUEUED_POSTGRES, &[id, &limit.model])
+                .await?
+                .get(0);
+            let held = held.max(0) as u64;
+            if held.saturating_add(start.tokens) > limit.limit {
+                return Ok(Started::OverLimit {
+                    limit: limit.clone(),
+                    held,
+                });
+            }
+        }
         let n = tx
             .execute(
                 &format!(
-                    "UPDATE batches SET status = 'in_progress', in_progress_at = $2, total = $3, model = $4 \
-                     WHERE id = $1 AND {}",
+                    "UPDATE batches SET status = 'in_progress', in_progress_at = $2, total = $3, model = $4, \
+                     enqueued_tokens = $5 WHERE id = $1 AND {}",
                     may_become(Status::InProgress)
                 ),
-                &[id, &now, &signed(total), &model],
+                &[
+                    id,
+                    &now,
+                    &signed(start.total),
+                    &start.model,
+                    &signed(start.tokens),
+                ],
             )
             .await?;
         if n == 0 {
-            return Ok(false);
+            return Ok(Started::NotValidating);
         }
         let column =
             |f: fn(&Chunk) -> u64| chunks.iter().map(|c| signed(f(c))).collect::<Vec<i64>>();
@@ -669,7 +694,7 @@ impl JobStore for PgStore {
         .await?;
         notify(&tx, "work").await?;
         tx.commit().await?;
-        Ok(true)
+        Ok(Started::Started)
     }
 
     async fn fail(

@@ -37,6 +37,18 @@ pub(super) const BATCH_COLUMNS: &str = "id, tenant, endpoint, model, input_file_
     metadata, errors, input_tokens, cached_tokens, output_tokens, reasoning_tokens, total_tokens, \
     output_expires_after";
 
+/// What the other `in_progress` batches of batch `?1`'s tenant still hold
+/// of their enqueued tokens (for model `?2` only, unless it is NULL): each
+/// in proportion to its requests not yet finished.
+pub(super) const ENQUEUED_SQLITE: &str = "SELECT COALESCE(SUM(enqueued_tokens * (total - completed - failed) / total), 0) \
+    FROM batches WHERE tenant = (SELECT tenant FROM batches WHERE id = ?1) AND id <> ?1 \
+    AND status = 'in_progress' AND total > 0 AND (?2 IS NULL OR model = ?2)";
+
+/// [`ENQUEUED_SQLITE`] in PostgreSQL's dialect.
+pub(super) const ENQUEUED_POSTGRES: &str = "SELECT COALESCE(SUM(enqueued_tokens * (total - completed - failed) / total), 0)::bigint \
+    FROM batches WHERE tenant = (SELECT tenant FROM batches WHERE id = $1) AND id <> $1 \
+    AND status = 'in_progress' AND total > 0 AND ($2::text IS NULL OR model = $2)";
+
 /// A file row's columns, in the order [`file_from`] reads them.
 pub(super) const FILE_COLUMNS: &str =
     "id, tenant, bytes, created_at, expires_at, filename, purpose";

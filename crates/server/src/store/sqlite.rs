@@ -10,7 +10,7 @@ use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 use super::sql::{self, BATCH_COLUMNS, FILE_COLUMNS, may_become, to_json, unfinished};
 use super::{
     Cancel, Chunk, Claim, Finish, JobStore, Lease, LineSet, ListError, Listed, Page, Renewed,
-    ResultRow, StoreError, StoreResult, Unit,
+    ResultRow, Start, Started, StoreError, StoreResult, Unit,
 };
 use crate::objects::{BatchError, BatchRecord, FileRecord, Status, Usage};
 
@@ -57,7 +57,8 @@ CREATE TABLE IF NOT EXISTS batches (
     output_tokens        INTEGER NOT NULL DEFAULT 0,
     reasoning_tokens     INTEGER NOT NULL DEFAULT 0,
     total_tokens         INTEGER NOT NULL DEFAULT 0,
-    output_expires_after INTEGER
+    output_expires_after INTEGER,
+    enqueued_tokens      INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS batches_by_tenant ON batches (tenant, seq);
 CREATE INDEX IF NOT EXISTS batches_by_status ON batches (status);
@@ -103,6 +104,20 @@ fn add_missing_units(conn: &Connection) -> rusqlite::Result<()> {
          AND NOT EXISTS (SELECT 1 FROM units u WHERE u.batch_id = b.id AND u.unit > 0)",
         params![i64::MAX],
     )?;
+    Ok(())
+}
+
+/// Add a column a database made by an older batchkit lacks (SQLite's
+/// `CREATE TABLE IF NOT EXISTS` leaves an existing table as it was).
+fn add_column(conn: &Connection, table: &str, column: &str, decl: &str) -> rusqlite::Result<()> {
+    let has: bool = conn.query_row(
+        &format!("SELECT COUNT(*) > 0 FROM pragma_table_info('{table}') WHERE name = ?1"),
+        params![column],
+        |r| r.get(0),
+    )?;
+    if !has {
+        conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {decl}"))?;
+    }
     Ok(())
 }
 
@@ -194,6 +209,12 @@ impl Db {
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.execute_batch(SCHEMA)?;
         add_missing_units(&conn)?;
+        add_column(
+            &conn,
+            "batches",
+            "enqueued_tokens",
+            "INTEGER NOT NULL DEFAULT 0",
+        )?;
         Ok(Db {
             conn: Mutex::new(conn),
         })
@@ -610,28 +631,40 @@ impl Db {
         Ok(n as u64)
     }
 
-    fn begin(
-        &self,
-        lease: &Lease,
-        total: u64,
-        model: Option<&str>,
-        chunks: &[Chunk],
-        now: i64,
-    ) -> StoreResult<bool> {
-        let id = &lease.batch_id;
+    fn start(&self, lease: &Lease, start: &Start, now: i64) -> StoreResult<Started> {
+        let (id, chunks) = (&lease.batch_id, &start.chunks);
         let mut conn = self.conn();
+        // One writer at a time (the connection is the server's only one):
+        // no other start can slip between the check and the change.
         let tx = conn.transaction()?;
         fence(&tx, lease)?;
+        for limit in &start.limits {
+            let held: i64 =
+                tx.query_row(sql::ENQUEUED_SQLITE, params![id, limit.model], |r| r.get(0))?;
+            let held = held.max(0) as u64;
+            if held.saturating_add(start.tokens) > limit.limit {
+                return Ok(Started::OverLimit {
+                    limit: limit.clone(),
+                    held,
+                });
+            }
+        }
         let n = tx.execute(
             &format!(
-                "UPDATE batches SET status = 'in_progress', in_progress_at = ?2, total = ?3, model = ?4 \
-                 WHERE id = ?1 AND {}",
+                "UPDATE batches SET status = 'in_progress', in_progress_at = ?2, total = ?3, model = ?4, \
+                 enqueued_tokens = ?5 WHERE id = ?1 AND {}",
                 may_become(Status::InProgress)
             ),
-            params![id, now, total as i64, model],
+            params![
+                id,
+                now,
+                start.total as i64,
+                start.model,
+                sql::signed(start.tokens)
+            ],
         )?;
         if n == 0 {
-            return Ok(false);
+            return Ok(Started::NotValidating);
         }
         {
             let mut insert = tx.prepare_cached(
@@ -658,7 +691,7 @@ impl Db {
             params![id],
         )?;
         tx.commit()?;
-        Ok(true)
+        Ok(Started::Started)
     }
 
     fn fail(
@@ -951,17 +984,9 @@ impl JobStore for SqliteStore {
         self.run(move |db| db.release_all(owner.as_deref())).await
     }
 
-    async fn begin(
-        &self,
-        lease: &Lease,
-        total: u64,
-        model: Option<&str>,
-        chunks: &[Chunk],
-        now: i64,
-    ) -> StoreResult<bool> {
-        let (lease, model, chunks) = (lease.clone(), model.map(str::to_owned), chunks.to_vec());
-        self.run(move |db| db.begin(&lease, total, model.as_deref(), &chunks, now))
-            .await
+    async fn start(&self, lease: &Lease, start: &Start, now: i64) -> StoreResult<Started> {
+        let (lease, start) = (lease.clone(), start.clone());
+        self.run(move |db| db.start(&lease, &start, now)).await
     }
 
     async fn fail(
@@ -1011,6 +1036,34 @@ impl JobStore for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A database made before batches had `enqueued_tokens` gains it.
+    #[test]
+    fn an_older_database_gains_the_new_columns() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let path = dir.path().join("db");
+        let old = SCHEMA.replace(
+            "output_expires_after INTEGER,\n    enqueued_tokens      INTEGER NOT NULL DEFAULT 0",
+            "output_expires_after INTEGER",
+        );
+        assert_ne!(old, SCHEMA);
+        Connection::open(&path)
+            .expect("open")
+            .execute_batch(&old)
+            .expect("the old schema");
+        let db = Db::open(&path).expect("reopened");
+        let n: i64 = db
+            .conn()
+            .query_row(
+                "SELECT COUNT(*) FROM pragma_table_info('batches') WHERE name = 'enqueued_tokens'",
+                [],
+                |r| r.get(0),
+            )
+            .expect("columns");
+        assert_eq!(n, 1);
+        drop(db);
+        Db::open(&path).expect("opened again, with nothing to add");
+    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn sqlite_passes_the_conformance_suite() {

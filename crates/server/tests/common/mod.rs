@@ -191,6 +191,37 @@ impl Harness {
         }
     }
 
+    /// Upload `content` as `key` and create a chat batch of it; its id.
+    pub async fn create_as(&self, key: Option<&str>, content: &[u8]) -> String {
+        let (s, f) = self.upload_as(key, "requests.jsonl", content).await;
+        assert_eq!(s, 200, "{f}");
+        let (s, b, _) = self
+            .post_as(key, "/v1/batches", &json!({"input_file_id": f["id"], "endpoint": "/v1/chat/completions", "completion_window": "24h"}))
+            .await;
+        assert_eq!(s, 200, "{b}");
+        b["id"].as_str().unwrap().to_owned()
+    }
+
+    /// Poll as `key` until the batch's status is one `until` accepts.
+    pub async fn poll_as(
+        &self,
+        key: Option<&str>,
+        id: &str,
+        until: impl Fn(&str) -> bool,
+        within: Duration,
+    ) -> Value {
+        let start = Instant::now();
+        loop {
+            let (s, b) = self.get_as(key, &format!("/v1/batches/{id}")).await;
+            assert_eq!(s, 200, "{b}");
+            if until(b["status"].as_str().unwrap_or_default()) {
+                return b;
+            }
+            assert!(start.elapsed() < within, "after {within:?}: {b}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Cancel must be refused with a 409 the SDKs do not retry.
     pub async fn cancel_refused(&self, id: &str, status: &str) {
         let (s, e, headers) = self
