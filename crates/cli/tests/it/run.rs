@@ -443,3 +443,74 @@ fn a_failed_batch_says_why_and_is_not_sent_again() {
     assert_eq!(state(dir.path())["rounds"].as_array().unwrap().len(), 1);
     assert_eq!(serve.all("/v1/batches").len(), 2);
 }
+
+/// Against a `serve` whose tenant has an enqueued-token quota with room
+/// for one chunk at a time, `run` creates the chunks' batches, sees the
+/// ones over the quota refused (`token_limit_exceeded`), and creates them
+/// again as its own batches finish: every request runs in the first round,
+/// and the refusals are not counted as failures.
+#[test]
+fn run_waits_for_a_token_quota_instead_of_failing() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = |i: usize| format!("slow:30 tokens for request number {i}");
+    let content = requests(30, text);
+    let counter = batchkit_core::tokens::TokenCounter { forced: None };
+    let chunk_tokens = content
+        .split_inclusive(|&b| b == b'\n')
+        .collect::<Vec<_>>()
+        .chunks(10)
+        .map(|c| counter.enqueued(&c.concat()))
+        .max()
+        .unwrap();
+    let limit = chunk_tokens + chunk_tokens / 2;
+    std::fs::write(dir.path().join("requests.jsonl"), &content).unwrap();
+    let tenants = dir.path().join("tenants.toml");
+    std::fs::write(
+        &tenants,
+        format!(
+            "[[tenant]]\nname = \"acme\"\nkeys = [\"{}\"]\nenqueued_tokens = {limit}\n",
+            batchkit_server::tenants::hash_key("sk-acme")
+        ),
+    )
+    .unwrap();
+    let serve = Serve::start(
+        &dir.path().join("data"),
+        &["--tenants", tenants.to_str().unwrap(), "--provider", "vllm"],
+    );
+    let o = run_cmd(&serve, dir.path(), &["--max-requests", "10"])
+        .env("OPENAI_API_KEY", "sk-acme")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{stderr}");
+    eprintln!("{stderr}");
+    let lines = every_request_once(dir.path(), 30);
+    assert!(lines.iter().all(|l| l["status"] == "succeeded"));
+    assert!(
+        stderr.contains("waits for the service's enqueued-token limit"),
+        "{stderr}"
+    );
+    let s = state(dir.path());
+    assert_eq!(s["rounds"].as_array().unwrap().len(), 1, "{s}");
+    // The refused batches are on the service, failed for the quota alone.
+    let batches: Vec<Value> = {
+        let client = reqwest::blocking::Client::new();
+        let page: Value = client
+            .get(serve.url("/v1/batches?limit=100"))
+            .bearer_auth("sk-acme")
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        page["data"].as_array().unwrap().clone()
+    };
+    let refused = batches.iter().filter(|b| b["status"] == "failed").count();
+    assert!(refused >= 1, "{batches:?}");
+    assert!(
+        batches
+            .iter()
+            .filter(|b| b["status"] == "failed")
+            .all(|b| b["errors"]["data"][0]["code"] == "token_limit_exceeded")
+    );
+    assert_eq!(batches.len() - refused, 3, "one completed batch per chunk");
+}

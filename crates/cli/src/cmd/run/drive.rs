@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use batchkit_client::{Client, ClientError, CreateBatch};
@@ -273,27 +273,7 @@ async fn drive(
         });
         let id = match found {
             Some(b) => b.id.clone(),
-            None => {
-                let mut metadata: BTreeMap<String, String> =
-                    args.metadata.iter().cloned().collect();
-                metadata.insert("batchkit_run".into(), run_id.clone());
-                metadata.insert("batchkit_chunk".into(), cname.clone());
-                let req = CreateBatch {
-                    input_file_id: c.file_id.clone().unwrap_or_default(),
-                    endpoint: c.endpoint.clone(),
-                    completion_window: args.completion_window.clone(),
-                    metadata,
-                    output_expires_after: None,
-                };
-                req.check()
-                    .map_err(|e| RoundFailure::Local(anyhow::anyhow!("{e}")))?;
-                let b = client
-                    .create_batch(&req)
-                    .await
-                    .map_err(api(format!("batch on {}", req.input_file_id)))?;
-                eprintln!("round {number}: created {} for {cname}", b.id);
-                b.id
-            }
+            None => create(args, state, r, i, client).await?,
         };
         state.rounds[r].chunks[i].batch_id = Some(id);
         state.save(&paths.state)?;
@@ -344,6 +324,96 @@ async fn drive(
     Ok(())
 }
 
+/// Create the batch of chunk `i` of round `r`, named by the run's
+/// metadata so that a killed run finds it again; its id.
+async fn create(
+    args: &Options,
+    state: &State,
+    r: usize,
+    i: usize,
+    client: &Client,
+) -> Result<String, RoundFailure> {
+    let (round, c) = (&state.rounds[r], &state.rounds[r].chunks[i]);
+    let mut metadata: BTreeMap<String, String> = args.metadata.iter().cloned().collect();
+    metadata.insert("batchkit_run".into(), state.run_id.clone());
+    metadata.insert("batchkit_chunk".into(), c.name.clone());
+    let req = CreateBatch {
+        input_file_id: c.file_id.clone().unwrap_or_default(),
+        endpoint: c.endpoint.clone(),
+        completion_window: args.completion_window.clone(),
+        metadata,
+        output_expires_after: None,
+    };
+    req.check()
+        .map_err(|e| RoundFailure::Local(anyhow::anyhow!("{e}")))?;
+    let b = client
+        .create_batch(&req)
+        .await
+        .map_err(|e| RoundFailure::Client(format!("batch on {}", req.input_file_id), e))?;
+    eprintln!("round {}: created {} for {}", round.number, b.id, c.name);
+    Ok(b.id)
+}
+
+/// Whether a batch failed only because the service's enqueued-token limit
+/// was reached: the same batch passes once other batches finish.
+fn over_token_limit(errors: &[batchkit_client::BatchErrorItem]) -> bool {
+    !errors.is_empty()
+        && errors
+            .iter()
+            .all(|e| e.code.as_deref() == Some("token_limit_exceeded"))
+}
+
+/// Whether the chunk at `path` enqueues more tokens on its own than the
+/// limit a `token_limit_exceeded` error names ("Limit: 2,000,000 enqueued
+/// tokens"): then no wait helps, and it fails as any batch does, saying
+/// how to split it.
+fn too_large_alone(path: &Path, errors: &[batchkit_client::BatchErrorItem]) -> bool {
+    let Some(limit) = errors
+        .iter()
+        .filter_map(|e| e.message.as_deref())
+        .find_map(limit_in)
+    else {
+        return false;
+    };
+    let Ok(input) = Input::open(path).and_then(Input::into_mapped) else {
+        return false;
+    };
+    let tokens = batchkit_core::tokens::TokenCounter { forced: None }.enqueued(input.bytes());
+    if tokens <= limit {
+        return false;
+    }
+    eprintln!(
+        "{} alone enqueues about {} tokens (inputs and max_tokens), more than the limit of {}: \
+         run it with a smaller --max-chunk-tokens or --max-requests",
+        path.display(),
+        thousands(tokens),
+        thousands(limit)
+    );
+    true
+}
+
+/// The limit in OpenAI's `token_limit_exceeded` message.
+fn limit_in(message: &str) -> Option<u64> {
+    let rest = &message[message.find("Limit: ")? + "Limit: ".len()..];
+    let digits: String = rest
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == ',')
+        .filter(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
+}
+
+/// How long a chunk over the token limit waits before its batch is
+/// created again, after `tries` refusals, when none of the run's own
+/// batches ends first (each of those frees tokens, and the waiting chunks
+/// are tried at once): from the poll interval (at least a second),
+/// doubling, up to ten minutes.
+fn token_wait(every: Duration, tries: u32) -> Duration {
+    let base = every.max(Duration::from_secs(1));
+    base.saturating_mul(1 << tries.min(10))
+        .min(Duration::from_secs(600))
+}
+
 /// Poll the round's batches until all have ended, with one overall bar on
 /// a terminal and a line per change otherwise.
 async fn wait(
@@ -368,14 +438,28 @@ async fn wait(
         ProgressBar::hidden()
     };
     let every = args.every;
-    let mut unreachable_since = std::time::Instant::now();
+    let mut unreachable_since = Instant::now();
     let mut warned = false;
+    let n = state.rounds[r].chunks.len();
+    // Chunks whose batch the service refused for its enqueued-token limit:
+    // when each is created again, and how often it was refused.
+    let mut again_at: Vec<Option<Instant>> = vec![None; n];
+    let mut refused = vec![0u32; n];
     loop {
         let mut unanswered = false;
         let mut done = 0u64;
         let mut ended = 0usize;
-        let n = state.rounds[r].chunks.len();
+        let mut freed = false;
         for i in 0..n {
+            if let Some(at) = again_at[i] {
+                if Instant::now() < at {
+                    continue;
+                }
+                let id = create(args, state, r, i, client).await?;
+                state.rounds[r].chunks[i].batch_id = Some(id);
+                state.save(&paths.state)?;
+                again_at[i] = None;
+            }
             let id = state.rounds[r].chunks[i]
                 .batch_id
                 .clone()
@@ -407,6 +491,30 @@ async fn wait(
                 }
                 Err(e) => return Err(RoundFailure::Client(format!("batch {id}"), e)),
             };
+            let chunk_path = paths.work.join(&state.rounds[r].chunks[i].path);
+            if b.status == "failed"
+                && over_token_limit(b.error_list())
+                && !too_large_alone(&chunk_path, b.error_list())
+            {
+                // Not a failure of the lines: the service holds too many
+                // of this account's tokens. Created again once the run's
+                // own batches free some, or after a wait.
+                let wait = token_wait(every, refused[i]);
+                refused[i] += 1;
+                let why = b.error_list()[0].message.as_deref().unwrap_or_default();
+                bar.suspend(|| {
+                    eprintln!(
+                        "round {number}: {id} ({}) waits for the service's enqueued-token limit (created again when a batch of the run ends, or in {}s): {why}",
+                        state.rounds[r].chunks[i].name,
+                        wait.as_secs()
+                    )
+                });
+                again_at[i] = Some(Instant::now() + wait);
+                let c = &mut state.rounds[r].chunks[i];
+                (c.batch_id, c.status) = (None, None);
+                state.save(&paths.state)?;
+                continue;
+            }
             let c = b.counts();
             done += c.completed + c.failed;
             if state.rounds[r].chunks[i].status.as_deref() != Some(b.status.as_str()) {
@@ -423,6 +531,7 @@ async fn wait(
                         print_failure(number, &id, &state.rounds[r].chunks[i].name, errors)
                     });
                 }
+                freed |= b.is_terminal();
                 state.rounds[r].chunks[i].status = Some(b.status.clone());
                 state.save(&paths.state)?;
             }
@@ -430,11 +539,17 @@ async fn wait(
                 ended += 1;
             }
         }
+        if freed {
+            // A batch of the run's ended: its tokens are free.
+            for at in again_at.iter_mut().flatten() {
+                *at = Instant::now();
+            }
+        }
         if unanswered {
             tokio::time::sleep(every.max(Duration::from_secs(1))).await;
             continue;
         }
-        unreachable_since = std::time::Instant::now();
+        unreachable_since = Instant::now();
         warned = false;
         bar.set_position(done.min(total));
         bar.set_message(format!("{ended}/{n} batches ended"));
@@ -567,4 +682,25 @@ fn failure_lines(
     }
     out.commit()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_limit_is_read_from_openais_message() {
+        let m = "Enqueued token limit reached for gpt-4o in organization org-x. Limit: 2,000,000 enqueued tokens. Please try again once some in_progress batches have been completed.";
+        assert_eq!(limit_in(m), Some(2_000_000));
+        assert_eq!(limit_in("Limit: 90000 enqueued tokens"), Some(90_000));
+        assert_eq!(limit_in("no limit named"), None);
+    }
+
+    #[test]
+    fn waits_double_from_the_poll_interval_up_to_ten_minutes() {
+        let s = Duration::from_secs;
+        assert_eq!(token_wait(Duration::from_millis(200), 0), s(1));
+        assert_eq!(token_wait(s(5), 2), s(20));
+        assert_eq!(token_wait(s(5), 40), s(600));
+    }
 }
