@@ -34,6 +34,9 @@ pub struct ServerConfig {
     /// The tenants file (TOML): tenants with their hashed keys, weights and
     /// limits, read again on SIGHUP and when it changes.
     pub tenants_file: Option<PathBuf>,
+    /// Where the batches' ends of tenants without a webhook of their own
+    /// are told.
+    pub webhook: Option<crate::webhooks::Webhook>,
     /// Serve without keys on an address other than loopback.
     pub insecure_no_auth: bool,
     /// The most requests in flight to the upstream at once, across all
@@ -124,6 +127,7 @@ impl ServerConfig {
             object_store: None,
             api_keys: Vec::new(),
             tenants_file: None,
+            webhook: None,
             insecure_no_auth: false,
             concurrency: 64,
             max_retries: batchkit_client::DEFAULT_MAX_RETRIES,

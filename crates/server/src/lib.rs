@@ -35,6 +35,7 @@ pub mod metrics;
 pub mod objects;
 pub mod store;
 pub mod tenants;
+pub mod webhooks;
 pub mod window;
 
 pub use config::{ServerConfig, UpstreamSpec, Window};

@@ -33,6 +33,7 @@ pub struct Metrics {
     tenant_requests: Family<Vec<(String, String)>, Counter>,
     tenant_tokens: Family<Vec<(String, String)>, Counter>,
     upstream_up: Family<Vec<(String, String)>, Gauge>,
+    webhooks: Family<Vec<(String, String)>, Counter>,
     batches: Family<Vec<(String, String)>, Gauge>,
     node: Family<Vec<(String, String)>, Gauge>,
 }
@@ -78,6 +79,12 @@ impl Metrics {
         let tenant_tokens = Family::<Vec<(String, String)>, Counter>::default();
         let latency = Histogram::new(exponential_buckets(0.001, 2.0, 18));
         let batches = Family::<Vec<(String, String)>, Gauge>::default();
+        let webhooks = Family::<Vec<(String, String)>, Counter>::default();
+        registry.register(
+            "webhook_deliveries",
+            "Deliveries of webhook events, by outcome (delivered: a 2xx; failed: tried again later)",
+            webhooks.clone(),
+        );
         let node = Family::<Vec<(String, String)>, Gauge>::default();
         registry.register(
             "upstream_requests_dispatched",
@@ -159,9 +166,19 @@ impl Metrics {
             upstream_up,
             tenant_requests,
             tenant_tokens,
+            webhooks,
             batches,
             node,
         }
+    }
+
+    /// One delivery of a webhook event
+    /// (`batchkit_webhook_deliveries_total{outcome="delivered"|"failed"}`).
+    pub fn webhook(&self, delivered: bool) {
+        let outcome = if delivered { "delivered" } else { "failed" };
+        self.webhooks
+            .get_or_create(&vec![("outcome".to_owned(), outcome.to_owned())])
+            .inc();
     }
 
     /// An upstream's concurrency limit and state

@@ -11,6 +11,8 @@
 //! max_batches = 20           # unfinished batches at once
 //! enqueued_tokens = 5_000_000                       # across its models
 //! enqueued_tokens_per_model = { "llama-3.1-8b" = 2_000_000 }
+//! webhook_url = "https://acme.example/hooks/batch"  # batch.completed, ...
+//! webhook_secret = "whsec_..."   # `batchkit serve webhook-secret` makes one
 //! ```
 //!
 //! Keys are stored as SHA-256 hashes (`batchkit serve hash-key` prints
@@ -24,6 +26,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use crate::store::TokenLimit;
+use crate::webhooks::Webhook;
 
 /// One tenant.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -39,6 +42,9 @@ pub struct Tenant {
     pub enqueued_tokens: Option<u64>,
     /// The same, per model.
     pub enqueued_tokens_per_model: BTreeMap<String, u64>,
+    /// Where its batches' ends are told, if anywhere (else the server's
+    /// `--webhook-url`).
+    pub webhook: Option<Webhook>,
 }
 
 impl Tenant {
@@ -50,6 +56,7 @@ impl Tenant {
             max_batches: None,
             enqueued_tokens: None,
             enqueued_tokens_per_model: BTreeMap::new(),
+            webhook: None,
         }
     }
 
@@ -88,6 +95,8 @@ struct Entry {
     enqueued_tokens: Option<u64>,
     #[serde(default)]
     enqueued_tokens_per_model: BTreeMap<String, u64>,
+    webhook_url: Option<String>,
+    webhook_secret: Option<String>,
 }
 
 fn one() -> u32 {
@@ -160,12 +169,21 @@ impl Tenants {
                         .to_owned(),
                 );
             }
+            let webhook = match (&e.webhook_url, &e.webhook_secret) {
+                (None, None) => None,
+                (Some(url), Some(secret)) => match Webhook::new(url, secret) {
+                    Ok(w) => Some(w),
+                    Err(why) => return bad(why),
+                },
+                _ => return bad("webhook_url and webhook_secret go together".to_owned()),
+            };
             let tenant = Arc::new(Tenant {
                 name: e.name.clone(),
                 weight: e.weight,
                 max_batches: e.max_batches,
                 enqueued_tokens: e.enqueued_tokens,
                 enqueued_tokens_per_model: e.enqueued_tokens_per_model,
+                webhook,
             });
             if t.by_name.insert(e.name.clone(), tenant.clone()).is_some() {
                 return bad("the name is used twice".to_owned());
@@ -323,6 +341,17 @@ keys = ["KEY_B"]
                 "unknown field",
             ),
             (file().replace("\"acme\"", "\"a b\""), "a name is"),
+            (
+                file().replace("weight = 3", "weight = 3\nwebhook_url = \"http://x/\""),
+                "go together",
+            ),
+            (
+                file().replace(
+                    "weight = 3",
+                    "weight = 3\nwebhook_url = \"http://x/\"\nwebhook_secret = \"plain\"",
+                ),
+                "whsec_",
+            ),
             (
                 file().replace("enqueued_tokens = 1_000", "enqueued_tokens = 0"),
                 "limit of 0",

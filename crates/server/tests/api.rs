@@ -1595,3 +1595,130 @@ async fn a_token_quota_fails_a_batch_over_it_and_frees_as_batches_finish() {
     let third = create("sk-acme").await;
     assert_eq!(status("sk-acme", third).await["status"], "in_progress");
 }
+
+/// What a webhook receiver got: each delivery's headers and body.
+type Deliveries = std::sync::Arc<std::sync::Mutex<Vec<(axum::http::HeaderMap, String)>>>;
+
+/// A receiver on loopback that answers 200 to every delivery and keeps
+/// them; its URL.
+async fn receiver() -> (String, Deliveries) {
+    let got = Deliveries::default();
+    let kept = got.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: axum::http::HeaderMap, body: String| {
+            let kept = kept.clone();
+            async move {
+                kept.lock().unwrap().push((headers, body));
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, got)
+}
+
+/// A tenant's webhook tells it of its batches' ends (here a cancelled
+/// batch and an expired one), signed with its secret; a tenant without a
+/// webhook is told nothing, and its events leave the outbox.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenants_webhook_tells_of_cancelled_and_expired_batches() {
+    use batchkit_server::tenants::hash_key;
+    use batchkit_server::webhooks::{new_secret, parse_secret, sign};
+    let (url, got) = receiver().await;
+    let secret = new_secret();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tenants.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[[tenant]]\nname = \"hooked\"\nkeys = [\"{}\"]\nwebhook_url = \"{url}\"\nwebhook_secret = \"{secret}\"\n\n\
+             [[tenant]]\nname = \"quiet\"\nkeys = [\"{}\"]\n",
+            hash_key("sk-hooked"),
+            hash_key("sk-quiet"),
+        ),
+    )
+    .unwrap();
+    let h = Harness::new(|c| {
+        c.tenants_file = Some(file.clone());
+        c.concurrency = 1;
+    })
+    .await;
+    let key = Some("sk-hooked");
+    let slow = chat_file(&texts(50, |i| format!("slow:200 {i}")));
+    let cancelled = h.create_as(key, &slow).await;
+    h.poll_as(
+        key,
+        &cancelled,
+        |s| s == "in_progress",
+        Duration::from_secs(10),
+    )
+    .await;
+    let (s, _, _) = h
+        .post_as(key, &format!("/v1/batches/{cancelled}/cancel"), &json!({}))
+        .await;
+    assert_eq!(s, 200);
+    let (_, f) = h.upload_as(key, "slow.jsonl", &slow).await;
+    let (s, b, _) = h
+        .post_as(key, "/v1/batches", &json!({"input_file_id": f["id"], "endpoint": "/v1/chat/completions", "completion_window": "2s"}))
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let expired = b["id"].as_str().unwrap().to_owned();
+    let quiet = h
+        .create_as(
+            Some("sk-quiet"),
+            &chat_file(&texts(2, |i| format!("hi {i}"))),
+        )
+        .await;
+    for (k, id) in [
+        (key, &cancelled),
+        (key, &expired),
+        (Some("sk-quiet"), &quiet),
+    ] {
+        h.poll_as(
+            k,
+            id,
+            |s| ["cancelled", "expired", "completed"].contains(&s),
+            Duration::from_secs(20),
+        )
+        .await;
+    }
+    let started = std::time::Instant::now();
+    while got.lock().unwrap().len() < 2 {
+        assert!(started.elapsed() < Duration::from_secs(10), "not delivered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Time for a delivery the quiet tenant must not get.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let got = got.lock().unwrap().clone();
+    let key_bytes = parse_secret(&secret).unwrap();
+    let mut kinds = Vec::new();
+    for (headers, body) in &got {
+        let header = |n: &str| headers[n].to_str().unwrap().to_owned();
+        let (id, ts) = (header("webhook-id"), header("webhook-timestamp"));
+        let ts: i64 = ts.parse().unwrap();
+        assert!((ts - batchkit_server::ids::now()).abs() < 60);
+        assert_eq!(header("webhook-signature"), sign(&key_bytes, &id, ts, body));
+        assert_eq!(header("content-type"), "application/json");
+        let v: Value = serde_json::from_str(body).unwrap();
+        assert_eq!(
+            (v["object"].as_str(), v["id"].as_str()),
+            (Some("event"), Some(id.as_str()))
+        );
+        kinds.push((
+            v["type"].as_str().unwrap().to_owned(),
+            v["data"]["id"].as_str().unwrap().to_owned(),
+        ));
+    }
+    kinds.sort();
+    assert_eq!(
+        kinds,
+        [
+            ("batch.cancelled".to_owned(), cancelled),
+            ("batch.expired".to_owned(), expired)
+        ],
+        "only the hooked tenant's, once each"
+    );
+}

@@ -146,6 +146,10 @@ impl Command {
             Command::Stats(args) => cmd::stats::run(&args.options()),
             Command::Serve(args) => match &args.action {
                 Some(serve::ServeAction::HashKey { key }) => cmd::serve::hash_key(key.as_deref()),
+                Some(serve::ServeAction::WebhookSecret) => {
+                    println!("{}", batchkit_server::webhooks::new_secret());
+                    Ok(crate::exit::Exit::Ok)
+                }
                 None => cmd::serve::run(args.to_config()),
             },
             Command::Files(args) => cmd::files::run(&args.options()?),

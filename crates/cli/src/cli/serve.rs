@@ -74,6 +74,31 @@ pub struct ServeArgs {
     #[arg(long, env = "BATCHKIT_TENANTS", value_name = "FILE")]
     pub tenants: Option<PathBuf>,
 
+    /// Post OpenAI's batch webhooks (batch.completed, batch.failed,
+    /// batch.cancelled, batch.expired), signed as Standard Webhooks says,
+    /// to this URL, for tenants without a webhook of their own in the
+    /// tenants file.
+    #[arg(
+        long,
+        env = "BATCHKIT_WEBHOOK_URL",
+        value_name = "URL",
+        requires = "webhook_secret",
+        value_parser = webhook_url
+    )]
+    pub webhook_url: Option<String>,
+
+    /// The secret webhooks are signed with (whsec_ and base64; `batchkit
+    /// serve webhook-secret` makes one).
+    #[arg(
+        long,
+        env = "BATCHKIT_WEBHOOK_SECRET",
+        value_name = "SECRET",
+        hide_env_values = true,
+        requires = "webhook_url",
+        value_parser = webhook_secret
+    )]
+    pub webhook_secret: Option<String>,
+
     /// Serve without API keys on a non-loopback address.
     #[arg(long, env = "BATCHKIT_INSECURE_NO_AUTH")]
     pub insecure_no_auth: bool,
@@ -237,8 +262,23 @@ impl ServeArgs {
         cfg.object_store.clone_from(&self.object_store);
         cfg.completion_windows.clone_from(&self.completion_windows);
         cfg.check_models = !self.no_model_check;
+        if let (Some(url), Some(secret)) = (&self.webhook_url, &self.webhook_secret) {
+            // Both were checked as they were parsed.
+            cfg.webhook = batchkit_server::webhooks::Webhook::new(url, secret).ok();
+        }
         cfg
     }
+}
+
+/// `--webhook-url`: an http(s) URL.
+fn webhook_url(s: &str) -> Result<String, String> {
+    let secret = batchkit_server::webhooks::new_secret();
+    batchkit_server::webhooks::Webhook::new(s, &secret).map(|_| s.to_owned())
+}
+
+/// `--webhook-secret`: `whsec_` and base64 of at least 16 bytes.
+fn webhook_secret(s: &str) -> Result<String, String> {
+    batchkit_server::webhooks::parse_secret(s).map(|_| s.to_owned())
 }
 
 /// What `batchkit serve` does besides serving.
@@ -251,4 +291,9 @@ pub enum ServeAction {
         /// The key (default: the first line of standard input).
         key: Option<String>,
     },
+    /// Print a new random webhook secret (`whsec_...`, 32 bytes), for
+    /// `--webhook-secret` or a tenant's `webhook_secret`; the receiver
+    /// verifies with the same secret (OpenAI's SDKs:
+    /// `client.webhooks.unwrap(body, headers, secret=...)`).
+    WebhookSecret,
 }

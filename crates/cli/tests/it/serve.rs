@@ -5,7 +5,7 @@ use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 
 use common::serve::{Serve, requests, terminal, upstream};
 use serde_json::{Value, json};
@@ -428,10 +428,10 @@ fn a_full_disk_is_reported_and_nothing_is_lost() {
             break body;
         }
         assert!(
-            started.elapsed() < Duration::from_secs(30),
+            started.elapsed() < std::time::Duration::from_secs(30),
             "never degraded: {body}"
         );
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(std::time::Duration::from_millis(100));
     };
     assert_eq!(degraded["status"], "degraded");
     let problem = degraded["problems"][0]["error"]
@@ -628,4 +628,146 @@ fn tenants_come_from_a_file_reloaded_on_sighup() {
     Command::new("kill").args(["-HUP", &pid]).status().unwrap();
     std::thread::sleep(std::time::Duration::from_millis(500));
     assert_eq!(status("sk-globex"), 200);
+}
+
+/// The official-SDK webhook receiver (`tests/sdk/webhook_receiver.py`),
+/// refusing its first `refuse` deliveries, on `port` (0: any); it and its
+/// port.
+fn webhook_receiver(secret: &str, events: &Path, refuse: u32, port: u16) -> (Child, u16) {
+    let mut receiver = Command::new(common::sdk_python())
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/webhook_receiver.py"))
+        .args([
+            secret,
+            events.to_str().unwrap(),
+            &refuse.to_string(),
+            &port.to_string(),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(receiver.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    (receiver, line.trim().parse().unwrap())
+}
+
+/// What the receiver recorded, once `done` says it is enough (within 30 s).
+fn deliveries(events: &Path, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    let started = std::time::Instant::now();
+    loop {
+        let got: Vec<Value> = std::fs::read_to_string(events)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        if done(&got) {
+            for e in &got {
+                assert_eq!(e["verified"], true, "the SDK refused it: {e}");
+                assert_eq!(
+                    (&e["object"], &e["webhook_id"]),
+                    (&json!("event"), &e["id"])
+                );
+            }
+            return got;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "not delivered: {got:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+fn webhook_secret() -> String {
+    let made = common::batchkit()
+        .args(["serve", "webhook-secret"])
+        .output()
+        .unwrap();
+    assert!(made.status.success());
+    let secret = String::from_utf8(made.stdout).unwrap().trim().to_owned();
+    assert!(secret.starts_with("whsec_"), "{secret}");
+    secret
+}
+
+fn delivered(got: &[Value], batch: &str) -> bool {
+    got.iter()
+        .any(|e| e["batch"] == batch && e["answered"] == 200)
+}
+
+/// Webhooks as OpenAI sends them, checked by the official Python SDK's
+/// `webhooks.unwrap` in the receiver: a completed batch's event and a
+/// failed batch's. The receiver is down for the first delivery (it answers
+/// 503), and the event comes again, with the same `webhook-id`, on the
+/// schedule (5 s later).
+#[test]
+fn webhooks_are_verified_by_the_official_sdk_and_delivered_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = webhook_secret();
+    let events = dir.path().join("events.jsonl");
+    let (mut receiver, port) = webhook_receiver(&secret, &events, 1, 0);
+    let hook = format!("http://127.0.0.1:{port}/hooks/batch");
+    let serve = Serve::start(
+        &dir.path().join("data"),
+        &["--webhook-url", &hook, "--webhook-secret", &secret],
+    );
+    let good = serve.create(&serve.upload(&requests(3, |i| format!("hello {i}"))));
+    assert_eq!(serve.wait(&good, terminal)["status"], "completed");
+    let mut twice = requests(2, |i| format!("hello {i}"));
+    twice.extend_from_slice(&requests(1, |i| format!("again {i}")));
+    let bad = serve.create(&serve.upload(&twice));
+    assert_eq!(serve.wait(&bad, terminal)["status"], "failed");
+    let got = deliveries(&events, |got| delivered(got, &good) && delivered(got, &bad));
+    let _ = receiver.kill();
+    let _ = receiver.wait();
+    assert!(got.iter().all(|e| e["path"] == "/hooks/batch"));
+    // Whichever event came first was refused, and came again.
+    let refused: Vec<&Value> = got.iter().filter(|e| e["answered"] == 503).collect();
+    assert_eq!((refused.len(), &refused[0]["n"]), (1, &json!(1)), "{got:?}");
+    let again = got.iter().filter(|e| e["id"] == refused[0]["id"]).count();
+    assert_eq!(again, 2, "the same event again: {got:?}");
+    let of = |b: &str| -> Vec<&Value> {
+        got.iter()
+            .filter(|e| e["batch"] == b && e["answered"] == 200)
+            .collect()
+    };
+    let (first, second) = (of(&good), of(&bad));
+    assert_eq!((first.len(), second.len()), (1, 1), "{got:?}");
+    assert_eq!(first[0]["type"], "batch.completed");
+    assert_eq!(second[0]["type"], "batch.failed");
+    let b = serve.batch(&good);
+    assert_eq!(first[0]["created_at"], b["completed_at"]);
+}
+
+/// An event waits in the store's outbox: the receiver is not up when the
+/// batch ends, the server is killed with SIGKILL, and once restarted it
+/// delivers the event to the receiver that came up meanwhile.
+#[test]
+fn a_webhook_survives_kill_9_of_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = webhook_secret();
+    let events = dir.path().join("events.jsonl");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let hook = format!("http://127.0.0.1:{port}/hook");
+    let args = ["--webhook-url", &hook, "--webhook-secret", &secret];
+    let data = dir.path().join("data");
+    let serve = Serve::start(&data, &args);
+    let id = serve.create(&serve.upload(&requests(2, |i| format!("hello {i}"))));
+    assert_eq!(serve.wait(&id, terminal)["status"], "completed");
+    // The first delivery finds nobody listening.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    serve.kill9();
+    let (mut receiver, _) = webhook_receiver(&secret, &events, 0, port);
+    let _serve = Serve::start(&data, &args);
+    let got = deliveries(&events, |got| delivered(got, &id));
+    let _ = receiver.kill();
+    let _ = receiver.wait();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0]["type"], "batch.completed");
 }

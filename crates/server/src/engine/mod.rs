@@ -31,6 +31,7 @@ mod chunks;
 mod finalize;
 pub mod gate;
 pub mod health;
+mod outbox;
 pub mod output_lines;
 mod routes;
 mod runner;
@@ -169,6 +170,8 @@ impl Engine {
                 }
             });
         }
+        let engine = self.clone();
+        self.tasks.spawn(engine.deliver_events());
         let engine = self.clone();
         self.tasks.spawn(async move { engine.schedule().await });
         let engine = self.clone();

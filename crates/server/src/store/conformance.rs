@@ -25,6 +25,7 @@ pub async fn run(store: &dyn JobStore) {
     leases_are_exclusive_run_out_and_fence(store).await;
     finalization_waits_for_the_chunks(store).await;
     a_restarted_node_gives_up_its_leases(store).await;
+    webhook_events_wait_in_the_outbox(store).await;
     // The last that claims: it leaves batches running.
     token_limits_count_what_is_unfinished(store).await;
     lists_page_newest_first_and_keep_tenants_apart(store).await;
@@ -760,4 +761,73 @@ async fn token_limits_count_what_is_unfinished(s: &dyn JobStore) {
         .expect("get")
         .expect("found");
     assert_eq!((b.status, b.total), (Status::InProgress, 4));
+}
+
+/// A batch's end puts its event in the outbox in the same step; a caller
+/// holds a due event for a while; a failed delivery comes due again
+/// later; a delivered one is gone.
+async fn webhook_events_wait_in_the_outbox(s: &dyn JobStore) {
+    let hold = Duration::from_secs(60);
+    // The ends of the cases before: delivered, as far as this case goes.
+    for e in s.due_events(i64::MAX / 2, hold, 1000).await.expect("due") {
+        s.event_done(&e.id).await.expect("done");
+    }
+    assert_eq!(s.pending_events().await.expect("pending"), 0);
+    let id = "batch-hook";
+    s.insert_batch(&batch(id, "th", "file-in", 500))
+        .await
+        .expect("insert");
+    let v = claim(s, "n1", &[], id, Unit::BATCH).await;
+    let now = crate::ids::now_ms();
+    assert!(
+        s.due_events(now + 1000, hold, 10)
+            .await
+            .expect("due")
+            .is_empty(),
+        "no event before the batch ends"
+    );
+    assert!(s.fail(&v.lease, 0, &[], 501).await.expect("fail"));
+    let due = s.due_events(now + 1000, hold, 10).await.expect("due");
+    assert_eq!(due.len(), 1, "{due:?}");
+    let e = &due[0];
+    assert!(e.id.starts_with("evt_"), "{e:?}");
+    assert_eq!(
+        (
+            e.tenant.as_str(),
+            e.batch_id.as_str(),
+            e.kind.as_str(),
+            e.created_at,
+            e.attempts
+        ),
+        ("th", id, "batch.failed", 501, 0)
+    );
+    assert!(
+        s.due_events(now + 2000, hold, 10)
+            .await
+            .expect("due")
+            .is_empty(),
+        "held by the first caller"
+    );
+    assert_eq!(
+        s.due_events(now + 1000 + 61_000, hold, 10)
+            .await
+            .expect("due")
+            .len(),
+        1,
+        "a holder that died leaves it to another"
+    );
+    s.event_retry(e, now + 200_000, "503 from the receiver")
+        .await
+        .expect("retry");
+    assert!(
+        s.due_events(now + 199_000, hold, 10)
+            .await
+            .expect("due")
+            .is_empty()
+    );
+    let again = s.due_events(now + 200_000, hold, 10).await.expect("due");
+    assert_eq!((again.len(), again[0].attempts), (1, 1));
+    assert_eq!(s.pending_events().await.expect("pending"), 1);
+    s.event_done(&e.id).await.expect("done");
+    assert_eq!(s.pending_events().await.expect("pending"), 0);
 }

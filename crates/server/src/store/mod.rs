@@ -187,6 +187,36 @@ pub enum Started {
     NotValidating,
 }
 
+/// A webhook event waiting in the store's outbox: written in the same
+/// transaction as the batch's end, so that no crash loses it, and removed
+/// once delivered (or given up).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    /// `evt_...`: the `webhook-id` of every delivery of it.
+    pub id: String,
+    /// Whose batch.
+    pub tenant: String,
+    /// The batch.
+    pub batch_id: String,
+    /// `batch.completed`, `batch.failed`, `batch.cancelled`,
+    /// `batch.expired`.
+    pub kind: String,
+    /// When the batch ended (Unix seconds).
+    pub created_at: i64,
+    /// Deliveries tried so far.
+    pub attempts: u32,
+}
+
+/// The webhook event type of a batch's end status.
+pub(crate) fn event_kind(status: Status) -> &'static str {
+    match status {
+        Status::Completed => "batch.completed",
+        Status::Failed => "batch.failed",
+        Status::Cancelled => "batch.cancelled",
+        _ => "batch.expired",
+    }
+}
+
 /// Which unit of a batch's work: the batch itself, or one of its chunks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Unit(pub u32);
@@ -402,6 +432,23 @@ pub trait JobStore: Send + Sync + 'static {
     /// transaction. False if it had already ended. Fenced by the batch's
     /// lease.
     async fn finish(&self, lease: &Lease, finish: &Finish) -> StoreResult<bool>;
+
+    /// Up to `limit` webhook events due at `now_ms` (ms), oldest first,
+    /// each held for `hold` from now: no other caller gets it until then,
+    /// so a node that dies mid-delivery leaves it to another.
+    async fn due_events(
+        &self,
+        now_ms: i64,
+        hold: Duration,
+        limit: usize,
+    ) -> StoreResult<Vec<Event>>;
+    /// An event delivered, or given up: it leaves the outbox.
+    async fn event_done(&self, id: &str) -> StoreResult<()>;
+    /// A delivery of `event` failed (`why`): its attempts counted, it is
+    /// due again at `next_ms`.
+    async fn event_retry(&self, event: &Event, next_ms: i64, why: &str) -> StoreResult<()>;
+    /// Events waiting in the outbox.
+    async fn pending_events(&self) -> StoreResult<u64>;
 
     /// Notices of other nodes' writes, for a store several nodes share;
     /// `None` where there are no other nodes to hear from (the engine

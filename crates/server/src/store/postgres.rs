@@ -23,11 +23,12 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row, Transaction};
 
 use super::sql::{
-    self, BATCH_COLUMNS, FILE_COLUMNS, may_become, millis, signed, to_json, unfinished,
+    self, BATCH_COLUMNS, EVENT_COLUMNS, FILE_COLUMNS, may_become, millis, signed, to_json,
+    unfinished,
 };
 use super::{
-    Cancel, Chunk, Claim, Finish, JobStore, Lease, LineSet, ListError, Listed, Page, Renewed,
-    ResultRow, Start, Started, StoreError, StoreEvent, StoreResult, Unit,
+    Cancel, Chunk, Claim, Event, Finish, JobStore, Lease, LineSet, ListError, Listed, Page,
+    Renewed, ResultRow, Start, Started, StoreError, StoreEvent, StoreResult, Unit,
 };
 use crate::objects::{BatchError, BatchRecord, FileRecord, Status, Usage};
 
@@ -166,6 +167,25 @@ fn redact(url: &str) -> String {
         }
         _ => url.to_owned(),
     }
+}
+
+/// Put the end of batch `id` (as `status`, at `at`) in the webhook
+/// outbox, due now.
+async fn add_event(tx: &Transaction<'_>, id: &str, status: Status, at: i64) -> StoreResult<()> {
+    static ADD_EVENT: std::sync::LazyLock<String> =
+        std::sync::LazyLock::new(|| sql::ADD_EVENT.replace('?', "$"));
+    tx.execute(
+        ADD_EVENT.as_str(),
+        &[
+            &id,
+            &crate::ids::new_id("evt_", 32),
+            &super::event_kind(status),
+            &at,
+            &crate::ids::now_ms(),
+        ],
+    )
+    .await?;
+    Ok(())
 }
 
 /// Make a write only while `lease` is still held: the unit's row is
@@ -721,6 +741,7 @@ impl JobStore for PgStore {
         if n > 0 {
             tx.execute("DELETE FROM units WHERE batch_id = $1", &[&lease.batch_id])
                 .await?;
+            add_event(&tx, &lease.batch_id, Status::Failed, now).await?;
         }
         tx.commit().await?;
         Ok(n > 0)
@@ -878,8 +899,66 @@ impl JobStore for PgStore {
             .await?;
         tx.execute("DELETE FROM units WHERE batch_id = $1", &[id])
             .await?;
+        add_event(&tx, id, f.status, f.at).await?;
         tx.commit().await?;
         Ok(true)
+    }
+
+    async fn due_events(
+        &self,
+        now_ms: i64,
+        hold: Duration,
+        limit: usize,
+    ) -> StoreResult<Vec<Event>> {
+        let until = now_ms.saturating_add(hold.as_millis() as i64);
+        let rows = self
+            .client()
+            .await?
+            .query(
+                &format!(
+                    "UPDATE events SET next_at = $2 WHERE id IN (\
+                       SELECT id FROM events WHERE next_at <= $1 ORDER BY next_at LIMIT $3 \
+                       FOR UPDATE SKIP LOCKED) \
+                     RETURNING {EVENT_COLUMNS}"
+                ),
+                &[&now_ms, &until, &(limit as i64)],
+            )
+            .await?;
+        let mut events = rows
+            .iter()
+            .map(sql::event_from)
+            .collect::<StoreResult<Vec<Event>>>()?;
+        events.sort_by_key(|e| e.created_at);
+        Ok(events)
+    }
+
+    async fn event_done(&self, id: &str) -> StoreResult<()> {
+        self.client()
+            .await?
+            .execute("DELETE FROM events WHERE id = $1", &[&id])
+            .await?;
+        Ok(())
+    }
+
+    async fn event_retry(&self, event: &Event, next_ms: i64, why: &str) -> StoreResult<()> {
+        self.client()
+            .await?
+            .execute(
+                "UPDATE events SET attempts = attempts + 1, next_at = $2, last_error = $3 WHERE id = $1",
+                &[&event.id, &next_ms, &why],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn pending_events(&self) -> StoreResult<u64> {
+        let n: i64 = self
+            .client()
+            .await?
+            .query_one("SELECT COUNT(*) FROM events", &[])
+            .await?
+            .get(0);
+        Ok(n.max(0) as u64)
     }
 
     async fn events(&self) -> Option<mpsc::Receiver<StoreEvent>> {

@@ -5,7 +5,7 @@
 use crate::lifecycle;
 use crate::objects::{BatchRecord, FileRecord, Stamps, Status, Usage};
 
-use super::{ResultRow, StoreError, StoreResult};
+use super::{Event, ResultRow, StoreError, StoreResult};
 
 /// What a slice of newly recorded results adds to its batch's counts.
 #[derive(Default)]
@@ -48,6 +48,12 @@ pub(super) const ENQUEUED_SQLITE: &str = "SELECT COALESCE(SUM(enqueued_tokens * 
 pub(super) const ENQUEUED_POSTGRES: &str = "SELECT COALESCE(SUM(enqueued_tokens * (total - completed - failed) / total), 0)::bigint \
     FROM batches WHERE tenant = (SELECT tenant FROM batches WHERE id = $1) AND id <> $1 \
     AND status = 'in_progress' AND total > 0 AND ($2::text IS NULL OR model = $2)";
+
+/// Add batch `?1`'s end to the webhook outbox: event id `?2`, type `?3`,
+/// at `?4` (s), due at `?5` (ms). The same text runs on SQLite and
+/// PostgreSQL with `$` for `?`.
+pub(super) const ADD_EVENT: &str = "INSERT INTO events (id, tenant, batch_id, type, created_at, attempts, next_at) \
+    SELECT ?2, tenant, id, ?3, ?4, 0, ?5 FROM batches WHERE id = ?1";
 
 /// A file row's columns, in the order [`file_from`] reads them.
 pub(super) const FILE_COLUMNS: &str =
@@ -153,6 +159,21 @@ pub(super) fn file_from<R: Columns>(r: &R) -> Result<FileRecord, R::Error> {
         expires_at: r.int(4)?,
         filename: text(r, 5)?,
         purpose: text(r, 6)?,
+    })
+}
+
+/// An event row's columns, in the order [`event_from`] reads them.
+pub(super) const EVENT_COLUMNS: &str = "id, tenant, batch_id, type, created_at, attempts";
+
+/// A webhook event from a row of [`EVENT_COLUMNS`].
+pub(super) fn event_from<R: Columns>(r: &R) -> Result<Event, R::Error> {
+    Ok(Event {
+        id: text(r, 0)?,
+        tenant: text(r, 1)?,
+        batch_id: text(r, 2)?,
+        kind: text(r, 3)?,
+        created_at: int(r, 4)?,
+        attempts: u32::try_from(count(r, 5)?).unwrap_or(u32::MAX),
     })
 }
 

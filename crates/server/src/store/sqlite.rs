@@ -7,10 +7,12 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 
-use super::sql::{self, BATCH_COLUMNS, FILE_COLUMNS, may_become, to_json, unfinished};
+use super::sql::{
+    self, BATCH_COLUMNS, EVENT_COLUMNS, FILE_COLUMNS, may_become, to_json, unfinished,
+};
 use super::{
-    Cancel, Chunk, Claim, Finish, JobStore, Lease, LineSet, ListError, Listed, Page, Renewed,
-    ResultRow, Start, Started, StoreError, StoreResult, Unit,
+    Cancel, Chunk, Claim, Event, Finish, JobStore, Lease, LineSet, ListError, Listed, Page,
+    Renewed, ResultRow, Start, Started, StoreError, StoreResult, Unit,
 };
 use crate::objects::{BatchError, BatchRecord, FileRecord, Status, Usage};
 
@@ -85,6 +87,19 @@ CREATE TABLE IF NOT EXISTS units (
     PRIMARY KEY (batch_id, unit)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS units_leased ON units (owner) WHERE owner IS NOT NULL;
+-- The webhook outbox: a batch's end, until its event is delivered.
+-- next_at is in ms.
+CREATE TABLE IF NOT EXISTS events (
+    id         TEXT PRIMARY KEY,
+    tenant     TEXT NOT NULL,
+    batch_id   TEXT NOT NULL,
+    type       TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    attempts   INTEGER NOT NULL DEFAULT 0,
+    next_at    INTEGER NOT NULL,
+    last_error TEXT
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS events_due ON events (next_at);
 ";
 
 /// Batches from before units existed: the batch unit for each unfinished
@@ -118,6 +133,22 @@ fn add_column(conn: &Connection, table: &str, column: &str, decl: &str) -> rusql
     if !has {
         conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {decl}"))?;
     }
+    Ok(())
+}
+
+/// Put the end of batch `id` (as `status`, at `at`) in the webhook
+/// outbox, due now.
+fn add_event(tx: &Transaction<'_>, id: &str, status: Status, at: i64) -> StoreResult<()> {
+    tx.execute(
+        sql::ADD_EVENT,
+        params![
+            id,
+            crate::ids::new_id("evt_", 32),
+            super::event_kind(status),
+            at,
+            crate::ids::now_ms()
+        ],
+    )?;
     Ok(())
 }
 
@@ -718,6 +749,7 @@ impl Db {
                 "DELETE FROM units WHERE batch_id = ?1",
                 params![lease.batch_id],
             )?;
+            add_event(&tx, &lease.batch_id, Status::Failed, now)?;
         }
         tx.commit()?;
         Ok(n > 0)
@@ -845,8 +877,30 @@ impl Db {
         }
         tx.execute("DELETE FROM results WHERE batch_id = ?1", params![id])?;
         tx.execute("DELETE FROM units WHERE batch_id = ?1", params![id])?;
+        add_event(&tx, id, f.status, f.at)?;
         tx.commit()?;
         Ok(true)
+    }
+
+    fn due_events(&self, now_ms: i64, hold: Duration, limit: usize) -> StoreResult<Vec<Event>> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let events = {
+            let mut due = tx.prepare_cached(&format!(
+                "SELECT {EVENT_COLUMNS} FROM events WHERE next_at <= ?1 ORDER BY next_at LIMIT ?2"
+            ))?;
+            let rows = due.query_map(params![now_ms, limit as i64], |r| sql::event_from(r))?;
+            rows.collect::<rusqlite::Result<Vec<Event>>>()?
+        };
+        let until = now_ms.saturating_add(hold.as_millis() as i64);
+        for e in &events {
+            tx.execute(
+                "UPDATE events SET next_at = ?2 WHERE id = ?1",
+                params![e.id, until],
+            )?;
+        }
+        tx.commit()?;
+        Ok(events)
     }
 }
 
@@ -1030,6 +1084,47 @@ impl JobStore for SqliteStore {
     async fn finish(&self, lease: &Lease, finish: &Finish) -> StoreResult<bool> {
         let (lease, finish) = (lease.clone(), finish.clone());
         self.run(move |db| db.finish(&lease, &finish)).await
+    }
+
+    async fn due_events(
+        &self,
+        now_ms: i64,
+        hold: Duration,
+        limit: usize,
+    ) -> StoreResult<Vec<Event>> {
+        self.run(move |db| db.due_events(now_ms, hold, limit)).await
+    }
+
+    async fn event_done(&self, id: &str) -> StoreResult<()> {
+        let id = id.to_owned();
+        self.run(move |db| {
+            db.conn()
+                .execute("DELETE FROM events WHERE id = ?1", params![id])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn event_retry(&self, event: &Event, next_ms: i64, why: &str) -> StoreResult<()> {
+        let (id, why) = (event.id.clone(), why.to_owned());
+        self.run(move |db| {
+            db.conn().execute(
+                "UPDATE events SET attempts = attempts + 1, next_at = ?2, last_error = ?3 WHERE id = ?1",
+                params![id, next_ms, why],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn pending_events(&self) -> StoreResult<u64> {
+        self.run(|db| {
+            let n: i64 = db
+                .conn()
+                .query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))?;
+            Ok(n as u64)
+        })
+        .await
     }
 }
 
