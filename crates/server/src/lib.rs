@@ -169,6 +169,41 @@ async fn open_stores(cfg: &ServerConfig) -> Result<Stores, ServeError> {
     Ok((Arc::new(store), files, None))
 }
 
+/// Usage by tenant and model of the batches that ended at or after `since`
+/// and before `until` (Unix seconds), for billing: read from the job store
+/// `cfg` names (SQLite in the data directory, which a running server may
+/// be using, or PostgreSQL), without starting anything.
+pub async fn usage(
+    cfg: &ServerConfig,
+    since: i64,
+    until: i64,
+) -> Result<Vec<store::UsageRow>, ServeError> {
+    let store: Arc<dyn JobStore> = match &cfg.database {
+        None => {
+            let path = cfg.data_dir.join("batchkit.sqlite3");
+            if !path.is_file() {
+                return Err(ServeError::Other(format!(
+                    "no job store at {}: give the --data-dir the server uses (or its --database)",
+                    path.display()
+                )));
+            }
+            Arc::new(SqliteStore::open(&path).map_err(|e| ServeError::DataDir {
+                path: cfg.data_dir.clone(),
+                source: e.into(),
+            })?)
+        }
+        Some(url) => Arc::new(
+            PgStore::connect(url)
+                .await
+                .map_err(|e| ServeError::Shared(format!("cannot use the database: {e}")))?,
+        ),
+    };
+    store
+        .usage(since, until)
+        .await
+        .map_err(|e| ServeError::Other(format!("cannot read the usage: {e}")))
+}
+
 impl Server {
     /// Open the stores, resume unfinished batches and bind the address.
     pub async fn bind(cfg: ServerConfig) -> Result<Server, ServeError> {

@@ -32,6 +32,7 @@ mod help {
     pub const MERGE: &str = include_str!("../help/merge.txt");
     pub const RETRY: &str = include_str!("../help/retry.txt");
     pub const SERVE: &str = include_str!("../help/serve.txt");
+    pub const SERVE_USAGE: &str = include_str!("../help/serve-usage.txt");
     pub const FILES: &str = include_str!("../help/files.txt");
     pub const BATCHES: &str = include_str!("../help/batches.txt");
     pub const SERVICE: &str = include_str!("../help/service.txt");
@@ -146,6 +147,7 @@ impl Command {
             Command::Stats(args) => cmd::stats::run(&args.options()),
             Command::Serve(args) => match &args.action {
                 Some(serve::ServeAction::HashKey { key }) => cmd::serve::hash_key(key.as_deref()),
+                Some(serve::ServeAction::Usage(args)) => cmd::serve::usage(&args.options()),
                 Some(serve::ServeAction::WebhookSecret) => {
                     println!("{}", batchkit_server::webhooks::new_secret());
                     Ok(crate::exit::Exit::Ok)

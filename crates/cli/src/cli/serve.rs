@@ -47,14 +47,9 @@ pub struct ServeArgs {
     )]
     pub listen: std::net::SocketAddr,
 
-    /// Where the database and the files are kept.
-    #[arg(
-        long,
-        env = "BATCHKIT_DATA_DIR",
-        value_name = "DIR",
-        default_value = "batchkit-data"
-    )]
-    pub data_dir: PathBuf,
+    /// Where the job store is (SQLite in a directory, or PostgreSQL).
+    #[command(flatten)]
+    pub store: StoreArgs,
 
     /// An accepted API key (repeat for several; each key is a tenant that
     /// sees only its own files and batches). Without any, no key is asked
@@ -172,17 +167,6 @@ pub struct ServeArgs {
         value_parser = clap::value_parser!(u64).range(1..))]
     pub header_timeout: u64,
 
-    /// A PostgreSQL database that several nodes share, as
-    /// postgres://USER:PASS@HOST:PORT/DB; needs --object-store. Without
-    /// it: SQLite in --data-dir, for one server.
-    #[arg(
-        long,
-        env = "BATCHKIT_DATABASE_URL",
-        value_name = "URL",
-        hide_env_values = true
-    )]
-    pub database: Option<String>,
-
     /// Where the files are kept: s3://BUCKET[/PREFIX] (any S3-compatible
     /// store, configured by AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID,
     /// AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ALLOW_HTTP), or
@@ -235,7 +219,7 @@ impl ServeArgs {
         cfg.upstreams.clone_from(&self.upstreams);
         cfg.upstream_api_key.clone_from(&self.upstream_api_key);
         cfg.listen = self.listen;
-        cfg.data_dir.clone_from(&self.data_dir);
+        cfg.data_dir.clone_from(&self.store.data_dir);
         cfg.api_keys = self
             .api_keys
             .iter()
@@ -258,7 +242,7 @@ impl ServeArgs {
         }
         cfg.lease = std::time::Duration::from_secs(self.lease_seconds);
         cfg.chunk_requests = self.chunk_requests;
-        cfg.database.clone_from(&self.database);
+        cfg.database.clone_from(&self.store.database);
         cfg.object_store.clone_from(&self.object_store);
         cfg.completion_windows.clone_from(&self.completion_windows);
         cfg.check_models = !self.no_model_check;
@@ -291,9 +275,103 @@ pub enum ServeAction {
         /// The key (default: the first line of standard input).
         key: Option<String>,
     },
+    /// Usage by tenant and model of the batches that ended in a period,
+    /// for billing: batches, requests that succeeded and failed, and the
+    /// tokens the responses reported. Read from the server's job store
+    /// (its --data-dir, or --database), while it runs or not.
+    #[command(
+        after_help = super::text(super::help::SERVE_USAGE),
+        help_template = super::verbatim(super::text(super::help::SERVE_USAGE))
+    )]
+    Usage(UsageArgs),
     /// Print a new random webhook secret (`whsec_...`, 32 bytes), for
     /// `--webhook-secret` or a tenant's `webhook_secret`; the receiver
     /// verifies with the same secret (OpenAI's SDKs:
     /// `client.webhooks.unwrap(body, headers, secret=...)`).
     WebhookSecret,
+}
+
+/// Where a server's job store is.
+#[derive(Debug, Args)]
+pub struct StoreArgs {
+    /// Where the database and the files are kept.
+    #[arg(
+        long,
+        env = "BATCHKIT_DATA_DIR",
+        value_name = "DIR",
+        default_value = "batchkit-data"
+    )]
+    pub data_dir: PathBuf,
+
+    /// A PostgreSQL database that several nodes share, as
+    /// postgres://USER:PASS@HOST:PORT/DB; needs --object-store. Without
+    /// it: SQLite in --data-dir, for one server.
+    #[arg(
+        long,
+        env = "BATCHKIT_DATABASE_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub database: Option<String>,
+}
+
+/// `batchkit serve usage`.
+#[derive(Debug, Args)]
+pub struct UsageArgs {
+    /// From when: a date (2026-11-01, UTC), a time (2026-11-01T12:00:00Z),
+    /// or a span back from now (24h, 7d).
+    #[arg(long, value_name = "WHEN", value_parser = when)]
+    pub since: i64,
+
+    /// Until when, not included (default: now); as --since.
+    #[arg(long, value_name = "WHEN", value_parser = when)]
+    pub until: Option<i64>,
+
+    /// Only this tenant.
+    #[arg(long, value_name = "NAME")]
+    pub tenant: Option<String>,
+
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = super::Format::Human)]
+    pub format: super::Format,
+
+    /// The server's job store.
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+impl UsageArgs {
+    /// What the command is asked.
+    pub fn options(&self) -> crate::cmd::serve::UsageOptions {
+        crate::cmd::serve::UsageOptions {
+            since: self.since,
+            until: self.until,
+            tenant: self.tenant.clone(),
+            json: matches!(self.format, super::Format::Json),
+            data_dir: self.store.data_dir.clone(),
+            database: self.store.database.clone(),
+        }
+    }
+}
+
+/// A moment as Unix seconds: a date, an RFC 3339 time, or a span back
+/// from now.
+fn when(s: &str) -> Result<i64, String> {
+    let now = std::time::SystemTime::now();
+    let at = if let Ok(span) = humantime::parse_duration(s) {
+        now.checked_sub(span)
+            .ok_or_else(|| format!("'{s}' reaches back before 1970"))?
+    } else {
+        let full = if s.len() == 10 {
+            format!("{s}T00:00:00Z")
+        } else {
+            s.to_owned()
+        };
+        humantime::parse_rfc3339_weak(&full).map_err(|_| {
+            format!("'{s}' is not a date (2026-11-01), a time (2026-11-01T12:00:00Z) or a span back from now (24h, 7d)")
+        })?
+    };
+    at.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .map_err(|_| format!("'{s}' is before 1970"))
 }

@@ -70,6 +70,143 @@ pub fn hash_key(key: Option<&str>) -> anyhow::Result<Exit> {
     Ok(Exit::Ok)
 }
 
+/// What `batchkit serve usage` is asked.
+#[derive(Debug)]
+pub struct UsageOptions {
+    /// From (Unix seconds).
+    pub since: i64,
+    /// Until, not included (default: now).
+    pub until: Option<i64>,
+    /// Only this tenant.
+    pub tenant: Option<String>,
+    /// JSON instead of a table.
+    pub json: bool,
+    /// The server's data directory.
+    pub data_dir: std::path::PathBuf,
+    /// Or its PostgreSQL URL.
+    pub database: Option<String>,
+}
+
+/// `batchkit serve usage`: usage by tenant and model over a period.
+pub fn usage(args: &UsageOptions) -> anyhow::Result<Exit> {
+    // By default everything so far: this second too.
+    let until = args
+        .until
+        .unwrap_or_else(|| batchkit_server::ids::now() + 1);
+    if until <= args.since {
+        anyhow::bail!("--until must come after --since");
+    }
+    let mut cfg = batchkit_server::ServerConfig::new(String::new());
+    cfg.data_dir.clone_from(&args.data_dir);
+    cfg.database.clone_from(&args.database);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let mut rows = runtime.block_on(batchkit_server::usage(&cfg, args.since, until))?;
+    if let Some(t) = &args.tenant {
+        rows.retain(|r| &r.tenant == t);
+    }
+    let stamp = |t: i64| {
+        let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(t.max(0) as u64);
+        humantime::format_rfc3339_seconds(at).to_string()
+    };
+    match args.json {
+        true => {
+            let rows: Vec<serde_json::Value> = rows
+                .iter()
+                .map(|r| {
+                    serde_json::json!({
+                        "tenant": r.tenant,
+                        "model": r.model,
+                        "batches": r.batches,
+                        "requests": {"completed": r.completed, "failed": r.failed},
+                        "tokens": {
+                            "input": r.usage.input_tokens,
+                            "cached": r.usage.cached_tokens,
+                            "output": r.usage.output_tokens,
+                            "reasoning": r.usage.reasoning_tokens,
+                            "total": r.usage.total_tokens,
+                        },
+                    })
+                })
+                .collect();
+            let report = serde_json::json!({
+                "since": stamp(args.since),
+                "until": stamp(until),
+                "usage": rows,
+            });
+            println!("{report}");
+        }
+        false => {
+            use crate::report::thousands;
+            println!(
+                "batches that ended from {} until {}",
+                stamp(args.since),
+                stamp(until)
+            );
+            if rows.is_empty() {
+                println!("none");
+                return Ok(Exit::Ok);
+            }
+            let header = [
+                "tenant",
+                "model",
+                "batches",
+                "succeeded",
+                "failed",
+                "input",
+                "output",
+                "total",
+            ];
+            let table: Vec<[String; 8]> = rows
+                .iter()
+                .map(|r| {
+                    [
+                        r.tenant.clone(),
+                        r.model.clone().unwrap_or_else(|| "-".to_owned()),
+                        thousands(r.batches),
+                        thousands(r.completed),
+                        thousands(r.failed),
+                        thousands(r.usage.input_tokens),
+                        thousands(r.usage.output_tokens),
+                        thousands(r.usage.total_tokens),
+                    ]
+                })
+                .collect();
+            let width = |i: usize| {
+                table
+                    .iter()
+                    .map(|row| row[i].len())
+                    .chain([header[i].len()])
+                    .max()
+                    .unwrap_or(0)
+            };
+            let widths: Vec<usize> = (0..8).map(width).collect();
+            let line = |cells: &[String]| {
+                let text: Vec<String> = cells
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| {
+                        // Names to the left, numbers to the right.
+                        if i < 2 {
+                            format!("{c:<w$}", w = widths[i])
+                        } else {
+                            format!("{c:>w$}", w = widths[i])
+                        }
+                    })
+                    .collect();
+                println!("{}", text.join("  ").trim_end());
+            };
+            line(&header.map(str::to_owned));
+            for row in &table {
+                line(row);
+            }
+        }
+    }
+    Ok(Exit::Ok)
+}
+
 /// Ctrl-C or SIGTERM.
 async fn shutdown_signal() {
     let ctrl_c = async {

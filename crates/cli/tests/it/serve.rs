@@ -771,3 +771,129 @@ fn a_webhook_survives_kill_9_of_the_server() {
     assert_eq!(got.len(), 1, "{got:?}");
     assert_eq!(got[0]["type"], "batch.completed");
 }
+
+/// `serve usage` reports, from the store of a running server, each
+/// tenant's batches, requests and tokens by model: the sums of what the
+/// batches themselves say; a period before them is empty; a data
+/// directory without a store says so.
+#[test]
+fn usage_per_tenant_comes_from_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let serve = Serve::start(&data, &["--api-key", "sk-a,sk-b"]);
+    let client = reqwest::blocking::Client::new();
+    let mut expected = std::collections::BTreeMap::new();
+    for (key, n) in [("sk-a", 3), ("sk-b", 5), ("sk-a", 2)] {
+        let form = reqwest::blocking::multipart::Form::new()
+            .text("purpose", "batch")
+            .part(
+                "file",
+                reqwest::blocking::multipart::Part::bytes(requests(n, |i| {
+                    format!("hello there {i}")
+                }))
+                .file_name("r.jsonl"),
+            );
+        let f: Value = client
+            .post(serve.url("/v1/files"))
+            .bearer_auth(key)
+            .multipart(form)
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        let b: Value = client
+            .post(serve.url("/v1/batches"))
+            .bearer_auth(key)
+            .json(&json!({"input_file_id": f["id"], "endpoint": "/v1/chat/completions", "completion_window": "24h"}))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        let b = loop {
+            let b: Value = client
+                .get(serve.url(&format!("/v1/batches/{}", b["id"].as_str().unwrap())))
+                .bearer_auth(key)
+                .send()
+                .unwrap()
+                .json()
+                .unwrap();
+            if terminal(&b) {
+                break b;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        assert_eq!(b["status"], "completed");
+        let e = expected
+            .entry(batchkit_server::tenants::tenant_of(key))
+            .or_insert([0u64; 4]);
+        e[0] += 1;
+        e[1] += b["request_counts"]["completed"].as_u64().unwrap();
+        e[2] += b["usage"]["input_tokens"].as_u64().unwrap();
+        e[3] += b["usage"]["output_tokens"].as_u64().unwrap();
+    }
+    let usage = |extra: &[&str]| {
+        common::batchkit()
+            .args(["serve", "usage", "--data-dir", data.to_str().unwrap()])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let o = usage(&["--since", "1h", "--format", "json"]);
+    assert!(o.status.success(), "{}", common::stderr(&o));
+    let report: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let mut got = std::collections::BTreeMap::new();
+    for r in report["usage"].as_array().unwrap() {
+        assert_eq!(r["model"], "test-model");
+        assert_eq!(r["requests"]["failed"], 0);
+        got.insert(
+            r["tenant"].as_str().unwrap().to_owned(),
+            [
+                r["batches"].as_u64().unwrap(),
+                r["requests"]["completed"].as_u64().unwrap(),
+                r["tokens"]["input"].as_u64().unwrap(),
+                r["tokens"]["output"].as_u64().unwrap(),
+            ],
+        );
+    }
+    assert_eq!(got, expected);
+    assert!(
+        expected.values().all(|e| e[2] > 0 && e[3] > 0),
+        "{expected:?}"
+    );
+    // The table, for people; one tenant.
+    let a = batchkit_server::tenants::tenant_of("sk-a");
+    let o = usage(&["--since", "2000-01-01", "--tenant", &a]);
+    let table = String::from_utf8(o.stdout).unwrap();
+    assert!(o.status.success());
+    assert!(
+        table.lines().nth(1).unwrap().starts_with("tenant"),
+        "{table}"
+    );
+    assert_eq!(table.lines().count(), 3, "{table}");
+    assert!(
+        table.contains(&a) && table.contains("test-model"),
+        "{table}"
+    );
+    // Before any batch ended: nothing.
+    let o = usage(&["--since", "2000-01-01", "--until", "2000-02-01"]);
+    assert!(String::from_utf8(o.stdout).unwrap().ends_with("none\n"));
+    // Not a server's data directory; not a time.
+    let o = common::batchkit()
+        .args(["serve", "usage", "--since", "1d", "--data-dir"])
+        .arg(dir.path().join("nowhere"))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", common::stderr(&o));
+    assert!(
+        common::stderr(&o).contains("no job store at"),
+        "{}",
+        common::stderr(&o)
+    );
+    let o = usage(&["--since", "yesterday"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        common::stderr(&o).contains("is not a date"),
+        "{}",
+        common::stderr(&o)
+    );
+}

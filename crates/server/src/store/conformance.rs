@@ -11,7 +11,7 @@ use tokio::io::AsyncReadExt;
 
 use super::{
     Cancel, Chunk, Claim, FileStore, Finish, JobStore, ListError, Page, Renewed, ResultRow, Start,
-    Started, StoreError, StoreResult, TokenLimit, Unit,
+    Started, StoreError, StoreResult, TokenLimit, Unit, UsageRow,
 };
 use crate::objects::{BatchRecord, FileRecord, Status, Usage};
 
@@ -26,6 +26,7 @@ pub async fn run(store: &dyn JobStore) {
     finalization_waits_for_the_chunks(store).await;
     a_restarted_node_gives_up_its_leases(store).await;
     webhook_events_wait_in_the_outbox(store).await;
+    usage_counts_the_batches_that_ended_in_the_period(store).await;
     // The last that claims: it leaves batches running.
     token_limits_count_what_is_unfinished(store).await;
     lists_page_newest_first_and_keep_tenants_apart(store).await;
@@ -830,4 +831,57 @@ async fn webhook_events_wait_in_the_outbox(s: &dyn JobStore) {
     assert_eq!(s.pending_events().await.expect("pending"), 1);
     s.event_done(&e.id).await.expect("done");
     assert_eq!(s.pending_events().await.expect("pending"), 0);
+}
+
+/// Usage by tenant and model counts each batch that ended in the period
+/// once, with its requests and tokens; the period's end is not in it.
+async fn usage_counts_the_batches_that_ended_in_the_period(s: &dyn JobStore) {
+    let id = "batch-use";
+    s.insert_batch(&batch(id, "tu", "file-in", 4000))
+        .await
+        .expect("insert");
+    let v = claim(s, "n1", &[], id, Unit::BATCH).await;
+    assert!(
+        s.begin(&v.lease, 2, Some("m"), &[chunk(1, 1..3, 0..20)], 4001)
+            .await
+            .expect("begin")
+    );
+    let c = claim(s, "n1", &[], id, Unit(1)).await;
+    s.record(&c.lease, &[row(1, true), row(2, false)])
+        .await
+        .expect("record");
+    assert!(s.chunk_done(&c.lease, 4002).await.expect("done"));
+    let f = claim(s, "n1", &[], id, Unit::BATCH).await;
+    assert!(
+        s.finish(&f.lease, &finish(Status::Completed, 1, 1, 5000))
+            .await
+            .expect("finish")
+    );
+    let of = |rows: Vec<UsageRow>, tenant: &str| -> Vec<UsageRow> {
+        rows.into_iter().filter(|r| r.tenant == tenant).collect()
+    };
+    let rows = of(s.usage(4000, 6000).await.expect("usage"), "tu");
+    assert_eq!(
+        rows,
+        [UsageRow {
+            tenant: "tu".into(),
+            model: Some("m".into()),
+            batches: 1,
+            completed: 1,
+            failed: 1,
+            usage: Usage {
+                input_tokens: 2,
+                total_tokens: 2,
+                ..Usage::default()
+            },
+        }]
+    );
+    assert!(of(s.usage(0, 5000).await.expect("usage"), "tu").is_empty());
+    assert!(of(s.usage(5001, 9000).await.expect("usage"), "tu").is_empty());
+    // A batch that failed at validation has no model.
+    let failed = of(s.usage(500, 502).await.expect("usage"), "th");
+    assert_eq!(
+        (failed.len(), failed[0].model.as_deref(), failed[0].batches),
+        (1, None, 1)
+    );
 }

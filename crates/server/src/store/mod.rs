@@ -207,6 +207,24 @@ pub struct Event {
     pub attempts: u32,
 }
 
+/// One tenant's use of one model over a period: its batches that ended in
+/// the period, their requests and the tokens their responses reported.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UsageRow {
+    /// The tenant.
+    pub tenant: String,
+    /// The model (`None`: batches that failed before a model was known).
+    pub model: Option<String>,
+    /// Batches that ended in the period, whatever their end.
+    pub batches: u64,
+    /// Requests answered with a 2xx.
+    pub completed: u64,
+    /// Requests that failed, expired or were cancelled.
+    pub failed: u64,
+    /// Tokens.
+    pub usage: Usage,
+}
+
 /// The webhook event type of a batch's end status.
 pub(crate) fn event_kind(status: Status) -> &'static str {
     match status {
@@ -447,6 +465,9 @@ pub trait JobStore: Send + Sync + 'static {
     /// A delivery of `event` failed (`why`): its attempts counted, it is
     /// due again at `next_ms`.
     async fn event_retry(&self, event: &Event, next_ms: i64, why: &str) -> StoreResult<()>;
+    /// Usage by tenant and model of the batches that ended at or after
+    /// `since` and before `until` (Unix seconds), by tenant and model.
+    async fn usage(&self, since: i64, until: i64) -> StoreResult<Vec<UsageRow>>;
     /// Events waiting in the outbox.
     async fn pending_events(&self) -> StoreResult<u64>;
 

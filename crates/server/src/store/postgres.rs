@@ -28,7 +28,7 @@ use super::sql::{
 };
 use super::{
     Cancel, Chunk, Claim, Event, Finish, JobStore, Lease, LineSet, ListError, Listed, Page,
-    Renewed, ResultRow, Start, Started, StoreError, StoreEvent, StoreResult, Unit,
+    Renewed, ResultRow, Start, Started, StoreError, StoreEvent, StoreResult, Unit, UsageRow,
 };
 use crate::objects::{BatchError, BatchRecord, FileRecord, Status, Usage};
 
@@ -949,6 +949,17 @@ impl JobStore for PgStore {
             )
             .await?;
         Ok(())
+    }
+
+    async fn usage(&self, since: i64, until: i64) -> StoreResult<Vec<UsageRow>> {
+        static USAGE: std::sync::LazyLock<String> =
+            std::sync::LazyLock::new(|| sql::USAGE.replace('?', "$"));
+        let rows = self
+            .client()
+            .await?
+            .query(USAGE.as_str(), &[&since, &until])
+            .await?;
+        rows.iter().map(sql::usage_from).collect()
     }
 
     async fn pending_events(&self) -> StoreResult<u64> {

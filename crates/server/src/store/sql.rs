@@ -5,7 +5,7 @@
 use crate::lifecycle;
 use crate::objects::{BatchRecord, FileRecord, Stamps, Status, Usage};
 
-use super::{Event, ResultRow, StoreError, StoreResult};
+use super::{Event, ResultRow, StoreError, StoreResult, UsageRow};
 
 /// What a slice of newly recorded results adds to its batch's counts.
 #[derive(Default)]
@@ -159,6 +159,34 @@ pub(super) fn file_from<R: Columns>(r: &R) -> Result<FileRecord, R::Error> {
         expires_at: r.int(4)?,
         filename: text(r, 5)?,
         purpose: text(r, 6)?,
+    })
+}
+
+/// Usage of the batches that ended in [`?1`, `?2`), by tenant and model,
+/// in the order [`usage_from`] reads it (`$` for `?` and `::bigint` sums
+/// on PostgreSQL).
+pub(super) const USAGE: &str = "SELECT tenant, model, COUNT(*), SUM(completed)::bigint, SUM(failed)::bigint, \
+    SUM(input_tokens)::bigint, SUM(cached_tokens)::bigint, SUM(output_tokens)::bigint, \
+    SUM(reasoning_tokens)::bigint, SUM(total_tokens)::bigint FROM batches \
+    WHERE COALESCE(completed_at, failed_at, expired_at, cancelled_at) >= ?1 \
+    AND COALESCE(completed_at, failed_at, expired_at, cancelled_at) < ?2 \
+    GROUP BY tenant, model ORDER BY tenant, model";
+
+/// A row of [`USAGE`].
+pub(super) fn usage_from<R: Columns>(r: &R) -> Result<UsageRow, R::Error> {
+    Ok(UsageRow {
+        tenant: text(r, 0)?,
+        model: r.text(1)?,
+        batches: count(r, 2)?,
+        completed: count(r, 3)?,
+        failed: count(r, 4)?,
+        usage: Usage {
+            input_tokens: count(r, 5)?,
+            cached_tokens: count(r, 6)?,
+            output_tokens: count(r, 7)?,
+            reasoning_tokens: count(r, 8)?,
+            total_tokens: count(r, 9)?,
+        },
     })
 }
 

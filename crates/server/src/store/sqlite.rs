@@ -12,7 +12,7 @@ use super::sql::{
 };
 use super::{
     Cancel, Chunk, Claim, Event, Finish, JobStore, Lease, LineSet, ListError, Listed, Page,
-    Renewed, ResultRow, Start, Started, StoreError, StoreResult, Unit,
+    Renewed, ResultRow, Start, Started, StoreError, StoreResult, Unit, UsageRow,
 };
 use crate::objects::{BatchError, BatchRecord, FileRecord, Status, Usage};
 
@@ -1113,6 +1113,18 @@ impl JobStore for SqliteStore {
                 params![id, next_ms, why],
             )?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn usage(&self, since: i64, until: i64) -> StoreResult<Vec<UsageRow>> {
+        self.run(move |db| {
+            let conn = db.conn();
+            // SQLite has no ::bigint; its sums of integers are integers.
+            let sql = sql::USAGE.replace("::bigint", "");
+            let mut q = conn.prepare_cached(&sql)?;
+            let rows = q.query_map(params![since, until], |r| sql::usage_from(r))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<UsageRow>>>()?)
         })
         .await
     }
