@@ -1452,23 +1452,39 @@ async fn tenants_share_the_upstream_by_weight() {
     while seen("slow:20 light") < 20 || seen("slow:20 heavy") < 20 {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let (l0, h0) = (seen("slow:20 light"), seen("slow:20 heavy"));
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let (l1, h1) = (seen("slow:20 light"), seen("slow:20 heavy"));
-    let share = (h1 - h0) as f64 / ((h1 - h0) + (l1 - l0)) as f64;
+    // Four windows of half a second: each tenant's upstream requests.
+    let mut windows = Vec::new();
+    let (mut l, mut hv) = (seen("slow:20 light"), seen("slow:20 heavy"));
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let (l1, h1) = (seen("slow:20 light"), seen("slow:20 heavy"));
+        windows.push((h1 - hv, l1 - l));
+        (l, hv) = (l1, h1);
+    }
+    let share = |(h, l): (u64, u64)| h as f64 / (h + l) as f64;
+    let total = windows.iter().fold((0, 0), |(h, l), w| (h + w.0, l + w.1));
     eprintln!(
-        "weights 1:3 over 2 s: heavy {} requests, light {} ({:.1}% heavy)",
-        h1 - h0,
-        l1 - l0,
-        share * 100.0
+        "weights 1:3, heavy's share per 0.5 s window: {:?}; over 2 s: {:.1}% ({} against {})",
+        windows
+            .iter()
+            .map(|w| format!("{:.1}%", share(*w) * 100.0))
+            .collect::<Vec<_>>(),
+        share(total) * 100.0,
+        total.0,
+        total.1
     );
     assert!(
-        (0.65..=0.85).contains(&share),
-        "heavy got {:.0}% ({} against {})",
-        share * 100.0,
-        h1 - h0,
-        l1 - l0
+        (0.65..=0.85).contains(&share(total)),
+        "heavy got {:.0}% over 2 s: {windows:?}",
+        share(total) * 100.0
     );
+    for w in &windows {
+        assert!(
+            (0.55..=0.95).contains(&share(*w)),
+            "heavy got {:.0}% in a window: {windows:?}",
+            share(*w) * 100.0
+        );
+    }
     // A small batch gets through while both backlogs run.
     let started = std::time::Instant::now();
     let small = create("sk-small", "small", 10).await;
