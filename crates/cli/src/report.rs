@@ -21,6 +21,9 @@ pub enum Format {
     Human,
     /// For machines: JSON.
     Json,
+    /// Nothing at all: for callers that read what the command wrote (the
+    /// Python package's functions).
+    Quiet,
 }
 
 const ERROR: Style = AnsiColor::Red.on_default().bold();

@@ -127,6 +127,18 @@ pub fn open(args: &Options, outputs: &[&Path]) -> Result<Result<(Merge, Option<O
     }
     match Merge::new(&inputs, &args.results, &args.config) {
         Ok(m) => Ok(Ok((m, origins))),
+        Err(MergeError::InvalidInput { problems, count }) if args.format == Format::Quiet => {
+            let lines: Vec<String> = problems
+                .iter()
+                .take(20)
+                .map(|p| format!("{}:{}: {}", p.file.display(), p.line, p.message))
+                .collect();
+            anyhow::bail!(
+                "the request files cannot be merged: {} (every request line needs a unique custom_id)\n{}",
+                crate::report::count(count, "problem"),
+                lines.join("\n")
+            )
+        }
         Err(MergeError::InvalidInput { problems, count }) => {
             let mut err = anstream::stderr().lock();
             for p in &problems {
@@ -288,10 +300,15 @@ struct JsonProblem {
 
 /// Print the summary: human on stderr, or JSON on stdout when the output
 /// went to a file.
-pub fn summarize(merge: &Merge, args: &Options, tally: &Tally, verb: &str) -> Result<()> {
+pub fn summarize(
+    merge: &Merge,
+    args: &Options,
+    tally: &Tally,
+    verb: &str,
+) -> Result<serde_json::Value> {
     let problems = merge.problems();
-    if args.format == Format::Json && args.output.as_os_str() != "-" {
-        let summary = JsonSummary {
+    let json = || -> serde_json::Result<serde_json::Value> {
+        serde_json::to_value(JsonSummary {
             output: args.output.display().to_string(),
             requests: tally.total(),
             written: tally.written,
@@ -309,21 +326,27 @@ pub fn summarize(merge: &Merge, args: &Options, tally: &Tally, verb: &str) -> Re
             problems: JsonProblems {
                 object: "list",
                 data: problems
-                    .into_iter()
+                    .iter()
                     .map(|p| JsonProblem {
                         kind: p.kind.as_str(),
                         file: p.file.display().to_string(),
                         line: p.line,
-                        custom_id: p.custom_id,
-                        message: p.message,
+                        custom_id: p.custom_id.clone(),
+                        message: p.message.clone(),
                     })
                     .collect(),
             },
-        };
+        })
+    };
+    let summary = json()?;
+    if args.format == Format::Quiet {
+        return Ok(summary);
+    }
+    if args.format == Format::Json && args.output.as_os_str() != "-" {
         let mut out = anstream::stdout().lock();
         serde_json::to_writer(&mut out, &summary)?;
         writeln!(out)?;
-        return Ok(());
+        return Ok(summary);
     }
     let mut err = anstream::stderr().lock();
     for p in &problems {
@@ -367,7 +390,7 @@ pub fn summarize(merge: &Merge, args: &Options, tally: &Tally, verb: &str) -> Re
             .collect();
         writeln!(err, "  {WARN}problems{WARN:#}: {}", kinds.join(", "))?;
     }
-    Ok(())
+    Ok(summary)
 }
 
 fn display(p: &Path) -> String {

@@ -24,10 +24,16 @@ pub struct Options {
 
 /// Merge, write, summarize.
 pub fn run(args: &Options) -> Result<Exit> {
+    merge(args).map(|(exit, _)| exit)
+}
+
+/// Merge, write, summarize; the exit status, and the summary
+/// (`--format json`'s) when the files could be joined.
+pub fn merge(args: &Options) -> Result<(Exit, Option<serde_json::Value>)> {
     let unknown: Vec<&std::path::Path> = args.unknown.iter().map(|p| p.as_path()).collect();
     let (merge, origins) = match join::open(&args.join, &unknown)? {
         Ok(m) => m,
-        Err(exit) => return Ok(exit),
+        Err(exit) => return Ok((exit, None)),
     };
     join::warn_without_results(&merge)?;
     let line = MergedLine {
@@ -57,6 +63,6 @@ pub fn run(args: &Options) -> Result<Exit> {
         && merge.problem_counts().values().sum::<u64>() == 0;
     let exit = if clean { Exit::Ok } else { Exit::Invalid };
     crate::exit::record(exit);
-    join::summarize(&merge, &args.join, &tally, "merged into")?;
-    Ok(exit)
+    let summary = join::summarize(&merge, &args.join, &tally, "merged into")?;
+    Ok((exit, Some(summary)))
 }

@@ -27,9 +27,15 @@ pub struct Options {
 
 /// Select, write, summarize.
 pub fn run(args: &Options) -> Result<Exit> {
+    retry(args).map(|(exit, _)| exit)
+}
+
+/// Select, write, summarize; the exit status, and the summary
+/// (`--format json`'s) when the files could be joined.
+pub fn retry(args: &Options) -> Result<(Exit, Option<serde_json::Value>)> {
     let merge = match join::open(&args.join, &[])? {
         Ok((m, _)) => m,
-        Err(exit) => return Ok(exit),
+        Err(exit) => return Ok((exit, None)),
     };
     join::warn_without_results(&merge)?;
     let chosen = !args.status.is_empty() || !args.code.is_empty();
@@ -66,7 +72,7 @@ pub fn run(args: &Options) -> Result<Exit> {
         }
         selected
     })?;
-    join::summarize(&merge, &args.join, &tally, "retry requests written to")?;
+    let summary = join::summarize(&merge, &args.join, &tally, "retry requests written to")?;
     let skipped = skipped.into_inner().unwrap_or_else(|p| p.into_inner());
     let codes = |m: &BTreeMap<String, u64>| -> String {
         m.iter()
@@ -107,7 +113,7 @@ pub fn run(args: &Options) -> Result<Exit> {
             );
         }
     }
-    Ok(Exit::Ok)
+    Ok((Exit::Ok, Some(summary)))
 }
 
 /// Leave the retry file as it is when it makes one batch the provider

@@ -81,8 +81,107 @@ pub fn print_oversize(name: &Path, lines: &[Oversize]) -> Result<()> {
     Ok(())
 }
 
-/// Validate, plan, write.
+/// What a split came to.
+pub enum Outcome {
+    /// The chunks written (or, for a dry run, planned), and the report of
+    /// the lines set aside, if any were.
+    Split(Box<Manifest>, Option<Box<batchkit_core::Report>>),
+    /// The input is invalid (and invalid lines were not to be set aside):
+    /// nothing was written.
+    Invalid(Box<batchkit_core::Report>),
+    /// Lines that fit in no chunk: nothing was written.
+    Oversize(Vec<Oversize>),
+}
+
+/// Validate, plan, write; say what was done.
 pub fn run(args: &Options) -> Result<Exit> {
+    let name = if args.file.as_os_str() == "-" {
+        PathBuf::from("<stdin>")
+    } else {
+        args.file.clone()
+    };
+    match split(args)? {
+        Outcome::Split(manifest, rejected) => {
+            print_manifest(args, &manifest)?;
+            if let (Some(rejects), Some(checked)) = (&manifest.rejects, &rejected) {
+                print_rejected(args, rejects, checked)?;
+            }
+            Ok(Exit::Ok)
+        }
+        Outcome::Invalid(checked) => {
+            crate::exit::record(Exit::Invalid);
+            print_invalid(args, &name, &checked)?;
+            Ok(Exit::Invalid)
+        }
+        Outcome::Oversize(lines) => {
+            crate::exit::record(Exit::Invalid);
+            if args.format != Format::Quiet {
+                print_oversize(&name, &lines)?;
+            }
+            Ok(Exit::Invalid)
+        }
+    }
+}
+
+/// Why nothing was split: the diagnostics, and what to do.
+fn print_invalid(args: &Options, name: &Path, checked: &batchkit_core::Report) -> Result<()> {
+    match args.format {
+        Format::Json => {
+            let mut out = anstream::stdout().lock();
+            serde_json::to_writer(&mut out, &report::JsonReport::new(name, checked))?;
+            writeln!(out)?;
+        }
+        Format::Human => report::human_diagnostics(
+            &mut anstream::stderr().lock(),
+            name,
+            checked,
+            args.max_per_code,
+        )?,
+        Format::Quiet => return Ok(()),
+    }
+    let mut err = anstream::stderr().lock();
+    writeln!(
+        err,
+        "{ERROR}error:{ERROR:#} {} has {}; nothing was split",
+        name.display(),
+        count(checked.errors(), "error")
+    )?;
+    writeln!(
+        err,
+        "  = hint: fix them, or pass --skip-invalid to write the bad lines to a reject file"
+    )?;
+    Ok(())
+}
+
+/// The codes of the lines set aside, and where each is explained.
+fn print_rejected(
+    args: &Options,
+    rejects: &batchkit_core::split::Rejects,
+    checked: &batchkit_core::Report,
+) -> Result<()> {
+    if args.format == Format::Quiet {
+        return Ok(());
+    }
+    let codes: Vec<String> = checked
+        .counts
+        .iter()
+        .filter(|(c, n)| *n > 0 && c.severity() == batchkit_core::Severity::Error)
+        .map(|(c, n)| format!("{c}: {}", thousands(n)))
+        .collect();
+    let mut err = anstream::stderr().lock();
+    writeln!(err, "  set aside, by code: {}", codes.join(", "))?;
+    if !args.dry_run {
+        writeln!(
+            err,
+            "  each set-aside line's number and diagnostics: {} (`validate --format json`'s shape)",
+            report_name(&rejects.path)
+        )?;
+    }
+    Ok(())
+}
+
+/// Validate, plan and write, printing nothing but progress.
+pub fn split(args: &Options) -> Result<Outcome> {
     let input = Input::open(&args.file)?;
     let name = input.name.clone();
     let mapped = input.into_mapped()?;
@@ -127,8 +226,7 @@ pub fn run(args: &Options) -> Result<Exit> {
                         None => Ok(m),
                     })
                     .with_context(|| format!("cannot write chunks to {}", dir.display()))?;
-                print_manifest(args, &manifest)?;
-                return Ok(Exit::Ok);
+                return Ok(Outcome::Split(Box::new(manifest), None));
             }
             (one.report, one.facts, one.counted)
         }
@@ -141,32 +239,7 @@ pub fn run(args: &Options) -> Result<Exit> {
         }
     };
     if !checked.is_valid() && !args.skip_invalid {
-        crate::exit::record(Exit::Invalid);
-        match args.format {
-            Format::Json => {
-                let mut out = anstream::stdout().lock();
-                serde_json::to_writer(&mut out, &report::JsonReport::new(&name, &checked))?;
-                writeln!(out)?;
-            }
-            Format::Human => report::human_diagnostics(
-                &mut anstream::stderr().lock(),
-                &name,
-                &checked,
-                args.max_per_code,
-            )?,
-        }
-        let mut err = anstream::stderr().lock();
-        writeln!(
-            err,
-            "{ERROR}error:{ERROR:#} {} has {}; nothing was split",
-            name.display(),
-            count(checked.errors(), "error")
-        )?;
-        writeln!(
-            err,
-            "  = hint: fix them, or pass --skip-invalid to write the bad lines to a reject file"
-        )?;
-        return Ok(Exit::Invalid);
+        return Ok(Outcome::Invalid(Box::new(checked)));
     }
     let rejected = if args.skip_invalid {
         std::mem::take(&mut facts.bad_lines)
@@ -185,11 +258,7 @@ pub fn run(args: &Options) -> Result<Exit> {
     bar.finish_and_clear();
     let plan = match planned {
         Ok(plan) => plan,
-        Err(oversize) => {
-            crate::exit::record(Exit::Invalid);
-            print_oversize(&name, &oversize)?;
-            return Ok(Exit::Invalid);
-        }
+        Err(oversize) => return Ok(Outcome::Oversize(oversize)),
     };
     let writing = progress::bytes_bar(total, "writing chunks");
     let manifest = match (&args.out_dir, &write_to) {
@@ -216,25 +285,8 @@ pub fn run(args: &Options) -> Result<Exit> {
             .commit()
             .with_context(|| format!("cannot write chunks to {}", dir.display()))?;
     }
-    print_manifest(args, &manifest)?;
-    if let Some(rejects) = &manifest.rejects {
-        let codes: Vec<String> = checked
-            .counts
-            .iter()
-            .filter(|(c, n)| *n > 0 && c.severity() == batchkit_core::Severity::Error)
-            .map(|(c, n)| format!("{c}: {}", thousands(n)))
-            .collect();
-        let mut err = anstream::stderr().lock();
-        writeln!(err, "  set aside, by code: {}", codes.join(", "))?;
-        if !args.dry_run {
-            writeln!(
-                err,
-                "  each set-aside line's number and diagnostics: {} (`validate --format json`'s shape)",
-                report_name(&rejects.path)
-            )?;
-        }
-    }
-    Ok(Exit::Ok)
+    let rejected = manifest.rejects.is_some().then(|| Box::new(checked));
+    Ok(Outcome::Split(Box::new(manifest), rejected))
 }
 
 /// The rejects report beside the rejects file: `X.rejects.report.json`.
@@ -300,6 +352,7 @@ pub(crate) fn claim(dir: &Path, force: bool) -> Result<Vec<std::ffi::OsString>> 
 /// Print what was written (or would be), as JSON or for people.
 fn print_manifest(args: &Options, manifest: &Manifest) -> Result<()> {
     match args.format {
+        Format::Quiet => {}
         Format::Json => {
             let mut out = anstream::stdout().lock();
             serde_json::to_writer_pretty(&mut out, &manifest)?;

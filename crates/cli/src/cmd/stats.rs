@@ -15,7 +15,7 @@ use crate::progress;
 use crate::report::{Format, count, thousands};
 
 #[derive(Serialize)]
-struct Stats {
+pub struct Stats {
     file: String,
     provider: &'static str,
     requests: u64,
@@ -164,6 +164,23 @@ pub fn run(args: &Options) -> Result<Exit> {
 }
 
 fn one(args: &Options, file: &std::path::Path) -> Result<Exit> {
+    let (stats, exit) = compute(args, file)?;
+    crate::exit::record(exit);
+    match args.format {
+        Format::Json => {
+            let mut out = anstream::stdout().lock();
+            serde_json::to_writer_pretty(&mut out, &stats)?;
+            writeln!(out)?;
+        }
+        Format::Human => print_human(&stats)?,
+        Format::Quiet => {}
+    }
+    Ok(exit)
+}
+
+/// The statistics of one file, and its exit status (1 when a line is
+/// invalid), as `stats --format json` prints them.
+pub fn compute(args: &Options, file: &std::path::Path) -> Result<(Stats, Exit)> {
     let input = Input::open(file)?;
     let name = input.name.clone();
     let mapped = input.into_mapped()?;
@@ -264,16 +281,7 @@ fn one(args: &Options, file: &std::path::Path) -> Result<Exit> {
     } else {
         Exit::Ok
     };
-    crate::exit::record(exit);
-    match args.format {
-        Format::Json => {
-            let mut out = anstream::stdout().lock();
-            serde_json::to_writer_pretty(&mut out, &stats)?;
-            writeln!(out)?;
-        }
-        Format::Human => print_human(&stats)?,
-    }
-    Ok(exit)
+    Ok((stats, exit))
 }
 
 fn print_human(s: &Stats) -> Result<()> {

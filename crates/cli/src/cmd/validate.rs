@@ -62,6 +62,7 @@ pub fn run(args: &Options) -> Result<Exit> {
         worst = worst.max(if accepted { Exit::Ok } else { Exit::Invalid });
         crate::exit::record(worst);
         match args.format {
+            Format::Quiet => {}
             Format::Json => {
                 let mut out = anstream::stdout().lock();
                 serde_json::to_writer(&mut out, &report::JsonReport::new(&name, &report))?;

@@ -10,7 +10,10 @@
 //! - every `python` block: the comment before it, `<!-- python: against
 //!   serve -->`, says it talks to a `batchkit serve`; one is started, the
 //!   snippet runs with the official `openai` SDK in a folder holding
-//!   `requests.jsonl`, and must exit 0.
+//!   `requests.jsonl`, and must exit 0. `<!-- python: with the package -->`
+//!   says it uses the Python package: it runs with the wheel installed, in
+//!   a folder holding `requests.jsonl`, `output.jsonl` and `errors.jsonl`
+//!   (a batch's files), and must exit 0.
 //!
 //! The `batchkit` command lines of the other blocks (`sh`, `yaml`), which
 //! need files or services that are not here, are parsed by the real
@@ -243,7 +246,7 @@ fn every_json_sample_is_what_its_command_prints() {
 }
 
 #[test]
-fn every_python_snippet_runs_against_batchkit_serve() {
+fn every_python_snippet_runs_against_batchkit_serve_or_with_the_package() {
     let snippets: Vec<Block> = blocks()
         .into_iter()
         .filter(|b| b.lang == "python")
@@ -251,10 +254,26 @@ fn every_python_snippet_runs_against_batchkit_serve() {
     assert!(!snippets.is_empty(), "the pages have their Python snippets");
     for block in snippets {
         let at = format!("{}:{}", block.page, block.line);
+        if block.marker.as_deref() == Some("python: with the package") {
+            let dir = sandbox();
+            for (from, to) in [
+                ("requests.jsonl", "requests.jsonl"),
+                ("round1.output.jsonl", "output.jsonl"),
+                ("round1.errors.jsonl", "errors.jsonl"),
+            ] {
+                std::fs::copy(
+                    dir.path().join("testdata/merge").join(from),
+                    dir.path().join(to),
+                )
+                .unwrap();
+            }
+            run_snippet(&at, &crate::python::wheel_python(), dir.path(), &block.body);
+            continue;
+        }
         assert_eq!(
             block.marker.as_deref(),
             Some("python: against serve"),
-            "{at}: a Python snippet must follow `<!-- python: against serve -->`"
+            "{at}: a Python snippet must follow `<!-- python: against serve -->` or `<!-- python: with the package -->`"
         );
         const ADDRESS: &str = "http://127.0.0.1:8090/v1";
         assert!(
@@ -268,17 +287,24 @@ fn every_python_snippet_runs_against_batchkit_serve() {
             dir.path().join("requests.jsonl"),
         )
         .unwrap();
-        let script = dir.path().join("snippet.py");
-        std::fs::write(&script, block.body.replace(ADDRESS, &serve.url("/v1"))).unwrap();
-        let out = Command::new(common::sdk_python())
-            .arg(&script)
-            .current_dir(dir.path())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{at}: the snippet failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let body = block.body.replace(ADDRESS, &serve.url("/v1"));
+        run_snippet(&at, &common::sdk_python(), dir.path(), &body);
     }
+}
+
+/// Run a page's Python snippet `body` (found at `at`) with `python` in
+/// `dir`; it must exit 0.
+fn run_snippet(at: &str, python: &Path, dir: &Path, body: &str) {
+    let script = dir.join("snippet.py");
+    std::fs::write(&script, body).unwrap();
+    let out = Command::new(python)
+        .arg(&script)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{at}: the snippet failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -14,6 +14,7 @@ mod fake_openai;
 mod fixtures;
 mod merge;
 mod nodes;
+mod python;
 mod run;
 mod serve;
 mod split;

@@ -1,0 +1,5 @@
+"""``python -m batchkit_jsonl``: the ``batchkit`` command."""
+
+from ._cli import main
+
+main()
