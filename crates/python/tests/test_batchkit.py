@@ -252,3 +252,9 @@ def test_the_pre_commit_hook_installs_the_package_and_validates(tmp_path):
     bad = hook("example-broken.jsonl")
     assert bad.returncode == 1, bad.stdout + bad.stderr
     assert "duplicate_custom_id" in bad.stdout
+
+
+def test_the_package_is_typed():
+    package = Path(bk.__file__).parent
+    assert (package / "py.typed").exists()
+    assert (package / "_native.pyi").exists()
