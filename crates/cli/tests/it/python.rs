@@ -69,7 +69,7 @@ fn make_wheel_python() -> PathBuf {
     let _ = std::fs::remove_dir_all(&dist);
     check(
         Command::new(tools.join("bin/maturin"))
-            .args(["build", "--release", "--out"])
+            .args(["build", "--out"])
             .arg(&dist)
             .current_dir(root())
             .env("CARGO_TARGET_DIR", wheel_target()),
