@@ -158,6 +158,9 @@ def test_merge_adds_what_it_is_asked_for():
     assert list(merged) == want
     with_request = next(bk.merge(MERGE / "requests.jsonl", [], with_request=True))
     assert with_request["request"]["model"]
+    # One result file needs no list.
+    one = list(bk.merge(str(MERGE / "requests.jsonl"), str(MERGE / "vllm.results.jsonl")))
+    assert one == list(bk.merge(MERGE / "requests.jsonl", [MERGE / "vllm.results.jsonl"]))
 
 
 def test_merge_to_and_retry_write_what_the_commands_write(tmp_path):

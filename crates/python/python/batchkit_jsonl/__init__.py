@@ -196,17 +196,24 @@ def split(path: PathLike, out_dir: PathLike, provider: str = "openai", **options
     )
 
 
-def _requests_args(requests: Union[PathLike, Sequence[PathLike]], results: Sequence[PathLike]) -> List[str]:
-    files = [requests] if isinstance(requests, (str, os.PathLike)) else list(requests)
+def _paths(files: Union[PathLike, Sequence[PathLike]]) -> List[str]:
+    """One path or several, as strings (a single path is not a sequence of
+    one-letter names)."""
+    if isinstance(files, (str, os.PathLike)):
+        return [os.fspath(files)]
+    return [os.fspath(f) for f in files]
+
+
+def _requests_args(requests: Union[PathLike, Sequence[PathLike]], results: Union[PathLike, Sequence[PathLike]]) -> List[str]:
     args: List[str] = []
-    for f in files:
-        args += ["-i", os.fspath(f)]
-    return args + [os.fspath(r) for r in results]
+    for f in _paths(requests):
+        args += ["-i", f]
+    return args + _paths(results)
 
 
 def merge(
     requests: Union[PathLike, Sequence[PathLike]],
-    results: Sequence[PathLike],
+    results: Union[PathLike, Sequence[PathLike]],
     *,
     with_request: bool = False,
     text: bool = False,
@@ -218,10 +225,7 @@ def merge(
 
     ``results`` are the batches' output and error files, in any order.
     """
-    files = [requests] if isinstance(requests, (str, os.PathLike)) else list(requests)
-    lines = _native.MergeLines(
-        [os.fspath(f) for f in files], [os.fspath(r) for r in results], with_request, text
-    )
+    lines = _native.MergeLines(_paths(requests), _paths(results), with_request, text)
     for block in lines:
         for line in block.splitlines():
             yield json.loads(line)
@@ -229,7 +233,7 @@ def merge(
 
 def merge_to(
     requests: Union[PathLike, Sequence[PathLike]],
-    results: Sequence[PathLike],
+    results: Union[PathLike, Sequence[PathLike]],
     output: PathLike,
     **options: Any,
 ) -> Dict[str, Any]:
@@ -247,7 +251,7 @@ def merge_to(
 
 def retry(
     requests: Union[PathLike, Sequence[PathLike]],
-    results: Sequence[PathLike],
+    results: Union[PathLike, Sequence[PathLike]],
     output: PathLike,
     provider: str = "openai",
     **options: Any,
