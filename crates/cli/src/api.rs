@@ -4,8 +4,6 @@
 //! progress bars (which show only on a terminal), returning what the
 //! command would have printed as JSON.
 
-use std::path::PathBuf;
-
 use crate::cli::{Cli, Command};
 use crate::report::Format;
 
@@ -61,19 +59,9 @@ pub fn validate(args: &[String], bytes: Option<&[u8]>) -> Result<Done, Error> {
             file.clone(),
             batchkit_core::validate_bytes(bytes, &opts.config),
         ),
-        None => {
-            let input = batchkit_core::Input::open(file).map_err(|e| Error(e.to_string()))?;
-            let name = input.name.clone();
-            let uploadable = input.size_hint.is_some();
-            let mut report = batchkit_core::validate(input, &opts.config, &|_| {})
-                .map_err(|e| Error(e.to_string()))?;
-            if uploadable {
-                report.check_file_name(&name);
-            }
-            (name, report)
-        }
+        None => crate::cmd::validate::check(file, &opts.config)?,
     };
-    let accepted = report.is_valid() && !(opts.strict && report.warnings() > 0);
+    let accepted = crate::cmd::validate::accepted(&report, opts.strict);
     let json = to_json(&crate::report::JsonReport::new(&name, &report))?;
     Ok((u8::from(!accepted), Some(json)))
 }
@@ -91,8 +79,7 @@ pub fn split(args: &[String]) -> Result<Done, Error> {
     Ok(match crate::cmd::split::split(&opts)? {
         crate::cmd::split::Outcome::Split(manifest, _) => (0, Some(to_json(&manifest)?)),
         crate::cmd::split::Outcome::Invalid(report) => {
-            let name = display_name(&opts.file);
-            let r = crate::report::JsonReport::new(&name, &report);
+            let r = crate::report::JsonReport::new(&opts.file, &report);
             (1, Some(serde_json::json!({"invalid": to_json(&r)?})))
         }
         crate::cmd::split::Outcome::Oversize(lines) => {
@@ -149,14 +136,6 @@ fn with_command(command: &str, args: &[String]) -> Vec<String> {
     std::iter::once(command.to_owned())
         .chain(args.iter().cloned())
         .collect()
-}
-
-fn display_name(file: &std::path::Path) -> PathBuf {
-    if file.as_os_str() == "-" {
-        PathBuf::from("<stdin>")
-    } else {
-        file.to_owned()
-    }
 }
 
 /// `v` as a JSON value.

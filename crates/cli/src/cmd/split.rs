@@ -95,11 +95,8 @@ pub enum Outcome {
 
 /// Validate, plan, write; say what was done.
 pub fn run(args: &Options) -> Result<Exit> {
-    let name = if args.file.as_os_str() == "-" {
-        PathBuf::from("<stdin>")
-    } else {
-        args.file.clone()
-    };
+    // As the input names itself (`-` for standard input).
+    let name = &args.file;
     match split(args)? {
         Outcome::Split(manifest, rejected) => {
             print_manifest(args, &manifest)?;
@@ -110,13 +107,13 @@ pub fn run(args: &Options) -> Result<Exit> {
         }
         Outcome::Invalid(checked) => {
             crate::exit::record(Exit::Invalid);
-            print_invalid(args, &name, &checked)?;
+            print_invalid(args, name, &checked)?;
             Ok(Exit::Invalid)
         }
         Outcome::Oversize(lines) => {
             crate::exit::record(Exit::Invalid);
             if args.format != Format::Quiet {
-                print_oversize(&name, &lines)?;
+                print_oversize(name, &lines)?;
             }
             Ok(Exit::Invalid)
         }

@@ -26,39 +26,44 @@ pub struct Options {
     pub strict: bool,
 }
 
+/// Validate the file at `path` (`-`: standard input), with a progress bar
+/// on a terminal: its name and report. A file's name is checked too (a
+/// pipe has none that gets uploaded).
+pub fn check(path: &std::path::Path, cfg: &Config) -> Result<(PathBuf, batchkit_core::Report)> {
+    let input = Input::open(path)?;
+    let name = input.name.clone();
+    let uploadable = input.size_hint.is_some();
+    let bar = progress::bytes_bar(input.size_hint, &format!("validating {}", name.display()));
+    let result = validate(input, cfg, &|n| bar.inc(n));
+    bar.finish_and_clear();
+    let mut report = result?;
+    if uploadable {
+        report.check_file_name(&name);
+    }
+    Ok((name, report))
+}
+
+/// Whether the service would take the file: no error, and with `strict`
+/// no warning either.
+pub fn accepted(report: &batchkit_core::Report, strict: bool) -> bool {
+    report.is_valid() && !(strict && report.warnings() > 0)
+}
+
 /// Validate every file named; the exit status is the worst one's.
 pub fn run(args: &Options) -> Result<Exit> {
     let cfg = &args.config;
     let mut worst = Exit::Ok;
     for path in &args.files {
-        let input = match Input::open(path) {
-            Ok(input) => input,
+        let (name, report) = match check(path, cfg) {
+            Ok(checked) => checked,
             Err(e) => {
                 worst = worst.max(Exit::Error);
                 crate::exit::record(worst);
-                crate::print_error(&e.into());
+                crate::print_error(&e);
                 continue;
             }
         };
-        let name = input.name.clone();
-        // A pipe (stdin, a FIFO, `<(...)`) has no name that gets uploaded.
-        let uploadable = input.size_hint.is_some();
-        let bar = progress::bytes_bar(input.size_hint, &format!("validating {}", name.display()));
-        let result = validate(input, cfg, &|n| bar.inc(n));
-        bar.finish_and_clear();
-        let mut report = match result {
-            Ok(report) => report,
-            Err(e) => {
-                worst = worst.max(Exit::Error);
-                crate::exit::record(worst);
-                crate::print_error(&e.into());
-                continue;
-            }
-        };
-        if uploadable {
-            report.check_file_name(&name);
-        }
-        let accepted = report.is_valid() && !(args.strict && report.warnings() > 0);
+        let accepted = accepted(&report, args.strict);
         worst = worst.max(if accepted { Exit::Ok } else { Exit::Invalid });
         crate::exit::record(worst);
         match args.format {
