@@ -346,7 +346,7 @@ fn help_examples_are_printed_verbatim_at_any_width() {
             .env("COLUMNS", columns)
             .output()
             .expect("run");
-        assert_eq!(o.status.code(), Some(0));
+        common::succeeded(&o);
         String::from_utf8(o.stdout).expect("utf-8")
     };
     let commands = [
@@ -555,7 +555,7 @@ fn completions_and_man_pages_follow_the_live_cli() {
         let help = batchkit().args([c, "--help"]).output().expect("run");
         let help = String::from_utf8_lossy(&help.stdout).into_owned();
         let man = batchkit().args(["man", c]).output().expect("run");
-        assert_eq!(man.status.code(), Some(0));
+        common::succeeded(&man);
         let man = String::from_utf8_lossy(&man.stdout).into_owned();
         let flags: Vec<&str> = help
             .split_whitespace()

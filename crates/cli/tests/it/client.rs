@@ -58,7 +58,7 @@ fn files_and_batches_through_their_whole_lifecycle() {
     assert_eq!(file["object"], "file", "the service's object, unchanged");
 
     let human = bk(&serve, &["files", "get", file_id]);
-    assert_eq!(human.status.code(), Some(0));
+    common::succeeded(&human);
     assert!(
         stdout(&human).starts_with(file_id) && stdout(&human).contains("requests.jsonl"),
         "{}",
@@ -171,7 +171,7 @@ fn files_and_batches_through_their_whole_lifecycle() {
         &serve,
         &["files", "content", &out_file, "-o", to.to_str().unwrap()],
     );
-    assert_eq!(c.status.code(), Some(0));
+    common::succeeded(&c);
     assert_eq!(std::fs::read_to_string(&to).unwrap(), output);
     assert_eq!(
         stdout(&bk(&serve, &["files", "content", &out_file])),
@@ -233,7 +233,7 @@ fn wait_exits_1_and_says_why_a_batch_failed() {
             dir.path().to_str().unwrap(),
         ],
     );
-    assert_eq!(dl.status.code(), Some(0));
+    common::succeeded(&dl);
     assert!(
         stderr(&dl).contains("no output or error file"),
         "{}",
@@ -273,7 +273,7 @@ fn wait_gives_up_at_its_timeout_and_download_waits_for_the_end() {
         stderr(&dl)
     );
     let c = bk(&serve, &["batches", "cancel", &id, "--format", "json"]);
-    assert_eq!(c.status.code(), Some(0));
+    common::succeeded(&c);
     assert_eq!(json_lines(&c)[0]["status"], "cancelling");
 }
 

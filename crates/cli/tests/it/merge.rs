@@ -224,7 +224,7 @@ fn retry_selects_by_status_and_code() {
     let retry = std::fs::read_to_string(data("expected/retry_default.jsonl")).unwrap();
     assert!(retry.lines().all(|l| input.lines().any(|i| i == l)));
     let v = run(&["validate", "-q", &data("expected/retry_default.jsonl")]);
-    assert_eq!(v.status.code(), Some(0));
+    common::succeeded(&v);
 }
 
 #[test]
@@ -244,7 +244,7 @@ fn a_code_that_matches_nothing_says_so() {
         "-o",
         out.to_str().unwrap(),
     ]);
-    assert_eq!(o.status.code(), Some(0));
+    common::succeeded(&o);
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(
         stderr.contains("warning: no request matches --code batch_expird"),
@@ -282,7 +282,7 @@ fn all_succeeded_exits_zero() {
         "-o",
         "-",
     ]);
-    assert_eq!(o.status.code(), Some(0));
+    common::succeeded(&o);
     assert_eq!(
         String::from_utf8_lossy(&o.stdout),
         "{\"custom_id\":\"a\",\"line\":1,\"status\":\"succeeded\",\"status_code\":200,\"response\":{\"data\":[]},\"error\":null}\n"
@@ -556,7 +556,7 @@ fn a_retry_of_two_models_is_one_file_per_batch_that_validates() {
         "-o",
         out.to_str().unwrap(),
     ]);
-    assert_eq!(o.status.code(), Some(0));
+    common::succeeded(&o);
     assert_eq!(std::fs::read_to_string(&out).unwrap().lines().count(), 3);
 }
 
@@ -756,7 +756,7 @@ fn a_killed_merge_leaves_the_old_output_or_the_new_one_and_no_temporary_file() {
     );
     assert!(kinds.contains("old"), "some kill landed before the rename");
     // Whatever a kill left, the next run removes.
-    assert_eq!(run(&args).status.code(), Some(0));
+    common::succeeded(&run(&args));
     assert_eq!(
         common::names(dir.path()),
         ["in.jsonl", "merged.jsonl", "res.jsonl"]
@@ -780,7 +780,7 @@ fn a_code_that_matches_nothing_says_so_when_all_succeeded() {
         "-o",
         out.to_str().unwrap(),
     ]);
-    assert_eq!(o.status.code(), Some(0));
+    common::succeeded(&o);
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(
         stderr.contains("warning: no request matches --code batch_expird: every request succeeded"),

@@ -112,7 +112,7 @@ fn clean_removes_the_work_folder_and_state_after_the_merge() {
     let work = dir.path().join("merged.jsonl.run");
     let state_file = dir.path().join("merged.jsonl.run.json");
     let o = run(&serve, dir.path(), &["--max-requests", "5"]);
-    assert_eq!(o.status.code(), Some(0));
+    common::succeeded(&o);
     assert!(
         work.is_dir() && state_file.is_file(),
         "kept without --clean"

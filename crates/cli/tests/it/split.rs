@@ -495,10 +495,10 @@ fn splitting_twice_into_one_dir_never_mixes_the_two() {
         n.sort();
         n
     };
-    assert_eq!(split(&["--max-requests", "7"]).status.code(), Some(0));
+    common::succeeded(&split(&["--max-requests", "7"]));
     assert_eq!(names().len(), 9 + 1, "9 chunks and the manifest");
     // Again with bigger chunks: the earlier *.002 ... chunks are gone.
-    assert_eq!(split(&["--max-requests", "20"]).status.code(), Some(0));
+    common::succeeded(&split(&["--max-requests", "20"]));
     let now = names();
     assert_eq!(now.len(), 3 + 1, "{now:?}");
     let manifest: Manifest =
@@ -669,7 +669,7 @@ fn set_aside_lines_are_explained_with_their_line_numbers() {
         "{found:?}"
     );
     // The report is split's own: splitting again does not call it foreign.
-    assert_eq!(split().status.code(), Some(0));
+    common::succeeded(&split());
 }
 
 #[test]
@@ -901,7 +901,7 @@ fn a_killed_resplit_leaves_the_old_split_or_the_new_one() {
             "--force",
         ])
     };
-    assert_eq!(split("30000").status.code(), Some(0));
+    common::succeeded(&split("30000"));
     assert_eq!(whole_split(&out, &bytes), 30000);
     let args = [
         "split",
@@ -918,7 +918,7 @@ fn a_killed_resplit_leaves_the_old_split_or_the_new_one() {
         &[0.1, 0.3, 0.5, 0.7, 0.85, 0.95],
         || {
             // Each killed run starts from the old split.
-            assert_eq!(split("30000").status.code(), Some(0));
+            common::succeeded(&split("30000"));
         },
         |f| {
             let limit = whole_split(&out, &bytes);
@@ -928,7 +928,7 @@ fn a_killed_resplit_leaves_the_old_split_or_the_new_one() {
     );
     assert!(seen.contains(&30000), "some kill landed before the swap");
     // The next complete split leaves nothing of the killed ones.
-    assert_eq!(split("9000").status.code(), Some(0));
+    common::succeeded(&split("9000"));
     assert_eq!(whole_split(&out, &bytes), 9000);
     assert_eq!(common::names(dir.path()), ["big.jsonl", "chunks"]);
 }

@@ -46,6 +46,18 @@ pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// Assert that the run exited 0, showing what it printed on stderr if not
+/// (a full disk, say, is then named in the failure, not only "2 != 0").
+#[track_caller]
+pub fn succeeded(o: &Output) {
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "batchkit failed; its stderr:\n{}",
+        stderr(o)
+    );
+}
+
 /// Run `batchkit args` to the end once to learn how long it takes, then
 /// again once per fraction in `fractions`, killed with SIGKILL after that
 /// fraction of the full run's time; `check` looks at what each killed run
