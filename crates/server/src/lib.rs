@@ -41,7 +41,7 @@ pub mod window;
 pub use config::{ServerConfig, UpstreamSpec, Window};
 
 use engine::Engine;
-use store::{DiskFiles, FileStore, JobStore, PgStore, S3Files, SqliteStore};
+use store::{DiskFiles, FileStore, JobStore, SqliteStore};
 
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -111,7 +111,12 @@ fn open_files(url: &str, node: &str, shared: bool) -> Result<Arc<dyn FileStore>,
     let failed =
         |e: std::io::Error| ServeError::Shared(format!("cannot open the object store {url}: {e}"));
     if url.starts_with("s3://") {
-        return Ok(Arc::new(S3Files::open(url, &[]).map_err(failed)?));
+        #[cfg(feature = "s3")]
+        return Ok(Arc::new(store::S3Files::open(url, &[]).map_err(failed)?));
+        #[cfg(not(feature = "s3"))]
+        return Err(ServeError::Shared(format!(
+            "--object-store {url}: this batchkit was built without S3 (the cargo feature `s3`). Use a released binary or the Python wheel, which have it, or build with `cargo install batchkit --features postgres,s3`; or give file:///PATH, a directory every node mounts"
+        )));
     }
     match url.strip_prefix("file://") {
         Some(path) if path.starts_with('/') => {
@@ -162,11 +167,26 @@ async fn open_stores(cfg: &ServerConfig) -> Result<Stores, ServeError> {
             "--database postgres://... needs --object-store too: the nodes that share the database must share the files (a file uploaded to one node is read by the others). Give --object-store s3://BUCKET[/PREFIX] (any S3-compatible store), or file:///PATH, a directory every node mounts".into(),
         ));
     };
+    let store = connect_postgres(url).await?;
     let files = open_files(objects, &cfg.node_id, true)?;
-    let store = PgStore::connect(url)
+    Ok((store, files, None))
+}
+
+/// The PostgreSQL job store at `url`.
+#[cfg(feature = "postgres")]
+async fn connect_postgres(url: &str) -> Result<Arc<dyn JobStore>, ServeError> {
+    let store = store::PgStore::connect(url)
         .await
         .map_err(|e| ServeError::Shared(format!("cannot use the database: {e}")))?;
-    Ok((Arc::new(store), files, None))
+    Ok(Arc::new(store))
+}
+
+/// Without the `postgres` feature, a clear refusal.
+#[cfg(not(feature = "postgres"))]
+async fn connect_postgres(_url: &str) -> Result<Arc<dyn JobStore>, ServeError> {
+    Err(ServeError::Shared(
+        "--database postgres://...: this batchkit was built without PostgreSQL (the cargo feature `postgres`). Use a released binary or the Python wheel, which have it, or build with `cargo install batchkit --features postgres,s3`; without --database, a single node keeps its jobs in SQLite".into(),
+    ))
 }
 
 /// Usage by tenant and model of the batches that ended at or after `since`
@@ -192,11 +212,7 @@ pub async fn usage(
                 source: e.into(),
             })?)
         }
-        Some(url) => Arc::new(
-            PgStore::connect(url)
-                .await
-                .map_err(|e| ServeError::Shared(format!("cannot use the database: {e}")))?,
-        ),
+        Some(url) => connect_postgres(url).await?,
     };
     store
         .usage(since, until)

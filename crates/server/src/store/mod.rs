@@ -31,13 +31,17 @@ use crate::objects::{BatchError, BatchRecord, FileRecord, Status, Usage};
 #[cfg(test)]
 pub(crate) mod conformance;
 mod disk;
+#[cfg(feature = "postgres")]
 mod postgres;
+#[cfg(feature = "s3")]
 mod s3;
 mod sql;
 mod sqlite;
 
 pub use disk::DiskFiles;
+#[cfg(feature = "postgres")]
 pub use postgres::PgStore;
+#[cfg(feature = "s3")]
 pub use s3::S3Files;
 pub use sqlite::SqliteStore;
 

@@ -45,6 +45,7 @@ pub(super) const ENQUEUED_SQLITE: &str = "SELECT COALESCE(SUM(enqueued_tokens * 
     AND status = 'in_progress' AND total > 0 AND (?2 IS NULL OR model = ?2)";
 
 /// [`ENQUEUED_SQLITE`] in PostgreSQL's dialect.
+#[cfg(feature = "postgres")]
 pub(super) const ENQUEUED_POSTGRES: &str = "SELECT COALESCE(SUM(enqueued_tokens * (total - completed - failed) / total), 0)::bigint \
     FROM batches WHERE tenant = (SELECT tenant FROM batches WHERE id = $1) AND id <> $1 \
     AND status = 'in_progress' AND total > 0 AND ($2::text IS NULL OR model = $2)";
