@@ -115,7 +115,7 @@ fn open_files(url: &str, node: &str, shared: bool) -> Result<Arc<dyn FileStore>,
         return Ok(Arc::new(store::S3Files::open(url, &[]).map_err(failed)?));
         #[cfg(not(feature = "s3"))]
         return Err(ServeError::Shared(format!(
-            "--object-store {url}: this batchkit was built without S3 (the cargo feature `s3`). Use a released binary or the Python wheel, which have it, or build with `cargo install batchkit --features postgres,s3`; or give file:///PATH, a directory every node mounts"
+            "--object-store {url}: this batchkit was built without S3 (the cargo feature `s3`). Use a released binary or the Python wheel, which have it, or build it with the features postgres and s3 (`cargo install batchkit --features postgres,s3`, or `--path crates/cli` in a clone); or give file:///PATH, a directory every node mounts"
         )));
     }
     match url.strip_prefix("file://") {
@@ -185,7 +185,7 @@ async fn connect_postgres(url: &str) -> Result<Arc<dyn JobStore>, ServeError> {
 #[cfg(not(feature = "postgres"))]
 async fn connect_postgres(_url: &str) -> Result<Arc<dyn JobStore>, ServeError> {
     Err(ServeError::Shared(
-        "--database postgres://...: this batchkit was built without PostgreSQL (the cargo feature `postgres`). Use a released binary or the Python wheel, which have it, or build with `cargo install batchkit --features postgres,s3`; without --database, a single node keeps its jobs in SQLite".into(),
+        "--database postgres://...: this batchkit was built without PostgreSQL (the cargo feature `postgres`). Use a released binary or the Python wheel, which have it, or build it with the features postgres and s3 (`cargo install batchkit --features postgres,s3`, or `--path crates/cli` in a clone); without --database, a single node keeps its jobs in SQLite".into(),
     ))
 }
 
