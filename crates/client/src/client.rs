@@ -5,7 +5,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use rand::Rng;
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde_json::Value;
@@ -150,7 +149,10 @@ impl Client {
             .retry_base_delay
             .saturating_mul(1 << attempt.min(16))
             .min(MAX_DELAY);
-        let jittered = base.mul_f64(rand::rng().random_range(0.75..=1.0));
+        // 75-100% of it, as the SDKs jitter (the top 53 bits of a random
+        // number make a fraction; the whole delay if there is none).
+        let unit = getrandom::u64().map_or(1.0, |r| (r >> 11) as f64 / (1u64 << 53) as f64);
+        let jittered = base.mul_f64(0.75 + 0.25 * unit);
         asked.unwrap_or(jittered).min(MAX_DELAY)
     }
 

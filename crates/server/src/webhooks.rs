@@ -87,7 +87,8 @@ pub fn parse_secret(secret: &str) -> Result<Vec<u8>, String> {
 
 /// A new random secret of 32 bytes, `whsec_...`.
 pub fn new_secret() -> String {
-    let bytes: [u8; 32] = rand::random();
+    let mut bytes = [0u8; 32];
+    crate::ids::fill_random(&mut bytes);
     format!("whsec_{}", BASE64.encode(bytes))
 }
 

@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use rand::Rng;
 use reqwest::StatusCode;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, RETRY_AFTER};
 
@@ -146,7 +145,7 @@ impl Upstream {
             .retry_base_delay
             .saturating_mul(1 << attempt.min(16));
         let base = base.min(MAX_DELAY);
-        let jittered = base.mul_f64(rand::rng().random_range(0.5..=1.0));
+        let jittered = base.mul_f64(crate::ids::random_between(0.5, 1.0));
         jittered.max(asked.unwrap_or_default()).min(MAX_DELAY)
     }
 
