@@ -210,10 +210,17 @@ async fn a_batch_runs_to_completed_through_upstream_faults() {
         "injected_failure"
     );
     assert_eq!(by_id("r-19")["response"]["status_code"], 503);
-    // Retried as often as it failed, and no more.
-    assert_eq!(h.upstream.stats.seen("flaky:429:2"), 3);
-    assert_eq!(h.upstream.stats.seen("flaky:500:1"), 2);
-    assert_eq!(h.upstream.stats.seen("drop:1"), 2);
+    // Retried as often as it failed, and no more; but an attempt still in
+    // flight when the 503s below open the circuit is abandoned and sent
+    // again once the upstream answers (on a loaded machine a retry can be
+    // that late): one more at most.
+    for (text, failures) in [("flaky:429:2", 2), ("flaky:500:1", 1), ("drop:1", 1)] {
+        let seen = h.upstream.stats.seen(text);
+        assert!(
+            (failures + 1..=failures + 2).contains(&seen),
+            "{text}: sent {seen} times"
+        );
+    }
     assert_eq!(h.upstream.stats.seen("fail:400 context too long"), 1);
     // 1 + 5 retries that count; 503s in a row with nothing else answered
     // are taken as an outage (the circuit opens), and the attempts made

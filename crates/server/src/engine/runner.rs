@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::chunks::ChunkPlan;
 use super::finalize::finalize;
+use super::gate::Ask;
 use super::output_lines::{RequestLine, error_line, result_row};
 use super::routes::Served;
 use super::upstream::Reply;
@@ -396,6 +397,8 @@ async fn dispatch(
         .now()
         .get(&batch.tenant)
         .map_or(1, |t| t.weight);
+    // One ask ahead of the request waiting for its permit.
+    let mut ahead: Option<Ask> = None;
     let stop = loop {
         buf.clear();
         if reader.read_until(b'\n', &mut buf).await? == 0 {
@@ -429,12 +432,21 @@ async fn dispatch(
                     let _ = tx.send(failed_row(line_no, body)).await;
                     continue;
                 };
+                // The ask taken ahead, if it is for this upstream; else a
+                // new one (the one ahead, for another, is given up).
+                let ask = match ahead.take() {
+                    Some(a) if Arc::ptr_eq(a.gate(), upstream.gate()) => a,
+                    _ => upstream.gate().ask(&tenant, weight),
+                };
                 let permit = tokio::select! {
                     biased;
                     _ = token.cancelled() => break DispatchEnd::Told,
                     _ = tokio::time::sleep_until(deadline) => break DispatchEnd::Expired,
-                    p = upstream.gate().acquire(&tenant, weight) => p,
+                    p = ask.granted() => p,
                 };
+                // Keep a place in the queue for the next request while
+                // this one goes out (see `Gate::ask`).
+                ahead = Some(upstream.gate().ask(&tenant, weight));
                 let url = req.url.as_deref().unwrap_or(&batch.endpoint).to_owned();
                 let custom_id = req.custom_id.into_owned();
                 let body = Bytes::copy_from_slice(req.body.get().as_bytes());
@@ -490,8 +502,10 @@ async fn dispatch(
             }
         }
     };
-    // Every request is sent: another chunk of the batch may be claimed
-    // while the last answers come.
+    // Every request is sent: the place kept for another goes to other
+    // batches, and another chunk of this one may be claimed while the last
+    // answers come.
+    drop(ahead);
     sending.store(false, Ordering::Release);
     engine.wake();
     drop(tx);
