@@ -556,9 +556,6 @@ mod tests {
         assert!(g.limit() > 9);
     }
 
-    /// Two tenants of weights 1 and 3 waiting with more requests than
-    /// permits: over any stretch, about 25% and 75% of the permits.
-
     /// Two tenants that each send one request at a time and ask for the
     /// next permit only after another permit has come back (their tasks
     /// run late, as on a loaded machine): with no ask kept ahead the
@@ -605,6 +602,9 @@ mod tests {
         assert!((0.45..=0.55).contains(&without), "without: {without}");
         assert!((0.72..=0.78).contains(&with), "with one ahead: {with}");
     }
+
+    /// Two tenants of weights 1 and 3 waiting with more requests than
+    /// permits: over any stretch, about 25% and 75% of the permits.
     #[tokio::test]
     async fn waiting_tenants_share_by_weight_and_each_in_order() {
         use futures_util::FutureExt;
