@@ -174,7 +174,7 @@ pub fn parse_line(line: &str) -> Result<LineView<'_>, serde_json::Error> {
 /// strings with bytes above 0x7f): the view, or `None` where it declines,
 /// and then [`parse_line_serde`] over the UTF-8-checked text has the answer.
 /// `validate` reads lines this way; the parsers bench measures it
-/// (`cargo bench --bench validate -- parsers`).
+/// (`cargo bench -p batchkit-benches --features criterion --bench validate -- parsers`).
 pub fn scan_bytes(line: &[u8]) -> Option<LineView<'_>> {
     scan::scan_line(line).map(|(view, _)| view)
 }
@@ -191,7 +191,7 @@ pub fn parse_line_serde(line: &str) -> Result<LineView<'_>, serde_json::Error> {
 /// Read a [`LineView`] from any serde deserializer, with the same checks as
 /// [`parse_line`] (repeated keys, the body's shape); the caller checks that
 /// nothing follows the object. This is how the parsers are compared
-/// (`cargo bench --bench validate -- parsers`).
+/// (`cargo bench -p batchkit-benches --features criterion --bench validate -- parsers`).
 pub fn view_from<'de, D: Deserializer<'de>>(de: D) -> Result<LineView<'de>, D::Error> {
     de.deserialize_map(LineVisitor)
 }

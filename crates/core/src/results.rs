@@ -261,7 +261,7 @@ fn is_null(raw: Option<&RawValue>) -> bool {
 /// scanner, which also checks the line's syntax and UTF-8. `None` leaves
 /// the line to [`classify`], which reads every line and agrees on these.
 /// `merge` indexes result files this way; the parsers bench measures it
-/// (`cargo bench --bench validate -- parsers/results`).
+/// (`cargo bench -p batchkit-benches --features criterion --bench validate -- parsers/results`).
 pub fn scan_success(line: &[u8]) -> Option<(&str, Option<i64>, std::ops::Range<usize>)> {
     match crate::scan::scan_success(line)? {
         (s, end) if end == line.len() => Some((s.custom_id, s.status_code, s.body)),

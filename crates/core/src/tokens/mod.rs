@@ -227,7 +227,7 @@ impl TokenCounter {
     /// As [`TokenCounter::count_line`], with the line read by any serde
     /// deserializer (the caller checks what follows the object). The
     /// parsers bench compares `serde_json` and simd-json this way
-    /// (`cargo bench --bench validate -- parsers/tokens`).
+    /// (`cargo bench -p batchkit-benches --features criterion --bench validate -- parsers/tokens`).
     pub fn count_from<'de, D: serde::Deserializer<'de>>(&self, de: D) -> RequestTokens {
         match Line::deserialize(de) {
             Ok(parsed) => self.count_parsed(parsed),
