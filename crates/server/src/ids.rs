@@ -30,7 +30,6 @@ pub fn new_id(prefix: &str, len: usize) -> String {
 pub fn fill_random(bytes: &mut [u8]) {
     // Only a system without a random source fails here (Linux before
     // 3.17 without /dev/urandom): nothing could be made safely on it.
-    #[allow(clippy::expect_used)]
     getrandom::fill(bytes).expect("the operating system gives no random numbers");
 }
 

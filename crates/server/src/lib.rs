@@ -104,6 +104,10 @@ type Stores = (
     Option<lock::DataDirLock>,
 );
 
+/// How to get what a build without `postgres` or `s3` lacks.
+#[cfg(not(all(feature = "postgres", feature = "s3")))]
+const WITHOUT_FEATURES: &str = "Use a released binary or the Python wheel, which have it, or build it with the features postgres and s3 (`cargo install batchkit --features postgres,s3`, or `--path crates/cli` in a clone)";
+
 /// The file store an `--object-store` URL names: `s3://BUCKET[/PREFIX]`
 /// (configured from `AWS_*`), or `file:///PATH`, a directory (`shared`:
 /// other nodes use it too, so each node has its own scratch space).
@@ -115,7 +119,7 @@ fn open_files(url: &str, node: &str, shared: bool) -> Result<Arc<dyn FileStore>,
         return Ok(Arc::new(store::S3Files::open(url, &[]).map_err(failed)?));
         #[cfg(not(feature = "s3"))]
         return Err(ServeError::Shared(format!(
-            "--object-store {url}: this batchkit was built without S3 (the cargo feature `s3`). Use a released binary or the Python wheel, which have it, or build it with the features postgres and s3 (`cargo install batchkit --features postgres,s3`, or `--path crates/cli` in a clone); or give file:///PATH, a directory every node mounts"
+            "--object-store {url}: this batchkit was built without S3 (the cargo feature `s3`). {WITHOUT_FEATURES}; or give file:///PATH, a directory every node mounts"
         )));
     }
     match url.strip_prefix("file://") {
@@ -184,9 +188,9 @@ async fn connect_postgres(url: &str) -> Result<Arc<dyn JobStore>, ServeError> {
 /// Without the `postgres` feature, a clear refusal.
 #[cfg(not(feature = "postgres"))]
 async fn connect_postgres(_url: &str) -> Result<Arc<dyn JobStore>, ServeError> {
-    Err(ServeError::Shared(
-        "--database postgres://...: this batchkit was built without PostgreSQL (the cargo feature `postgres`). Use a released binary or the Python wheel, which have it, or build it with the features postgres and s3 (`cargo install batchkit --features postgres,s3`, or `--path crates/cli` in a clone); without --database, a single node keeps its jobs in SQLite".into(),
-    ))
+    Err(ServeError::Shared(format!(
+        "--database postgres://...: this batchkit was built without PostgreSQL (the cargo feature `postgres`). {WITHOUT_FEATURES}; without --database, a single node keeps its jobs in SQLite"
+    )))
 }
 
 /// Usage by tenant and model of the batches that ended at or after `since`
